@@ -1,0 +1,131 @@
+"""Every default of the project, in one place.
+
+Each field is one line: name, type, default and a comment that becomes its `--help` text.
+A `# == group ==` line starts a group; a script asks for the groups it uses and gets a
+parser whose flags are those fields (`batch_size` -> `--batch-size`).
+
+    from hyperparams import parse_args
+    args = parse_args(__doc__, ["run", "data", "train"])
+"""
+import argparse
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass
+
+
+@dataclass
+class Hyperparams:
+    # == run ==
+    device: str = "auto"  # auto|cpu|cuda|cuda:N: auto takes CUDA when present
+    dtype: str = "auto"  # autocast dtype; auto is bf16 where the hardware runs it fast
+    seed: int = 0  # random seed (each torchrun rank adds its rank)
+    # == data ==
+    data_dir: str = "data/kylberg"  # extracted dataset, one folder per class
+    url: str = "http://www.cb.uu.se/~gustaf/texture/data/without-rotations-zip/"  # where the per-class zips live
+    zips_dir: str = "data/kylberg-zips"  # downloaded (or hand-placed) per-class zips
+    split: str = "patch"  # patch|source|all: held-out patches per class, held-out sample d, or no hold-out
+    test_fraction: float = 0.25  # share of each class held out by the patch split
+    image_size: int = 224  # side of the square crop fed to the network
+    eval_crop: str = "center"  # center|full: what evaluation sees of each image
+    workers: int = 0  # background threads that prepare training batches (0: in the main loop)
+    # == demo ==
+    demo_dir: str = "data/demo"  # where `prepro.py --demo` writes its dataset
+    demo_classes: int = 6  # number of procedural texture classes
+    demo_patches: int = 40  # patches per class (10 per sample a..d)
+    demo_size: int = 96  # side of each demo patch in pixels
+    # == train ==
+    ckpt_dir: str = "asset/train/ckpt"  # checkpoints and the run's settings
+    log_dir: str = "asset/train/log"  # TensorBoard events, metrics.jsonl, curves.png
+    batch_size: int = 16  # images per optimiser step (per process under torchrun)
+    epochs: int = 30  # passes over the training split
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 5e-4  # AdamW weight decay
+    warmup_epochs: float = 1.0  # linear warm-up before the cosine decay
+    keep: int = 5  # most recent checkpoints kept (the best one is kept as well)
+    log_every: int = 10  # optimiser steps between log lines
+    compile: str = "auto"  # auto|on|off: torch.compile the training step (auto: on CUDA only)
+    # == test ==
+    test_dir: str = "asset/test"  # confusion matrix and JSON report
+    # == gen ==
+    gen_dir: str = "gen_images"  # synthesis outputs, one folder per target
+    layers: str = "pool1,pool2,pool3,pool4"  # feature taps whose Gram matrices are matched, name[:weight],...
+    pool: str = "avg"  # max|avg: pooling used during synthesis
+    optimizer: str = "lbfgs"  # lbfgs|adam
+    gen_lr: float = 1.0  # optimiser step size (L-BFGS: 1; Adam: about 0.02)
+    steps: int = 300  # optimiser iterations per target
+    time_budget: float = 0.0  # stop each batch after this many seconds (0: no limit)
+    snapshot_every: int = 50  # iterations between snapshots (0: none)
+
+
+# Allowed values of the fields that take a word.
+CHOICES = {
+    "dtype": ["auto", "bf16", "fp16", "fp32"],
+    "split": ["patch", "source", "all"],
+    "eval_crop": ["center", "full"],
+    "compile": ["auto", "on", "off"],
+    "pool": ["max", "avg"],
+    "optimizer": ["lbfgs", "adam"],
+}
+# Numeric fields that may be zero; every other number must be positive.
+ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every"}
+
+
+def _comments():
+    """Field name -> (group, help text), read from this file's source lines."""
+    out, group = {}, None
+    with open(__file__, encoding="utf-8") as f:
+        for line in f:
+            if m := re.match(r"\s*# == (\w+) ==", line):
+                group = m.group(1)
+            elif m := re.match(r"\s+(\w+): \w+ = .*?  # (.*)$", line):
+                out[m.group(1)] = (group, m.group(2))
+    return out
+
+
+def _checked(name, kind):
+    """An argparse type that names the flag in its error and rejects out-of-range numbers."""
+    def convert(text):
+        value = kind(text)
+        if kind in (int, float) and (value < 0 or (value == 0 and name not in ZERO_OK)):
+            raise argparse.ArgumentTypeError(f"must be {'>= 0' if name in ZERO_OK else '> 0'}, got {text}")
+        if name == "test_fraction" and not value < 1:
+            raise argparse.ArgumentTypeError(f"must be below 1, got {text}")
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def add_arguments(parser, groups):
+    """Add every field of the given groups to an argparse parser as `--flag-name`."""
+    info = _comments()
+    defaults = Hyperparams()
+    for f in dataclasses.fields(Hyperparams):
+        group, text = info[f.name]
+        if group not in groups:
+            continue
+        parser.add_argument("--" + f.name.replace("_", "-"), type=_checked(f.name, f.type),
+                            default=getattr(defaults, f.name), choices=CHOICES.get(f.name),
+                            help=text + " (default: %(default)s)")
+    return parser
+
+
+def parse_args(doc, groups, argv=None, extra=None):
+    """Parse the command line of a script that uses the given groups of hyperparameters.
+
+    `extra(parser)` may add the script's own arguments (positional files, switches).
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if extra:
+        extra(parser)
+    return add_arguments(parser, groups).parse_args(argv)
+
+
+def save_args(args, path):
+    """Write the settings a script ran with as JSON next to its outputs (atomically)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(vars(args), f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)

@@ -1,0 +1,188 @@
+"""The texture network shared by every script, its feature taps, the Gram matrix, and checkpoints.
+
+TextureNet is torchvision's VGG-19 (convolutional part, trained from scratch) on one grayscale
+channel, followed by a 1x1 convolution to the classes and a global mean: fully convolutional, so
+any input of 32 px or more gives logits.
+"""
+import os
+import pickle
+import re
+from contextlib import nullcontext
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+ARCHS = {"vgg19": torchvision.models.vgg19, "vgg19_bn": torchvision.models.vgg19_bn}
+
+
+def layer_names(features):
+    """VGG names for each module of `features`: conv1_1, (bn1_1,) relu1_1, ..., pool5."""
+    names, block, conv = [], 1, 0
+    for m in features:
+        if isinstance(m, nn.Conv2d):
+            conv += 1
+            names.append(f"conv{block}_{conv}")
+        elif isinstance(m, nn.BatchNorm2d):
+            names.append(f"bn{block}_{conv}")
+        elif isinstance(m, nn.ReLU):
+            names.append(f"relu{block}_{conv}")
+        else:
+            names.append(f"pool{block}")
+            block, conv = block + 1, 0
+    return names
+
+
+class TextureNet(nn.Module):
+    def __init__(self, num_classes=28, arch="vgg19"):
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
+        self.arch, self.num_classes = arch, num_classes
+        self.features = ARCHS[arch](weights=None).features
+        first = self.features[0]
+        self.features[0] = nn.Conv2d(1, first.out_channels, 3, padding=1)
+        nn.init.kaiming_normal_(self.features[0].weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.features[0].bias)
+        self.classifier = nn.Conv2d(512, num_classes, 1)
+        self.names = layer_names(self.features)
+
+    def forward(self, x):
+        return self.classifier(self.features(x)).mean((2, 3))
+
+    def taps(self, x, layers):
+        """Activations at the named layers, running the network only as deep as the deepest one."""
+        unknown = set(layers) - set(self.names)
+        if unknown:
+            raise ValueError(f"unknown layer(s) {sorted(unknown)}; known: {','.join(self.names)}")
+        out, last = {}, max(self.names.index(n) for n in layers)
+        for name, module in zip(self.names[: last + 1], self.features):
+            x = module(x)
+            if name in layers:
+                out[name] = x
+        return out
+
+
+def set_pooling(model, kind):
+    """Use max (as trained) or average pooling (smoother gradients for synthesis) in place."""
+    for i, m in enumerate(model.features):
+        if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+            model.features[i] = nn.MaxPool2d(2, 2) if kind == "max" else nn.AvgPool2d(2, 2)
+    return model
+
+
+def set_padding(model, mode):
+    """'zeros' as trained; 'circular' makes the network see its input as a torus (tileable output)."""
+    for m in model.features:
+        if isinstance(m, nn.Conv2d):
+            m.padding_mode = mode
+    return model
+
+
+def gram(x):
+    """Batched Gram matrix (B, C, H, W) -> (B, C, C), averaged over positions, computed in fp32."""
+    f = x.float().flatten(2)
+    return f @ f.transpose(1, 2) / f.shape[2]
+
+
+# ---- device and precision -------------------------------------------------------------------
+
+def pick_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def cpu_has_fast_bf16():
+    """bf16 only pays off on CPUs with native bf16 (AVX512-BF16 or AMX); elsewhere it is emulated."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def pick_dtype(name, device):
+    """The autocast dtype for `--dtype`; fp32 means autocast off."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def autocast(device, dtype):
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable or does not fit; the message names the file."""
+
+
+CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
+
+
+def ckpt_name(step):
+    return f"ckpt_{step:08d}.pt"
+
+
+def save_checkpoint(state, path):
+    """Write atomically: a crash or a full disk leaves the previous file as it was."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def checkpoints(directory):
+    """Numbered checkpoints in `directory`, oldest first (by the number in the name, not mtime)."""
+    if not os.path.isdir(directory):
+        return []
+    found = [(int(m.group(1)), f) for f in os.listdir(directory) if (m := CKPT_PATTERN.match(f))]
+    return [os.path.join(directory, f) for _, f in sorted(found)]
+
+
+def latest_checkpoint(directory):
+    found = checkpoints(directory)
+    if not found:
+        raise CheckpointError(f"no checkpoint in {directory}: run train.py first or pass --ckpt PATH")
+    return found[-1]
+
+
+def load_checkpoint(path, map_location="cpu"):
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: refused, it holds objects other than tensors and plain data ({first})")
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: unreadable checkpoint, truncated or corrupt ({first})")
+
+
+def model_from_checkpoint(ckpt, path="checkpoint", num_classes=None):
+    """Rebuild the TextureNet a checkpoint holds; a mismatch is a CheckpointError, not a crash."""
+    try:
+        arch, classes, weights = ckpt["arch"], ckpt["classes"], ckpt["model"]
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{path}: not a checkpoint of this project (no arch/classes/model)")
+    if num_classes is not None and len(classes) != num_classes:
+        raise CheckpointError(f"{path}: trained for {len(classes)} classes, this data has {num_classes}")
+    try:
+        model = TextureNet(len(classes), arch)
+        model.load_state_dict(weights)
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit {arch} with {len(classes)} classes ({first})")
+    return model
