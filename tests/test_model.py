@@ -1,0 +1,128 @@
+import io
+import os
+
+import pytest
+import torch
+
+import model as M
+
+
+def test_layer_names_follow_vgg19():
+    net = M.TextureNet(5)
+    assert net.names[:5] == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1"]
+    assert net.names[-1] == "pool5" and net.names.count("pool5") == 1
+    assert sum(n.startswith("conv") for n in net.names) == 16
+    bn = M.TextureNet(5, "vgg19_bn")
+    assert "bn1_1" in bn.names and len(bn.names) == len(bn.features)
+
+
+@pytest.mark.parametrize("size", [32, 45, 64])
+def test_fully_convolutional_logits(size):
+    net = M.TextureNet(7).eval()
+    assert net(torch.rand(2, 1, size, size)).shape == (2, 7)
+
+
+def test_taps_stop_at_the_deepest_layer(monkeypatch):
+    net = M.TextureNet(3).eval()
+    calls = []
+    for i, m in enumerate(net.features):
+        m.register_forward_hook(lambda *a, i=i: calls.append(i))
+    out = net.taps(torch.rand(1, 1, 32, 32), ["relu1_1", "pool2"])
+    assert set(out) == {"relu1_1", "pool2"} and out["pool2"].shape == (1, 128, 8, 8)
+    assert max(calls) == net.names.index("pool2")
+    with pytest.raises(ValueError, match="conv9_9"):
+        net.taps(torch.rand(1, 1, 32, 32), ["conv9_9"])
+
+
+def test_gram_is_batched_symmetric_and_normalised():
+    x = torch.randn(3, 4, 5, 6)
+    g = M.gram(x)
+    assert g.shape == (3, 4, 4) and g.dtype == torch.float32
+    assert torch.allclose(g, g.transpose(1, 2))
+    f = x[1].reshape(4, -1)
+    assert torch.allclose(g[1], f @ f.T / 30, atol=1e-5)
+    assert torch.allclose(M.gram(x.bfloat16()), g, rtol=0.05, atol=0.05)
+
+
+def test_pooling_and_padding_switch_in_place():
+    net = M.set_pooling(M.TextureNet(2), "avg")
+    assert sum(isinstance(m, torch.nn.AvgPool2d) for m in net.features) == 5
+    M.set_pooling(net, "max")
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.features) == 5
+    M.set_padding(net, "circular")
+    x = torch.rand(1, 1, 32, 32)
+    rolled = net.taps(torch.roll(x, 8, dims=3), ["relu1_1"])["relu1_1"]
+    assert torch.allclose(torch.roll(net.taps(x, ["relu1_1"])["relu1_1"], 8, dims=3), rolled, atol=1e-5)
+
+
+def test_device_and_dtype_choice():
+    assert M.pick_device("cpu").type == "cpu"
+    cpu = torch.device("cpu")
+    assert M.pick_dtype("fp32", cpu) == torch.float32
+    assert M.pick_dtype("auto", cpu) == (torch.bfloat16 if M.cpu_has_fast_bf16() else torch.float32)
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="--device cuda"):
+            M.pick_device("cuda")
+
+
+def state(classes=3, arch="vgg19"):
+    net = M.TextureNet(classes, arch)
+    return {"arch": arch, "classes": [f"c{i}" for i in range(classes)], "model": net.state_dict(),
+            "epoch": 1, "step": 10, "metrics": {"acc": 0.5}, "hparams": {"lr": 1e-3}}
+
+
+def test_checkpoint_round_trip_and_latest_by_number(tmp_path):
+    s = state()
+    for step in (9, 10, 100):
+        M.save_checkpoint(s, str(tmp_path / M.ckpt_name(step)))
+    os.utime(tmp_path / M.ckpt_name(9), (4e9, 4e9))  # newest mtime must not matter
+    latest = M.latest_checkpoint(str(tmp_path))
+    assert latest.endswith(M.ckpt_name(100))
+    net = M.model_from_checkpoint(M.load_checkpoint(latest))
+    for k, v in s["model"].items():
+        assert torch.equal(net.state_dict()[k], v)
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+class Payload:
+    """Unpickling this calls a function: exactly what weights_only loading must refuse."""
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(M.CheckpointError, match="no checkpoint in"):
+        M.latest_checkpoint(str(tmp_path))
+    good = tmp_path / "good.pt"
+    M.save_checkpoint(state(), str(good))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(M.CheckpointError, match="truncated.pt: unreadable"):
+        M.load_checkpoint(str(truncated))
+    evil = tmp_path / "evil.pt"
+    buf = io.BytesIO()
+    torch.save({"model": {}, "payload": Payload()}, buf)
+    evil.write_bytes(buf.getvalue())
+    with pytest.raises(M.CheckpointError, match="evil.pt: refused"):
+        M.load_checkpoint(str(evil))
+    with pytest.raises(M.CheckpointError, match="trained for 3 classes, this data has 28"):
+        M.model_from_checkpoint(M.load_checkpoint(str(good)), str(good), num_classes=28)
+    bn = state(arch="vgg19_bn")
+    bn["arch"] = "vgg19"
+    with pytest.raises(M.CheckpointError, match="do not fit vgg19"):
+        M.model_from_checkpoint(bn, "bn.pt")
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = str(tmp_path / M.ckpt_name(1))
+    M.save_checkpoint(state(), path)
+    before = open(path, "rb").read()
+
+    def disk_full(obj, f):
+        open(f, "wb").write(b"half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        M.save_checkpoint(state(), path)
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == [M.ckpt_name(1)]
