@@ -1,0 +1,18 @@
+"""Shared fixtures: tiny datasets made on the fly in the Kylberg layout (nothing is downloaded)."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """A tiny procedural demo set: 3 classes x 8 patches (2 per sample a..d) of 48 px. Returns its folder."""
+    import prepro
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    prepro.make_demo(str(out), classes=3, patches=8, size=48, seed=0)
+    return str(out)
