@@ -81,7 +81,7 @@ def _is_image(relpath):
 
 # ---- download, verify, extract ---------------------------------------------------------------
 
-def download(url, path):
+def download(url, path, desc=None):
     """Fetch url to path through path.part, resuming a partial file with an HTTP Range request."""
     part = path + ".part"
     have = os.path.getsize(part) if os.path.exists(part) else 0
@@ -103,7 +103,7 @@ def download(url, path):
         try:
             with open(part, "ab" if have else "wb") as f, \
                     tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                         desc=os.path.basename(path), leave=False) as bar:
+                         desc=desc or os.path.basename(path), leave=False) as bar:
                 while chunk := resp.read(1 << 16):
                     f.write(chunk)
                     bar.update(len(chunk))
@@ -157,9 +157,9 @@ def fetch_kylberg(url, zips_dir, data_dir, classes=KYLBERG):
     missing = [c for c in classes if not os.path.isfile(zips[c])]
     if missing:
         print(f"downloading {len(missing)} zips from {url} to {zips_dir}")
-    for c in tqdm(missing, desc="zips", unit="zip", disable=len(missing) < 2):
+    for k, c in enumerate(missing):
         try:
-            download(url.rstrip("/") + "/" + os.path.basename(zips[c]), zips[c])
+            download(url.rstrip("/") + "/" + os.path.basename(zips[c]), zips[c], f"{c} ({k + 1}/{len(missing)})")
         except DataError as e:
             raise DataError(f"{e}; without network, put the {len(classes)} <class>-without-rotations.zip files "
                             f"in a folder and pass --zips-dir DIR, or pass an extracted dataset with "
@@ -282,7 +282,7 @@ def scan(data_dir):
     found = []
     for entry in sorted(os.listdir(data_dir)):
         path = os.path.join(data_dir, entry)
-        if os.path.isdir(path) and not _is_junk(entry) and not entry.endswith(".partial"):
+        if os.path.isdir(path) and not _is_junk(entry):
             files = [os.path.relpath(os.path.join(r, f), data_dir) for r, dirs, fs in os.walk(path)
                      for f in fs if _is_image(os.path.relpath(os.path.join(r, f), data_dir))]
             if not files:
@@ -318,9 +318,11 @@ def _decode(data_dir, found):
                            disable=len(paths) < 500))
     keep = [i for i, im in enumerate(loaded) if torch.is_tensor(im)]
     skipped = [im for im in loaded if not torch.is_tensor(im)]
+    for msg in skipped:
+        print(f"warning: {msg}; left out", file=sys.stderr)
     classes = sorted({c for _, c in found})
-    for c in sorted(set(classes) - {found[i][1] for i in keep}):
-        raise DataError(f"{os.path.join(data_dir, c)}: class {c} has no readable image")
+    if empty := sorted(set(classes) - {found[i][1] for i in keep}):
+        raise DataError(f"{os.path.join(data_dir, empty[0])}: class {empty[0]} has no readable image")
     sizes = torch.tensor([loaded[i].shape for i in keep])
     h, w = sizes.min(0).values.tolist()  # differing sizes: centre-crop all to the common minimum
     images = torch.stack([im[(im.shape[0] - h) // 2:][:h, (im.shape[1] - w) // 2:][:, :w]
@@ -351,12 +353,13 @@ def load_cache(data_dir):
             data = torch.load(path, weights_only=True, mmap=True)
         except Exception:  # unreadable cache: it is only a cache, rebuild it
             data = None
-    if data is None or data.get("key") != key:
-        data = _decode(data_dir, found)
-        data["key"] = key
-        _write_atomic(path, lambda tmp: torch.save(data, tmp))
-    for msg in data["skipped"]:
-        print(f"warning: {msg}; left out", file=sys.stderr)
+    if data is not None and data.get("key") == key:
+        for msg in data["skipped"]:
+            print(f"warning: {msg}; left out", file=sys.stderr)
+        return data
+    data = _decode(data_dir, found)
+    data["key"] = key
+    _write_atomic(path, lambda tmp: torch.save(data, tmp))
     return data
 
 

@@ -1,0 +1,351 @@
+"""prepro.py: file names, image modes, the demo set, splits, the cache, batches, and the download path
+against a local HTTP server on 127.0.0.1 serving per-class zips in the real Kylberg layout."""
+import http.server
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import prepro
+from conftest import ROOT
+
+
+def png_bytes(size=40, seed=0, mode="L"):
+    a = np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a, "L").convert(mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def write_dataset(root, classes=("aa1", "bb1"), per_sample=1, size=40):
+    for ci, c in enumerate(classes):
+        os.makedirs(os.path.join(root, c), exist_ok=True)
+        for si, s in enumerate("abcd"):
+            for k in range(per_sample):
+                with open(os.path.join(root, c, f"{c}-{s}-p{k + 1:03d}.png"), "wb") as f:
+                    f.write(png_bytes(size, seed=ci * 100 + si * 10 + k))
+    return str(root)
+
+
+# ---- names and image modes -------------------------------------------------------------------
+
+def test_label_from_filename_accepts_both_kylberg_variants():
+    assert prepro.label_from_filename("blanket1-a-p001.png") == "blanket1"
+    assert prepro.label_from_filename("rice1.b-p001.png") == "rice1"
+    assert prepro.label_from_filename("some/dir/stoneslab1-d-p040.png") == "stoneslab1"
+    with pytest.raises(prepro.DataError, match="notkylberg.png"):
+        prepro.label_from_filename("notkylberg.png")
+
+
+def test_load_gray_converts_rgb_rgba_palette_and_16bit(tmp_path):
+    gray = np.array([[0, 64], [128, 255]], dtype=np.uint8)
+    rgb = np.stack([gray] * 3, -1)
+    Image.fromarray(rgb, "RGB").save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([rgb, np.full_like(gray, 7)]), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgb, "RGB").quantize(4).save(tmp_path / "palette.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 16-bit PNG
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    for name in ["rgb", "rgba", "palette", "deep"]:
+        out = prepro.load_gray(tmp_path / f"{name}.png")
+        assert out.dtype == torch.uint8 and out.shape == (2, 2), name
+        assert torch.equal(out, torch.from_numpy(gray)), name  # 16-bit is rescaled, not clipped to 255
+
+
+def test_load_gray_names_an_unreadable_file(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(png_bytes()[:60])
+    with pytest.raises(prepro.DataError, match="broken.png"):
+        prepro.load_gray(bad)
+
+
+# ---- demo set --------------------------------------------------------------------------------
+
+def test_demo_has_kylberg_layout_and_normalisation(demo_data):
+    classes = sorted(d for d in os.listdir(demo_data) if os.path.isdir(os.path.join(demo_data, d)))
+    assert classes == sorted(list(prepro.FAMILIES)[:3])
+    for c in classes:
+        files = sorted(os.listdir(os.path.join(demo_data, c)))
+        assert files == [f"{c}-{s}-p{k:03d}.png" for s in "abcd" for k in (1, 2)]
+        img = prepro.load_gray(os.path.join(demo_data, c, files[0])).float()
+        assert img.shape == (48, 48)
+        assert abs(img.mean() - 127) < 3 and abs(img.std() - 40) < 4
+
+
+def test_demo_is_seeded_and_samples_differ(tmp_path):
+    a = prepro.make_demo(str(tmp_path / "a"), classes=2, patches=4, size=32, seed=1)
+    prepro.make_demo(str(tmp_path / "b"), classes=2, patches=4, size=32, seed=1)
+    prepro.make_demo(str(tmp_path / "c"), classes=2, patches=4, size=32, seed=2)
+    read = lambda d, c, s: (tmp_path / d / c / f"{c}-{s}-p001.png").read_bytes()
+    for c in a:
+        assert read("a", c, "a") == read("b", c, "a")
+        assert read("a", c, "a") != read("c", c, "a")
+        assert read("a", c, "a") != read("a", c, "b")
+
+
+def test_demo_command_writes_ten_classes_and_records_settings(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "prepro.py"), "--demo", "--demo-dir", str(out),
+                        "--demo-classes", "10", "--demo-patches", "4", "--demo-size", "32"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "10 classes, 40 images of 32x32" in r.stdout
+    assert json.loads((out / "prepro_args.json").read_text())["demo_classes"] == 10
+    with pytest.raises(prepro.DataError, match="demo-classes"):
+        prepro.make_demo(str(tmp_path / "x"), classes=len(prepro.FAMILIES) + 1)
+
+
+# ---- splits and cache ------------------------------------------------------------------------
+
+def test_patch_split_is_stratified_deterministic_and_written(demo_data):
+    s = prepro.load_data(demo_data, "patch", test_fraction=0.25, image_size=32, seed=3)
+    assert set(s.train_files).isdisjoint(s.test_files) and len(s.train_files) + len(s.test_files) == 24
+    assert torch.bincount(s.test_labels).tolist() == [2, 2, 2]
+    assert s.train_images.shape == (18, 48, 48) and s.train_images.dtype == torch.uint8
+    assert s.train_labels.dtype == torch.int64
+    again = prepro.load_data(demo_data, "patch", test_fraction=0.25, image_size=32, seed=3)
+    assert again.test_files == s.test_files
+    record = json.loads(open(os.path.join(demo_data, "split_patch.json")).read())
+    assert record["test"] == s.test_files and record["train"] == s.train_files
+
+
+def test_source_split_holds_out_every_patch_of_sample_d(demo_data):
+    s = prepro.load_data(demo_data, "source", image_size=32)
+    assert s.test_files and all("-d-p" in f for f in s.test_files)
+    assert not any("-d-p" in f for f in s.train_files)
+    assert len(s.test_files) == 6
+
+
+def test_split_all_trains_and_tests_on_everything(demo_data):
+    s = prepro.load_data(demo_data, "all", image_size=32)
+    assert s.train_files == s.test_files and len(s.test_files) == 24
+    assert torch.equal(s.train_images, s.test_images) and torch.equal(s.train_labels, s.test_labels)
+
+
+def test_cache_is_reused_then_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
+    data = write_dataset(tmp_path / "d")
+    first = prepro.load_data(data, "all", image_size=32)
+    assert os.path.isfile(os.path.join(data, prepro.CACHE))
+
+    def no_decode(*a):
+        raise AssertionError("decoded again although nothing changed")
+
+    with monkeypatch.context() as m:
+        m.setattr(prepro, "_decode", no_decode)
+        assert torch.equal(prepro.load_data(data, "all", image_size=32).train_images, first.train_images)
+    changed = os.path.join(data, "aa1", "aa1-a-p001.png")
+    with open(changed, "wb") as f:
+        f.write(png_bytes(40, seed=999))
+    i = first.train_files.index("aa1/aa1-a-p001.png")
+    rebuilt = prepro.load_data(data, "all", image_size=32)
+    assert torch.equal(rebuilt.train_images[i], prepro.load_gray(changed))
+    with open(os.path.join(data, "bb1", "bb1-a-p002.png"), "wb") as f:
+        f.write(png_bytes(40, seed=5))
+    assert len(prepro.load_data(data, "all", image_size=32).train_files) == 9
+
+
+def test_mixed_sizes_are_centre_cropped_to_the_common_minimum(tmp_path):
+    data = write_dataset(tmp_path / "d", size=40)
+    big = np.random.default_rng(0).integers(0, 256, (50, 44), dtype=np.uint8)
+    Image.fromarray(big).save(os.path.join(data, "aa1", "aa1-a-p009.png"))
+    s = prepro.load_data(data, "all", image_size=32)
+    assert s.train_images.shape[1:] == (40, 40)
+    i = s.train_files.index("aa1/aa1-a-p009.png")
+    assert torch.equal(s.train_images[i], torch.from_numpy(big[5:45, 2:42]))
+
+
+# ---- batches ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def split(demo_data):
+    return prepro.load_data(demo_data, "all", image_size=32)
+
+
+def test_training_batches_shapes_range_and_determinism(split):
+    make = lambda workers: prepro.Batches(split.train_images, split.train_labels, 5, 32, True, seed=1, workers=workers)
+    b = make(0)
+    assert len(b) == 4
+    batches = list(b)
+    assert len(batches) == 4
+    for x, y in batches:
+        assert x.shape == (5, 1, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+        assert 0 <= x.min() and x.max() <= 1
+    threaded = list(make(2))
+    assert all(torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]) for a, c in zip(batches, threaded))
+    b.set_epoch(1)
+    assert not torch.equal(next(iter(b))[0], batches[0][0])
+
+
+def test_augmentation_yields_exactly_the_eight_symmetries_of_a_crop():
+    img = torch.arange(16, dtype=torch.uint8).view(1, 4, 4)
+    b = prepro.Batches(img, torch.zeros(1, dtype=torch.int64), 1, 4, True)
+    seen = set()
+    for epoch in range(60):
+        b.set_epoch(epoch)
+        seen.add(tuple((next(iter(b))[0] * 255).round().long().flatten().tolist()))
+    base = img[0].long()
+    assert seen == {tuple(torch.rot90(t, k).flatten().tolist()) for k in range(4) for t in (base, base.flip(1))}
+
+
+def test_training_shards_are_equal_and_disjoint_across_ranks(split):
+    ranks = [prepro.Batches(split.train_images, split.train_labels, 4, 32, True, seed=7, rank=r, world_size=3)
+             for r in range(3)]
+    shards = [b.indices() for b in ranks]
+    assert {len(b) for b in ranks} == {2} and {len(s) for s in shards} == {8}
+    assert len(set(torch.cat(shards).tolist())) == 24
+
+
+def test_evaluation_is_in_order_sharded_and_keeps_the_remainder(split):
+    ev = [prepro.Batches(split.test_images, split.test_labels, 5, 32, False, rank=r, world_size=2) for r in range(2)]
+    got = [torch.cat([y for _, y in b]) for b in ev]
+    assert sorted(torch.cat([b.indices() for b in ev]).tolist()) == list(range(24))
+    assert torch.equal(got[0], split.test_labels[0::2]) and len(ev[0]) == 3
+    x, _ = next(iter(ev[0]))
+    assert torch.equal(x[0, 0], split.test_images[0, 8:40, 8:40].float() / 255)
+    full = prepro.Batches(split.test_images, split.test_labels, 5, 32, False, crop="full")
+    assert next(iter(full))[0].shape == (5, 1, 48, 48)
+
+
+# ---- download path, against a local server ---------------------------------------------------
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with HTTP Range support (bytes=N-), recording the Range headers it was sent."""
+    ranges = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = self.translate_path(self.path)
+        if not os.path.isfile(path):
+            return self.send_error(404)
+        data = open(path, "rb").read()
+        start = 0
+        if rng := self.headers.get("Range"):
+            RangeHandler.ranges.append((os.path.basename(path), rng))
+            start = int(rng.split("=")[1].split("-")[0])
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www")
+    handler = lambda *a, **k: RangeHandler(*a, directory=str(root), **k)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def class_zip(c, extra=()):
+    """One class zip like Kylberg's: a folder of 4 patches (a..d), plus junk a Mac or Windows adds."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for s in "abcd":
+            z.writestr(f"{c}/{c}-{s}-p001.png", png_bytes(40, seed=hash(c + s) % 1000))
+        z.writestr(f"__MACOSX/{c}/._{c}-a-p001.png", b"resource fork")
+        z.writestr(f"{c}/Thumbs.db", b"thumbs")
+        for name, data in extra:
+            z.writestr(zipfile.ZipInfo(name), data)
+    return buf.getvalue()
+
+
+def publish(server, case, changes=None):
+    """Serve the 28 class zips under <case>/without-rotations-zip/; changes maps class -> zip bytes."""
+    root, base = server
+    folder = root / case / "without-rotations-zip"
+    folder.mkdir(parents=True)
+    for c in prepro.KYLBERG:
+        (folder / f"{c}-without-rotations.zip").write_bytes((changes or {}).get(c) or class_zip(c))
+    return folder, f"{base}/{case}/without-rotations-zip/"
+
+
+def run_prepro(tmp_path, url, *more):
+    argv = ["--url", url, "--zips-dir", str(tmp_path / "zips"), "--data-dir", str(tmp_path / "kylberg"),
+            "--image-size", "32", *more]
+    prepro.main(argv)
+    return tmp_path / "kylberg"
+
+
+def test_download_and_extract_the_28_classes_resuming_a_partial_zip(server, tmp_path, capsys):
+    folder, url = publish(server, "full")
+    name = "blanket1-without-rotations.zip"
+    whole = (folder / name).read_bytes()
+    (tmp_path / "zips").mkdir()
+    (tmp_path / "zips" / (name + ".part")).write_bytes(whole[: len(whole) // 2])
+    data = run_prepro(tmp_path, url)
+    assert (name, f"bytes={len(whole) // 2}-") in RangeHandler.ranges
+    assert (tmp_path / "zips" / name).read_bytes() == whole
+    assert sorted(os.listdir(data)) == sorted(prepro.KYLBERG + ["prepro_args.json", prepro.CACHE, "split_patch.json"])
+    assert sorted(os.listdir(data / "rice1")) == [f"rice1-{s}-p001.png" for s in "abcd"]  # no junk
+    assert "28 classes, 112 images of 40x40, split patch: 84 train / 28 test" in capsys.readouterr().out
+
+
+def test_hand_placed_zips_need_no_network(server, tmp_path, capsys):
+    folder, _ = publish(server, "byhand")
+    shutil.copytree(folder, tmp_path / "zips")
+    data = run_prepro(tmp_path, "http://127.0.0.1:9/nothing-here/")
+    assert len(prepro.load_data(str(data), image_size=32).classes) == 28
+
+
+@pytest.mark.parametrize("entry", ["../evil.png", "/abs-evil.png"])
+def test_zip_slip_is_refused_naming_the_archive(server, tmp_path, entry):
+    _, url = publish(server, "slip" + str(len(entry)), {"canvas1": class_zip("canvas1", [(entry, png_bytes())])})
+    with pytest.raises(SystemExit, match=r"canvas1-without-rotations\.zip: refused"):
+        run_prepro(tmp_path, url)
+    assert not (tmp_path / "evil.png").exists() and not os.path.exists("/abs-evil.png")
+    assert not (tmp_path / "kylberg").exists() and not (tmp_path / "kylberg.partial" / "canvas1").exists()
+
+
+def test_truncated_zip_is_reported_by_name_and_not_extracted(server, tmp_path):
+    whole = class_zip("floor2")
+    _, url = publish(server, "truncated", {"floor2": whole[: len(whole) * 2 // 3]})
+    with pytest.raises(SystemExit, match=r"floor2-without-rotations\.zip: truncated or corrupt"):
+        run_prepro(tmp_path, url)
+    assert not (tmp_path / "kylberg").exists()
+    assert not (tmp_path / "kylberg.partial" / "floor2").exists()
+    assert [e for e in os.listdir(tmp_path / "kylberg.partial") if e.startswith(".")] == []
+
+
+def test_corrupt_png_in_a_valid_zip_is_reported_and_left_out(server, tmp_path, capsys):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for s in "abc":
+            z.writestr(f"sand1/sand1-{s}-p001.png", png_bytes(40, seed=ord(s)))
+        z.writestr("sand1/sand1-d-p001.png", png_bytes(40)[:100])
+    _, url = publish(server, "badpng", {"sand1": buf.getvalue()})
+    data = run_prepro(tmp_path, url, "--split", "all")
+    err = capsys.readouterr().err
+    assert "sand1-d-p001.png: unreadable image" in err and "left out" in err
+    assert len(json.loads((data / "split_all.json").read_text())["train"]) == 111
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_server_gives_one_line_telling_how_to_proceed(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "prepro.py"), "--url", f"http://127.0.0.1:{closed_port()}/",
+                        "--data-dir", "kylberg", "--zips-dir", "zips"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "download failed" in lines[0]
+    assert "--zips-dir" in lines[0] and "--data-dir" in lines[0] and "kylberg" in lines[0]
+    assert not (tmp_path / "kylberg").exists()
