@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.datasets.utils import extract_archive
 from tqdm import tqdm
 
 import hyperparams
@@ -110,7 +109,8 @@ def download(url, path, desc=None):
         except (OSError, http.client.HTTPException) as e:
             raise DataError(f"download interrupted: {url} ({e}); run again to resume")
     if total is not None and os.path.getsize(part) != total:
-        raise DataError(f"download incomplete: {url} ({os.path.getsize(part)} of {total} bytes); run again to resume")
+        got = os.path.getsize(part)
+        raise DataError(f"download incomplete: {url} ({got} of {total} bytes); run again to resume")
     os.replace(part, path)
 
 
@@ -130,6 +130,8 @@ def verify_zip(path):
 
 def extract_class(zip_path, dest):
     """Extract the images of one class zip into the folder dest, all or nothing (temp dir + rename)."""
+    from torchvision.datasets.utils import extract_archive  # imported here: it costs seconds at start-up
+
     verify_zip(zip_path)
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
@@ -174,7 +176,7 @@ def fetch_kylberg(url, zips_dir, data_dir, classes=KYLBERG):
 
 
 def needs_fetch(data_dir):
-    return not os.path.isdir(data_dir) or not [e for e in os.listdir(data_dir) if not e.startswith(".")]
+    return not os.path.isdir(data_dir) or not os.listdir(data_dir)
 
 
 # ---- procedural demo dataset -----------------------------------------------------------------
@@ -204,21 +206,30 @@ def _frac(t):
     return t - np.floor(t) - 0.5
 
 
-# name -> (period range in px, texture of rotated coordinates u, v with period p, aux a in [0, 1))
+def _sin(t):
+    return np.sin(2 * np.pi * t)
+
+
+def _line(t, p):
+    """Bright within about a pixel of where t (in periods of p px) is a whole number."""
+    return np.exp(-(p * _frac(t + 0.5)) ** 2 / 1.5)
+
+
+# name -> (period range in px, texture of rotated coordinates u, v, period p, shape a in [0, 1), rng r)
 FAMILIES = {
-    "stripes1": ((6, 11), lambda u, v, p, a, r: np.sin(2 * np.pi * u / p)),
-    "checker1": ((10, 18), lambda u, v, p, a, r: np.tanh(4 * np.sin(2 * np.pi * u / p) * np.sin(2 * np.pi * v / p))),
+    "stripes1": ((6, 11), lambda u, v, p, a, r: _sin(u / p)),
+    "checker1": ((10, 18), lambda u, v, p, a, r: np.tanh(4 * _sin(u / p) * _sin(v / p))),
     "dots1": ((8, 13), lambda u, v, p, a, r: np.exp(-(_frac(u / p) ** 2 + _frac(v / p) ** 2) / (0.02 + 0.02 * a))),
-    "grid1": ((10, 16), lambda u, v, p, a, r: -np.exp(-(np.minimum(0.5 - abs(_frac(u / p)), 0.5 - abs(_frac(v / p))) * p) ** 2 / 1.5)),
-    "waves1": ((7, 12), lambda u, v, p, a, r: np.sin(2 * np.pi * (u + (0.5 + a) * p * np.sin(2 * np.pi * v / (3 * p))) / p)),
+    "grid1": ((10, 16), lambda u, v, p, a, r: -np.maximum(_line(u / p, p), _line(v / p, p))),
+    "waves1": ((7, 12), lambda u, v, p, a, r: _sin((u + (0.5 + a) * p * _sin(v / (3 * p))) / p)),
     "blobs1": ((3, 5), lambda u, v, p, a, r: np.tanh(3 * _norm(_blur(r.normal(size=u.shape), p)))),
-    "bricks1": ((8, 12), lambda u, v, p, a, r: -np.maximum(
-        np.exp(-(_frac(v / p + 0.5) * p) ** 2), np.exp(-(_frac((u + p * (np.floor(v / p) % 2)) / (2 * p) + 0.5) * 2 * p) ** 2))),
-    "zigzag1": ((6, 10), lambda u, v, p, a, r: np.sin(2 * np.pi * (u + (1 + a) * p * abs(_frac(v / (2 * p)))) / p)),
+    "bricks1": ((8, 12), lambda u, v, p, a, r: -np.maximum(  # odd rows shifted by half a brick
+        _line(v / p, p), _line((u + p * (np.floor(v / p) % 2)) / (2 * p), 2 * p))),
+    "zigzag1": ((6, 10), lambda u, v, p, a, r: _sin((u + (1 + a) * p * abs(_frac(v / (2 * p)))) / p)),
     "cells1": ((10, 16), lambda u, v, p, a, r: _cells(u, v, p, r)),
     "grain1": ((0.6, 1.0), lambda u, v, p, a, r: _blur(r.normal(size=u.shape), p)),
-    "dashes1": ((6, 10), lambda u, v, p, a, r: np.tanh(3 * np.sin(2 * np.pi * u / p)) * (np.sin(2 * np.pi * v / (2.5 * p)) > -0.3)),
-    "speckle1": ((5, 8), lambda u, v, p, a, r: _blur((r.random(u.shape) < 1.5 / p ** 2).astype(float), 1.0 + 0.5 * a)),
+    "dashes1": ((6, 10), lambda u, v, p, a, r: np.tanh(3 * _sin(u / p)) * (_sin(v / (2.5 * p)) > -0.3)),
+    "speckle1": ((5, 8), lambda u, v, p, a, r: _blur(r.random(u.shape) < 1.5 / p ** 2, 1.0 + 0.5 * a)),
 }
 
 
@@ -227,7 +238,7 @@ def _norm(t):
 
 
 def demo_patch(family, params, rng, size):
-    """One patch: the sample's parameters, a random placement, and sensor-like noise; Kylberg's mean 127, std 40."""
+    """One patch: the sample's parameters, a random placement, sensor-like noise; mean 127, std 40 like Kylberg."""
     angle, period, aux, noise = params
     y, x = np.mgrid[:size, :size].astype(np.float64)
     x, y = x + rng.uniform(0, 1000), y + rng.uniform(0, 1000)
@@ -278,7 +289,7 @@ def scan(data_dir):
     """Sorted (relative path, class) of every image: classes are the folder names, or the Kylberg
     file-name prefix for images lying directly in data_dir."""
     if not os.path.isdir(data_dir):
-        raise DataError(f"{data_dir}: data folder not found; run `python prepro.py` (Kylberg) or `python prepro.py --demo`")
+        raise DataError(f"{data_dir}: data folder not found; run `python prepro.py` or `python prepro.py --demo`")
     found = []
     for entry in sorted(os.listdir(data_dir)):
         path = os.path.join(data_dir, entry)
@@ -380,10 +391,10 @@ def split_indices(data, split, test_fraction, seed):
             for i in members.tolist():
                 m = NAME.match(os.path.basename(data["files"][i]))
                 if not m:
-                    raise DataError(f"{data['files'][i]}: --split source needs Kylberg names <class>-<sample>-pNNN")
+                    raise DataError(f"{data['files'][i]}: --split source needs names <class>-<sample>-pNNN")
                 samples.append(m.group(2).lower())
             if len(set(samples)) < 2:
-                raise DataError(f"class {name}: --split source needs at least two samples (a..d), found {sorted(set(samples))}")
+                raise DataError(f"class {name}: --split source needs two or more samples (a..d), found {samples[0]}")
             test[members[torch.tensor([s == max(samples) for s in samples])]] = True
         else:
             raise ValueError(f"unknown split {split!r}")
@@ -447,7 +458,7 @@ class Batches:
         if image_size > min(h, w):
             raise DataError(f"--image-size {image_size} is larger than the {h}x{w} images")
         if train and n // world_size < batch_size:
-            raise DataError(f"--batch-size {batch_size} is larger than the {n // world_size} training images per process")
+            raise DataError(f"--batch-size {batch_size} is more than the {n // world_size} training images per process")
         self.images, self.labels = images, labels
         self.batch_size, self.image_size, self.train = batch_size, image_size, train
         self.seed, self.rank, self.world_size, self.crop, self.workers = seed, rank, world_size, crop, workers
@@ -525,7 +536,7 @@ class Batches:
 
 def main(argv=None):
     def extra(parser):
-        parser.add_argument("--demo", action="store_true", help="write the procedural demo set to --demo-dir instead")
+        parser.add_argument("--demo", action="store_true", help="write the procedural demo set to --demo-dir")
 
     args = hyperparams.parse_args(__doc__, ["run", "data", "demo"], argv, extra=extra)
     try:

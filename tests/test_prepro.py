@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import zipfile
 
@@ -17,7 +15,6 @@ import torch
 from PIL import Image
 
 import prepro
-from conftest import ROOT
 
 
 def png_bytes(size=40, seed=0, mode="L"):
@@ -92,13 +89,10 @@ def test_demo_is_seeded_and_samples_differ(tmp_path):
         assert read("a", c, "a") != read("a", c, "b")
 
 
-def test_demo_command_writes_ten_classes_and_records_settings(tmp_path):
+def test_demo_command_writes_ten_classes_and_records_settings(tmp_path, capsys):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "prepro.py"), "--demo", "--demo-dir", str(out),
-                        "--demo-classes", "10", "--demo-patches", "4", "--demo-size", "32"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert "10 classes, 40 images of 32x32" in r.stdout
+    prepro.main(["--demo", "--demo-dir", str(out), "--demo-classes", "10", "--demo-patches", "4", "--demo-size", "32"])
+    assert "10 classes, 40 images of 32x32" in capsys.readouterr().out
     assert json.loads((out / "prepro_args.json").read_text())["demo_classes"] == 10
     with pytest.raises(prepro.DataError, match="demo-classes"):
         prepro.make_demo(str(tmp_path / "x"), classes=len(prepro.FAMILIES) + 1)
@@ -340,12 +334,11 @@ def closed_port():
         return s.getsockname()[1]
 
 
-def test_no_server_gives_one_line_telling_how_to_proceed(tmp_path):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "prepro.py"), "--url", f"http://127.0.0.1:{closed_port()}/",
-                        "--data-dir", "kylberg", "--zips-dir", "zips"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "download failed" in lines[0]
-    assert "--zips-dir" in lines[0] and "--data-dir" in lines[0] and "kylberg" in lines[0]
-    assert not (tmp_path / "kylberg").exists()
+def test_no_server_gives_one_line_telling_how_to_proceed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        prepro.main(["--url", f"http://127.0.0.1:{closed_port()}/", "--data-dir", "kylberg", "--zips-dir", "zips"])
+    msg = str(e.value.code)
+    assert len(msg.splitlines()) == 1 and "download failed" in msg and "refused" in msg
+    assert "--zips-dir" in msg and "--data-dir" in msg and "kylberg" in msg
+    assert capsys.readouterr().err == "" and not (tmp_path / "kylberg").exists()
