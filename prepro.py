@@ -374,7 +374,18 @@ def load_cache(data_dir):
     return data
 
 
-def split_indices(data, split, test_fraction, seed):
+def _sample_letters(files, data_dir):
+    """The Kylberg sample letter (a..d) of each file: which photograph its patch was cut from."""
+    letters = []
+    for f in files:
+        m = NAME.match(os.path.basename(f))
+        if not m:
+            raise DataError(f"{os.path.join(data_dir, f)}: --split source needs names <class>-<sample>-pNNN")
+        letters.append(m.group(2).lower())
+    return letters
+
+
+def split_indices(data, split, test_fraction, seed, data_dir="."):
     """(train, test) index tensors: deterministic for a given file list, split, fraction and seed."""
     labels, n = data["labels"], len(data["files"])
     if split == "all":
@@ -387,14 +398,10 @@ def split_indices(data, split, test_fraction, seed):
             k = min(max(1, round(test_fraction * len(members))), len(members) - 1)
             test[members[torch.randperm(len(members), generator=g)[:k]]] = True
         elif split == "source":
-            samples = []
-            for i in members.tolist():
-                m = NAME.match(os.path.basename(data["files"][i]))
-                if not m:
-                    raise DataError(f"{data['files'][i]}: --split source needs names <class>-<sample>-pNNN")
-                samples.append(m.group(2).lower())
+            samples = _sample_letters([data["files"][i] for i in members.tolist()], data_dir)
             if len(set(samples)) < 2:
-                raise DataError(f"class {name}: --split source needs two or more samples (a..d), found {samples[0]}")
+                raise DataError(f"{os.path.join(data_dir, name)}: --split source needs two or more samples "
+                                f"(a..d), found only {samples[0]}")
             test[members[torch.tensor([s == max(samples) for s in samples])]] = True
         else:
             raise ValueError(f"unknown split {split!r}")
@@ -420,7 +427,7 @@ def load_data(data_dir, split="patch", test_fraction=0.25, image_size=224, seed=
         more = f" and {len(small) - 3} more" if len(small) > 3 else ""
         raise DataError(f"{', '.join(os.path.join(data_dir, f) for f in small[:3])}{more}: "
                         f"smaller than the {image_size} px crop; pass a smaller --image-size")
-    train, test = split_indices(data, split, test_fraction, seed)
+    train, test = split_indices(data, split, test_fraction, seed, data_dir)
     files = data["files"]
     record = {"split": split, "test_fraction": test_fraction, "seed": seed, "classes": data["classes"],
               "train": [files[i] for i in train.tolist()], "test": [files[i] for i in test.tolist()]}

@@ -119,6 +119,18 @@ def test_source_split_holds_out_every_patch_of_sample_d(demo_data):
     assert len(s.test_files) == 6
 
 
+def test_source_split_names_files_it_cannot_use(tmp_path):
+    data = write_dataset(tmp_path / "d")
+    os.rename(os.path.join(data, "aa1", "aa1-a-p001.png"), os.path.join(data, "aa1", "photo.png"))
+    with pytest.raises(prepro.DataError, match=r"aa1/photo.png: --split source needs names"):
+        prepro.load_data(data, "source", image_size=32)
+    os.remove(os.path.join(data, "aa1", "photo.png"))
+    for s in "bcd":
+        os.remove(os.path.join(data, "bb1", f"bb1-{s}-p001.png"))
+    with pytest.raises(prepro.DataError, match=r"bb1: --split source needs two or more samples"):
+        prepro.load_data(data, "source", image_size=32)
+
+
 def test_split_all_trains_and_tests_on_everything(demo_data):
     s = prepro.load_data(demo_data, "all", image_size=32)
     assert s.train_files == s.test_files and len(s.test_files) == 24
