@@ -40,7 +40,7 @@ KYLBERG = ("blanket1 blanket2 canvas1 ceiling1 ceiling2 cushion1 floor1 floor2 g
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".webp")
 JUNK = {"__MACOSX", "Thumbs.db", ".DS_Store", "desktop.ini"}
 NAME = re.compile(r"^(.+?)[-.]([A-Za-z])-p(\d+)\.\w+$")  # blanket1-a-p001.png, rice1.b-p001.png
-CACHE, ARGS = "prepro_cache.pt", "prepro_args.json"
+CACHE = "prepro_cache.pt"
 
 
 class DataError(Exception):
@@ -273,8 +273,8 @@ def make_demo(out_dir, classes=6, patches=40, size=96, seed=0):
                 for k in range(patches // 4 + (si < patches % 4)):
                     img = demo_patch(name, params, np.random.default_rng([seed, ci, si, k]), size)
                     Image.fromarray(img, "L").save(os.path.join(tmp, name, f"{name}-{letter}-p{k + 1:03d}.png"))
-        with open(os.path.join(tmp, "demo.json"), "w") as f:
-            json.dump({"classes": names, "patches": patches, "size": size, "seed": seed}, f)
+        record = {"classes": names, "patches": patches, "size": size, "seed": seed}
+        _dump_json(record, os.path.join(tmp, "demo.json"))
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -340,6 +340,11 @@ def _decode(data_dir, found):
                           for im in (loaded[i] for i in keep)])
     return {"classes": classes, "files": [found[i][0] for i in keep], "images": images, "sizes": sizes,
             "labels": torch.tensor([classes.index(found[i][1]) for i in keep]), "skipped": skipped}
+
+
+def _dump_json(obj, path):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
 
 
 def _write_atomic(path, write):
@@ -432,20 +437,11 @@ def load_data(data_dir, split="patch", test_fraction=0.25, image_size=224, seed=
     record = {"split": split, "test_fraction": test_fraction, "seed": seed, "classes": data["classes"],
               "train": [files[i] for i in train.tolist()], "test": [files[i] for i in test.tolist()]}
     path = os.path.join(data_dir, f"split_{split}.json")
-    if not os.path.isfile(path) or _read_json(path) != record:
-        _write_atomic(path, lambda tmp: open(tmp, "w").write(json.dumps(record, indent=1)))
+    _write_atomic(path, lambda tmp: _dump_json(record, tmp))
     train_images = data["images"][train]
     test_images = train_images if split == "all" else data["images"][test]
     return Split(data["classes"], train_images, data["labels"][train], record["train"],
                  test_images, data["labels"][test], record["test"])
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 # ---- batches ---------------------------------------------------------------------------------
@@ -465,7 +461,8 @@ class Batches:
         if image_size > min(h, w):
             raise DataError(f"--image-size {image_size} is larger than the {h}x{w} images")
         if train and n // world_size < batch_size:
-            raise DataError(f"--batch-size {batch_size} is more than the {n // world_size} training images per process")
+            raise DataError(f"--batch-size {batch_size} is more than the {n // world_size} training images "
+                            "per process")
         self.images, self.labels = images, labels
         self.batch_size, self.image_size, self.train = batch_size, image_size, train
         self.seed, self.rank, self.world_size, self.crop, self.workers = seed, rank, world_size, crop, workers
@@ -558,7 +555,7 @@ def main(argv=None):
         s = load_data(data_dir, args.split, args.test_fraction, args.image_size, args.seed)
     except DataError as e:
         raise SystemExit(f"prepro.py: error: {e}")
-    hyperparams.save_args(args, os.path.join(data_dir, ARGS))
+    hyperparams.save_args(args, os.path.join(data_dir, "prepro_args.json"))
     h, w = s.train_images.shape[1:]
     n = len(s.train_files) if args.split == "all" else len(s.train_files) + len(s.test_files)
     print(f"{data_dir}: {len(s.classes)} classes, {n} images of {h}x{w}, split {args.split}: "
