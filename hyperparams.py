@@ -57,6 +57,11 @@ class Hyperparams:
     steps: int = 300  # optimiser iterations per target
     time_budget: float = 0.0  # stop each batch after this many seconds (0: no limit)
     snapshot_every: int = 50  # iterations between snapshots (0: none)
+    loss: str = "gram"  # statistic matched between texture and target
+    features: str = "normalize"  # normalize|standardize|raw: each channel / its mean on the target (Gatys), per-image z-score (original), as is
+    init: str = "shuffle"  # shuffle|gauss|uniform: start noise with the target's grey levels, its mean/std, or U(0,1) (original)
+    pixels: str = "sigmoid"  # sigmoid|clamp: optimise logits through a sigmoid, or pixels clamped to [0,1] after each step (Adam only)
+    padding: str = "reflect"  # reflect|zeros|circular: convolution padding during synthesis (--tile forces circular)
 
 
 # Allowed values of the fields that take a word.
@@ -67,6 +72,11 @@ CHOICES = {
     "compile": ["auto", "on", "off"],
     "pool": ["max", "avg"],
     "optimizer": ["lbfgs", "adam"],
+    "loss": ["gram"],
+    "features": ["normalize", "standardize", "raw"],
+    "init": ["shuffle", "gauss", "uniform"],
+    "pixels": ["sigmoid", "clamp"],
+    "padding": ["reflect", "zeros", "circular"],
 }
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every"}

@@ -1,0 +1,455 @@
+"""Texture synthesis (Gatys et al. 2015): freeze the trained network and optimise an image, from
+noise, until its Gram matrices at the chosen layers match those of a target texture.
+
+    python gen.py data/kylberg/blanket1/blanket1-a-p001.png
+    python gen.py a.png b.png --size 448 448 --tile          # twice the crop, periodically tileable
+    python gen.py a.png --layers gatys                       # conv1_1,pool1..pool4 as in Gatys et al.
+    python gen.py a.png --layers pool1,pool2:0.5 --optimizer adam --gen-lr 0.02 --time-budget 60
+    python gen.py a.png --optimizer adam --gen-lr 1e-4 --init uniform --features standardize \\
+        --pixels clamp --pool max --padding zeros           # the original TF recipe
+    for f in data/kylberg/*/*-a-p001.png; do python gen.py "$f"; done
+    torchrun --nproc-per-node 2 gen.py data/kylberg/*/*-a-p001.png
+
+Each target gets --gen-dir/<label>/ with target.png, snapshot_NNNNN.png, final.png and
+result.json; several targets in one call also give --gen-dir/collection_<time>.png.
+"""
+import copy
+import json
+import math
+import os
+import sys
+import time
+import zlib
+
+import torch
+import torch.distributed as dist
+from PIL import Image, ImageDraw
+from torchvision.transforms.functional import pil_to_tensor
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+import model
+import prepro
+from hyperparams import Hyperparams, parse_args, save_args
+
+LAYER_PRESETS = {"original": "pool1,pool2,pool3,pool4", "gatys": "conv1_1,pool1,pool2,pool3,pool4"}
+
+
+def parse_layers(spec, known=None):
+    """'pool1,pool2:0.5' (or a preset name) -> {'pool1': 1.0, 'pool2': 0.5}; ValueError names --layers."""
+    text, out = LAYER_PRESETS.get(spec, spec), {}
+    for item in text.split(","):
+        name, _, weight = item.strip().partition(":")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"--layers: weight {weight!r} of {name!r} is not a number")
+        if not name or name in out or not (w > 0 and math.isfinite(w)):
+            raise ValueError(f"--layers: bad entry {item!r} in {spec!r} (want name[:weight>0], each name once)")
+        if known is not None and name not in known:
+            raise ValueError(f"--layers: unknown layer {name!r}; known: {','.join(known)}")
+        out[name] = w
+    return out
+
+
+def downsampling(net, layers):
+    """How many times the deepest tap is pooled: sizes must be multiples of 2**this (for --tile)."""
+    deepest = max(net.names.index(n) for n in layers)
+    return 2 ** sum(n.startswith("pool") for n in net.names[: deepest + 1])
+
+
+# ---- losses: builder(target_feats, features) -> loss(feats) -> {layer: (B,) fp32} --------------
+
+def channel_scale(f):
+    """1 / mean activation of each channel over positions: Gatys' normalised network, per image.
+
+    A network trained from scratch has channels whose activations differ by orders of magnitude;
+    unscaled, a few of them make up nearly all of the Gram loss. The floor (1% of the layer's
+    mean) keeps channels that are silent on the target from getting an infinite weight."""
+    m = f.float().mean((2, 3))
+    return 1.0 / torch.maximum(m, 1e-2 * m.mean(1, keepdim=True)).clamp_min(1e-12)
+
+
+def _gram(f, features, scale):
+    f = f.float()
+    if features == "standardize":
+        f = (f - f.mean((2, 3), keepdim=True)) / (f.std((2, 3), keepdim=True) + 1e-5)
+    elif features == "normalize":
+        f = f * scale[:, :, None, None]
+    return model.gram(f)
+
+
+def gram_loss(target_feats, features="normalize"):
+    """Per layer and image ||G(x) - G(t)||^2 / ||G(t)||^2: relative, so no layer dominates by scale."""
+    scales, grams = {}, {}
+    for name in target_feats[0]:
+        fs = [t[name] for t in target_feats]  # targets may differ in size: one at a time
+        scales[name] = torch.cat([channel_scale(f) for f in fs])
+        grams[name] = torch.cat([_gram(f, features, s[None]) for f, s in zip(fs, scales[name])])
+    norms = {n: g.square().sum((1, 2)) for n, g in grams.items()}
+
+    def loss(feats):
+        return {n: (_gram(f, features, scales[n]) - grams[n]).square().sum((1, 2)) / norms[n]
+                for n, f in feats.items()}
+    return loss
+
+
+LOSSES = {"gram": gram_loss}
+
+
+# ---- optimisation ---------------------------------------------------------------------------
+
+class BatchLBFGS:
+    """L-BFGS with its own history and backtracking (Armijo) step for each image of the batch.
+
+    torch.optim.LBFGS treats a batch as one vector, so one target's curvature would steer the
+    others; here every image follows the path it would follow alone, and can stop on its own."""
+
+    def __init__(self, param, lr=1.0, history=10):
+        self.p, self.lr, self.m = param, lr, history
+        self.hist = [[] for _ in range(len(param))]
+        self.last = [None] * len(param)  # accepted point: [x, g, loss, direction, step]
+
+    def _direction(self, b, g):
+        q, alphas = g.clone(), []
+        for s, y, rho in reversed(self.hist[b]):
+            alphas.append(rho * s.dot(q))
+            q -= alphas[-1] * y
+        if self.hist[b]:
+            s, y, _ = self.hist[b][-1]
+            q *= s.dot(y) / y.dot(y)
+        for (s, y, rho), a in zip(self.hist[b], reversed(alphas)):
+            q += s * (a - rho * y.dot(q))
+        return -q
+
+    @torch.no_grad()
+    def step(self, losses, active):
+        for b in torch.nonzero(active).flatten().tolist():
+            x, g, f = self.p[b].flatten().clone(), self.p.grad[b].flatten().float(), float(losses[b])
+            last = self.last[b]
+            if last is not None and not f <= last[2] + 1e-4 * last[4] * float(last[1].dot(last[3])):
+                x0, _, _, d, t = last  # not enough decrease: retry from the accepted point, half the step
+                last[4] = t = t / 2
+                self.p[b] = (x0 + t * d).view_as(self.p[b])
+                if t > 1e-6 * self.lr:
+                    continue
+                self.hist[b], x, g, f = [], x0, last[1], last[2]  # stuck: restart as steepest descent
+            elif last is not None:
+                s, y = x - last[0], g - last[1]
+                if s.dot(y) > 1e-10:
+                    self.hist[b] = (self.hist[b] + [(s, y, 1 / s.dot(y))])[-self.m:]
+            d = self._direction(b, g)
+            if not self.hist[b] or d.dot(g) >= 0:
+                self.hist[b], d = [], -g
+            # without curvature yet, move the logits by 0.1 RMS: a smaller first step can drown in
+            # the rounding noise of a bf16 loss and never pass the decrease test
+            t = self.lr if self.hist[b] else self.lr * 0.1 / float(g.square().mean().sqrt() + 1e-20)
+            self.last[b] = [x, g, f, d, t]
+            self.p[b] = (x + t * d).view_as(self.p[b])
+
+
+def _total(net, loss_fn, x, layers, dtype):
+    """Weighted mean of the per-layer losses of each image, and the parts."""
+    with model.autocast(x.device, dtype):
+        feats = net.taps(x, layers)
+    per = loss_fn(feats)
+    return sum(w * per[n] for n, w in layers.items()) / sum(layers.values()), per
+
+
+def init_image(target, size, kind, seed):
+    """Start noise: i.i.d. draws of the target's grey levels, Gaussian with its mean/std, or U(0,1)."""
+    g, t = torch.Generator().manual_seed(seed), target.flatten().float().cpu()
+    if kind == "uniform":
+        return torch.rand(size, generator=g)
+    if kind == "shuffle":
+        return t[torch.randint(len(t), size, generator=g)]
+    return (t.mean() + t.std() * torch.randn(size, generator=g)).clamp(0, 1)
+
+
+def synthesize(net, targets, layers, size=None, *, loss="gram", features="normalize", optimizer="lbfgs",
+               lr=1.0, steps=300, time_budget=0.0, init="shuffle", pixels="sigmoid", pool="avg",
+               padding="reflect", tile=False, dtype=torch.float32, seeds=None, match=True, callback=None):
+    """Optimise one image of `size` (H, W) per target (list of (H, W) tensors in [0, 1]) as one batch.
+
+    `layers` maps tap names to weights. Returns one dict per target: image (H, W) on the CPU (the
+    best iterate, `raw`, given the target's grey-level histogram if `match`) and its loss
+    `final_loss`, the best loss during optimisation and its per-layer parts, the loss curve,
+    steps run, and a message if it stopped early (non-finite loss).
+    `callback(step, images, losses)` is called after every step."""
+    device = next(net.parameters()).device
+    net = model.set_padding(model.set_pooling(copy.deepcopy(net).eval().requires_grad_(False), pool), padding)
+    with torch.no_grad(), model.autocast(device, dtype):
+        tfeats = [net.taps(t.to(device).float()[None, None], layers) for t in targets]
+    loss_fn = LOSSES[loss](tfeats, features)  # Gram and loss in fp32, outside autocast
+    model.set_padding(net, "circular" if tile else padding)
+    size, seeds, B = tuple(size or targets[0].shape[-2:]), seeds or [0] * len(targets), len(targets)
+    x0 = torch.stack([init_image(t, size, init, s) for t, s in zip(targets, seeds)])[:, None].to(device)
+    z = (torch.logit(x0.clamp(0.01, 0.99)) if pixels == "sigmoid" else x0.clone()).requires_grad_()
+    opt = BatchLBFGS(z, lr) if optimizer == "lbfgs" else torch.optim.Adam([z], lr)
+    best, best_loss, parts = x0.clone(), torch.full((B,), math.inf), [None] * B
+    active, curves, messages = torch.ones(B, dtype=torch.bool), [[] for _ in range(B)], [None] * B
+    start, done = time.perf_counter(), 0
+    for step in range(steps):
+        if time_budget and time.perf_counter() - start > time_budget:
+            break
+        x = torch.sigmoid(z) if pixels == "sigmoid" else z
+        total, per = _total(net, loss_fn, x, layers, dtype)
+        z.grad = None
+        total[active].sum().backward()
+        values, gfinite = total.detach().cpu(), torch.isfinite(z.grad.flatten(1)).all(1).cpu()
+        for b in torch.nonzero(active & ~(torch.isfinite(values) & gfinite)).flatten().tolist():
+            active[b], messages[b] = False, f"loss is {values[b].item()} at step {step}; stopped this target"
+        for b in torch.nonzero(active).flatten().tolist():
+            curves[b].append(values[b].item())
+            if values[b] < best_loss[b]:
+                best[b], best_loss[b] = x[b].detach(), values[b]
+                parts[b] = {n: per[n][b].item() for n in layers}
+        if not active.any():
+            break
+        z.grad[~active.to(z.device)] = 0
+        opt.step(values, active) if optimizer == "lbfgs" else opt.step()
+        if pixels == "clamp":
+            z.data.clamp_(0, 1)
+        done = step + 1
+        if callback:
+            callback(done, x.detach(), values)
+    seconds = time.perf_counter() - start
+    final = torch.stack([match_histogram(i[0], t)[None] if match else i for i, t in zip(best, targets)])
+    with torch.no_grad():
+        final_loss = _total(net, loss_fn, final, layers, dtype)[0].cpu()
+    return [{"image": final[b, 0].float().cpu(), "raw": best[b, 0].float().cpu(), "loss": best_loss[b].item(),
+             "final_loss": final_loss[b].item(), "layer_losses": parts[b], "curve": curves[b], "steps": done,
+             "seconds": seconds, "message": messages[b]} for b in range(B)]
+
+
+# ---- grey levels, verdict, files ------------------------------------------------------------
+
+def _quantiles(x, n):
+    """The grey level below which a share (k + 0.5) / n of the pixels of x lie, k = 0..n-1."""
+    v = x.flatten().float().sort().values
+    pos = ((torch.arange(n, dtype=torch.float64) + 0.5) * len(v) / n - 0.5).clamp(0, len(v) - 1)
+    lo = pos.floor().long()
+    hi, frac = (lo + 1).clamp(max=len(v) - 1), (pos - lo).float()
+    return v[lo] * (1 - frac) + v[hi] * frac
+
+
+def match_histogram(img, target):
+    """Exact histogram matching by rank: img keeps its pixel order but takes the target's grey levels."""
+    out = torch.empty(img.numel(), device=img.device)
+    out[img.flatten().argsort()] = _quantiles(target.to(img.device), img.numel())
+    return out.view_as(img)
+
+
+def hist_distance(a, b):
+    """Wasserstein-1 distance between the grey-level distributions of two images in [0, 1], as
+    saved (8-bit), in grey levels."""
+    a, b, n = to_uint8(a), to_uint8(b), max(a.numel(), b.numel())
+    return (_quantiles(a, n) - _quantiles(b, n)).abs().mean().item()
+
+
+def to_uint8(img):
+    return (img.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def write_png(img, path):
+    """Save a (H, W) image in [0, 1] or a PIL image atomically."""
+    pil = img if isinstance(img, Image.Image) else Image.fromarray(to_uint8(img).numpy())
+    tmp = f"{path}.tmp{os.getpid()}"
+    pil.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_json(obj, path):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def verdict(net, img, classes, label):
+    """Is the image recognised as its class by the network as trained (max pooling, zero padding)?"""
+    p = net(img.to(next(net.parameters()).device)[None, None].float()).float().softmax(1)[0].cpu()
+    k = int(p.argmax())
+    known = label in classes
+    return {"predicted": classes[k], "p_predicted": p[k].item(), "target_class": label if known else None,
+            "p_target_class": p[classes.index(label)].item() if known else None,
+            "recognised": classes[k] == label if known else None}
+
+
+def collection(entries, path):
+    """Target and generated texture side by side, one pair per row, each cell labelled."""
+    band, cells, names = 14, [], []
+    imgs = [(Image.open(t), Image.open(g)) for _, t, g in entries]
+    h = max(i.height for pair in imgs for i in pair) + band
+    w = max(i.width for pair in imgs for i in pair)
+    for (name, _, _), pair in zip(entries, imgs):
+        for tag, im in zip(("target", "generated"), pair):
+            cell = torch.ones(1, h, w)
+            cell[:, band:band + im.height, :im.width] = pil_to_tensor(im.convert("L")).float() / 255
+            cells.append(cell)
+            names.append(f"{name} {tag}")
+    pad = 4
+    grid = Image.fromarray(to_uint8(make_grid(torch.stack(cells), nrow=2, padding=pad, pad_value=1)[0]).numpy())
+    draw = ImageDraw.Draw(grid)
+    for i, text in enumerate(names):
+        draw.text((pad + (i % 2) * (w + pad) + 2, pad + (i // 2) * (h + pad) + 1), text, fill=0)
+    write_png(grid, path)
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+def label_of(path):
+    """Kylberg class from the file name ('blanket1-a-p001.png' -> 'blanket1'), else the file stem."""
+    name = os.path.basename(path)
+    try:
+        label = prepro.label_from_filename(name)
+    except (ValueError, prepro.DataError):
+        label = ""
+    return label or os.path.splitext(name)[0]
+
+
+def plan(paths, gen_dir, seed):
+    """Folder and seed of every target: same-label targets get label, label-2, ...; each target's
+    noise depends on --seed and its file name only, so batching and sharding do not change it."""
+    jobs, used = [], {}
+    for path in paths:
+        label = label_of(path)
+        used[label] = used.get(label, 0) + 1
+        folder = label if used[label] == 1 else f"{label}-{used[label]}"
+        key = f"{seed}:{os.path.basename(path)}:{used[label]}"
+        jobs.append({"path": path, "label": label, "dir": os.path.join(gen_dir, folder),
+                     "seed": zlib.crc32(key.encode())})
+    return jobs
+
+
+def load_target(path, args, min_side):
+    """8-bit grey in [0, 1]; the centre --image-size crop unless --full or the image is smaller."""
+    img = prepro.load_gray(path).float() / 255
+    h, w = img.shape
+    s = args.image_size
+    if not args.full and min(h, w) >= s:
+        img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    elif not args.full:
+        tqdm.write(f"{path}: {w}x{h} is smaller than --image-size {s}; using the whole image", file=sys.stderr)
+    if min(img.shape) < min_side:
+        raise prepro.DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
+    return img
+
+
+def run_group(net, jobs, size, layers, args, dtype, info):
+    """Synthesise a batch of same-size outputs and write each target's folder; returns failed paths."""
+    for j in jobs:
+        os.makedirs(j["dir"], exist_ok=True)
+        write_png(j["target"], os.path.join(j["dir"], "target.png"))
+        save_args(args, os.path.join(j["dir"], "args.json"))
+    bar = tqdm(total=args.steps, desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}", disable=info["rank"] != 0)
+
+    def progress(step, images, losses):
+        bar.update()
+        bar.set_postfix(loss=f"{losses[torch.isfinite(losses)].mean().item():.4g}")
+        if args.snapshot_every and step % args.snapshot_every == 0:
+            for j, img, v in zip(jobs, images, losses):
+                if torch.isfinite(v):
+                    write_png(img[0], os.path.join(j["dir"], f"snapshot_{step:05d}.png"))
+
+    results = synthesize(
+        net, [j["target"] for j in jobs], layers, size, loss=args.loss, features=args.features,
+        optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps, time_budget=args.time_budget,
+        init=args.init, pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile,
+        dtype=dtype, seeds=[j["seed"] for j in jobs], callback=progress)
+    bar.close()
+    failed = []
+    for j, r in zip(jobs, results):
+        record = {"target": j["path"], "label": j["label"], "seed": j["seed"], "size": list(size),
+                  "layers": layers, "status": "stopped" if r["message"] else "ok", "message": r["message"],
+                  **{k: r[k] for k in ("loss", "final_loss", "layer_losses", "steps", "seconds", "curve")},
+                  "batch": len(jobs), **info, "settings": vars(args)}
+        if r["message"]:
+            tqdm.write(f"{j['path']}: {r['message']}", file=sys.stderr)
+            failed.append(j["path"])
+        if math.isfinite(r["loss"]):
+            record["hist_distance_raw"] = hist_distance(r["raw"], j["target"])
+            record["hist_distance"] = hist_distance(r["image"], j["target"])
+            record["verdict"] = verdict(net, r["image"], info["classes"], j["label"])
+            record["target_verdict"] = verdict(net, j["target"], info["classes"], j["label"])
+            write_png(r["image"], os.path.join(j["dir"], "final.png"))
+        write_json(record, os.path.join(j["dir"], "result.json"))
+    return failed
+
+
+def _init_dist():
+    """Rank and world size; a process group only under torchrun with more than one process."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if world > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return rank, world
+
+
+def _extra(p):
+    p.add_argument("targets", nargs="+", help="target texture images (any format Pillow reads)")
+    p.add_argument("--ckpt", help="checkpoint file, or a folder to take the latest from "
+                   f"(default: latest in {Hyperparams.ckpt_dir})")
+    p.add_argument("--full", action="store_true", help="use the whole target, not its centre --image-size crop")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="output size (default: the target's)")
+    p.add_argument("--tile", action="store_true", help="periodic boundaries: the texture tiles seamlessly")
+
+
+def main(argv=None):
+    args = parse_args(__doc__, ["run", "data", "gen"], argv, extra=_extra)
+    rank, world = _init_dist()
+    device = model.pick_device(args.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dtype = model.pick_dtype(args.dtype, device)
+    try:
+        layers = parse_layers(args.layers)
+        path = args.ckpt or model.latest_checkpoint(Hyperparams.ckpt_dir)
+        path = model.latest_checkpoint(path) if os.path.isdir(path) else path
+        ckpt = model.load_checkpoint(path)
+        net = model.model_from_checkpoint(ckpt, path).to(device).eval().requires_grad_(False)
+        layers = parse_layers(args.layers, net.names)
+    except (model.CheckpointError, ValueError) as e:
+        raise SystemExit(str(e))
+    factor = downsampling(net, layers)
+    if args.size and (min(args.size) < factor or (args.tile and any(s % factor for s in args.size))):
+        raise SystemExit(f"--size {args.size[0]} {args.size[1]}: must be at least {factor}"
+                         f"{f' and a multiple of {factor} with --tile' if args.tile else ''} for {args.layers}")
+    info = {"rank": rank, "checkpoint": path, "classes": ckpt["classes"], "device": str(device),
+            "dtype": str(dtype).replace("torch.", "")}
+    jobs, failed, groups = plan(args.targets, args.gen_dir, args.seed), [], {}
+    for job in jobs[rank::world]:
+        try:
+            job["target"] = load_target(job["path"], args, factor)
+        except prepro.DataError as e:
+            tqdm.write(str(e), file=sys.stderr)
+            failed.append(job["path"])
+            continue
+        size = tuple(args.size or job["target"].shape)
+        if args.tile and any(s % factor for s in size):
+            tqdm.write(f"{job['path']}: --tile needs sides that are multiples of {factor}; pass --size", file=sys.stderr)
+            failed.append(job["path"])
+            continue
+        groups.setdefault(size, []).append(job)
+    for size, group in groups.items():
+        failed += run_group(net, group, size, layers, args, dtype, info)
+    if world > 1:
+        everyone = [None] * world
+        dist.all_gather_object(everyone, failed)
+        failed = sum(everyone, [])
+    if rank == 0 and len(jobs) > 1:
+        done = [(os.path.basename(j["dir"]), os.path.join(j["dir"], "target.png"), os.path.join(j["dir"], "final.png"))
+                for j in jobs if j["path"] not in failed]
+        if done:
+            out = os.path.join(args.gen_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
+            collection(done, out)
+            print(f"collection: {out}")
+    if world > 1:
+        dist.destroy_process_group()
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(jobs)} target(s) failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

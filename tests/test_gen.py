@@ -1,0 +1,257 @@
+"""gen.py: texture synthesis on tiny images (48 px demo patches, a randomly initialised network)."""
+import copy
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import gen
+import model
+import prepro
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAYERS = {"pool1": 1.0, "pool2": 1.0, "pool3": 1.0, "pool4": 1.0}
+
+
+def save_ckpt(net, classes, path):
+    model.save_checkpoint({"arch": "vgg19", "classes": classes, "model": net.state_dict(), "optimizer": {},
+                           "scheduler": {}, "epoch": 0, "step": 0, "metrics": {}, "hparams": {}, "rng": {}}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def classes(demo_data):
+    return sorted(d for d in os.listdir(demo_data) if os.path.isdir(os.path.join(demo_data, d)))
+
+
+@pytest.fixture(scope="session")
+def net(classes):
+    torch.manual_seed(0)
+    return model.TextureNet(len(classes)).eval()
+
+
+@pytest.fixture(scope="session")
+def ckpt(net, classes, tmp_path_factory):
+    return save_ckpt(net, classes, str(tmp_path_factory.mktemp("ckpt") / model.ckpt_name(1)))
+
+
+@pytest.fixture(scope="session")
+def firsts(demo_data):
+    return sorted(glob.glob(os.path.join(demo_data, "*", "*-a-p001.png")))
+
+
+def load(path):
+    return prepro.load_gray(path).float() / 255
+
+
+@pytest.fixture(scope="session")
+def runs(net, firsts):
+    """Two targets synthesised as one batch, each alone, and the first alone again."""
+    a, b = load(firsts[0]), load(firsts[1])
+    kw = dict(steps=20, dtype=torch.float32)
+    return {"batch": gen.synthesize(net, [a, b], LAYERS, seeds=[1, 2], **kw),
+            "a": gen.synthesize(net, [a], LAYERS, seeds=[1], **kw)[0],
+            "b": gen.synthesize(net, [b], LAYERS, seeds=[2], **kw)[0],
+            "a_again": gen.synthesize(net, [a], LAYERS, seeds=[1], **kw)[0],
+            "a_other_seed": gen.synthesize(net, [a], LAYERS, seeds=[3], **kw)[0]}
+
+
+# ---- pure pieces ----------------------------------------------------------------------------
+
+def test_parse_layers_weights_presets_and_errors(net):
+    assert gen.parse_layers("pool1,pool2:0.5") == {"pool1": 1.0, "pool2": 0.5}
+    assert list(gen.parse_layers("gatys")) == ["conv1_1", "pool1", "pool2", "pool3", "pool4"]
+    assert gen.parse_layers("original") == LAYERS
+    for bad, why in [("pool1:x", "not a number"), ("pool1:-1", "bad entry"), ("pool1,pool1", "bad entry"),
+                     ("pool1,", "bad entry"), ("pool1:inf", "bad entry")]:
+        with pytest.raises(ValueError, match=f"--layers: .*{why}"):
+            gen.parse_layers(bad)
+    with pytest.raises(ValueError, match="unknown layer 'pool9'"):
+        gen.parse_layers("pool1,pool9", net.names)
+
+
+def test_gram_loss_is_relative_and_channel_normalised():
+    torch.manual_seed(0)
+    t, x = torch.rand(1, 8, 6, 6), torch.rand(1, 8, 6, 6)
+    wild = torch.logspace(-1, 1, 8)[None, :, None, None]  # channels two orders of magnitude apart
+    for features in ("normalize", "standardize", "raw"):
+        loss = gen.gram_loss([{"a": t}], features)
+        assert loss({"a": t})["a"].item() == pytest.approx(0, abs=1e-6)
+        # the same scale on target and texture (a layer's magnitude) leaves its loss unchanged
+        scaled = gen.gram_loss([{"a": 1e3 * t}], features)({"a": 1e3 * x})["a"]
+        assert scaled.item() == pytest.approx(loss({"a": x})["a"].item(), rel=1e-4)
+    # per-channel scales are divided out by normalize (and standardize), not by raw features
+    for features, same in (("normalize", True), ("standardize", True), ("raw", False)):
+        plain = gen.gram_loss([{"a": t}], features)({"a": x})["a"].item()
+        wide = gen.gram_loss([{"a": t * wild}], features)({"a": x * wild})["a"].item()
+        assert (wide == pytest.approx(plain, rel=1e-3)) == same
+
+
+def test_histogram_matching_is_exact_and_distance_measures_it():
+    torch.manual_seed(0)
+    target, img = torch.rand(32, 32) ** 2, torch.rand(40, 24)
+    out = gen.match_histogram(img, target)
+    assert torch.equal(out.flatten().argsort(), img.flatten().argsort())  # pixel order kept
+    assert gen.hist_distance(out, target) < 0.5
+    assert gen.hist_distance(img, target) > 20
+    same = gen.match_histogram(torch.rand(32, 32), target)
+    assert torch.equal(same.flatten().sort().values, target.flatten().sort().values)
+
+
+def test_batch_lbfgs_minimises_each_row_as_if_alone():
+    """Independent ill-conditioned quadratics: the batch follows each one's solo path."""
+    scales = torch.tensor([[1.0, 100.0, 0.1], [5.0, 0.5, 50.0]])
+    start = torch.tensor([[1.0, -2.0, 3.0], [-1.0, 0.5, 2.0]])
+
+    def run(rows):
+        p = start[rows].clone().requires_grad_()
+        opt = gen.BatchLBFGS(p)
+        for _ in range(40):
+            p.grad = None
+            f = (scales[rows] * p ** 2).sum(1)
+            f.sum().backward()
+            opt.step(f.detach(), torch.ones(len(rows), dtype=torch.bool))
+        return p.detach()
+
+    both = run([0, 1])
+    assert both.abs().max() < 1e-3
+    assert torch.allclose(both[0], run([0])[0], atol=1e-6) and torch.allclose(both[1], run([1])[0], atol=1e-6)
+
+
+# ---- synthesis --------------------------------------------------------------------------------
+
+def test_loss_falls_by_more_than_10x(runs):
+    for r in runs["batch"]:
+        assert r["message"] is None and r["steps"] == 20 and len(r["curve"]) == 20
+        assert r["curve"][0] / r["loss"] > 10
+        assert set(r["layer_losses"]) == set(LAYERS)
+
+
+def test_batched_equals_one_by_one(runs):
+    for r, alone in zip(runs["batch"], (runs["a"], runs["b"])):
+        assert r["loss"] == pytest.approx(alone["loss"], rel=0.05)
+        assert (r["image"] - alone["image"]).abs().mean() < 0.02
+
+
+def test_same_seed_same_result(runs):
+    assert torch.equal(runs["a"]["image"], runs["a_again"]["image"])
+    assert (runs["a"]["image"] - runs["a_other_seed"]["image"]).abs().mean() > 0.05
+
+
+def seam_ratio(img):
+    """Mean jump across the wrap-around edges over the mean jump between interior neighbours."""
+    seam = torch.cat([(img[:, 0] - img[:, -1]).abs(), (img[0] - img[-1]).abs()]).mean()
+    inner = torch.cat([(img[:, 1:] - img[:, :-1]).abs().flatten(), (img[1:] - img[:-1]).abs().flatten()]).mean()
+    return (seam / inner).item()
+
+
+def test_tile_is_continuous_across_the_wrap_around(net):
+    yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+    stripes = 0.5 + 0.4 * torch.sin(0.45 * xx + 0.2 * yy)  # smooth: neighbours alike, far pixels not
+    kw = dict(size=(48, 64), steps=30, seeds=[5], dtype=torch.float32)
+    tiled = gen.synthesize(net, [stripes], LAYERS, tile=True, **kw)[0]
+    plain = gen.synthesize(net, [stripes], LAYERS, **kw)[0]
+    assert tiled["image"].shape == (48, 64)
+    assert seam_ratio(tiled["image"]) < 1.5
+    assert seam_ratio(plain["image"]) > 1.5 * seam_ratio(tiled["image"])
+
+
+def test_non_finite_target_stops_alone_and_others_continue(net, firsts, runs):
+    bad = load(firsts[1]).clone()
+    bad[3, 3] = math.inf
+    good, stopped = gen.synthesize(net, [load(firsts[0]), bad], LAYERS, seeds=[1, 2], steps=20,
+                                   dtype=torch.float32)
+    assert stopped["message"].startswith("loss is nan at step 0") and stopped["curve"] == []
+    assert good["message"] is None and good["loss"] == pytest.approx(runs["a"]["loss"], rel=0.05)
+
+
+def test_time_budget_stops_early(net, firsts):
+    r = gen.synthesize(net, [load(firsts[0])], LAYERS, steps=10_000, time_budget=0.5)[0]
+    assert 0 < r["steps"] < 10_000
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+def test_cli_writes_every_output(ckpt, firsts, tmp_path, classes):
+    out = tmp_path / "gen"
+    args = [firsts[0], firsts[1], firsts[0], "--ckpt", ckpt, "--gen-dir", str(out), "--size", "64", "32",
+            "--steps", "4", "--snapshot-every", "2", "--image-size", "32"]
+    gen.main(args)
+    label = prepro.label_from_filename(os.path.basename(firsts[0]))
+    assert sorted(os.listdir(out / label)) == ["args.json", "final.png", "result.json", "snapshot_00002.png",
+                                               "snapshot_00004.png", "target.png"]
+    assert (out / f"{label}-2" / "final.png").exists()  # same label twice: distinct folders
+    assert Image.open(out / label / "final.png").size == (32, 64)  # PIL: (W, H)
+    assert Image.open(out / label / "target.png").size == (32, 32)  # centre crop of --image-size
+    r = json.load(open(out / label / "result.json"))
+    assert r["status"] == "ok" and r["size"] == [64, 32] and len(r["curve"]) == 4
+    assert r["hist_distance"] < 0.5 <= r["hist_distance_raw"]
+    assert r["verdict"]["target_class"] == label and r["verdict"]["predicted"] in classes
+    assert 0 <= r["verdict"]["p_target_class"] <= 1 and r["settings"]["steps"] == 4
+    [coll] = glob.glob(str(out / "collection_*.png"))
+    assert Image.open(coll).size[1] > 3 * 64  # three target/texture rows
+
+
+def test_cli_full_target_and_tile_size_check(ckpt, firsts, tmp_path):
+    out = tmp_path / "gen"
+    gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "1", "--full", "--tile"])
+    label = prepro.label_from_filename(os.path.basename(firsts[2]))
+    assert Image.open(out / label / "final.png").size == (48, 48)
+    with pytest.raises(SystemExit, match="--size 40 48: must be .* multiple of 16 with --tile"):
+        gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--size", "40", "48", "--tile"])
+
+
+def test_missing_and_unreadable_targets_are_named_and_others_finish(ckpt, firsts, tmp_path, capsys):
+    junk = tmp_path / "junk-a-p001.png"
+    junk.write_text("not an image")
+    missing = str(tmp_path / "nothere-a-p001.png")
+    with pytest.raises(SystemExit, match=r"2 of 3 target\(s\) failed") as e:
+        gen.main([missing, firsts[0], str(junk), "--ckpt", ckpt, "--gen-dir", str(tmp_path / "g"), "--steps", "2"])
+    assert missing in str(e.value) and str(junk) in str(e.value)
+    err = capsys.readouterr().err
+    assert f"{missing}: unreadable image" in err and f"{junk}: unreadable image" in err
+    label = prepro.label_from_filename(os.path.basename(firsts[0]))
+    assert (tmp_path / "g" / label / "final.png").exists()
+
+
+def test_no_checkpoint_is_a_one_line_error(firsts, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        gen.main([firsts[0]])
+    assert "run train.py" in str(e.value) and "--ckpt" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nan_weights_stop_each_target_with_a_message(net, classes, firsts, tmp_path):
+    broken = copy.deepcopy(net)
+    with torch.no_grad():
+        broken.features[0].weight[0, 0, 0, 0] = math.nan
+    path = save_ckpt(broken, classes, str(tmp_path / "nan.pt"))
+    with pytest.raises(SystemExit, match=r"2 of 2 target\(s\) failed"):
+        gen.main([firsts[0], firsts[1], "--ckpt", path, "--gen-dir", str(tmp_path / "g"), "--steps", "3"])
+    for f in firsts[:2]:
+        r = json.load(open(tmp_path / "g" / prepro.label_from_filename(os.path.basename(f)) / "result.json"))
+        assert r["status"] == "stopped" and "loss is nan at step 0" in r["message"]
+        assert "verdict" not in r
+
+
+def test_readme_bash_loop_over_first_patch_of_each_class(ckpt, demo_data, classes, tmp_path):
+    loop = (f'for f in {demo_data}/*/*-a-p001.png; do '
+            f'{sys.executable} {ROOT}/gen.py "$f" --ckpt {ckpt} --steps 2 --snapshot-every 0 || exit 1; done')
+    subprocess.run(["bash", "-c", loop], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    for c in classes:
+        assert (tmp_path / "gen_images" / c / "final.png").exists()
+
+
+def test_torchrun_shards_targets_and_rank0_writes_the_collection(ckpt, firsts, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           f"{ROOT}/gen.py", *firsts, "--ckpt", ckpt, "--steps", "2", "--device", "cpu"]
+    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    ranks = sorted(json.load(open(p))["rank"] for p in glob.glob(str(tmp_path / "gen_images" / "*" / "result.json")))
+    assert ranks == sorted([i % 2 for i in range(len(firsts))])
+    assert len(glob.glob(str(tmp_path / "gen_images" / "collection_*.png"))) == 1
