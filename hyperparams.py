@@ -62,6 +62,17 @@ class Hyperparams:
     init: str = "shuffle"  # shuffle|gauss|uniform: start noise with the target's grey levels, its mean/std, or U(0,1) (original)
     pixels: str = "sigmoid"  # sigmoid|clamp: optimise logits through a sigmoid, or pixels clamped to [0,1] after each step (Adam only)
     padding: str = "reflect"  # reflect|zeros|circular: convolution padding during synthesis (--tile forces circular)
+    # == bench ==
+    bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
+    bench_batch: int = 16  # images per timed training step
+    bench_steps: int = 2  # training steps per timed round
+    bench_repeats: int = 3  # interleaved rounds per comparison; medians are reported
+    bench_images: int = 160  # images in the generated dataset (28 classes) whose training epoch is timed
+    bench_orig_steps: int = 200  # Adam steps of the original synthesis recipe
+    bench_gen_steps: int = 200  # most iterations gen.py's default gets to reach the original's final loss
+    bench_chunk: int = 8  # synthesis iterations per timed round
+    bench_matmul: int = 2048  # side of the square matmuls that measure peak FLOP/s
+    bench_ckpt: str = ""  # network for the synthesis sections: checkpoint file or folder (empty: random weights)
 
 
 # Allowed values of the fields that take a word.
