@@ -38,6 +38,7 @@ class Hyperparams:
     # == train ==
     ckpt_dir: str = "asset/train/ckpt"  # checkpoints and the run's settings
     log_dir: str = "asset/train/log"  # TensorBoard events, metrics.jsonl, curves.png
+    arch: str = "vgg19_bn"  # vgg19|vgg19_bn: the network; batch norm lets it train from scratch (README)
     batch_size: int = 16  # images per optimiser step (per process under torchrun)
     epochs: int = 30  # passes over the training split
     lr: float = 1e-3  # peak learning rate
@@ -48,6 +49,8 @@ class Hyperparams:
     compile: str = "auto"  # auto|on|off: torch.compile the training step (auto: on CUDA only)
     # == test ==
     test_dir: str = "asset/test"  # confusion matrix and JSON report
+    ckpt: str = "asset/train/ckpt"  # checkpoint file, or a folder whose latest checkpoint is used
+    eval_batch_size: int = 32  # images per forward pass during evaluation
     # == gen ==
     gen_dir: str = "gen_images"  # synthesis outputs, one folder per target
     layers: str = "pool1,pool2,pool3,pool4"  # feature taps whose Gram matrices are matched, name[:weight],...
@@ -81,6 +84,7 @@ CHOICES = {
     "split": ["patch", "source", "all"],
     "eval_crop": ["center", "full"],
     "compile": ["auto", "on", "off"],
+    "arch": ["vgg19", "vgg19_bn"],
     "pool": ["max", "avg"],
     "optimizer": ["lbfgs", "adam"],
     "loss": ["gram"],

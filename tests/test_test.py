@@ -1,0 +1,104 @@
+"""test.py on a tiny trained checkpoint: output format, reports, single files, and refused checkpoints."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import model as M
+import prepro
+import test as T
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def evaluate(demo_data, ckpt, out, *extra):
+    return ["--data-dir", demo_data, "--image-size", "32", "--ckpt", str(ckpt), "--test-dir", str(out), *extra]
+
+
+def test_output_format_and_reports(demo_data, trained_ckpt, tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), *evaluate(demo_data, trained_ckpt, tmp_path)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    final = [i for i, line in enumerate(lines) if line.startswith("Final result is")]
+    assert len(final) == 1
+    hits, n, acc = re.fullmatch(r"Final result is (\d+)/(\d+) = (\d\.\d{4})", lines[final[0]]).groups()
+    running = [line for line in lines[:final[0]] if re.fullmatch(r"\d+/\d+ = \d\.\d{4}", line)]
+    assert running and running[-1] == f"{hits}/{n} = {acc}" and int(n) == 6
+    classes = json.load(open(os.path.join(trained_ckpt, "classes.json")))
+    per_class = lines[final[0] + 1:final[0] + 1 + len(classes)]
+    assert [line.split()[0] for line in per_class] == classes
+    assert all(re.fullmatch(r"\s+\S+\s+\d+/2 = \d\.\d{4}", line) for line in per_class)
+    report = json.load(open(tmp_path / "report.json"))
+    assert (report["hits"], report["n"], f"{report['accuracy']:.4f}") == (int(hits), 6, acc)
+    assert report["checkpoint"] == M.latest_checkpoint(trained_ckpt)
+    assert sum(map(sum, report["confusion"])) == 6 and len(report["mistakes"]) == 6 - int(hits)
+    assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def test_split_all_evaluates_every_image_with_best_checkpoint(demo_data, trained_ckpt, tmp_path, capsys):
+    T.main(evaluate(demo_data, os.path.join(trained_ckpt, "best.pt"), tmp_path, "--split", "all"))
+    assert re.search(r"^Final result is \d+/24 = \d\.\d{4}$", capsys.readouterr().out, re.M)
+
+
+def test_files_prints_class_and_probability_and_reports_unreadable(trained_ckpt, tmp_path, capsys):
+    Image.new("RGB", (50, 40), (200, 10, 30)).save(tmp_path / "rgb.png")
+    Image.effect_noise((80, 80), 40).convert("RGBA").save(tmp_path / "big.png")
+    Image.new("L", (20, 20)).save(tmp_path / "tiny.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    files = [str(tmp_path / n) for n in ["rgb.png", "broken.png", "big.png", "tiny.png"]]
+    with pytest.raises(SystemExit, match="2 of 4 file"):
+        T.main(["--ckpt", trained_ckpt, "--image-size", "32", "--files", *files])
+    out = capsys.readouterr().out.splitlines()
+    classes = json.load(open(os.path.join(trained_ckpt, "classes.json")))
+    good = [line.split("  ") for line in out if len(line.split("  ")) == 3]
+    assert [g[0] for g in good] == [files[0], files[2]]
+    assert all(g[1] in classes and 0 < float(g[2]) <= 1 for g in good)
+    assert any(files[1] in line for line in out if line.split("  ")[0] != files[1] or len(line.split("  ")) != 3)
+    assert any(files[3] in line and "32 px" in line for line in out)
+
+
+def damaged(trained_ckpt, tmp_path, kind):
+    """A copy of the trained checkpoint spoiled in one way."""
+    ckpt = M.load_checkpoint(M.latest_checkpoint(trained_ckpt))
+    path = tmp_path / f"{kind}.pt"
+    if kind == "truncated":
+        data = open(M.latest_checkpoint(trained_ckpt), "rb").read()
+        path.write_bytes(data[:len(data) // 2])
+    elif kind == "other arch":
+        torch.save({**ckpt, "arch": {"vgg19": "vgg19_bn", "vgg19_bn": "vgg19"}[ckpt["arch"]]}, path)
+    elif kind == "pickled object":
+        torch.save({**ckpt, "extra": prepro.Split}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("truncated", "unreadable checkpoint, truncated or corrupt"),
+    ("other arch", "weights do not fit vgg19"),
+    ("pickled object", "refused, it holds objects other than tensors"),
+])
+def test_damaged_checkpoint_is_refused(kind, message, demo_data, trained_ckpt, tmp_path):
+    path = damaged(trained_ckpt, tmp_path, kind)
+    with pytest.raises(SystemExit, match=message) as e:
+        T.main(evaluate(demo_data, path, tmp_path))
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_errors_are_one_line(demo_data, trained_ckpt, tmp_path):
+    (tmp_path / "none").mkdir()
+    other = tmp_path / "four"
+    prepro.make_demo(str(other), classes=4, patches=4, size=40, seed=1)
+    cases = [(evaluate(demo_data, tmp_path / "none", tmp_path), "no checkpoint in .*run train.py first or pass --ckpt"),
+             (evaluate(str(other), trained_ckpt, tmp_path), "trained for 3 classes, this data has 4"),
+             (evaluate(str(tmp_path / "nowhere"), trained_ckpt, tmp_path), "nowhere: data folder not found")]
+    for argv, message in cases:
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), *argv], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert re.search(message, r.stderr.strip().splitlines()[-1]), r.stderr

@@ -1,0 +1,224 @@
+"""train.py end to end on tiny procedural data: learning, resuming, torchrun, and the failure paths."""
+import errno
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import model as M
+import prepro
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def flags(data, out, *extra):
+    return ["--data-dir", data, "--image-size", "32", "--batch-size", "4", "--ckpt-dir", str(out / "ckpt"),
+            "--log-dir", str(out / "log"), *map(str, extra)]
+
+
+def run(args, cwd, module="train.py", timeout=300, **popen):
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    cmd = [os.path.join(os.path.dirname(sys.executable), "torchrun"), *args] if module == "torchrun" else \
+        [sys.executable, os.path.join(ROOT, module), *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def weights(path):
+    return M.load_checkpoint(path)["model"]
+
+
+def metrics(out):
+    with open(out / "log" / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def data12(tmp_path_factory):
+    """3 classes x 12 patches of 48 px: 27 training and 9 held-out images."""
+    out = tmp_path_factory.mktemp("d12") / "demo"
+    prepro.make_demo(str(out), classes=3, patches=12, size=48, seed=0)
+    return str(out)
+
+
+def test_training_lowers_loss_and_beats_chance(data12, tmp_path):
+    best = train.main(flags(data12, tmp_path, "--epochs", 8, "--log-every", 2))
+    rows = metrics(tmp_path)
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert best > 1 / 3 + 0.2
+    assert os.path.getsize(tmp_path / "log" / "curves.png") > 1000
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "log"))
+    assert all({"loss", "train_acc", "lr", "images_per_s"} <= set(r) for r in rows if "loss" in r)
+
+
+def test_keep_prunes_old_checkpoints_but_keeps_best(trained_ckpt):
+    found = M.checkpoints(trained_ckpt)
+    assert [os.path.basename(p) for p in found] == ["ckpt_00000008.pt", "ckpt_00000012.pt"]
+    best = M.load_checkpoint(os.path.join(trained_ckpt, "best.pt"))
+    accs = [r["test_acc"] for r in metrics(pathlib.Path(trained_ckpt).parent) if "test_acc" in r]
+    assert best["metrics"]["test_acc"] == max(accs) and best["step"] == 4 * (accs.index(max(accs)) + 1)
+    assert json.load(open(os.path.join(trained_ckpt, "classes.json"))) == best["classes"]
+    assert json.load(open(os.path.join(trained_ckpt, "hparams.json")))["keep"] == 2
+
+
+def test_sigterm_then_resume_equals_uninterrupted_run(demo_data, tmp_path, monkeypatch):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train.main(flags(demo_data, whole, "--epochs", 3, "--dtype", "fp32"))
+    save = train.save
+
+    def save_then_terminate(state, args, best):  # a SIGTERM right after the first epoch's checkpoint
+        path = save(state, args, best)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    monkeypatch.setattr(train, "save", save_then_terminate)
+    with pytest.raises(SystemExit, match="stopped at epoch 2 step 5: saved .*ckpt_00000005.pt; continue with"):
+        train.main(flags(demo_data, parts, "--epochs", 3, "--dtype", "fp32"))
+    monkeypatch.setattr(train, "save", save)
+    with pytest.raises(SystemExit, match="already holds checkpoints"):
+        train.main(flags(demo_data, parts))
+    # The recorded settings (fp32, 3 epochs) come from the checkpoint; it resumes in the middle of epoch 2.
+    train.main(["--resume", "--ckpt-dir", str(parts / "ckpt")])
+    a, b = weights(M.latest_checkpoint(whole / "ckpt")), weights(M.latest_checkpoint(parts / "ckpt"))
+    assert M.latest_checkpoint(parts / "ckpt").endswith("ckpt_00000012.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    assert [r["epoch"] for r in metrics(parts) if "epoch" in r] == [1, 2, 3]
+
+
+def test_resume_with_more_epochs_continues_the_count(trained_ckpt, demo_data, tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    for name in os.listdir(trained_ckpt):  # hard links: the shared fixture stays untouched
+        os.link(os.path.join(trained_ckpt, name), tmp_path / "ckpt" / name)
+    train.main(["--resume", "--epochs", "4", "--ckpt-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "log")])
+    last = M.load_checkpoint(M.latest_checkpoint(tmp_path / "ckpt"))
+    assert (last["epoch"], last["step"], last["hparams"]["epochs"], last["hparams"]["image_size"]) == (4, 16, 4, 32)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(demo_data, tmp_path):
+    r = run(flags(demo_data, tmp_path, "--epochs", 1), tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run(["--resume", "--epochs", "2", "--lr", "1e30", "--ckpt-dir", str(tmp_path / "ckpt")], tmp_path)
+    assert r.returncode != 0
+    assert re.match(r"loss is (nan|inf) at epoch 2 step \d+: training diverged", r.stderr.strip().splitlines()[-1])
+    assert "Traceback" not in r.stderr
+    assert [os.path.basename(p) for p in M.checkpoints(tmp_path / "ckpt")] == ["ckpt_00000004.pt"]
+
+
+def test_torchrun_two_processes_share_data_and_write_once(data12, tmp_path):
+    r = run(["--standalone", "--nproc_per_node=2", os.path.join(ROOT, "train.py"), *flags(data12, tmp_path, "--epochs", 2)],
+            tmp_path, module="torchrun")
+    assert r.returncode == 0, r.stderr[-2000:]
+    # 27 images over 2 processes of batch 4: 3 steps per epoch, each checkpoint written once by rank 0
+    assert [os.path.basename(p) for p in M.checkpoints(tmp_path / "ckpt")] == ["ckpt_00000003.pt", "ckpt_00000006.pt"]
+    assert len(re.findall(r"epoch \d/2: held-out", r.stdout)) == 2 and "2 process(es)" in r.stdout
+    assert [m["epoch"] for m in metrics(tmp_path) if "epoch" in m] == [1, 2]
+    assert all(m["n"] == 9 for m in [M.load_checkpoint(p)["metrics"] for p in M.checkpoints(tmp_path / "ckpt")])
+
+
+def wait_for_checkpoint(directory, proc, timeout=120):
+    end = time.time() + timeout
+    while not M.checkpoints(directory):
+        assert proc.poll() is None and time.time() < end, "no checkpoint appeared"
+        time.sleep(0.1)
+
+
+def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(demo_data, tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *flags(demo_data, tmp_path, "--epochs", 3)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_checkpoint(tmp_path / "ckpt", proc)
+    proc.kill()
+    proc.wait()
+    for path in M.checkpoints(tmp_path / "ckpt"):
+        M.load_checkpoint(path)  # every numbered file is complete; temporaries never match the pattern
+    r = run(["--resume", "--ckpt-dir", str(tmp_path / "ckpt")], tmp_path)
+    assert r.returncode == 0, r.stderr
+    resumed = int(r.stdout.split("resuming at step ")[1].split()[0])
+    assert resumed >= 4 and resumed % 4 == 0
+    assert [m["epoch"] for m in metrics(tmp_path) if "epoch" in m] == [1, 2, 3]
+    assert M.latest_checkpoint(tmp_path / "ckpt").endswith("ckpt_00000012.pt")
+
+
+def children(pid):
+    out = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid and "train.py" in \
+                        open(f"/proc/{entry}/cmdline").read():
+                    out.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def test_torchrun_restarts_a_killed_worker_which_resumes(demo_data, tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    with open(tmp_path / "out.txt", "w") as out:
+        proc = subprocess.Popen([torchrun, "--standalone", "--nproc_per_node=1", "--max-restarts=1",
+                                 os.path.join(ROOT, "train.py"), *flags(demo_data, tmp_path, "--epochs", 3)],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        wait_for_checkpoint(tmp_path / "ckpt", proc)
+        workers = children(proc.pid)
+        assert len(workers) == 1
+        os.kill(workers[0], signal.SIGKILL)
+        proc.wait(timeout=300)
+    out = (tmp_path / "out.txt").read_text()
+    assert proc.returncode == 0, out[-2000:]
+    assert "resuming at step" in out
+    assert M.latest_checkpoint(tmp_path / "ckpt").endswith("ckpt_00000012.pt")
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(demo_data, tmp_path, monkeypatch):
+    calls, save = [], torch.save
+
+    def half_then_enospc(obj, f, *a, **k):
+        calls.append(f)
+        if len(calls) < 2:
+            return save(obj, f, *a, **k)
+        with open(f, "wb") as out:
+            out.write(b"\x00" * 100)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", half_then_enospc)
+    with pytest.raises(SystemExit, match=r"ckpt_00000008.pt: cannot save checkpoint \(No space left on device\)"):
+        train.main(flags(demo_data, tmp_path, "--epochs", 3))
+    monkeypatch.setattr(torch, "save", save)
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["best.pt", "ckpt_00000004.pt", "classes.json", "hparams.json"]
+    assert M.load_checkpoint(tmp_path / "ckpt" / "ckpt_00000004.pt")["step"] == 4
+
+
+@pytest.mark.parametrize("case", ["missing data", "empty data", "unwritable ckpt dir", "bad flag", "corrupt resume"])
+def test_bad_input_is_a_one_line_error(case, demo_data, tmp_path):
+    args = flags(demo_data, tmp_path, "--epochs", 1)
+    expect = {"missing data": "nowhere: data folder not found", "empty data": "empty: no images",
+              "unwritable ckpt dir": "cannot write there", "bad flag": "--lr: must be > 0",
+              "corrupt resume": "unreadable checkpoint, truncated or corrupt"}[case]
+    if case == "missing data":
+        args[1] = "nowhere"
+    elif case == "empty data":
+        (tmp_path / "empty").mkdir()
+        args[1] = str(tmp_path / "empty")
+    elif case == "unwritable ckpt dir":
+        (tmp_path / "file").write_text("")
+        args[7] = str(tmp_path / "file" / "ckpt")
+    elif case == "bad flag":
+        args += ["--lr", "-1"]
+    else:
+        (tmp_path / "ckpt").mkdir()
+        (tmp_path / "ckpt" / "ckpt_00000004.pt").write_bytes(b"PK\x03\x04 not a whole file")
+        args += ["--resume"]
+    r = run(args, tmp_path)
+    assert r.returncode != 0
+    assert expect in r.stderr.strip().splitlines()[-1], r.stderr
+    assert "Traceback" not in r.stderr
