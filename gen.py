@@ -61,13 +61,16 @@ def downsampling(net, layers):
 # ---- losses: builder(target_feats, features) -> loss(feats) -> {layer: (B,) fp32} --------------
 
 def channel_scale(f):
-    """1 / mean activation of each channel over positions: Gatys' normalised network, per image.
+    """Per image and channel, 1 / max(mean activation, median of the layer's non-zero means).
 
-    A network trained from scratch has channels whose activations differ by orders of magnitude;
-    unscaled, a few of them make up nearly all of the Gram loss. The floor (1% of the layer's
-    mean) keeps channels that are silent on the target from getting an infinite weight."""
+    In a network trained from scratch a few channels are orders of magnitude stronger than the
+    rest and make up nearly all of a raw Gram loss; Gatys' normalised VGG divides each by its mean.
+    Dividing weak or silent channels by their own tiny mean amplifies them into noise and stalls
+    the optimiser (measured, README), so the strong half is brought to a common level and the
+    weak half keeps its relative size."""
     m = f.float().mean((2, 3))
-    return 1.0 / torch.maximum(m, 1e-2 * m.mean(1, keepdim=True)).clamp_min(1e-12)
+    floor = torch.stack([r[r > 0].median() if (r > 0).any() else r.new_zeros(()) for r in m])
+    return 1.0 / torch.maximum(m, floor[:, None]).clamp_min(1e-12)
 
 
 def _gram(f, features, scale):
