@@ -38,6 +38,7 @@ class Hyperparams:
     # == train ==
     ckpt_dir: str = "asset/train/ckpt"  # checkpoints and the run's settings
     log_dir: str = "asset/train/log"  # TensorBoard events, metrics.jsonl, curves.png
+    arch: str = "vgg19_bn"  # vgg19|vgg19_bn: the network; batch norm lets it train from scratch (README)
     batch_size: int = 16  # images per optimiser step (per process under torchrun)
     epochs: int = 30  # passes over the training split
     lr: float = 1e-3  # peak learning rate
@@ -48,6 +49,8 @@ class Hyperparams:
     compile: str = "auto"  # auto|on|off: torch.compile the training step (auto: on CUDA only)
     # == test ==
     test_dir: str = "asset/test"  # confusion matrix and JSON report
+    ckpt: str = "asset/train/ckpt"  # checkpoint file, or a folder whose latest checkpoint is used
+    eval_batch_size: int = 32  # images per forward pass during evaluation
     # == gen ==
     gen_dir: str = "gen_images"  # synthesis outputs, one folder per target
     layers: str = "pool1,pool2,pool3,pool4"  # feature taps whose Gram matrices are matched, name[:weight],...
@@ -62,6 +65,17 @@ class Hyperparams:
     init: str = "shuffle"  # shuffle|gauss|uniform: start noise with the target's grey levels, its mean/std, or U(0,1) (original)
     pixels: str = "sigmoid"  # sigmoid|clamp: optimise logits through a sigmoid, or pixels clamped to [0,1] after each step (Adam only)
     padding: str = "reflect"  # reflect|zeros|circular: convolution padding during synthesis (--tile forces circular)
+    # == bench ==
+    bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
+    bench_batch: int = 16  # images per timed training step
+    bench_steps: int = 2  # training steps per timed round
+    bench_repeats: int = 3  # interleaved rounds per comparison; medians are reported
+    bench_images: int = 160  # images in the generated dataset (28 classes) whose training epoch is timed
+    bench_orig_steps: int = 200  # Adam steps of the original synthesis recipe
+    bench_gen_steps: int = 200  # most iterations gen.py's default gets to reach the original's final loss
+    bench_chunk: int = 8  # synthesis iterations per timed round
+    bench_matmul: int = 2048  # side of the square matmuls that measure peak FLOP/s
+    bench_ckpt: str = ""  # network for the synthesis sections: checkpoint file or folder (empty: random weights)
 
 
 # Allowed values of the fields that take a word.
@@ -70,6 +84,7 @@ CHOICES = {
     "split": ["patch", "source", "all"],
     "eval_crop": ["center", "full"],
     "compile": ["auto", "on", "off"],
+    "arch": ["vgg19", "vgg19_bn"],
     "pool": ["max", "avg"],
     "optimizer": ["lbfgs", "adam"],
     "loss": ["gram"],
