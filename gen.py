@@ -30,7 +30,9 @@ from tqdm import tqdm
 
 import model
 import prepro
+import quality
 from hyperparams import Hyperparams, parse_args, save_args
+from quality import hist_distance, quantiles
 
 LAYER_PRESETS = {"original": "pool1,pool2,pool3,pool4", "gatys": "conv1_1,pool1,pool2,pool3,pool4"}
 
@@ -227,27 +229,11 @@ def synthesize(net, targets, layers, size=None, *, loss="gram", features="normal
 
 # ---- grey levels, verdict, files ------------------------------------------------------------
 
-def _quantiles(x, n):
-    """The grey level below which a share (k + 0.5) / n of the pixels of x lie, k = 0..n-1."""
-    v = x.flatten().float().sort().values
-    pos = ((torch.arange(n, dtype=torch.float64) + 0.5) * len(v) / n - 0.5).clamp(0, len(v) - 1)
-    lo = pos.floor().long()
-    hi, frac = (lo + 1).clamp(max=len(v) - 1), (pos - lo).float()
-    return v[lo] * (1 - frac) + v[hi] * frac
-
-
 def match_histogram(img, target):
     """Exact histogram matching by rank: img keeps its pixel order but takes the target's grey levels."""
     out = torch.empty(img.numel(), device=img.device)
-    out[img.flatten().argsort()] = _quantiles(target.to(img.device), img.numel())
+    out[img.flatten().argsort()] = quantiles(target.to(img.device), img.numel())
     return out.view_as(img)
-
-
-def hist_distance(a, b):
-    """Wasserstein-1 distance between the grey-level distributions of two images in [0, 1], as
-    saved (8-bit), in grey levels."""
-    a, b, n = to_uint8(a), to_uint8(b), max(a.numel(), b.numel())
-    return (_quantiles(a, n) - _quantiles(b, n)).abs().mean().item()
 
 
 def to_uint8(img):
@@ -374,11 +360,26 @@ def run_group(net, jobs, size, layers, args, dtype, info):
         if math.isfinite(r["loss"]):
             record["hist_distance_raw"] = hist_distance(r["raw"], j["target"])
             record["hist_distance"] = hist_distance(r["image"], j["target"])
+            record["quality"] = quality.measures(r["image"], j["target"])
+            record["quality_raw"] = quality.measures(r["raw"], j["target"])
             record["verdict"] = verdict(net, r["image"], info["classes"], j["label"])
             record["target_verdict"] = verdict(net, j["target"], info["classes"], j["label"])
             write_png(r["image"], os.path.join(j["dir"], "final.png"))
         write_json(record, os.path.join(j["dir"], "result.json"))
     return failed
+
+
+def report(jobs, gen_dir, since):
+    """Summarise the result.json files this call wrote (after `since`) into gen_dir/report.json and
+    print the table."""
+    records = []
+    for j in jobs:
+        path = os.path.join(j["dir"], "result.json")
+        if os.path.isfile(path) and os.path.getmtime(path) >= since:
+            with open(path, encoding="utf-8") as f:
+                records.append({**json.load(f), "name": os.path.basename(j["dir"])})
+    if records:
+        print(quality.write_report(records, os.path.join(gen_dir, "report.json")))
 
 
 def _init_dist():
@@ -421,6 +422,7 @@ def main(argv=None):
                          f"{f' and a multiple of {factor} with --tile' if args.tile else ''} for {args.layers}")
     info = {"rank": rank, "checkpoint": path, "classes": ckpt["classes"], "device": str(device),
             "dtype": str(dtype).replace("torch.", "")}
+    start = time.time()
     jobs, failed, groups = plan(args.targets, args.gen_dir, args.seed), [], {}
     for job in jobs[rank::world]:
         try:
@@ -448,6 +450,8 @@ def main(argv=None):
             out = os.path.join(args.gen_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
             collection(done, out)
             print(f"collection: {out}")
+    if rank == 0:
+        report(jobs, args.gen_dir, start)
     if world > 1:
         dist.destroy_process_group()
     if failed:

@@ -1,0 +1,159 @@
+"""How close a synthesised texture is to its target, measured without the network or the loss.
+
+Pure functions of two (H, W) images in [0, 1] (sizes may differ), and the run report:
+    hist_distance      Wasserstein-1 distance of the 8-bit grey levels, in grey levels (0: same histogram)
+    spectrum_distance  mean |log10| ratio of the radially averaged power spectra (0: same spectrum)
+    peak_energy        share of the energy of the target's dominant spectral peaks that the texture
+                       has at the same 2-D frequencies (1: periodic structure kept, ~0: lost)
+    target_peak_share  share of the target's energy in those peaks (how periodic the target is)
+"""
+import json
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+PEAKS = 4  # dominant peaks of the target (each with its mirror image at -f)
+BINS = 32  # radial frequency bins from 0 to the Nyquist frequency
+
+
+def quantiles(x, n):
+    """The value below which a share (k + 0.5) / n of the entries of x lie, k = 0..n-1."""
+    v = x.flatten().float().sort().values
+    pos = ((torch.arange(n, dtype=torch.float64, device=v.device) + 0.5) * len(v) / n - 0.5).clamp(0, len(v) - 1)
+    lo = pos.floor().long()
+    hi, frac = (lo + 1).clamp(max=len(v) - 1), (pos - lo).float()
+    return v[lo] * (1 - frac) + v[hi] * frac
+
+
+def hist_distance(a, b):
+    """Wasserstein-1 distance between the grey-level distributions of two images in [0, 1], as
+    saved (8-bit), in grey levels."""
+    a, b = [(x.detach().float().cpu().clamp(0, 1) * 255).round() for x in (a, b)]
+    n = max(a.numel(), b.numel())
+    return (quantiles(a, n) - quantiles(b, n)).abs().mean().item()
+
+
+def power(img):
+    """Power spectrum of the Hann-windowed, mean-free image, divided by the pixel count (so images
+    of different sizes compare), and each bin's frequency |f| in cycles per pixel."""
+    x = img.detach().float().cpu()
+    h, w = x.shape
+    win = torch.hann_window(h, periodic=False)[:, None] * torch.hann_window(w, periodic=False)[None]
+    x = (x - x.mean()) * win
+    p = torch.fft.fft2(x).abs().square() / (win.square().sum())
+    fy, fx = torch.fft.fftfreq(h)[:, None], torch.fft.fftfreq(w)[None]
+    return p, fy.expand(h, w), fx.expand(h, w)
+
+
+def radial_spectrum(img):
+    p, fy, fx = power(img)
+    r = (fy.square() + fx.square()).sqrt()
+    k = (r / 0.5 * BINS).long().clamp(max=BINS)  # bin BINS: the corners beyond Nyquist, dropped
+    total = torch.zeros(BINS + 1).index_add_(0, k.flatten(), p.flatten())
+    count = torch.zeros(BINS + 1).index_add_(0, k.flatten(), torch.ones(k.numel()))
+    return (total / count.clamp_min(1))[1:BINS]  # bin 0 holds only the (removed) mean
+
+
+def spectrum_distance(a, b):
+    pa, pb = radial_spectrum(a), radial_spectrum(b)
+    return (pa.clamp_min(1e-12).log10() - pb.clamp_min(1e-12).log10()).abs().mean().item()
+
+
+def peaks(img, k=PEAKS):
+    """Frequencies (cycles/pixel) of the k strongest local maxima of the power spectrum, DC excluded."""
+    p, fy, fx = power(img)
+    s = torch.fft.fftshift(p)
+    is_max = s == F.max_pool2d(s[None, None], 3, 1, 1, ceil_mode=False)[0, 0]
+    fys, fxs = torch.fft.fftshift(fy), torch.fft.fftshift(fx)
+    low = fys.square() + fxs.square() < (2.0 / min(p.shape)) ** 2  # the window's main lobe around DC
+    score = torch.where(is_max & ~low, s, torch.zeros(()))
+    idx = score.flatten().argsort(descending=True)
+    out = []
+    for i in idx.tolist():  # a peak and its mirror at -f are one peak of a real image
+        f = (fys.flatten()[i].item(), fxs.flatten()[i].item())
+        if not any(abs(f[0] + g[0]) < 1e-9 and abs(f[1] + g[1]) < 1e-9 for g in out):
+            out.append(f)
+        if len(out) == k:
+            break
+    return out
+
+
+def peak_shares(img, freqs):
+    """Share of the image's (non-DC) power within 2 bins of each frequency and of its mirror."""
+    p, fy, fx = power(img)
+    h, w = p.shape
+    low = fy.square() + fx.square() < (2.0 / min(h, w)) ** 2
+    total = p[~low].sum().clamp_min(1e-20)
+    out = []
+    for f0, f1 in freqs:
+        near = torch.zeros_like(p, dtype=torch.bool)
+        for s in (1, -1):  # distances on the periodic frequency grid, in this image's bins
+            dy = ((fy - s * f0 + 0.5) % 1 - 0.5) * h
+            dx = ((fx - s * f1 + 0.5) % 1 - 0.5) * w
+            near |= dy.square() + dx.square() <= 2.0 ** 2
+        out.append((p[near & ~low].sum() / total).item())
+    return out
+
+
+def peak_energy(img, target):
+    """How much of the target's dominant peak energy the image has at the same frequencies, in [0, 1]
+    (per peak capped at the target's share, so extra energy elsewhere does not count). Shift-invariant."""
+    freqs = peaks(target)
+    want, got = peak_shares(target, freqs), peak_shares(img, freqs)
+    return sum(min(g, t) for g, t in zip(got, want)) / max(sum(want), 1e-20), sum(want)
+
+
+def measures(img, target):
+    """Every measure of one texture against its target."""
+    pe, share = peak_energy(img, target)
+    return {"hist_distance": hist_distance(img, target), "spectrum_distance": spectrum_distance(img, target),
+            "peak_energy": pe, "target_peak_share": share}
+
+
+# ---- the run report -------------------------------------------------------------------------
+
+COLUMNS = ["hist_distance", "spectrum_distance", "peak_energy", "recognised", "seconds"]
+
+
+def summarise(records):
+    """Mean of each measure over the targets that finished, and the share the classifier recognised."""
+    done = [r for r in records if r.get("quality")]
+    mean = {}
+    for c in COLUMNS:
+        vals = [row(r)[c] for r in done if row(r).get(c) is not None]
+        mean[c] = sum(float(v) for v in vals) / len(vals) if vals else None
+    return {"targets": len(records), "finished": len(done), "mean": mean}
+
+
+def row(record):
+    q, v = record.get("quality") or {}, record.get("verdict") or {}
+    return {**q, "recognised": v.get("recognised"), "seconds": record.get("seconds")}
+
+
+def table(records, summary):
+    """A fixed-width text table: one line per target, then the means."""
+    def fmt(v):
+        if v is None:
+            return "-"
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else str(v)
+    head = ["target"] + COLUMNS
+    lines = [[r.get("name", r.get("label", "?"))] + [fmt(row(r).get(c)) for c in COLUMNS] for r in records]
+    lines.append(["mean"] + [fmt(summary["mean"][c]) for c in COLUMNS])
+    widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
+    return "\n".join("  ".join(x[i].ljust(widths[i]) for i in range(len(head))) for x in [head] + lines)
+
+
+def write_report(records, path):
+    """Write {'summary', 'targets'} as JSON (atomically) and return the printable table."""
+    summary = summarise(records)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"summary": summary, "targets": [{"name": r.get("name"), "label": r.get("label"), **row(r)}
+                                                   for r in records]}, f, indent=1)
+    os.replace(tmp, path)
+    return table(records, summary)
