@@ -65,6 +65,8 @@ class Hyperparams:
     init: str = "shuffle"  # shuffle|gauss|uniform: start noise with the target's grey levels, its mean/std, or U(0,1) (original)
     pixels: str = "sigmoid"  # sigmoid|clamp: optimise logits through a sigmoid, or pixels clamped to [0,1] after each step (Adam only)
     padding: str = "reflect"  # reflect|zeros|circular: convolution padding during synthesis (--tile forces circular)
+    backbone: str = "trained"  # trained|random|imagenet: synthesis network: the classifier of --ckpt, the same architecture with random weights, or torchvision's ImageNet VGG-19 (Gatys)
+    backbone_weights: str = ""  # --backbone imagenet: local copy of torchvision's VGG-19 ImageNet state_dict (empty: torchvision fetches it)
     # == bench ==
     bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
     bench_batch: int = 16  # images per timed training step
@@ -92,6 +94,7 @@ CHOICES = {
     "init": ["shuffle", "gauss", "uniform"],
     "pixels": ["sigmoid", "clamp"],
     "padding": ["reflect", "zeros", "circular"],
+    "backbone": ["trained", "random", "imagenet"],
 }
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every"}
