@@ -1,0 +1,417 @@
+"""Speed report: each figure is a ratio or a rate of two things timed in the same run, interleaved.
+
+    python bench.py --quick                     # about a minute on 2 CPU cores (64 px, few repeats)
+    python bench.py                             # VGG-19 at 224 px, batch 16: tens of minutes on a CPU
+    python bench.py --image-size 128 --bench-repeats 3 --device cuda
+
+Sections (medians over --bench-repeats rounds that alternate the compared paths, so machine load
+hits both alike):
+  train      training step of train.py, plain fp32 eager vs its default path (autocast dtype,
+             channels-last, torch.compile by its rule): images/s and the speed-up
+  data       a whole epoch through prepro.Batches from the uint8 cache vs the same steps on batches
+             already in memory: the share of model speed the pipeline keeps
+  synthesis  the original recipe (Adam lr 1e-4 from U(0,1), standardised Gram at pool1-pool4) run for
+             --bench-orig-steps vs gen.py's default, both scored by the original's loss: time for the
+             default to reach the loss the original ended at, and the speed-up
+  iteration  one synthesis iteration of gen.py's default vs a bare forward+backward of the same network
+  flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
+Results: a table on stdout and --bench-dir/bench.json (plus the settings, args.json).
+"""
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from itertools import islice
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import gen
+import model as M
+import prepro
+import train
+from hyperparams import Hyperparams, add_arguments, parse_args, save_args
+
+GROUPS = ["run", "data", "bench"]
+# --quick replaces these defaults (flags given explicitly still win).
+QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 60,
+         "bench_gen_steps": 60, "bench_chunk": 4, "bench_matmul": 1024}
+NUM_CLASSES = 28
+
+
+# ---- timing ---------------------------------------------------------------------------------
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Timings:
+    """Seconds of each compared path, round by round; rates use the median over every round,
+    ratios the median of the per-round ratios (the two paths ran side by side, under the same load)."""
+
+    def __init__(self, rounds):
+        self.rounds = rounds  # {name: [[seconds, ...] per round]}
+
+    def __getitem__(self, name):
+        return statistics.median(x for r in self.rounds[name] for x in r)
+
+    def ratio(self, a, b):
+        return statistics.median(statistics.median(x) / statistics.median(y)
+                                 for x, y in zip(self.rounds[a], self.rounds[b]))
+
+
+def interleave(fns, repeats, device):
+    """Run each callable once to warm up, then `repeats` rounds alternating them (ABBA order
+    against drift). A callable may return a list of per-iteration seconds; otherwise its total
+    time is taken."""
+    for fn in fns.values():  # allocator, oneDNN/cuDNN plans, compilation
+        fn()
+    rounds, names = {k: [] for k in fns}, list(fns)
+    for r in range(repeats):
+        for k in names if r % 2 == 0 else names[::-1]:
+            sync(device)
+            t = time.perf_counter()
+            inner = fns[k]()
+            sync(device)
+            rounds[k].append(inner if isinstance(inner, list) else [time.perf_counter() - t])
+    return Timings(rounds)
+
+
+def machine(device, dtype):
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    info = {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
+            "cpu": cpu, "threads": torch.get_num_threads(), "fast_bf16_cpu": M.cpu_has_fast_bf16()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    if hasattr(os, "getloadavg"):
+        info["load_avg_1min_start"] = os.getloadavg()[0]
+    return info
+
+
+# ---- training: train.py's own setup (train.Run) and step (train.step_once) ------------------
+
+def training_run(args, data_dir, plain):
+    """A train.Run on the generated data with --bench-batch; `plain`: fp32, eager, default memory layout."""
+    h = dataclasses.asdict(Hyperparams())
+    run_args = argparse.Namespace(**{**h, **{k: getattr(args, k) for k in ("device", "dtype", "seed", "split",
+                                     "test_fraction", "image_size", "eval_crop", "workers")},
+                                     "data_dir": data_dir, "batch_size": args.bench_batch})
+    if plain:
+        run_args.dtype, run_args.compile = "fp32", "off"
+    run = train.Run(run_args, None, 0, 1, M.pick_device(args.device))
+    if plain:
+        run.raw.to(memory_format=torch.contiguous_format)  # in place: the optimiser keeps its parameters
+    return run
+
+
+def stepper(run):
+    def step(batch):
+        train.step_once(run.model, run.opt, run.sched, run.scaler, batch, run.device, run.dtype, False)
+    return step
+
+
+def run_steps(step, batches):
+    for b in batches:
+        step(b)
+
+
+def matmuls(a, b, k):
+    for _ in range(k):
+        torch.mm(a, b)
+
+
+def bench_train(args, device, dtype, data_dir):
+    """fp32 eager vs the default step on the same batches, and both against matmul peaks timed in
+    the same rounds."""
+    plain, fast = training_run(args, data_dir, True), training_run(args, data_dir, False)
+    batches = [(x.to(device), y.to(device)) for x, y in islice(fast.train_b, args.bench_steps)]
+    n = args.bench_matmul
+    mats = {d: [torch.randn(n, n, device=device).to(d) for _ in range(2)] for d in {torch.float32, dtype}}
+    fns = {"fp32_eager": lambda: run_steps(stepper(plain), batches),
+           "default": lambda: run_steps(stepper(fast), batches)}
+    for d, (a, b) in mats.items():
+        fns[f"mm_{str(d)[6:]}"] = lambda a=a, b=b: matmuls(a, b, 3)
+    t = interleave(fns, args.bench_repeats, device)
+    with FlopCounterMode(display=False) as counter:  # eager: the counter sees every aten op
+        stepper(plain)(batches[0])
+    flops, images = counter.get_total_flops(), len(batches) * args.bench_batch
+    mm = {d: f"mm_{str(d)[6:]}" for d in mats}
+    peak = {d: 3 * 2 * n ** 3 / t[mm[d]] for d in mats}
+    train_out = {"fp32_eager_images_per_s": images / t["fp32_eager"], "default_images_per_s": images / t["default"],
+                 "speedup": t.ratio("fp32_eager", "default"), "compiled": fast.model is not fast.raw,
+                 "arch": fast.raw.arch, "classes": fast.raw.num_classes, "batch": args.bench_batch,
+                 "image_size": args.image_size}
+    share = {k: flops * len(batches) / (3 * 2 * n ** 3) * t.ratio(mm[d], k)
+             for k, d in (("default", dtype), ("fp32_eager", torch.float32))}
+    flops_out = {"flops_per_step": flops, "default_flop_per_s": flops * len(batches) / t["default"],
+                 "peak_matmul_flop_per_s": peak[dtype], "default_share_of_peak": share["default"],
+                 "fp32_eager_flop_per_s": flops * len(batches) / t["fp32_eager"],
+                 "peak_matmul_fp32_flop_per_s": peak[torch.float32],
+                 "fp32_eager_share_of_peak": share["fp32_eager"], "matmul_side": n}
+    return train_out, flops_out
+
+
+# ---- data pipeline --------------------------------------------------------------------------
+
+def demo_data(args, root):
+    """--bench-images generated textures spread over 28 class folders (Kylberg's names and class
+    count), their sides relating to the crop as Kylberg's 576 px patches to 224."""
+    size = max(args.image_size, round(args.image_size * 576 / 224))
+    n, classes = max(args.bench_images, len(prepro.KYLBERG)), prepro.KYLBERG
+    src, out = os.path.join(root, "generated"), os.path.join(root, "data")
+    prepro.make_demo(src, classes=4, patches=-(-n // 16) * 4, size=size, seed=args.seed)
+    files = sorted(os.path.join(src, c, f) for c in os.listdir(src) if os.path.isdir(os.path.join(src, c))
+                   for f in os.listdir(os.path.join(src, c)))
+    for i, f in enumerate(files[:n]):
+        dest = os.path.join(out, classes[i % len(classes)])
+        os.makedirs(dest, exist_ok=True)
+        os.replace(f, os.path.join(dest, os.path.basename(f)))
+    return out
+
+
+def bench_data(args, device, data_dir):
+    """A whole epoch of train.py's Batches (crops, flips, rotations, transfer) into its step vs
+    the same steps on the same batches already on the device."""
+    run = training_run(args, data_dir, False)
+    t0 = time.perf_counter()
+    train.load_split(run.args, 0, 1)  # as each run starts: from the uint8 cache
+    load_s = time.perf_counter() - t0
+    step, epochs = stepper(run), iter(range(1, 1 << 30))
+    ready = [(x.to(device), y.to(device)) for x, y in run.train_b]
+
+    def epoch():
+        run.train_b.set_epoch(next(epochs))
+        run_steps(step, run.train_b)
+    t = interleave({"epoch": epoch, "preloaded": lambda: run_steps(step, ready)}, args.bench_repeats, device)
+    images = len(ready) * args.bench_batch
+    return {"epoch_images_per_s": images / t["epoch"], "model_only_images_per_s": images / t["preloaded"],
+            "ratio": t.ratio("preloaded", "epoch"), "cache_load_images_per_s": len(run.data.train_labels) / load_s,
+            "images": images, "steps": len(ready)}
+
+
+# ---- synthesis ------------------------------------------------------------------------------
+
+# The original TensorFlow recipe, through gen.py's options; it ran in fp32.
+ORIGINAL = {"optimizer": "adam", "lr": 1e-4, "init": "uniform", "features": "standardize", "pixels": "clamp",
+            "pool": "max", "padding": "zeros", "dtype": torch.float32, "match": False}
+
+
+def default_options(dtype):
+    """gen.py's default layers and options, as `python gen.py TARGET` passes them to gen.synthesize."""
+    h = Hyperparams()
+    options = {"loss": h.loss, "features": h.features, "optimizer": h.optimizer, "lr": h.gen_lr, "init": h.init,
+               "pixels": h.pixels, "pool": h.pool, "padding": h.padding, "dtype": dtype}
+    return gen.parse_layers(h.layers), options
+
+
+def synthesis_net(args, device):
+    if not args.bench_ckpt:
+        torch.manual_seed(args.seed)
+        return M.TextureNet(NUM_CLASSES).to(device).eval().requires_grad_(False)
+    try:
+        path = M.latest_checkpoint(args.bench_ckpt) if os.path.isdir(args.bench_ckpt) else args.bench_ckpt
+        return M.model_from_checkpoint(M.load_checkpoint(path), path).to(device).eval().requires_grad_(False)
+    except M.CheckpointError as e:
+        raise SystemExit(f"--bench-ckpt: {e}")
+
+
+def original_score(net, target, layers):
+    """The original's loss (standardised Grams, max pooling, zero padding, fp32) of a batch of images."""
+    ref = M.set_padding(M.set_pooling(copy.deepcopy(net), "max"), "zeros")
+    with torch.no_grad():
+        loss_fn = gen.gram_loss([ref.taps(target[None, None], layers)], "standardize")
+
+    def score(images):
+        with torch.no_grad():
+            return gen._total(ref, loss_fn, images, layers, torch.float32)[0].max().item()
+    return score
+
+
+class Reached(Exception):
+    """Raised from the progress callback to end a run once the loss to beat is reached."""
+
+
+def steps_to_reach(net, target, layers, options, goal, score, max_steps, seed):
+    """Iterations gen.synthesize with `options` needs until `score` of its image is <= goal (None: not in max_steps)."""
+    def check(step, images, losses):
+        if score(images) <= goal:
+            raise Reached(step)
+    try:
+        gen.synthesize(net, [target], layers, steps=max_steps, seeds=[seed], callback=check, **options)
+    except Reached as e:
+        return e.args[0]
+    return None
+
+
+def iteration_times(net, target, layers, options, steps, seed):
+    """A callable running `steps` iterations of gen.synthesize; returns the seconds between iterations."""
+    def run():
+        stamps = []
+        gen.synthesize(net, [target], layers, steps=steps, seeds=[seed],
+                       callback=lambda *_: stamps.append(time.perf_counter()), **options)
+        return [b - a for a, b in zip(stamps, stamps[1:])]
+    return run
+
+
+def bare_times(net, layers, options, size, steps, device):
+    """A callable timing `steps` bare forward+backward passes to the deepest tap, input gradient only."""
+    bare = M.set_padding(M.set_pooling(copy.deepcopy(net), options["pool"]), options["padding"])
+    deepest = max(layers, key=bare.names.index)
+    x = torch.rand(1, 1, size, size, device=device, requires_grad=True)
+
+    def run():
+        out = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            with M.autocast(device, options["dtype"]):
+                f = bare.taps(x, [deepest])[deepest]
+            f.float().sum().backward()
+            x.grad = None
+            sync(device)
+            out.append(time.perf_counter() - t)
+        return out
+    return run
+
+
+def bench_synthesis(args, device, dtype, data_dir):
+    """Sections synthesis and iteration: iteration counts from one run of each recipe, the time per
+    iteration from interleaved timed chunks of both recipes and of the bare network."""
+    data = prepro.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
+    img, s = data.train_images[0], args.image_size
+    top, left = (img.shape[0] - s) // 2, (img.shape[1] - s) // 2
+    target = (img[top:top + s, left:left + s].float() / 255).to(device)
+    net, original = synthesis_net(args, device), gen.parse_layers("original")
+    layers, options = default_options(dtype)
+    orig = gen.synthesize(net, [target], original, steps=args.bench_orig_steps, seeds=[args.seed], **ORIGINAL)[0]
+    goal = orig["curve"][-1]  # ORIGINAL runs the very loss of original_score: no rescoring needed
+    reached = steps_to_reach(net, target, layers, options, goal, original_score(net, target, original),
+                             args.bench_gen_steps, args.seed)
+    c = args.bench_chunk
+    t = interleave({
+        "original": iteration_times(net, target, original, ORIGINAL, c + 1, args.seed),
+        "default": iteration_times(net, target, layers, options, c + 1, args.seed),
+        "bare": bare_times(net, layers, options, s, c, device)}, args.bench_repeats, device)
+    synth = {"original_steps": args.bench_orig_steps, "original_final_loss": goal,
+             "original_seconds": args.bench_orig_steps * t["original"],
+             "original_iteration_s": t["original"], "default_iteration_s": t["default"],
+             "default_steps_to_reach": reached, "image_size": s, "weights": args.bench_ckpt or "random"}
+    if reached is not None:
+        synth["default_seconds_to_reach"] = reached * t["default"]
+        synth["speedup"] = args.bench_orig_steps / reached * t.ratio("original", "default")
+    iteration = {"default_iteration_s": t["default"], "bare_forward_backward_s": t["bare"],
+                 "ratio": t.ratio("default", "bare")}
+    return synth, iteration
+
+
+# ---- report ---------------------------------------------------------------------------------
+
+def rows(r):
+    """(section, measure, value) lines of the table."""
+    tr, d, sy, it, fl = r["train"], r["data"], r["synthesis"], r["iteration"], r["flops"]
+    m = r["machine"]
+    default = f"{m['dtype']}, channels-last{', compiled' if tr['compiled'] else ''}"
+    out = [("train", "fp32 eager, images/s", f"{tr['fp32_eager_images_per_s']:.2f}"),
+           ("train", f"default ({default}), images/s", f"{tr['default_images_per_s']:.2f}"),
+           ("train", "speed-up", f"{tr['speedup']:.2f}x"),
+           ("data", "whole epoch through prepro.Batches, images/s", f"{d['epoch_images_per_s']:.2f}"),
+           ("data", "model step alone (preloaded), images/s", f"{d['model_only_images_per_s']:.2f}"),
+           ("data", "epoch / model-alone throughput", f"{d['ratio']:.3f}"),
+           ("data", "split loaded from the uint8 cache, images/s", f"{d['cache_load_images_per_s']:.0f}"),
+           ("synthesis", f"original recipe, {sy['original_steps']} Adam steps, s", f"{sy['original_seconds']:.2f}"),
+           ("synthesis", "original's final loss (standardised Gram)", f"{sy['original_final_loss']:.4g}")]
+    if sy["default_steps_to_reach"] is None:
+        out.append(("synthesis", "gen.py default reaches it", "not within --bench-gen-steps"))
+    else:
+        out += [("synthesis", f"gen.py default reaches it in {sy['default_steps_to_reach']} steps, s",
+                 f"{sy['default_seconds_to_reach']:.3f}"),
+                ("synthesis", "speed-up", f"{sy['speedup']:.1f}x")]
+    out += [("iteration", "gen.py default iteration, ms", f"{1e3 * it['default_iteration_s']:.1f}"),
+            ("iteration", "bare forward+backward, ms", f"{1e3 * it['bare_forward_backward_s']:.1f}"),
+            ("iteration", "iteration / bare", f"{it['ratio']:.2f}x"),
+            ("flops", "training step, GFLOP (counted)", f"{fl['flops_per_step'] / 1e9:.1f}"),
+            ("flops", f"default step, GFLOP/s ({m['dtype']})", f"{fl['default_flop_per_s'] / 1e9:.1f}"),
+            ("flops", f"peak matmul, GFLOP/s ({m['dtype']})", f"{fl['peak_matmul_flop_per_s'] / 1e9:.1f}"),
+            ("flops", "default step / peak", f"{fl['default_share_of_peak']:.1%}"),
+            ("flops", "fp32 eager step / fp32 peak", f"{fl['fp32_eager_share_of_peak']:.1%}")]
+    return out
+
+
+def table(r):
+    m = r["machine"]
+    head = (f"{m['cpu']}, torch threads {m['threads']}, torch {m['torch']}, {m['device']}"
+            f"{' (' + m['gpu'] + ')' if 'gpu' in m else ''}, autocast {m['dtype']}, "
+            f"{r['train']['arch']} ({r['train']['classes']} classes) at {r['train']['image_size']} px, "
+            f"batch {r['train']['batch']}")
+    if "load_avg_1min_start" in m:
+        head += f"\nload average (1 min) {m['load_avg_1min_start']:.1f} at the start, {m['load_avg_1min_end']:.1f} at the end"
+    lines = rows(r)
+    w = max(len(x[1]) for x in lines)
+    return "\n".join([head, f"{'section':<10} {'measure':<{w}} value"] +
+                     [f"{a:<10} {b:<{w}} {c}" for a, b, c in lines])
+
+
+def write_json(obj, path):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def settings(argv):
+    def extra(p):
+        p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: "
+                       + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+    args = parse_args(__doc__, GROUPS, argv, extra=extra)
+    if args.quick:
+        given = add_arguments(argparse.ArgumentParser(add_help=False), GROUPS)
+        given.set_defaults(**{k: None for k in QUICK})  # None: not on the command line
+        explicit = vars(given.parse_known_args(argv)[0])
+        for k, v in QUICK.items():
+            setattr(args, k, v if explicit[k] is None else explicit[k])
+    if args.image_size < 32:
+        raise SystemExit(f"--image-size {args.image_size}: the network needs at least 32 px")
+    return args
+
+
+def main(argv=None):
+    args = settings(argv)
+    device = M.pick_device(args.device)
+    dtype = M.pick_dtype(args.dtype, device)
+    results = {"machine": machine(device, dtype)}
+    start = time.perf_counter()
+
+    def say(what):
+        print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        say("generating the dataset")
+        data_dir = demo_data(args, tmp)
+        say("training step: fp32 eager vs default, matmul peaks")
+        results["train"], results["flops"] = bench_train(args, device, dtype, data_dir)
+        say("data pipeline: whole epochs vs preloaded batches")
+        results["data"] = bench_data(args, device, data_dir)
+        say("synthesis: original recipe vs gen.py's default, iteration vs bare network")
+        results["synthesis"], results["iteration"] = bench_synthesis(args, device, dtype, data_dir)
+        say("done")
+    if hasattr(os, "getloadavg"):
+        results["machine"]["load_avg_1min_end"] = os.getloadavg()[0]
+    results["settings"] = vars(args)
+    print(table(results))
+    path = os.path.join(args.bench_dir, "bench.json")
+    write_json(results, path)
+    save_args(args, os.path.join(args.bench_dir, "args.json"))
+    print(f"wrote {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""bench.py end to end at tiny settings: the table, and bench.json with every section filled in.
+
+Timings are never asserted here (the machine is shared); only that each figure was measured.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+import bench
+from hyperparams import Hyperparams
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images", "8", "--bench-steps", "1",
+        "--bench-repeats", "1", "--bench-orig-steps", "3", "--bench-gen-steps", "3", "--bench-chunk", "2",
+        "--bench-matmul", "128", "--bench-dir", "out"]
+SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "speedup", "iteration": "ratio",
+            "flops": "default_share_of_peak"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *TINY], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout, cwd / "out"
+
+
+def numbers(d):
+    for k, v in d.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield k, v
+
+
+def test_quick_run_prints_the_table(quick_run):
+    out, _ = quick_run
+    lines = out.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("section")))
+    assert "32 px, batch 4" in out and "load average" in out
+    for section in SECTIONS:
+        assert any(line.startswith(section) for line in lines[header + 1:]), section
+    assert "speed-up" in out and "iteration / bare" in out
+
+
+def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
+    _, out_dir = quick_run
+    assert sorted(os.listdir(out_dir)) == ["args.json", "bench.json"]  # written atomically: no temp files
+    with open(out_dir / "bench.json") as f:
+        result = json.load(f)
+    for section, headline in SECTIONS.items():
+        assert headline in result[section], section
+        for key, value in numbers(result[section]):
+            assert math.isfinite(value) and value > 0, f"{section}.{key} = {value}"
+    machine = result["machine"]
+    assert {"device", "dtype", "torch", "cpu", "threads"} <= set(machine) and machine["threads"] >= 1
+    assert result["flops"]["flops_per_step"] > 1e9  # counted: VGG-19 at 32 px, 4 images, about 9.5 GFLOP
+    settings = result["settings"]
+    assert settings["quick"] and settings["image_size"] == 32  # explicit flags win over --quick
+    assert settings["bench_matmul"] == 128 and settings["bench_gen_steps"] == 3
+
+
+def test_quick_fills_in_only_what_was_not_given():
+    args = bench.settings(["--quick", "--bench-repeats", "5"])
+    assert args.bench_repeats == 5 and args.image_size == bench.QUICK["image_size"]
+    assert bench.settings([]).image_size == Hyperparams().image_size
+
+
+def test_too_small_image_is_a_one_line_error():
+    with pytest.raises(SystemExit, match="--image-size 16"):
+        bench.main(["--image-size", "16"])
