@@ -41,7 +41,6 @@ GROUPS = ["run", "data", "bench"]
 # --quick replaces these defaults (flags given explicitly still win).
 QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 60,
          "bench_gen_steps": 60, "bench_chunk": 4, "bench_matmul": 1024}
-NUM_CLASSES = 28
 
 
 # ---- timing ---------------------------------------------------------------------------------
@@ -214,12 +213,11 @@ def default_options(dtype):
 
 
 def synthesis_net(args, device):
-    if not args.bench_ckpt:
-        torch.manual_seed(args.seed)
-        return M.TextureNet(NUM_CLASSES).to(device).eval().requires_grad_(False)
+    """gen.py's network: its default (--backbone trained) from --bench-ckpt, else --backbone random."""
+    choice = argparse.Namespace(ckpt=args.bench_ckpt or None, backbone="trained" if args.bench_ckpt else "random",
+                                seed=args.seed, backbone_weights="")
     try:
-        path = M.latest_checkpoint(args.bench_ckpt) if os.path.isdir(args.bench_ckpt) else args.bench_ckpt
-        return M.model_from_checkpoint(M.load_checkpoint(path), path).to(device).eval().requires_grad_(False)
+        return gen.networks(choice)[0].to(device).eval().requires_grad_(False)
     except M.CheckpointError as e:
         raise SystemExit(f"--bench-ckpt: {e}")
 
@@ -303,7 +301,7 @@ def bench_synthesis(args, device, dtype, data_dir):
     synth = {"original_steps": args.bench_orig_steps, "original_final_loss": goal,
              "original_seconds": args.bench_orig_steps * t["original"],
              "original_iteration_s": t["original"], "default_iteration_s": t["default"],
-             "default_steps_to_reach": reached, "image_size": s, "weights": args.bench_ckpt or "random"}
+             "default_steps_to_reach": reached, "image_size": s, "network": args.bench_ckpt or f"random {net.arch}"}
     if reached is not None:
         synth["default_seconds_to_reach"] = reached * t["default"]
         synth["speedup"] = args.bench_orig_steps / reached * t.ratio("original", "default")
@@ -380,6 +378,8 @@ def settings(argv):
             setattr(args, k, v if explicit[k] is None else explicit[k])
     if args.image_size < 32:
         raise SystemExit(f"--image-size {args.image_size}: the network needs at least 32 px")
+    if args.bench_ckpt and not os.path.exists(args.bench_ckpt):
+        raise SystemExit(f"--bench-ckpt {args.bench_ckpt}: no such checkpoint file or folder")
     return args
 
 

@@ -9,8 +9,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import bench
+import model as M
 from hyperparams import Hyperparams
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,3 +75,21 @@ def test_quick_fills_in_only_what_was_not_given():
 def test_too_small_image_is_a_one_line_error():
     with pytest.raises(SystemExit, match="--image-size 16"):
         bench.main(["--image-size", "16"])
+
+
+def test_bad_checkpoint_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="--bench-ckpt"):
+        bench.main(["--bench-ckpt", str(tmp_path / "missing.pt")])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="--bench-ckpt.*junk.pt"):
+        bench.synthesis_net(bench.settings(["--bench-ckpt", str(tmp_path / "junk.pt")]), torch.device("cpu"))
+
+
+def test_synthesis_network_is_the_checkpoint_or_seeded_random(trained_ckpt):
+    cpu = torch.device("cpu")
+    net = bench.synthesis_net(bench.settings(["--bench-ckpt", trained_ckpt]), cpu)
+    saved = M.load_checkpoint(M.latest_checkpoint(trained_ckpt))["model"]
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in saved.items())
+    a, b = (bench.synthesis_net(bench.settings([]), cpu) for _ in range(2))
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not torch.equal(a.features[0].weight, net.features[0].weight)
