@@ -60,7 +60,9 @@ class Hyperparams:
     steps: int = 300  # optimiser iterations per target
     time_budget: float = 0.0  # stop each batch after this many seconds (0: no limit)
     snapshot_every: int = 50  # iterations between snapshots (0: none)
-    loss: str = "gram"  # statistic matched between texture and target
+    loss: str = "gram"  # gram|swd: feature statistic matched: Gram matrices (Gatys) or sliced Wasserstein distance of the whole distribution (Heitz et al.)
+    spectrum_weight: float = 0.0  # weight of the Fourier amplitude-spectrum constraint (Liu et al. 2016; 0: off)
+    levels: int = 0  # coarse-to-fine levels, each half the size of the next (0: auto, more when the output is much larger than the target)
     features: str = "normalize"  # normalize|standardize|raw: channels scaled by their mean on the target, floored at the median (README), per-image z-score (original), as is
     init: str = "shuffle"  # shuffle|gauss|uniform: start noise with the target's grey levels, its mean/std, or U(0,1) (original)
     pixels: str = "sigmoid"  # sigmoid|clamp: optimise logits through a sigmoid, or pixels clamped to [0,1] after each step (Adam only)
@@ -89,7 +91,7 @@ CHOICES = {
     "arch": ["vgg19", "vgg19_bn"],
     "pool": ["max", "avg"],
     "optimizer": ["lbfgs", "adam"],
-    "loss": ["gram"],
+    "loss": ["gram", "swd"],
     "features": ["normalize", "standardize", "raw"],
     "init": ["shuffle", "gauss", "uniform"],
     "pixels": ["sigmoid", "clamp"],
@@ -97,7 +99,7 @@ CHOICES = {
     "backbone": ["trained", "random", "imagenet"],
 }
 # Numeric fields that may be zero; every other number must be positive.
-ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every"}
+ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels"}
 
 
 def _comments():
