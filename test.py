@@ -120,12 +120,17 @@ def evaluate_split(args, device, dtype):
     for i, c in enumerate(classes):
         row = confusion[i].sum().item()
         print(f"  {c:<16} {confusion[i, i].item()}/{row} = {confusion[i, i].item() / max(1, row):.4f}")
-    write_report(args, path, classes, confusion, mistakes)
+    try:
+        write_report(args, path, classes, confusion, mistakes)
+    except OSError as e:  # each report file is replaced whole, so the previous ones stay readable
+        raise SystemExit(f"--test-dir {args.test_dir}: cannot write there ({e.strerror or e})")
     print(f"wrote {os.path.join(args.test_dir, 'report.json')} and confusion.png")
 
 
 def main(argv=None):
     args = hyperparams.parse_args(__doc__, ["run", "data", "test"], argv, extra=add_files)
+    if args.image_size < 32:
+        raise SystemExit(f"--image-size {args.image_size}: the network needs at least 32 px")
     device = M.pick_device(args.device)
     dtype = M.pick_dtype(args.dtype, device)
     try:
