@@ -552,8 +552,9 @@ def main(argv=None):
     except (model.CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
     factor = downsampling(net, layers)
-    if args.size and (min(args.size) < factor or (args.tile and any(s % factor for s in args.size))):
-        raise SystemExit(f"--size {args.size[0]} {args.size[1]}: must be at least {factor}"
+    least = max(factor, 32)  # the classifier's verdict runs the whole network, which needs 32 px
+    if args.size and (min(args.size) < least or (args.tile and any(s % factor for s in args.size))):
+        raise SystemExit(f"--size {args.size[0]} {args.size[1]}: must be at least {least}"
                          f"{f' and a multiple of {factor} with --tile' if args.tile else ''} for {args.layers}")
     info = {"rank": rank, "checkpoint": path, "classes": ckpt["classes"], "device": str(device),
             "dtype": str(dtype).replace("torch.", "")}
@@ -561,7 +562,7 @@ def main(argv=None):
     jobs, failed, groups = plan(args.targets, args.gen_dir, args.seed), [], {}
     for job in jobs[rank::world]:
         try:
-            job["target"] = load_target(job["path"], args, factor)
+            job["target"] = load_target(job["path"], args, least)
         except prepro.DataError as e:
             tqdm.write(str(e), file=sys.stderr)
             failed.append(job["path"])
@@ -572,8 +573,11 @@ def main(argv=None):
             failed.append(job["path"])
             continue
         groups.setdefault(size, []).append(job)
-    for size, group in groups.items():
-        failed += run_group(net, group, size, layers, args, dtype, info)
+    try:
+        for size, group in groups.items():
+            failed += run_group(net, group, size, layers, args, dtype, info)
+    except OSError as e:  # every file is replaced whole, so earlier outputs stay as they were
+        raise SystemExit(f"--gen-dir {args.gen_dir}: cannot write there ({e.strerror or e})")
     if world > 1:
         everyone = [None] * world
         dist.all_gather_object(everyone, failed)
