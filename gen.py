@@ -54,6 +54,27 @@ def parse_layers(spec, known=None):
     return out
 
 
+def auto_levels(size, target_side, factor, tile):
+    """1 unless the output is at least twice the target's side; then halve both while the target
+    stays >= max(2 * factor, 48) px (and, with tile, the output a multiple of factor), at most 4."""
+    levels = 1
+    if min(size) >= 2 * target_side:
+        while (levels < 4 and target_side >> levels >= max(2 * factor, 48)
+               and not levels_problem(size, (target_side,), levels + 1, factor, tile)):
+            levels += 1
+    return levels
+
+
+def levels_problem(size, target_shape, levels, factor, tile):
+    """Why `levels` cannot work for this output size and target (None if it can)."""
+    k = 2 ** (levels - 1)
+    if min(target_shape) // k < factor or min(size) // k < factor:
+        return f"the coarsest level would be below {factor} px (output {min(size) // k}, target {min(target_shape) // k})"
+    if tile and any(s % (factor * k) for s in size):
+        return f"--tile needs sides that are multiples of {factor * k} with {levels} levels"
+    return None
+
+
 def downsampling(net, layers):
     """How many times the deepest tap is pooled: sizes must be multiples of 2**this (for --tile)."""
     deepest = max(net.names.index(n) for n in layers)
@@ -467,7 +488,10 @@ def run_group(net, jobs, size, layers, args, dtype, info):
         os.makedirs(j["dir"], exist_ok=True)
         write_png(j["target"], os.path.join(j["dir"], "target.png"))
         save_args(args, os.path.join(j["dir"], "args.json"))
-    bar = tqdm(total=args.steps, desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}", disable=info["rank"] != 0)
+    levels = args.levels or auto_levels(size, min(min(j["target"].shape) for j in jobs), downsampling(net, layers),
+                                       args.tile)
+    bar = tqdm(total=sum(level_steps(args.steps, levels)), desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}",
+               disable=info["rank"] != 0)
 
     def progress(step, images, losses):
         bar.update()
@@ -481,7 +505,8 @@ def run_group(net, jobs, size, layers, args, dtype, info):
         net, [j["target"] for j in jobs], layers, size, loss=args.loss, features=args.features,
         optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps, time_budget=args.time_budget,
         init=args.init, pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile,
-        dtype=dtype, seeds=[j["seed"] for j in jobs], callback=progress)
+        dtype=dtype, seeds=[j["seed"] for j in jobs], callback=progress, spectrum_weight=args.spectrum_weight,
+        levels=levels)
     bar.close()
     failed = []
     for j, r in zip(jobs, results):
@@ -570,6 +595,10 @@ def main(argv=None):
         size = tuple(args.size or job["target"].shape)
         if args.tile and any(s % factor for s in size):
             tqdm.write(f"{job['path']}: --tile needs sides that are multiples of {factor}; pass --size", file=sys.stderr)
+            failed.append(job["path"])
+            continue
+        if args.levels > 1 and (why := levels_problem(size, job["target"].shape, args.levels, factor, args.tile)):
+            tqdm.write(f"{job['path']}: --levels {args.levels}: {why}", file=sys.stderr)
             failed.append(job["path"])
             continue
         groups.setdefault(size, []).append(job)
