@@ -208,7 +208,8 @@ def default_options(dtype):
     """gen.py's default layers and options, as `python gen.py TARGET` passes them to gen.synthesize."""
     h = Hyperparams()
     options = {"loss": h.loss, "features": h.features, "optimizer": h.optimizer, "lr": h.gen_lr, "init": h.init,
-               "pixels": h.pixels, "pool": h.pool, "padding": h.padding, "dtype": dtype}
+               "pixels": h.pixels, "pool": h.pool, "padding": h.padding, "spectrum_weight": h.spectrum_weight,
+               "dtype": dtype}  # output as large as the target: gen.py's automatic --levels is 1
     return gen.parse_layers(h.layers), options
 
 
