@@ -6,6 +6,8 @@ noise, until its Gram matrices at the chosen layers match those of a target text
     python gen.py a.png --layers gatys                       # conv1_1,pool1..pool4 as in Gatys et al.
     python gen.py a.png --backbone random                    # untrained weights: no checkpoint needed
     python gen.py a.png --backbone imagenet --backbone-weights vgg19-dcbb9e9d.pth  # Gatys' ImageNet VGG-19
+    python gen.py a.png --loss swd --spectrum-weight 1          # whole feature distribution + Fourier spectrum
+    python gen.py a.png --size 1024 1024 --tile --steps 100    # coarse to fine (3 levels: 256, 512, 1024 px)
     python gen.py a.png --layers pool1,pool2:0.5 --optimizer adam --gen-lr 0.02 --time-budget 60
     python gen.py a.png --optimizer adam --gen-lr 1e-4 --init uniform --features standardize \\
         --pixels clamp --pool max --padding zeros           # the original TF recipe
@@ -13,7 +15,9 @@ noise, until its Gram matrices at the chosen layers match those of a target text
     torchrun --nproc-per-node 2 gen.py data/kylberg/*/*-a-p001.png
 
 Each target gets --gen-dir/<label>/ with target.png, snapshot_NNNNN.png, final.png and
-result.json; several targets in one call also give --gen-dir/collection_<time>.png.
+result.json (with quality measures against the target, see quality.py); every call writes
+--gen-dir/report.json (the measures per target and their means) and prints them as a table;
+several targets in one call also give --gen-dir/collection_<time>.png.
 """
 import copy
 import json
