@@ -205,12 +205,10 @@ ORIGINAL = {"optimizer": "adam", "lr": 1e-4, "init": "uniform", "features": "sta
 
 
 def default_options(dtype):
-    """gen.py's default layers and options, as `python gen.py TARGET` passes them to gen.synthesize."""
-    h = Hyperparams()
-    options = {"loss": h.loss, "features": h.features, "optimizer": h.optimizer, "lr": h.gen_lr, "init": h.init,
-               "pixels": h.pixels, "pool": h.pool, "padding": h.padding, "spectrum_weight": h.spectrum_weight,
-               "dtype": dtype}  # output as large as the target: gen.py's automatic --levels is 1
-    return gen.parse_layers(h.layers), options
+    """gen.py's default layers and options, through gen.options as `python gen.py TARGET` takes them
+    (an output as large as the target: gen.py's automatic --levels is 1, synthesize's default)."""
+    defaults = argparse.Namespace(**dataclasses.asdict(Hyperparams()), tile=False)
+    return gen.parse_layers(defaults.layers), gen.options(defaults, dtype)
 
 
 def synthesis_net(args, device):

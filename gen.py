@@ -557,6 +557,13 @@ def load_target(path, args, min_side):
     return img
 
 
+def options(args, dtype):
+    """synthesize's method options from the command line (bench.py times the defaults through this)."""
+    return dict(loss=args.loss, features=args.features, optimizer=args.optimizer, lr=args.gen_lr, init=args.init,
+                pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile, dtype=dtype,
+                spectrum_weight=args.spectrum_weight)
+
+
 def run_group(net, jobs, size, layers, args, dtype, info, judge=None):
     """Synthesise a batch of same-size outputs and write each target's folder; returns failed paths.
     `judge`: the trained classifier that gives the verdict (None: no verdict)."""
@@ -577,12 +584,9 @@ def run_group(net, jobs, size, layers, args, dtype, info, judge=None):
                 if torch.isfinite(v):
                     write_png(img[0], os.path.join(j["dir"], f"snapshot_{step:05d}.png"))
 
-    results = synthesize(
-        net, [j["target"] for j in jobs], layers, size, loss=args.loss, features=args.features,
-        optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps, time_budget=args.time_budget,
-        init=args.init, pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile,
-        dtype=dtype, seeds=[j["seed"] for j in jobs], callback=progress, spectrum_weight=args.spectrum_weight,
-        levels=levels)
+    results = synthesize(net, [j["target"] for j in jobs], layers, size, steps=args.steps,
+                         time_budget=args.time_budget, seeds=[j["seed"] for j in jobs], callback=progress,
+                         levels=levels, **options(args, dtype))
     bar.close()
     failed = []
     for j, r in zip(jobs, results):
