@@ -396,9 +396,10 @@ def main(argv=None):
         data_dir = demo_data(args, tmp)
         say("training step: fp32 eager vs default, matmul peaks")
         results["train"], results["flops"] = bench_train(args, device, dtype, data_dir)
-        say("data pipeline: whole epochs vs preloaded batches")
+        say(f"training speed-up {results['train']['speedup']:.2f}x; data pipeline: epochs vs preloaded batches")
         results["data"] = bench_data(args, device, data_dir)
-        say("synthesis: original recipe vs gen.py's default, iteration vs bare network")
+        say(f"epoch / model-alone {results['data']['ratio']:.3f}; synthesis: original recipe vs gen.py's "
+            "default, iteration vs bare network")
         results["synthesis"], results["iteration"] = bench_synthesis(args, device, dtype, data_dir)
         say("done")
     if hasattr(os, "getloadavg"):
