@@ -4,6 +4,10 @@ noise, until its Gram matrices at the chosen layers match those of a target text
     python gen.py data/kylberg/blanket1/blanket1-a-p001.png
     python gen.py a.png b.png --size 448 448 --tile          # twice the crop, periodically tileable
     python gen.py a.png --layers gatys                       # conv1_1,pool1..pool4 as in Gatys et al.
+    python gen.py a.png --backbone random                    # untrained weights: no checkpoint needed
+    python gen.py a.png --backbone imagenet --backbone-weights vgg19-dcbb9e9d.pth  # Gatys' ImageNet VGG-19
+    python gen.py a.png --loss swd --spectrum-weight 1          # whole feature distribution + Fourier spectrum
+    python gen.py a.png --size 1024 1024 --tile --steps 100    # coarse to fine (3 levels: 256, 512, 1024 px)
     python gen.py a.png --layers pool1,pool2:0.5 --optimizer adam --gen-lr 0.02 --time-budget 60
     python gen.py a.png --optimizer adam --gen-lr 1e-4 --init uniform --features standardize \\
         --pixels clamp --pool max --padding zeros           # the original TF recipe
@@ -11,7 +15,9 @@ noise, until its Gram matrices at the chosen layers match those of a target text
     torchrun --nproc-per-node 2 gen.py data/kylberg/*/*-a-p001.png
 
 Each target gets --gen-dir/<label>/ with target.png, snapshot_NNNNN.png, final.png and
-result.json; several targets in one call also give --gen-dir/collection_<time>.png.
+result.json (with quality measures against the target, see quality.py); every call writes
+--gen-dir/report.json (the measures per target and their means) and prints them as a table;
+several targets in one call also give --gen-dir/collection_<time>.png.
 """
 import copy
 import json
@@ -23,6 +29,7 @@ import zlib
 
 import torch
 import torch.distributed as dist
+import torchvision
 from PIL import Image, ImageDraw
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
@@ -370,7 +377,13 @@ def coarse_to_fine(net, targets, layers, size, levels, *, steps, time_budget=0.0
             callback(step, images, losses)
     coarse = synthesize(net, small, layers, (size[0] // 2, size[1] // 2), levels=levels - 1, steps=steps,
                         time_budget=budget * (levels - 1), match=False, callback=shifted, **options)
-    start = torch.stack([upsample(r["raw"], size, options.get("tile")) for r in coarse]).clamp(0, 1)
+    # the upsampled coarse result lacks the finest octave; without it the fine level starts farther
+    # from the target than noise does (measured): add the start noise's own finest octave
+    tile, seeds = options.get("tile"), options.get("seeds") or [0] * len(targets)
+    noise = [init_image(t, size, options.get("init", "shuffle"), s) for t, s in zip(targets, seeds)]
+    start = torch.stack([upsample(r["raw"], size, tile) + n
+                         - upsample(torch.nn.functional.avg_pool2d(n[None, None], 2)[0, 0], size, tile)
+                         for r, n in zip(coarse, noise)]).clamp(0, 1)
     fine = synthesize(net, targets, layers, size, steps=level_steps(steps, levels)[-1], time_budget=budget,
                       match=match, callback=callback and (lambda i, im, v: callback(offset[0] + i, im, v)),
                       start=start, **options)
@@ -442,6 +455,74 @@ def collection(entries, path):
     write_png(grid, path)
 
 
+# ---- networks: the trained classifier, random weights, or ImageNet VGG-19 ----------------------
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def fold_rgb(conv, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """A one-channel copy of an RGB first convolution: on a grey image g in [0, 1] it gives what
+    `conv` gives on the normalised RGB image (g.repeat(3) - mean) / std. Exact in the interior and
+    under reflect or circular padding (zero padding would pad g with black, not with the mean)."""
+    m = torch.tensor(mean, dtype=conv.weight.dtype)[None, :, None, None]
+    w = conv.weight.detach() / torch.tensor(std, dtype=conv.weight.dtype)[None, :, None, None]
+    folded = torch.nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+    with torch.no_grad():
+        folded.weight.copy_(w.sum(1, keepdim=True))
+        folded.bias.copy_(conv.bias.detach() - (w * m).sum((1, 2, 3)))
+    return folded
+
+
+def imagenet_net(path=""):
+    """torchvision's ImageNet VGG-19 (Gatys' network) on one grey channel, with the classifier's tap
+    names. `path`: a local copy of its state_dict (whole or features only); empty: torchvision
+    fetches the weights (VGG19_Weights.IMAGENET1K_V1)."""
+    if not path:
+        state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+    elif not os.path.isfile(path):
+        raise model.CheckpointError(f"--backbone-weights {path}: file not found")
+    net = model.TextureNet(1, "vgg19")
+    net.features[0] = rgb = torch.nn.Conv2d(3, 64, 3, padding=1)
+    try:
+        state = state if not path else torch.load(path, map_location="cpu", weights_only=True)
+        net.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                                      if not k.startswith("classifier.")})
+    except Exception as e:  # whatever a damaged or foreign file raises, report it as one line
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise model.CheckpointError(f"--backbone-weights {path}: unreadable or not a VGG-19 state_dict ({why})")
+    net.features[0] = fold_rgb(rgb)
+    return net
+
+
+def random_net(arch, seed):
+    """The classifier's architecture with torchvision's random initialisation, seeded."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model.TextureNet(1, arch)
+
+
+def networks(args):
+    """(synthesis network, classifier for the verdict, its checkpoint path, its classes).
+
+    Without a checkpoint the classifier is None: allowed for --backbone random|imagenet, unless
+    --ckpt names one explicitly."""
+    judge = path = classes = None
+    try:
+        path = args.ckpt or model.latest_checkpoint(Hyperparams.ckpt_dir)
+        path = model.latest_checkpoint(path) if os.path.isdir(path) else path
+        ckpt = model.load_checkpoint(path)
+        judge, classes = model.model_from_checkpoint(ckpt, path), ckpt["classes"]
+    except model.CheckpointError:
+        if args.backbone == "trained" or args.ckpt:
+            raise
+        path = None
+    if args.backbone == "trained":
+        return judge, judge, path, classes
+    if args.backbone == "random":
+        return random_net(judge.arch if judge else Hyperparams.arch, args.seed), judge, path, classes
+    return imagenet_net(args.backbone_weights), judge, path, classes
+
+
 # ---- command line ---------------------------------------------------------------------------
 
 def label_of(path):
@@ -482,8 +563,16 @@ def load_target(path, args, min_side):
     return img
 
 
-def run_group(net, jobs, size, layers, args, dtype, info):
-    """Synthesise a batch of same-size outputs and write each target's folder; returns failed paths."""
+def options(args, dtype):
+    """synthesize's method options from the command line (bench.py times the defaults through this)."""
+    return dict(loss=args.loss, features=args.features, optimizer=args.optimizer, lr=args.gen_lr, init=args.init,
+                pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile, dtype=dtype,
+                spectrum_weight=args.spectrum_weight)
+
+
+def run_group(net, jobs, size, layers, args, dtype, info, judge=None):
+    """Synthesise a batch of same-size outputs and write each target's folder; returns failed paths.
+    `judge`: the trained classifier that gives the verdict (None: no verdict)."""
     for j in jobs:
         os.makedirs(j["dir"], exist_ok=True)
         write_png(j["target"], os.path.join(j["dir"], "target.png"))
@@ -501,19 +590,16 @@ def run_group(net, jobs, size, layers, args, dtype, info):
                 if torch.isfinite(v):
                     write_png(img[0], os.path.join(j["dir"], f"snapshot_{step:05d}.png"))
 
-    results = synthesize(
-        net, [j["target"] for j in jobs], layers, size, loss=args.loss, features=args.features,
-        optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps, time_budget=args.time_budget,
-        init=args.init, pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile,
-        dtype=dtype, seeds=[j["seed"] for j in jobs], callback=progress, spectrum_weight=args.spectrum_weight,
-        levels=levels)
+    results = synthesize(net, [j["target"] for j in jobs], layers, size, steps=args.steps,
+                         time_budget=args.time_budget, seeds=[j["seed"] for j in jobs], callback=progress,
+                         levels=levels, **options(args, dtype))
     bar.close()
     failed = []
     for j, r in zip(jobs, results):
         record = {"target": j["path"], "label": j["label"], "seed": j["seed"], "size": list(size),
                   "layers": layers, "status": "stopped" if r["message"] else "ok", "message": r["message"],
                   **{k: r[k] for k in ("loss", "final_loss", "layer_losses", "steps", "seconds", "curve")},
-                  "batch": len(jobs), **info, "settings": vars(args)}
+                  "levels": r.get("levels"), "batch": len(jobs), **info, "settings": vars(args)}
         if r["message"]:
             tqdm.write(f"{j['path']}: {r['message']}", file=sys.stderr)
             failed.append(j["path"])
@@ -522,8 +608,9 @@ def run_group(net, jobs, size, layers, args, dtype, info):
             record["hist_distance"] = hist_distance(r["image"], j["target"])
             record["quality"] = quality.measures(r["image"], j["target"])
             record["quality_raw"] = quality.measures(r["raw"], j["target"])
-            record["verdict"] = verdict(net, r["image"], info["classes"], j["label"])
-            record["target_verdict"] = verdict(net, j["target"], info["classes"], j["label"])
+            if judge is not None:
+                record["verdict"] = verdict(judge, r["image"], info["classes"], j["label"])
+                record["target_verdict"] = verdict(judge, j["target"], info["classes"], j["label"])
             write_png(r["image"], os.path.join(j["dir"], "final.png"))
         write_json(record, os.path.join(j["dir"], "result.json"))
     return failed
@@ -569,10 +656,9 @@ def main(argv=None):
     dtype = model.pick_dtype(args.dtype, device)
     try:
         layers = parse_layers(args.layers)
-        path = args.ckpt or model.latest_checkpoint(Hyperparams.ckpt_dir)
-        path = model.latest_checkpoint(path) if os.path.isdir(path) else path
-        ckpt = model.load_checkpoint(path)
-        net = model.model_from_checkpoint(ckpt, path).to(device).eval().requires_grad_(False)
+        net, judge, path, classes = networks(args)
+        net = net.to(device).eval().requires_grad_(False)
+        judge = None if judge is None else judge.to(device).eval().requires_grad_(False)
         layers = parse_layers(args.layers, net.names)
     except (model.CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
@@ -581,8 +667,11 @@ def main(argv=None):
     if args.size and (min(args.size) < least or (args.tile and any(s % factor for s in args.size))):
         raise SystemExit(f"--size {args.size[0]} {args.size[1]}: must be at least {least}"
                          f"{f' and a multiple of {factor} with --tile' if args.tile else ''} for {args.layers}")
-    info = {"rank": rank, "checkpoint": path, "classes": ckpt["classes"], "device": str(device),
-            "dtype": str(dtype).replace("torch.", "")}
+    info = {"rank": rank, "backbone": args.backbone, "checkpoint": path, "classes": classes,
+            "device": str(device), "dtype": str(dtype).replace("torch.", "")}
+    if judge is None:
+        info.update(verdict=None, verdict_skipped="no trained checkpoint: synthesis ran without one, "
+                    "nothing to classify with")
     start = time.time()
     jobs, failed, groups = plan(args.targets, args.gen_dir, args.seed), [], {}
     for job in jobs[rank::world]:
@@ -604,7 +693,7 @@ def main(argv=None):
         groups.setdefault(size, []).append(job)
     try:
         for size, group in groups.items():
-            failed += run_group(net, group, size, layers, args, dtype, info)
+            failed += run_group(net, group, size, layers, args, dtype, info, judge)
     except OSError as e:  # every file is replaced whole, so earlier outputs stay as they were
         raise SystemExit(f"--gen-dir {args.gen_dir}: cannot write there ({e.strerror or e})")
     if world > 1:
