@@ -501,6 +501,25 @@ def random_net(arch, seed):
         return model.TextureNet(1, arch)
 
 
+SILENT_WARNING = 0.8  # share of a tap's channels silent on the target above which gen.py warns (README)
+
+
+@torch.no_grad()
+def silent_channels(net, targets, layers, pool, padding):
+    """Per target, the share of each tap's channels that stay zero on it under the synthesis settings.
+
+    A plain VGG-19 trained briefly from scratch leaves most ReLUs dead (89% and 94% at pool3/pool4
+    on demo textures, README): their Gram entries are zero whatever the image, the loss constrains
+    almost nothing there, and the textures come out flat."""
+    probe = model.set_padding(model.set_pooling(copy.deepcopy(net).eval(), pool), padding)
+    device = next(net.parameters()).device
+    out = []
+    for t in targets:
+        feats = probe.taps(t.to(device).float()[None, None], list(layers))
+        out.append({n: (f.float().amax((0, 2, 3)) <= 0).float().mean().item() for n, f in feats.items()})
+    return out
+
+
 def networks(args):
     """(synthesis network, classifier for the verdict, its checkpoint path, its classes).
 
@@ -594,12 +613,18 @@ def run_group(net, jobs, size, layers, args, dtype, info, judge=None):
                          time_budget=args.time_budget, seeds=[j["seed"] for j in jobs], callback=progress,
                          levels=levels, **options(args, dtype))
     bar.close()
-    failed = []
-    for j, r in zip(jobs, results):
+    failed, silent = [], silent_channels(net, [j["target"] for j in jobs], layers, args.pool, args.padding)
+    for j, r, quiet in zip(jobs, results, silent):
         record = {"target": j["path"], "label": j["label"], "seed": j["seed"], "size": list(size),
                   "layers": layers, "status": "stopped" if r["message"] else "ok", "message": r["message"],
                   **{k: r[k] for k in ("loss", "final_loss", "layer_losses", "steps", "seconds", "curve")},
-                  "levels": r.get("levels"), "batch": len(jobs), **info, "settings": vars(args)}
+                  "levels": r.get("levels"), "batch": len(jobs), **info, "silent_channels": quiet,
+                  "settings": vars(args)}
+        worst = max(quiet, key=quiet.get)
+        if quiet[worst] >= SILENT_WARNING:
+            tqdm.write(f"{j['path']}: {quiet[worst]:.0%} of the {worst} channels of the {args.backbone} network are "
+                       "silent on this target, so the loss barely constrains them; train with batch norm "
+                       "(train.py --arch vgg19_bn) or try --backbone random", file=sys.stderr)
         if r["message"]:
             tqdm.write(f"{j['path']}: {r['message']}", file=sys.stderr)
             failed.append(j["path"])

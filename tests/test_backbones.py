@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torchvision
 
 import gen
 import model
+import prepro
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +37,10 @@ def ckpt(demo_data, tmp_path_factory):
     model.save_checkpoint({"arch": "vgg19_bn", "classes": classes, "model": model.TextureNet(len(classes), "vgg19_bn")
                            .state_dict()}, path)
     return path
+
+
+def load_grey(path):
+    return prepro.load_gray(path).float() / 255
 
 
 def normalised_rgb(g):
@@ -92,7 +98,7 @@ def test_random_backbone_runs_without_a_checkpoint_and_skips_the_verdict(firsts,
     for r in results.values():
         assert r["status"] == "ok" and r["backbone"] == "random" and r["checkpoint"] is None
         assert r["verdict"] is None and "no trained checkpoint" in r["verdict_skipped"]
-        assert r["loss"] < 0.9 * r["curve"][0]
+        assert r["loss"] < 0.9 * r["curve"][0] and max(r["silent_channels"].values()) < gen.SILENT_WARNING
     assert glob.glob(str(tmp_path / "out" / "*" / "final.png"))
 
 
@@ -118,3 +124,49 @@ def test_missing_or_corrupt_weights_file_is_a_one_line_error_naming_it(firsts, t
         assert msg.startswith(f"--backbone-weights {path}: ") and "\n" not in msg
     with pytest.raises(SystemExit, match="missing.pt: checkpoint not found"):  # a --ckpt given is required
         gen.main([firsts[0], "--backbone", "random", "--ckpt", str(tmp_path / "missing.pt")])
+
+
+def half_contrast_loss(net, targets):
+    """Per tap, the mean relative Gram loss of a half-contrast copy of each target against the target:
+    how much the loss sees a flat, low-contrast texture as wrong (synthesis settings: avg pool, reflect)."""
+    probe = model.set_padding(model.set_pooling(net.eval(), "avg"), "reflect")
+    total = dict.fromkeys(LAYERS, 0.0)
+    with torch.no_grad():
+        for t in targets:
+            loss = gen.gram_loss([probe.taps(t[None, None], list(LAYERS))])
+            flat = t.mean() + 0.5 * (t - t.mean())
+            for name, v in loss(probe.taps(flat[None, None], list(LAYERS))).items():
+                total[name] += v.item() / len(targets)
+    return total
+
+
+LAYERS = gen.parse_layers("original")
+
+
+def test_trained_recipe_gives_a_backbone_that_sees_contrast_and_keeps_its_channels(trained_ckpt, firsts):
+    """What makes the trained classifier the better backbone (README: backbones): batch norm keeps its
+    channels alive and centred, so its Gram loss sees contrast; random weights barely do (their Gram
+    is dominated by the channel means), and a plain VGG-19 trained briefly loses most channels."""
+    path = model.latest_checkpoint(trained_ckpt)
+    trained = model.model_from_checkpoint(model.load_checkpoint(path), path)
+    targets = [load_grey(f) for f in firsts]
+    for quiet in gen.silent_channels(trained, targets, LAYERS, "avg", "reflect"):
+        assert max(quiet.values()) < gen.SILENT_WARNING
+    seen, seen_random = half_contrast_loss(trained, targets), half_contrast_loss(gen.random_net(trained.arch, 0), targets)
+    for name in LAYERS:
+        assert seen[name] > 5 * seen_random[name], (name, seen, seen_random)
+
+
+def test_a_network_with_silent_taps_is_flagged(ckpt, firsts, tmp_path, capsys):
+    broken = model.model_from_checkpoint(model.load_checkpoint(ckpt), ckpt)
+    with torch.no_grad():
+        for name, m in zip(broken.names, broken.features):
+            if name.startswith(("bn3", "bn4")):
+                m.bias[len(m.bias) // 10:] = -100.0  # 90% of the ReLUs after it die, as in a badly trained net
+    path = str(tmp_path / "silent.pt")
+    model.save_checkpoint({**model.load_checkpoint(ckpt), "model": broken.state_dict()}, path)
+    gen.main([firsts[0], "--ckpt", path, "--steps", "1", "--gen-dir", str(tmp_path / "g")])
+    [r] = read_results(tmp_path / "g").values()
+    assert r["status"] == "ok" and r["silent_channels"]["pool1"] < gen.SILENT_WARNING
+    assert r["silent_channels"]["pool3"] >= 0.89 and r["silent_channels"]["pool4"] >= 0.89
+    assert re.search(r"\d+% of the pool[34] channels of the trained network are silent", capsys.readouterr().err)
