@@ -553,9 +553,11 @@ def main(argv=None):
             if needs_fetch(data_dir):
                 fetch_kylberg(args.url, args.zips_dir, data_dir)
         s = load_data(data_dir, args.split, args.test_fraction, args.image_size, args.seed)
+        hyperparams.save_args(args, os.path.join(data_dir, "prepro_args.json"))
     except DataError as e:
         raise SystemExit(f"prepro.py: error: {e}")
-    hyperparams.save_args(args, os.path.join(data_dir, "prepro_args.json"))
+    except OSError as e:  # a read-only or full data folder: the cache, split or settings cannot be written
+        raise SystemExit(f"prepro.py: error: {e.filename or data_dir}: cannot write ({e.strerror or e})")
     h, w = s.train_images.shape[1:]
     n = len(s.train_files) if args.split == "all" else len(s.train_files) + len(s.test_files)
     print(f"{data_dir}: {len(s.classes)} classes, {n} images of {h}x{w}, split {args.split}: "

@@ -81,3 +81,16 @@ def test_missing_data_folder_is_named(tmp_path):
     # one line names the folder and how to proceed.
     code, _, err = prepro_cli(tmp_path, "--data-dir", "nowhere", "--zips-dir", "zips", "--url", "http://127.0.0.1:9/")
     assert code != 0 and len(err) == 1 and "nowhere" in err[0] and "--zips-dir" in err[0]
+
+
+def test_data_folder_that_cannot_be_written_is_one_line(good, monkeypatch):
+    data, outputs = good
+
+    def read_only(args, path):  # what a read-only folder does to the write (root ignores chmod)
+        raise PermissionError(13, "Permission denied", path)
+    monkeypatch.setattr(prepro.hyperparams, "save_args", read_only)
+    with pytest.raises(SystemExit) as e:
+        prepro.main(["--data-dir", str(data), "--image-size", "32"])
+    message = str(e.value.code)
+    assert len(message.splitlines()) == 1 and "prepro_args.json: cannot write (Permission denied)" in message
+    assert_intact(data, outputs)
