@@ -53,7 +53,7 @@ class Hyperparams:
     eval_batch_size: int = 32  # images per forward pass during evaluation
     # == gen ==
     gen_dir: str = "gen_images"  # synthesis outputs, one folder per target
-    layers: str = "pool1,pool2,pool3,pool4"  # feature taps whose Gram matrices are matched, name[:weight],...
+    layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"  # feature taps whose Gram matrices are matched, name[:weight],... or a preset: blocks (this), original (pool1..pool4), gatys (conv1_1,pool1..pool4)
     pool: str = "avg"  # max|avg: pooling used during synthesis
     optimizer: str = "lbfgs"  # lbfgs|adam
     gen_lr: float = 1.0  # optimiser step size (L-BFGS: 1; Adam: about 0.02)

@@ -12,6 +12,7 @@ import torchvision
 import gen
 import model
 import prepro
+from hyperparams import Hyperparams
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +141,7 @@ def half_contrast_loss(net, targets):
     return total
 
 
-LAYERS = gen.parse_layers("original")
+LAYERS = gen.parse_layers(Hyperparams.layers)  # the default taps
 
 
 def test_trained_recipe_gives_a_backbone_that_sees_contrast_and_keeps_its_channels(trained_ckpt, firsts):
@@ -154,7 +155,7 @@ def test_trained_recipe_gives_a_backbone_that_sees_contrast_and_keeps_its_channe
         assert max(quiet.values()) < gen.SILENT_WARNING
     seen, seen_random = half_contrast_loss(trained, targets), half_contrast_loss(gen.random_net(trained.arch, 0), targets)
     for name in LAYERS:
-        assert seen[name] > 5 * seen_random[name], (name, seen, seen_random)
+        assert seen[name] > 3 * seen_random[name], (name, seen, seen_random)
 
 
 def test_a_network_with_silent_taps_is_flagged(ckpt, firsts, tmp_path, capsys):
@@ -167,6 +168,6 @@ def test_a_network_with_silent_taps_is_flagged(ckpt, firsts, tmp_path, capsys):
     model.save_checkpoint({**model.load_checkpoint(ckpt), "model": broken.state_dict()}, path)
     gen.main([firsts[0], "--ckpt", path, "--steps", "1", "--gen-dir", str(tmp_path / "g")])
     [r] = read_results(tmp_path / "g").values()
-    assert r["status"] == "ok" and r["silent_channels"]["pool1"] < gen.SILENT_WARNING
-    assert r["silent_channels"]["pool3"] >= 0.89 and r["silent_channels"]["pool4"] >= 0.89
-    assert re.search(r"\d+% of the pool[34] channels of the trained network are silent", capsys.readouterr().err)
+    quiet = r["silent_channels"]  # default taps relu1_1..relu5_1
+    assert r["status"] == "ok" and quiet["relu1_1"] < gen.SILENT_WARNING <= min(quiet["relu3_1"], quiet["relu4_1"])
+    assert re.search(r"\d+% of the relu[345]_1 channels of the trained network are silent", capsys.readouterr().err)
