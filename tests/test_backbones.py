@@ -6,13 +6,14 @@ import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 
 import gen
 import model
 import prepro
 from hyperparams import Hyperparams
+
+LAYERS = gen.parse_layers(Hyperparams.layers)  # the default taps
 
 
 @pytest.fixture(scope="session")
@@ -140,8 +141,6 @@ def half_contrast_loss(net, targets):
                 total[name] += v.item() / len(targets)
     return total
 
-
-LAYERS = gen.parse_layers(Hyperparams.layers)  # the default taps
 
 
 def test_trained_recipe_gives_a_backbone_that_sees_contrast_and_keeps_its_channels(trained_ckpt, firsts):
