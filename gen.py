@@ -42,7 +42,7 @@ from hyperparams import Hyperparams, parse_args, save_args
 from quality import hist_distance, quantiles
 
 # blocks: the first ReLU of each of the five blocks, the default: measured better than pool1..pool4 for the
-# trained classifier, whose last layer in each block is the most class-selective (README: backbones)
+# trained classifier, whose last layer in each block has the most silent channels (README: backbones)
 LAYER_PRESETS = {"original": "pool1,pool2,pool3,pool4", "gatys": "conv1_1,pool1,pool2,pool3,pool4",
                  "blocks": "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"}
 
