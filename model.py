@@ -167,7 +167,7 @@ def load_checkpoint(path, map_location="cpu"):
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(f"{path}: refused, it holds objects other than tensors and plain data{what}")
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: unreadable checkpoint, truncated or corrupt ({first})")
 

@@ -1,5 +1,6 @@
 import io
 import os
+import zipfile
 
 import pytest
 import torch
@@ -99,6 +100,11 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(M.CheckpointError, match="truncated.pt: unreadable"):
         M.load_checkpoint(str(truncated))
+    junk = tmp_path / "junk.pt"
+    with zipfile.ZipFile(junk, "w") as z:  # a zip, as torch's format is, without its records
+        z.writestr("junk/readme.txt", "not a checkpoint")
+    with pytest.raises(M.CheckpointError, match="junk.pt: unreadable"):
+        M.load_checkpoint(str(junk))
     evil = tmp_path / "evil.pt"
     buf = io.BytesIO()
     torch.save({"model": {}, "payload": Payload()}, buf)
