@@ -439,17 +439,17 @@ def verdict(net, img, classes, label):
 
 
 def collection(entries, path):
-    """Target and generated texture side by side, one pair per row, each cell labelled."""
+    """Target (labelled with its name) and generated texture side by side, one pair per row."""
     band, cells, names = 14, [], []
     imgs = [(Image.open(t), Image.open(g)) for _, t, g in entries]
     h = max(i.height for pair in imgs for i in pair) + band
     w = max(i.width for pair in imgs for i in pair)
     for (name, _, _), pair in zip(entries, imgs):
-        for tag, im in zip(("target", "generated"), pair):
+        for tag, im in zip((name, "generated"), pair):  # short tags: they must fit over a 64 px cell
             cell = torch.ones(1, h, w)
             cell[:, band:band + im.height, :im.width] = pil_to_tensor(im.convert("L")).float() / 255
             cells.append(cell)
-            names.append(f"{name} {tag}")
+            names.append(tag)
     pad = 4
     grid = Image.fromarray(to_uint8(make_grid(torch.stack(cells), nrow=2, padding=pad, pad_value=1)[0]).numpy())
     draw = ImageDraw.Draw(grid)
