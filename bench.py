@@ -32,6 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import gen
+import synthesis
 import model as M
 import prepro
 import train
@@ -225,11 +226,11 @@ def original_score(net, target, layers):
     """The original's loss (standardised Grams, max pooling, zero padding, fp32) of a batch of images."""
     ref = M.set_padding(M.set_pooling(copy.deepcopy(net), "max"), "zeros")
     with torch.no_grad():
-        loss_fn = gen.gram_loss([ref.taps(target[None, None], layers)], "standardize")
+        loss_fn = synthesis.gram_loss([ref.taps(target[None, None], layers)], "standardize")
 
     def score(images):
         with torch.no_grad():
-            return gen._total(ref, loss_fn, images, layers, torch.float32)[0].max().item()
+            return synthesis._total(ref, loss_fn, images, layers, torch.float32)[0].max().item()
     return score
 
 
@@ -238,22 +239,22 @@ class Reached(Exception):
 
 
 def steps_to_reach(net, target, layers, options, goal, score, max_steps, seed):
-    """Iterations gen.synthesize with `options` needs until `score` of its image is <= goal (None: not in max_steps)."""
+    """Iterations synthesis.synthesize with `options` needs until `score` of its image is <= goal (None: not in max_steps)."""
     def check(step, images, losses):
         if score(images) <= goal:
             raise Reached(step)
     try:
-        gen.synthesize(net, [target], layers, steps=max_steps, seeds=[seed], callback=check, **options)
+        synthesis.synthesize(net, [target], layers, steps=max_steps, seeds=[seed], callback=check, **options)
     except Reached as e:
         return e.args[0]
     return None
 
 
 def iteration_times(net, target, layers, options, steps, seed):
-    """A callable running `steps` iterations of gen.synthesize; returns the seconds between iterations."""
+    """A callable running `steps` iterations of synthesis.synthesize; returns the seconds between iterations."""
     def run():
         stamps = []
-        gen.synthesize(net, [target], layers, steps=steps, seeds=[seed],
+        synthesis.synthesize(net, [target], layers, steps=steps, seeds=[seed],
                        callback=lambda *_: stamps.append(time.perf_counter()), **options)
         return [b - a for a, b in zip(stamps, stamps[1:])]
     return run
@@ -288,7 +289,7 @@ def bench_synthesis(args, device, dtype, data_dir):
     target = (img[top:top + s, left:left + s].float() / 255).to(device)
     net, original = synthesis_net(args, device), gen.parse_layers("original")
     layers, options = default_options(dtype)
-    orig = gen.synthesize(net, [target], original, steps=args.bench_orig_steps, seeds=[args.seed], **ORIGINAL)[0]
+    orig = synthesis.synthesize(net, [target], original, steps=args.bench_orig_steps, seeds=[args.seed], **ORIGINAL)[0]
     goal = orig["curve"][-1]  # ORIGINAL runs the very loss of original_score: no rescoring needed
     reached = steps_to_reach(net, target, layers, options, goal, original_score(net, target, original),
                              args.bench_gen_steps, args.seed)

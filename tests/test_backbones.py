@@ -9,6 +9,7 @@ import torch
 import torchvision
 
 import gen
+import synthesis
 import model
 import prepro
 from hyperparams import Hyperparams
@@ -135,7 +136,7 @@ def half_contrast_loss(net, targets):
     total = dict.fromkeys(LAYERS, 0.0)
     with torch.no_grad():
         for t in targets:
-            loss = gen.gram_loss([probe.taps(t[None, None], list(LAYERS))])
+            loss = synthesis.gram_loss([probe.taps(t[None, None], list(LAYERS))])
             flat = t.mean() + 0.5 * (t - t.mean())
             for name, v in loss(probe.taps(flat[None, None], list(LAYERS))).items():
                 total[name] += v.item() / len(targets)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import gen
+import synthesis
 import model
 import quality
 
@@ -56,7 +57,7 @@ def test_measures_on_known_cases(dots):
 def test_histogram_matching_makes_the_distance_about_zero(dots):
     img = torch.rand(40, 56, generator=torch.Generator().manual_seed(1)) ** 3
     assert quality.hist_distance(img, dots) > 20
-    assert quality.hist_distance(gen.match_histogram(img, dots), dots) < 0.5
+    assert quality.hist_distance(synthesis.match_histogram(img, dots), dots) < 0.5
     assert gen.hist_distance is quality.hist_distance  # one implementation, gen's name kept
 
 
@@ -65,7 +66,7 @@ def test_histogram_matching_makes_the_distance_about_zero(dots):
 def test_swd_is_zero_on_the_target_and_on_its_tiling(net, dots):
     with torch.no_grad():
         t = net.taps(dots[None, None], ["pool1", "pool2"])
-        loss = gen.swd_loss([t])
+        loss = synthesis.swd_loss([t])
         assert all(v.item() < 1e-6 for v in loss(t).values())
         # tiled twice each way: the same distribution with 4x the positions (border effects aside)
         tiled = net.taps(dots.repeat(2, 2)[None, None], ["pool1", "pool2"])
@@ -75,17 +76,17 @@ def test_swd_is_zero_on_the_target_and_on_its_tiling(net, dots):
 
 
 def test_spectrum_loss_is_zero_on_the_target_and_resized_amplitude_keeps_the_variance(dots):
-    assert gen.spectrum_loss([dots], dots.shape, "cpu")(dots[None, None]).item() < 1e-8
-    amp = gen.target_amplitude(dots, (96, 64))
+    assert synthesis.spectrum_loss([dots], dots.shape, "cpu")(dots[None, None]).item() < 1e-8
+    amp = synthesis.target_amplitude(dots, (96, 64))
     assert (amp.square().sum() / (96 * 64) ** 2).item() == pytest.approx(dots.var(unbiased=False).item(), rel=0.1)
     noise = torch.rand(1, 1, 96, 64, generator=torch.Generator().manual_seed(0))
-    assert gen.spectrum_loss([dots], (96, 64), "cpu")(noise).item() > 0.5
+    assert synthesis.spectrum_loss([dots], (96, 64), "cpu")(noise).item() > 0.5
 
 
 @pytest.fixture(scope="session")
 def runs(net, dots):
     kw = dict(steps=15, seeds=[3], dtype=torch.float32, match=False)
-    return {name: gen.synthesize(net, [dots], LAYERS, **opts, **kw)[0] for name, opts in [
+    return {name: synthesis.synthesize(net, [dots], LAYERS, **opts, **kw)[0] for name, opts in [
         ("gram", {}), ("swd", {"loss": "swd"}), ("gram+spectrum", {"spectrum_weight": 1.0})]}
 
 
@@ -94,7 +95,7 @@ def test_each_loss_lowers_its_objective_and_improves_the_measures(runs, dots, na
     r = runs[name]
     assert r["message"] is None and r["curve"][-1] < 0.5 * r["curve"][0]
     assert ("spectrum" in r["layer_losses"]) == name.endswith("spectrum")
-    start = gen.init_image(dots, dots.shape, "shuffle", 3)
+    start = synthesis.init_image(dots, dots.shape, "shuffle", 3)
     before, after = quality.measures(start, dots), quality.measures(r["raw"], dots)
     assert after["spectrum_distance"] < before["spectrum_distance"]
     assert after["peak_energy"] > before["peak_energy"] + 0.05
@@ -108,25 +109,25 @@ def test_spectrum_constraint_keeps_more_of_the_lattice_than_gram_alone(runs, dot
 # ---- coarse to fine ---------------------------------------------------------------------------
 
 def test_levels_choice_and_periodic_upsampling():
-    assert gen.auto_levels((1024, 1024), 224, 16, False) == 3 and gen.auto_levels((224, 224), 224, 16, False) == 1
-    assert gen.level_steps(100, 3) == [100, 50, 25]
-    assert "multiples of 64" in gen.levels_problem((96, 96), (64, 64), 3, 16, True)
-    assert "below 16 px" in gen.levels_problem((128, 128), (32, 32), 3, 16, False)
+    assert synthesis.auto_levels((1024, 1024), 224, 16, False) == 3 and synthesis.auto_levels((224, 224), 224, 16, False) == 1
+    assert synthesis.level_steps(100, 3) == [100, 50, 25]
+    assert "multiples of 64" in synthesis.levels_problem((96, 96), (64, 64), 3, 16, True)
+    assert "below 16 px" in synthesis.levels_problem((128, 128), (32, 32), 3, 16, False)
     img = lattice((32, 32), period=8.0, angle=0.0)  # exactly periodic in 32 px
-    up = gen.upsample(img, (64, 64), tile=True)
+    up = synthesis.upsample(img, (64, 64), tile=True)
     assert up.shape == (64, 64)
-    assert torch.allclose(up, torch.roll(gen.upsample(torch.roll(img, 5, 1), (64, 64), True), -10, 1), atol=1e-5)
+    assert torch.allclose(up, torch.roll(synthesis.upsample(torch.roll(img, 5, 1), (64, 64), True), -10, 1), atol=1e-5)
 
 
 RSS_SCRIPT = """
 import resource, sys, torch
 sys.path.insert(0, {root!r})
-import gen, model
+import model, synthesis
 torch.manual_seed(0)
 net = model.TextureNet(3).eval()
 target = torch.rand(32, 32)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-r = gen.synthesize(net, [target], {{"pool1": 1.0, "pool2": 1.0}}, (128, 128),
+r = synthesis.synthesize(net, [target], {{"pool1": 1.0, "pool2": 1.0}}, (128, 128),
                    levels=3, steps=4, tile=True, dtype=torch.float32)[0]
 grow = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
 print(tuple(r["image"].shape), [l["size"] for l in r["levels"]], [l["steps"] for l in r["levels"]], grow // 1024)

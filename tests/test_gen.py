@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import gen
+import synthesis
 import model
 import prepro
 
@@ -55,11 +56,11 @@ def runs(net, firsts):
     """Two targets synthesised as one batch, each alone, and the first alone again."""
     a, b = load(firsts[0]), load(firsts[1])
     kw = dict(steps=20, dtype=torch.float32)
-    return {"batch": gen.synthesize(net, [a, b], LAYERS, seeds=[1, 2], **kw),
-            "a": gen.synthesize(net, [a], LAYERS, seeds=[1], **kw)[0],
-            "b": gen.synthesize(net, [b], LAYERS, seeds=[2], **kw)[0],
-            "a_again": gen.synthesize(net, [a], LAYERS, seeds=[1], **kw)[0],
-            "a_other_seed": gen.synthesize(net, [a], LAYERS, seeds=[3], **kw)[0]}
+    return {"batch": synthesis.synthesize(net, [a, b], LAYERS, seeds=[1, 2], **kw),
+            "a": synthesis.synthesize(net, [a], LAYERS, seeds=[1], **kw)[0],
+            "b": synthesis.synthesize(net, [b], LAYERS, seeds=[2], **kw)[0],
+            "a_again": synthesis.synthesize(net, [a], LAYERS, seeds=[1], **kw)[0],
+            "a_other_seed": synthesis.synthesize(net, [a], LAYERS, seeds=[3], **kw)[0]}
 
 
 # ---- pure pieces ----------------------------------------------------------------------------
@@ -80,10 +81,10 @@ def test_gram_loss_is_relative_and_no_channel_dominates():
     torch.manual_seed(0)
     t, x = torch.rand(1, 8, 6, 6), torch.rand(1, 8, 6, 6)
     for features in ("normalize", "standardize", "raw"):
-        loss = gen.gram_loss([{"a": t}], features)
+        loss = synthesis.gram_loss([{"a": t}], features)
         assert loss({"a": t})["a"].item() == pytest.approx(0, abs=1e-6)
         # the same scale on target and texture (a layer's magnitude) leaves its loss unchanged
-        scaled = gen.gram_loss([{"a": 1e3 * t}], features)({"a": 1e3 * x})["a"]
+        scaled = synthesis.gram_loss([{"a": 1e3 * t}], features)({"a": 1e3 * x})["a"]
         assert scaled.item() == pytest.approx(loss({"a": x})["a"].item(), rel=1e-4)
     # channel 0 is 1000x stronger: raw, a 10% error there outweighs the same error elsewhere by
     # orders of magnitude; normalised, the two errors cost about the same
@@ -92,7 +93,7 @@ def test_gram_loss_is_relative_and_no_channel_dominates():
     t = t * strong
     ratios = {}
     for features in ("normalize", "raw"):
-        loss = gen.gram_loss([{"a": t}], features)
+        loss = synthesis.gram_loss([{"a": t}], features)
         errs = []
         for c in (0, 5):
             x = t.clone()
@@ -105,11 +106,11 @@ def test_gram_loss_is_relative_and_no_channel_dominates():
 def test_histogram_matching_is_exact_and_distance_measures_it():
     torch.manual_seed(0)
     target, img = torch.rand(32, 32) ** 2, torch.rand(40, 24)
-    out = gen.match_histogram(img, target)
+    out = synthesis.match_histogram(img, target)
     assert torch.equal(out.flatten().argsort(), img.flatten().argsort())  # pixel order kept
     assert gen.hist_distance(out, target) < 0.5
     assert gen.hist_distance(img, target) > 20
-    same = gen.match_histogram(torch.rand(32, 32), target)
+    same = synthesis.match_histogram(torch.rand(32, 32), target)
     assert torch.equal(same.flatten().sort().values, target.flatten().sort().values)
 
 
@@ -120,7 +121,7 @@ def test_batch_lbfgs_minimises_each_row_as_if_alone():
 
     def run(rows):
         p = start[rows].clone().requires_grad_()
-        opt = gen.BatchLBFGS(p)
+        opt = synthesis.BatchLBFGS(p)
         for _ in range(40):
             p.grad = None
             f = (scales[rows] * p ** 2).sum(1)
@@ -164,8 +165,8 @@ def test_tile_is_continuous_across_the_wrap_around(net):
     yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     stripes = 0.5 + 0.4 * torch.sin(0.45 * xx + 0.2 * yy)  # smooth: neighbours alike, far pixels not
     kw = dict(size=(48, 64), steps=30, seeds=[5], dtype=torch.float32)
-    tiled = gen.synthesize(net, [stripes], LAYERS, tile=True, **kw)[0]
-    plain = gen.synthesize(net, [stripes], LAYERS, **kw)[0]
+    tiled = synthesis.synthesize(net, [stripes], LAYERS, tile=True, **kw)[0]
+    plain = synthesis.synthesize(net, [stripes], LAYERS, **kw)[0]
     assert tiled["image"].shape == (48, 64)
     assert seam_ratio(tiled["image"]) < 1.5
     assert seam_ratio(plain["image"]) > 1.5 * seam_ratio(tiled["image"])
@@ -174,14 +175,14 @@ def test_tile_is_continuous_across_the_wrap_around(net):
 def test_non_finite_target_stops_alone_and_others_continue(net, firsts, runs):
     bad = load(firsts[1]).clone()
     bad[3, 3] = math.inf
-    good, stopped = gen.synthesize(net, [load(firsts[0]), bad], LAYERS, seeds=[1, 2], steps=20,
+    good, stopped = synthesis.synthesize(net, [load(firsts[0]), bad], LAYERS, seeds=[1, 2], steps=20,
                                    dtype=torch.float32)
     assert stopped["message"].startswith("loss is nan at step 0") and stopped["curve"] == []
     assert good["message"] is None and good["loss"] == pytest.approx(runs["a"]["loss"], rel=0.05)
 
 
 def test_time_budget_stops_early(net, firsts):
-    r = gen.synthesize(net, [load(firsts[0])], LAYERS, steps=10_000, time_budget=0.5)[0]
+    r = synthesis.synthesize(net, [load(firsts[0])], LAYERS, steps=10_000, time_budget=0.5)[0]
     assert 0 < r["steps"] < 10_000
 
 

@@ -1,0 +1,357 @@
+"""Texture synthesis by feature statistics: losses, a per-image batched L-BFGS, and the loops.
+
+gen.py is the command line around this module; bench.py times it. A loss builder takes the target's
+features and returns a function of the current features giving one loss per image and layer;
+`synthesize` optimises a batch of images from noise against them, `coarse_to_fine` does so over
+several sizes for large outputs.
+"""
+import copy
+import math
+import time
+
+import torch
+
+import model
+from quality import quantiles
+
+
+def auto_levels(size, target_side, factor, tile):
+    """1 unless the output is at least twice the target's side; then halve both while the target
+    stays >= max(2 * factor, 48) px (and, with tile, the output a multiple of factor), at most 4."""
+    levels = 1
+    if min(size) >= 2 * target_side:
+        while (levels < 4 and target_side >> levels >= max(2 * factor, 48)
+               and not levels_problem(size, (target_side,), levels + 1, factor, tile)):
+            levels += 1
+    return levels
+
+
+def levels_problem(size, target_shape, levels, factor, tile):
+    """Why `levels` cannot work for this output size and target (None if it can)."""
+    k = 2 ** (levels - 1)
+    if min(target_shape) // k < factor or min(size) // k < factor:
+        return f"the coarsest level would be below {factor} px (output {min(size) // k}, target {min(target_shape) // k})"
+    if tile and any(s % (factor * k) for s in size):
+        return f"--tile needs sides that are multiples of {factor * k} with {levels} levels"
+    return None
+
+
+def downsampling(net, layers):
+    """How many times the deepest tap is pooled: sizes must be multiples of 2**this (for --tile)."""
+    deepest = max(net.names.index(n) for n in layers)
+    return 2 ** sum(n.startswith("pool") for n in net.names[: deepest + 1])
+
+
+# ---- losses: builder(target_feats, features) -> loss(feats) -> {layer: (B,) fp32} --------------
+
+def channel_scale(f):
+    """Per image and channel, 1 / max(mean activation, median of the layer's non-zero means).
+
+    In a network trained from scratch a few channels are orders of magnitude stronger than the
+    rest and make up nearly all of a raw Gram loss; Gatys' normalised VGG divides each by its mean.
+    Dividing weak or silent channels by their own tiny mean amplifies them into noise and stalls
+    the optimiser (measured, README), so the strong half is brought to a common level and the
+    weak half keeps its relative size."""
+    m = f.float().mean((2, 3))
+    floor = torch.stack([r[r > 0].median() if (r > 0).any() else r.new_zeros(()) for r in m])
+    return 1.0 / torch.maximum(m, floor[:, None]).clamp_min(1e-12)
+
+
+def _scaled(f, features, scale):
+    f = f.float()
+    if features == "standardize":
+        return (f - f.mean((2, 3), keepdim=True)) / (f.std((2, 3), keepdim=True) + 1e-5)
+    return f * scale[:, :, None, None] if features == "normalize" else f
+
+
+def _gram(f, features, scale):
+    return model.gram(_scaled(f, features, scale))
+
+
+def gram_loss(target_feats, features="normalize"):
+    """Per layer and image ||G(x) - G(t)||^2 / ||G(t)||^2: relative, so no layer dominates by scale."""
+    scales, grams = {}, {}
+    for name in target_feats[0]:
+        fs = [t[name] for t in target_feats]  # targets may differ in size: one at a time
+        scales[name] = torch.cat([channel_scale(f) for f in fs])
+        grams[name] = torch.cat([_gram(f, features, s[None]) for f, s in zip(fs, scales[name])])
+    norms = {n: g.square().sum((1, 2)) for n, g in grams.items()}
+
+    def loss(feats):
+        return {n: (_gram(f, features, scales[n]) - grams[n]).square().sum((1, 2)) / norms[n]
+                for n, f in feats.items()}
+    return loss
+
+
+def _sorted_quantiles(v, n):
+    """Rows of sorted values v (..., N) resampled to n quantiles (k + 0.5) / n, by linear interpolation."""
+    pos = ((torch.arange(n, dtype=torch.float64, device=v.device) + 0.5) * v.shape[-1] / n - 0.5)
+    pos = pos.clamp(0, v.shape[-1] - 1)
+    lo = pos.floor().long()
+    hi, frac = (lo + 1).clamp(max=v.shape[-1] - 1), (pos - lo).float()
+    return v[..., lo] * (1 - frac) + v[..., hi] * frac
+
+
+def swd_loss(target_feats, features="normalize", projections=None):
+    """Sliced Wasserstein distance (Heitz et al. 2021) per layer and image: the features are projected
+    on fixed random unit directions (as many as channels, unless `projections`) and each projection's
+    sorted values are compared with the target's, resampled to the output's pixel count. This matches
+    the whole distribution of the features, not only its second moments. The directions are fixed for
+    the run, so L-BFGS sees a deterministic objective. Relative to the target's projected variance."""
+    scales, dirs, sorts = {}, {}, {}
+    for name in target_feats[0]:
+        fs = [t[name] for t in target_feats]
+        c = fs[0].shape[1]
+        g = torch.Generator().manual_seed(c)
+        d = torch.randn(c, projections or c, generator=g)
+        dirs[name] = (d / d.norm(dim=0, keepdim=True)).to(fs[0].device)
+        scales[name] = torch.cat([channel_scale(f) for f in fs])
+        sorts[name] = [(dirs[name].T @ _scaled(f, features, s[None]).flatten(2)[0]).sort(-1).values
+                       for f, s in zip(fs, scales[name])]
+    var = {n: torch.stack([v.var(-1).mean() for v in vs]).clamp_min(1e-12) for n, vs in sorts.items()}
+    cache = {}
+
+    def loss(feats):
+        out = {}
+        for n, f in feats.items():
+            p = (dirs[n].T @ _scaled(f, features, scales[n]).flatten(2)).sort(-1).values  # (B, P, N)
+            if (n, p.shape[-1]) not in cache:
+                cache[n, p.shape[-1]] = torch.stack([_sorted_quantiles(v, p.shape[-1]) for v in sorts[n]])
+            out[n] = (p - cache[n, p.shape[-1]]).square().mean((1, 2)) / var[n]
+        return out
+    return loss
+
+
+LOSSES = {"gram": gram_loss, "swd": swd_loss}
+
+
+def target_amplitude(t, size):
+    """Amplitude spectrum of the mean-free target for an output of `size`: its own if the sizes agree,
+    else its power spectrum resampled at the output's frequencies (bilinear) and rescaled so the
+    output would have the target's variance (a peak widens by the size ratio)."""
+    t = t.float() - t.float().mean()
+    if tuple(t.shape) == tuple(size):
+        return torch.fft.fft2(t).abs()
+    p = torch.fft.fftshift(torch.fft.fft2(t).abs().square())
+    fy, fx = torch.fft.fftfreq(size[0]), torch.fft.fftfreq(size[1])
+    h, w = t.shape  # frequency f sits at shifted index f * n + n // 2
+    gy = (fy * h + h // 2) / (h - 1) * 2 - 1
+    gx = (fx * w + w // 2) / (w - 1) * 2 - 1
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1)[None]
+    q = torch.nn.functional.grid_sample(p[None, None], grid, align_corners=True, padding_mode="border")[0, 0]
+    q[0, 0] = 0
+    return (q * (size[0] * size[1]) / (h * w)).sqrt()
+
+
+def spectrum_loss(targets, size, device):
+    """Fourier spectrum constraint (Liu et al. 2016): the image projected on the target's amplitude
+    spectrum, keeping its own phase, is the nearest image with the target's spectrum; the loss is
+    the squared distance to it (projection held fixed), relative to the target's variance."""
+    amps = torch.stack([target_amplitude(t.cpu(), size) for t in targets]).to(device)
+    var = torch.stack([t.float().var() for t in targets]).to(device).clamp_min(1e-12)
+
+    def loss(x):
+        x = x[:, 0].float()
+        x = x - x.mean((1, 2), keepdim=True)
+        f = torch.fft.fft2(x)
+        proj = torch.fft.ifft2(amps * f / f.abs().clamp_min(1e-12)).real.detach()
+        return (x - proj).square().mean((1, 2)) / var
+    return loss
+
+
+# ---- optimisation ---------------------------------------------------------------------------
+
+class BatchLBFGS:
+    """L-BFGS with its own history and backtracking (Armijo) step for each image of the batch.
+
+    torch.optim.LBFGS treats a batch as one vector, so one target's curvature would steer the
+    others; here every image follows the path it would follow alone, and can stop on its own."""
+
+    def __init__(self, param, lr=1.0, history=10):
+        self.p, self.lr, self.m = param, lr, history
+        self.hist = [[] for _ in range(len(param))]
+        self.last = [None] * len(param)  # accepted point: [x, g, loss, direction, step]
+
+    def _direction(self, b, g):
+        q, alphas = g.clone(), []
+        for s, y, rho in reversed(self.hist[b]):
+            alphas.append(rho * s.dot(q))
+            q -= alphas[-1] * y
+        if self.hist[b]:
+            s, y, _ = self.hist[b][-1]
+            q *= s.dot(y) / y.dot(y)
+        for (s, y, rho), a in zip(self.hist[b], reversed(alphas)):
+            q += s * (a - rho * y.dot(q))
+        return -q
+
+    @torch.no_grad()
+    def step(self, losses, active):
+        for b in torch.nonzero(active).flatten().tolist():
+            x, g, f = self.p[b].flatten().clone(), self.p.grad[b].flatten().float(), float(losses[b])
+            last = self.last[b]
+            if last is not None and not f <= last[2] + 1e-4 * last[4] * float(last[1].dot(last[3])):
+                x0, _, _, d, t = last  # not enough decrease: retry from the accepted point, half the step
+                last[4] = t = t / 2
+                self.p[b] = (x0 + t * d).view_as(self.p[b])
+                if t > 1e-6 * self.lr:
+                    continue
+                self.hist[b], x, g, f = [], x0, last[1], last[2]  # stuck: restart as steepest descent
+            elif last is not None:
+                s, y = x - last[0], g - last[1]
+                if s.dot(y) > 1e-10:
+                    self.hist[b] = (self.hist[b] + [(s, y, 1 / s.dot(y))])[-self.m:]
+            d = self._direction(b, g)
+            if not self.hist[b] or d.dot(g) >= 0:
+                self.hist[b], d = [], -g
+            # without curvature yet, move the logits by 0.1 RMS: a smaller first step can drown in
+            # the rounding noise of a bf16 loss and never pass the decrease test
+            t = self.lr if self.hist[b] else self.lr * 0.1 / float(g.square().mean().sqrt() + 1e-20)
+            self.last[b] = [x, g, f, d, t]
+            self.p[b] = (x + t * d).view_as(self.p[b])
+
+
+def _total(net, loss_fn, x, layers, dtype, spectrum=None, spectrum_weight=0.0):
+    """Weighted mean of the per-layer losses of each image (plus the weighted spectrum term), and the parts."""
+    with model.autocast(x.device, dtype):
+        feats = net.taps(x, layers)
+    per = loss_fn(feats)
+    total = sum(w * per[n] for n, w in layers.items()) / sum(layers.values())
+    if spectrum is not None:
+        per["spectrum"] = spectrum(x)
+        total = total + spectrum_weight * per["spectrum"]
+    return total, per
+
+
+def init_image(target, size, kind, seed):
+    """Start noise: i.i.d. draws of the target's grey levels, Gaussian with its mean/std, or U(0,1)."""
+    g, t = torch.Generator().manual_seed(seed), target.flatten().float().cpu()
+    if kind == "uniform":
+        return torch.rand(size, generator=g)
+    if kind == "shuffle":
+        return t[torch.randint(len(t), size, generator=g)]
+    return (t.mean() + t.std() * torch.randn(size, generator=g)).clamp(0, 1)
+
+
+def synthesize(net, targets, layers, size=None, *, loss="gram", features="normalize", optimizer="lbfgs",
+               lr=1.0, steps=300, time_budget=0.0, init="shuffle", pixels="sigmoid", pool="avg",
+               padding="reflect", tile=False, dtype=torch.float32, seeds=None, match=True, callback=None,
+               spectrum_weight=0.0, levels=1, start=None):
+    """Optimise one image of `size` (H, W) per target (list of (H, W) tensors in [0, 1]) as one batch.
+
+    `layers` maps tap names to weights. Returns one dict per target: image (H, W) on the CPU (the
+    best iterate, `raw`, given the target's grey-level histogram if `match`) and its loss
+    `final_loss`, the best loss during optimisation and its per-layer parts, the loss curve,
+    steps run, and a message if it stopped early (non-finite loss).
+    `callback(step, images, losses)` is called after every step. `loss`: a key of LOSSES;
+    `spectrum_weight` > 0 adds the Fourier spectrum constraint; `levels` > 1 works coarse to fine
+    (see coarse_to_fine); `start` (B, H, W) in [0, 1] replaces the start noise."""
+    if levels > 1:
+        return coarse_to_fine(net, targets, layers, size, levels, steps=steps, time_budget=time_budget,
+                              match=match, callback=callback, seeds=seeds, loss=loss, features=features,
+                              optimizer=optimizer, lr=lr, init=init, pixels=pixels, pool=pool, padding=padding,
+                              tile=tile, dtype=dtype, spectrum_weight=spectrum_weight)
+    device = next(net.parameters()).device
+    net = model.set_padding(model.set_pooling(copy.deepcopy(net).eval().requires_grad_(False), pool), padding)
+    with torch.no_grad(), model.autocast(device, dtype):
+        tfeats = [net.taps(t.to(device).float()[None, None], layers) for t in targets]
+    loss_fn = LOSSES[loss](tfeats, features)  # Gram and loss in fp32, outside autocast
+    model.set_padding(net, "circular" if tile else padding)
+    size, seeds, B = tuple(size or targets[0].shape[-2:]), seeds or [0] * len(targets), len(targets)
+    spec = spectrum_loss(targets, size, device) if spectrum_weight > 0 else None
+    x0 = start[:, None].float().to(device) if start is not None else \
+        torch.stack([init_image(t, size, init, s) for t, s in zip(targets, seeds)])[:, None].to(device)
+    z = (torch.logit(x0.clamp(0.01, 0.99)) if pixels == "sigmoid" else x0.clone()).requires_grad_()
+    opt = BatchLBFGS(z, lr) if optimizer == "lbfgs" else torch.optim.Adam([z], lr)
+    best, best_loss, parts = x0.clone(), torch.full((B,), math.inf), [None] * B
+    active, curves, messages = torch.ones(B, dtype=torch.bool), [[] for _ in range(B)], [None] * B
+    start, done = time.perf_counter(), 0
+    for step in range(steps):
+        if time_budget and time.perf_counter() - start > time_budget:
+            break
+        x = torch.sigmoid(z) if pixels == "sigmoid" else z
+        total, per = _total(net, loss_fn, x, layers, dtype, spec, spectrum_weight)
+        z.grad = None
+        total[active].sum().backward()
+        values, gfinite = total.detach().cpu(), torch.isfinite(z.grad.flatten(1)).all(1).cpu()
+        for b in torch.nonzero(active & ~(torch.isfinite(values) & gfinite)).flatten().tolist():
+            active[b], messages[b] = False, f"loss is {values[b].item()} at step {step}; stopped this target"
+        for b in torch.nonzero(active).flatten().tolist():
+            curves[b].append(values[b].item())
+            if values[b] < best_loss[b]:
+                best[b], best_loss[b] = x[b].detach(), values[b]
+                parts[b] = {n: v[b].item() for n, v in per.items()}
+        if not active.any():
+            break
+        z.grad[~active.to(z.device)] = 0
+        opt.step(values, active) if optimizer == "lbfgs" else opt.step()
+        if pixels == "clamp":
+            z.data.clamp_(0, 1)
+        done = step + 1
+        if callback:
+            callback(done, x.detach(), values)
+    seconds = time.perf_counter() - start
+    final = torch.stack([match_histogram(i[0], t)[None] if match else i for i, t in zip(best, targets)])
+    with torch.no_grad():
+        final_loss = _total(net, loss_fn, final, layers, dtype, spec, spectrum_weight)[0].cpu()
+    return [{"image": final[b, 0].float().cpu(), "raw": best[b, 0].float().cpu(), "loss": best_loss[b].item(),
+             "final_loss": final_loss[b].item(), "layer_losses": parts[b], "curve": curves[b], "steps": done,
+             "seconds": seconds, "message": messages[b]} for b in range(B)]
+
+
+def level_steps(steps, levels):
+    """Iterations per level, coarsest first: each finer level (4x the pixels) gets half as many."""
+    return [max(1, steps >> i) for i in range(levels)]
+
+
+def upsample(img, size, tile):
+    """(H, W) -> size (twice as large) by bilinear interpolation; periodic across the edges with tile."""
+    x = img.float()[None, None]
+    if not tile:
+        return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)[0, 0]
+    x = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="circular")
+    x = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    return x[0, 0, 2:-2, 2:-2]
+
+
+def coarse_to_fine(net, targets, layers, size, levels, *, steps, time_budget=0.0, match=True, callback=None,
+                   **options):
+    """Synthesise at half the size against the targets at half resolution (recursively, `levels` in
+    all), upsample, and refine at full size with fewer iterations (level_steps): the cost of a large
+    output is dominated by a few full-size iterations instead of hundreds. The time budget is
+    shared equally between levels. Returns synthesize's dicts with steps/seconds/curve over all
+    levels and `levels`: per level, size, steps, seconds and best loss."""
+    size = tuple(size or targets[0].shape[-2:])
+    small = [torch.nn.functional.avg_pool2d(t.float()[None, None], 2)[0, 0] for t in targets]
+    budget = time_budget / levels if time_budget else 0.0
+    offset = [0]
+
+    def shifted(step, images, losses):
+        offset[0] = max(offset[0], step)
+        if callback:
+            callback(step, images, losses)
+    coarse = synthesize(net, small, layers, (size[0] // 2, size[1] // 2), levels=levels - 1, steps=steps,
+                        time_budget=budget * (levels - 1), match=False, callback=shifted, **options)
+    # the upsampled coarse result lacks the finest octave; without it the fine level starts farther
+    # from the target than noise does (measured): add the start noise's own finest octave
+    tile, seeds = options.get("tile"), options.get("seeds") or [0] * len(targets)
+    noise = [init_image(t, size, options.get("init", "shuffle"), s) for t, s in zip(targets, seeds)]
+    start = torch.stack([upsample(r["raw"], size, tile) + n
+                         - upsample(torch.nn.functional.avg_pool2d(n[None, None], 2)[0, 0], size, tile)
+                         for r, n in zip(coarse, noise)]).clamp(0, 1)
+    fine = synthesize(net, targets, layers, size, steps=level_steps(steps, levels)[-1], time_budget=budget,
+                      match=match, callback=callback and (lambda i, im, v: callback(offset[0] + i, im, v)),
+                      start=start, **options)
+    for c, f in zip(coarse, fine):
+        f["levels"] = c.get("levels", [{"size": list(c["raw"].shape), "steps": c["steps"], "seconds": c["seconds"],
+                                        "loss": c["loss"]}])
+        f["levels"] = f["levels"] + [{"size": list(size), "steps": f["steps"], "seconds": f["seconds"], "loss": f["loss"]}]
+        f["steps"], f["seconds"], f["curve"] = c["steps"] + f["steps"], c["seconds"] + f["seconds"], c["curve"] + f["curve"]
+        f["message"] = f["message"] or c["message"]
+    return fine
+
+
+def match_histogram(img, target):
+    """Exact histogram matching by rank: img keeps its pixel order but takes the target's grey levels."""
+    out = torch.empty(img.numel(), device=img.device)
+    out[img.flatten().argsort()] = quantiles(target.to(img.device), img.numel())
+    return out.view_as(img)
