@@ -1,5 +1,4 @@
 """Bad data given to `python prepro.py`: one clear line on stderr, a non-zero exit, earlier outputs intact."""
-import io
 import os
 import subprocess
 import sys
