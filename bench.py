@@ -20,7 +20,6 @@ Results: a table on stdout and --bench-dir/bench.json (plus the settings, args.j
 import argparse
 import copy
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -36,7 +35,7 @@ import synthesis
 import model as M
 import prepro
 import train
-from hyperparams import Hyperparams, add_arguments, parse_args, save_args
+from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json
 
 GROUPS = ["run", "data", "bench"]
 # --quick replaces these defaults (flags given explicitly still win).
@@ -357,14 +356,6 @@ def table(r):
                      [f"{a:<10} {b:<{w}} {c}" for a, b, c in lines])
 
 
-def write_json(obj, path):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def settings(argv):
     def extra(p):
         p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: "
@@ -408,7 +399,7 @@ def main(argv=None):
     results["settings"] = vars(args)
     print(table(results))
     path = os.path.join(args.bench_dir, "bench.json")
-    write_json(results, path)
+    save_json(results, path)
     save_args(args, os.path.join(args.bench_dir, "args.json"))
     print(f"wrote {path}")
     return results

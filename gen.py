@@ -38,7 +38,7 @@ from tqdm import tqdm
 import model
 import prepro
 import quality
-from hyperparams import Hyperparams, parse_args, save_args
+from hyperparams import Hyperparams, parse_args, save_args, save_json
 from quality import hist_distance
 from synthesis import auto_levels, downsampling, level_steps, levels_problem, synthesize
 
@@ -76,13 +76,6 @@ def write_png(img, path):
     pil = img if isinstance(img, Image.Image) else Image.fromarray(to_uint8(img).numpy())
     tmp = f"{path}.tmp{os.getpid()}"
     pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def write_json(obj, path):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, default=str)
     os.replace(tmp, path)
 
 
@@ -299,7 +292,7 @@ def run_group(net, jobs, size, layers, args, dtype, info, judge=None):
                 record["verdict"] = verdict(judge, r["image"], info["classes"], j["label"])
                 record["target_verdict"] = verdict(judge, j["target"], info["classes"], j["label"])
             write_png(r["image"], os.path.join(j["dir"], "final.png"))
-        write_json(record, os.path.join(j["dir"], "result.json"))
+        save_json(record, os.path.join(j["dir"], "result.json"))
     return failed
 
 

@@ -152,10 +152,20 @@ def parse_args(doc, groups, argv=None, extra=None):
     return add_arguments(parser, groups).parse_args(argv)
 
 
-def save_args(args, path):
-    """Write the settings a script ran with as JSON next to its outputs (atomically)."""
+def save_json(obj, path, **dump):
+    """Write obj as JSON through a temp file and a rename: a crash or a full disk keeps the old file."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(vars(args), f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, default=str, **dump)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_args(args, path):
+    """Write the settings a script ran with as JSON next to its outputs."""
+    save_json(vars(args), path, sort_keys=True)

@@ -7,12 +7,12 @@ Pure functions of two (H, W) images in [0, 1] (sizes may differ), and the run re
                        has at the same 2-D frequencies (1: periodic structure kept, ~0: lost)
     target_peak_share  share of the target's energy in those peaks (how periodic the target is)
 """
-import json
 import math
-import os
 
 import torch
 import torch.nn.functional as F
+
+from hyperparams import save_json
 
 PEAKS = 4  # dominant peaks of the target (each with its mirror image at -f)
 BINS = 32  # radial frequency bins from 0 to the Nyquist frequency
@@ -150,10 +150,6 @@ def table(records, summary):
 def write_report(records, path):
     """Write {'summary', 'targets'} as JSON (atomically) and return the printable table."""
     summary = summarise(records)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"summary": summary, "targets": [{"name": r.get("name"), "label": r.get("label"), **row(r)}
-                                                   for r in records]}, f, indent=1)
-    os.replace(tmp, path)
+    save_json({"summary": summary, "targets": [{"name": r.get("name"), "label": r.get("label"), **row(r)}
+                                               for r in records]}, path)
     return table(records, summary)

@@ -12,7 +12,6 @@ line `Final result is hits/n = acc` and per-class accuracy; writes confusion.png
 --test-dir. With --files, prints `path  class  probability` per image (centre crop of --image-size,
 or the whole image when smaller).
 """
-import json
 import os
 
 import torch
@@ -73,10 +72,7 @@ def write_report(args, path, classes, confusion, mistakes):
     report = {"checkpoint": path, "data_dir": args.data_dir, "split": args.split, "image_size": args.image_size,
               "eval_crop": args.eval_crop, "hits": hits, "n": n, "accuracy": hits / max(1, n),
               "per_class": per_class, "classes": classes, "confusion": confusion.tolist(), "mistakes": mistakes}
-    tmp = os.path.join(args.test_dir, "report.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, os.path.join(args.test_dir, "report.json"))
+    hyperparams.save_json(report, os.path.join(args.test_dir, "report.json"))
 
     size = max(5.0, 0.35 * len(classes))
     fig, ax = plt.subplots(figsize=(size + 1, size))

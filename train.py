@@ -316,10 +316,7 @@ class Run:
         args = self.args
         try:
             hyperparams.save_args(args, os.path.join(args.ckpt_dir, "hparams.json"))
-            tmp = os.path.join(args.ckpt_dir, "classes.json.tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.data.classes, f)
-            os.replace(tmp, os.path.join(args.ckpt_dir, "classes.json"))
+            hyperparams.save_json(self.data.classes, os.path.join(args.ckpt_dir, "classes.json"))
         except OSError as e:
             raise SystemExit(f"--ckpt-dir {args.ckpt_dir}: cannot write there ({e.strerror or e})")
         print(f"{len(self.data.train_labels)} training / {len(self.data.test_labels)} held-out images, "

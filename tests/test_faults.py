@@ -383,7 +383,7 @@ def test_test_report_that_cannot_be_written_keeps_the_earlier_one(ckpt, demo_dat
     T.main(argv)
     kept = snapshot(out)
     assert {"report.json", "confusion.png"} <= set(kept)
-    monkeypatch.setattr(T.json, "dump", disk_full(T.json.dump, out))
+    monkeypatch.setattr(json, "dump", disk_full(json.dump, out))
     status, line = fails(T.main, argv, capsys)
     assert status == 1 and f"--test-dir {out}" in line and "No space left on device" in line
     assert snapshot(out) == kept
