@@ -18,7 +18,6 @@ hits both alike):
 Results: a table on stdout and --bench-dir/bench.json (plus the settings, args.json).
 """
 import argparse
-import copy
 import dataclasses
 import os
 import platform
@@ -223,7 +222,7 @@ def synthesis_net(args, device):
 
 def original_score(net, target, layers):
     """The original's loss (standardised Grams, max pooling, zero padding, fp32) of a batch of images."""
-    ref = M.set_padding(M.set_pooling(copy.deepcopy(net), "max"), "zeros")
+    ref = M.frozen(net, "max", "zeros", keep=layers)
     with torch.no_grad():
         loss_fn = synthesis.gram_loss([ref.taps(target[None, None], layers)], "standardize")
 
@@ -260,8 +259,9 @@ def iteration_times(net, target, layers, options, steps, seed):
 
 
 def bare_times(net, layers, options, size, steps, device):
-    """A callable timing `steps` bare forward+backward passes to the deepest tap, input gradient only."""
-    bare = M.set_padding(M.set_pooling(copy.deepcopy(net), options["pool"]), options["padding"])
+    """A callable timing `steps` bare forward+backward passes to the deepest tap, input gradient only, of
+    the network as synthesis.synthesize runs it (model.frozen)."""
+    bare = M.frozen(net, options["pool"], options["padding"], options["dtype"], keep=layers)
     deepest = max(layers, key=bare.names.index)
     x = torch.rand(1, 1, size, size, device=device, requires_grad=True)
 

@@ -19,7 +19,6 @@ result.json (with quality measures against the target, see quality.py); every ca
 --gen-dir/report.json (the measures per target and their means) and prints them as a table;
 several targets in one call also give --gen-dir/collection_<time>.png.
 """
-import copy
 import json
 import math
 import os
@@ -166,7 +165,7 @@ def silent_channels(net, targets, layers, pool, padding):
     A plain VGG-19 trained briefly from scratch leaves most ReLUs dead (89% and 94% at pool3/pool4
     on demo textures, README): their Gram entries are zero whatever the image, the loss constrains
     almost nothing there, and the textures come out flat."""
-    probe = model.set_padding(model.set_pooling(copy.deepcopy(net).eval(), pool), padding)
+    probe = model.frozen(net, pool, padding, keep=layers)
     device = next(net.parameters()).device
     out = []
     for t in targets:

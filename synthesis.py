@@ -5,7 +5,6 @@ features and returns a function of the current features giving one loss per imag
 `synthesize` optimises a batch of images from noise against them, `coarse_to_fine` does so over
 several sizes for large outputs.
 """
-import copy
 import math
 import time
 
@@ -65,6 +64,8 @@ def _scaled(f, features, scale):
 
 
 def _gram(f, features, scale):
+    if features == "normalize":  # scaling the C x C Gram instead of the C x HW features is cheaper
+        return model.gram(f) * (scale[:, :, None] * scale[:, None, :])
     return model.gram(_scaled(f, features, scale))
 
 
@@ -251,7 +252,7 @@ def synthesize(net, targets, layers, size=None, *, loss="gram", features="normal
                               optimizer=optimizer, lr=lr, init=init, pixels=pixels, pool=pool, padding=padding,
                               tile=tile, dtype=dtype, spectrum_weight=spectrum_weight)
     device = next(net.parameters()).device
-    net = model.set_padding(model.set_pooling(copy.deepcopy(net).eval().requires_grad_(False), pool), padding)
+    net = model.frozen(net, pool, padding, dtype, keep=layers)
     with torch.no_grad(), model.autocast(device, dtype):
         tfeats = [net.taps(t.to(device).float()[None, None], layers) for t in targets]
     loss_fn = LOSSES[loss](tfeats, features)  # Gram and loss in fp32, outside autocast

@@ -45,6 +45,17 @@ def test_gram_is_batched_symmetric_and_normalised():
     assert torch.allclose(M.gram(x.bfloat16()), g, rtol=0.05, atol=0.05)
 
 
+def test_gram_gradient_matches_autograd_of_the_product():
+    x, w = torch.randn(2, 8, 6, 5), torch.randn(2, 8, 8)
+    for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)]:
+        a, b = x.clone().to(dtype).requires_grad_(), x.clone().requires_grad_()
+        (M.gram(a) * w).sum().backward()
+        f = b.flatten(2)
+        ((f @ f.transpose(1, 2) / 30) * w).sum().backward()
+        assert a.grad.dtype == dtype
+        assert (a.grad.float() - b.grad).norm() <= tol * b.grad.norm()
+
+
 def test_pooling_and_padding_switch_in_place():
     net = M.set_pooling(M.TextureNet(2), "avg")
     assert sum(isinstance(m, torch.nn.AvgPool2d) for m in net.features) == 5
@@ -132,3 +143,20 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         M.save_checkpoint(state(), path)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == [M.ckpt_name(1)]
+
+
+def test_frozen_folds_batch_norm_without_changing_the_taps():
+    net = M.TextureNet(3, "vgg19_bn").eval()
+    for m in net.features:  # statistics away from the identity, so folding them is visible
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2)
+    x, taps = torch.rand(1, 1, 32, 32), ["conv1_1", "relu2_1", "relu3_1"]
+    ref = M.set_padding(M.set_pooling(net, "avg"), "reflect").taps(x, taps)
+    frozen = M.frozen(net, "avg", "reflect", keep=taps)
+    assert not any(p.requires_grad for p in frozen.parameters())
+    kinds = {n: type(m).__name__ for n, m in zip(frozen.names, frozen.features)}
+    assert kinds["bn1_1"] == "BatchNorm2d" and kinds["bn1_2"] == kinds["bn2_1"] == "Identity"
+    out = frozen.taps(x, taps)
+    for n in taps:
+        assert torch.allclose(out[n], ref[n], rtol=1e-4, atol=1e-5), n
+    assert next(M.frozen(net, "avg", "reflect", torch.bfloat16).parameters()).dtype == torch.bfloat16
