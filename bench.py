@@ -13,7 +13,8 @@ hits both alike):
   synthesis  the original recipe (Adam lr 1e-4 from U(0,1), standardised Gram at pool1-pool4) run for
              --bench-orig-steps vs gen.py's default, both scored by the original's loss: time for the
              default to reach the loss the original ended at, and the speed-up
-  iteration  one synthesis iteration of gen.py's default vs a bare forward+backward of the same network
+  iteration  one synthesis iteration of gen.py's default vs a bare forward+backward of the same network,
+             and the same without the optimiser (forward, loss terms, backward): where the extra time goes
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
 Results: a table on stdout and --bench-dir/bench.json (plus the settings, args.json).
 """
@@ -279,9 +280,32 @@ def bare_times(net, layers, options, size, steps, device):
     return run
 
 
+def loss_times(net, target, layers, options, steps, device):
+    """A callable timing `steps` forward+loss+backward passes as synthesis.synthesize runs them (Gram
+    and spectrum terms included), without the optimiser and the bookkeeping of an iteration."""
+    dtype, size = options["dtype"], tuple(target.shape)
+    frozen = M.frozen(net, options["pool"], options["padding"], dtype, keep=layers)
+    with torch.no_grad(), M.autocast(device, dtype):
+        loss_fn = synthesis.LOSSES[options["loss"]]([frozen.taps(target[None, None], layers)], options["features"])
+    weight = options["spectrum_weight"]
+    spectrum = synthesis.spectrum_loss([target], size, device) if weight > 0 else None
+    z = torch.zeros(1, 1, *size, device=device).uniform_(-2, 2).requires_grad_()
+
+    def run():
+        out = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            synthesis._total(frozen, loss_fn, torch.sigmoid(z), layers, dtype, spectrum, weight)[0].sum().backward()
+            z.grad = None
+            sync(device)
+            out.append(time.perf_counter() - t)
+        return out
+    return run
+
+
 def bench_synthesis(args, device, dtype, data_dir):
     """Sections synthesis and iteration: iteration counts from one run of each recipe, the time per
-    iteration from interleaved timed chunks of both recipes and of the bare network."""
+    iteration from interleaved timed chunks of both recipes, of the loss alone and of the bare network."""
     data = prepro.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
     img, s = data.train_images[0], args.image_size
     top, left = (img.shape[0] - s) // 2, (img.shape[1] - s) // 2
@@ -296,6 +320,7 @@ def bench_synthesis(args, device, dtype, data_dir):
     t = interleave({
         "original": iteration_times(net, target, original, ORIGINAL, c + 1, args.seed),
         "default": iteration_times(net, target, layers, options, c + 1, args.seed),
+        "loss": loss_times(net, target, layers, options, c, device),
         "bare": bare_times(net, layers, options, s, c, device)}, args.bench_repeats, device)
     synth = {"original_steps": args.bench_orig_steps, "original_final_loss": goal,
              "original_seconds": args.bench_orig_steps * t["original"],
@@ -304,8 +329,8 @@ def bench_synthesis(args, device, dtype, data_dir):
     if reached is not None:
         synth["default_seconds_to_reach"] = reached * t["default"]
         synth["speedup"] = args.bench_orig_steps / reached * t.ratio("original", "default")
-    iteration = {"default_iteration_s": t["default"], "bare_forward_backward_s": t["bare"],
-                 "ratio": t.ratio("default", "bare")}
+    iteration = {"default_iteration_s": t["default"], "loss_s": t["loss"], "bare_forward_backward_s": t["bare"],
+                 "ratio": t.ratio("default", "bare"), "loss_ratio": t.ratio("loss", "bare")}
     return synth, iteration
 
 
@@ -333,6 +358,8 @@ def rows(r):
                 ("synthesis", "speed-up", f"{sy['speedup']:.1f}x")]
     out += [("iteration", "gen.py default iteration, ms", f"{1e3 * it['default_iteration_s']:.1f}"),
             ("iteration", "bare forward+backward, ms", f"{1e3 * it['bare_forward_backward_s']:.1f}"),
+            ("iteration", "forward+loss+backward (no optimiser), ms", f"{1e3 * it['loss_s']:.1f}"),
+            ("iteration", "forward+loss+backward / bare", f"{it['loss_ratio']:.2f}x"),
             ("iteration", "iteration / bare", f"{it['ratio']:.2f}x"),
             ("flops", "training step, GFLOP (counted)", f"{fl['flops_per_step'] / 1e9:.1f}"),
             ("flops", f"default step, GFLOP/s ({m['dtype']})", f"{fl['default_flop_per_s'] / 1e9:.1f}"),

@@ -93,30 +93,10 @@ def set_padding(model, mode):
     return model
 
 
-class _Gram(torch.autograd.Function):
-    """F F^T / N in fp32, with the gradient of a symmetric product: (dG + dG^T) F / N.
-
-    Autograd's own backward of F @ F^T runs two fp32 matmuls plus a cast back to F's dtype; this runs
-    one, in F's dtype when that is bf16 (the gradient is rounded to bf16 on its way into the network
-    anyway), which makes the Gram loss of a synthesis iteration about 3x cheaper (bench.py)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        f = x.float().flatten(2)
-        return f @ f.transpose(1, 2) / f.shape[2]
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        dtype = torch.float32 if x.dtype == torch.float16 else x.dtype  # fp16 would underflow
-        f = x.flatten(2).to(dtype)
-        return (((grad + grad.transpose(1, 2)) / f.shape[2]).to(dtype) @ f).view_as(x).to(x.dtype)
-
-
 def gram(x):
     """Batched Gram matrix (B, C, H, W) -> (B, C, C), averaged over positions, computed in fp32."""
-    return _Gram.apply(x)
+    f = x.float().flatten(2)
+    return f @ f.transpose(1, 2) / f.shape[2]
 
 
 # ---- device and precision -------------------------------------------------------------------

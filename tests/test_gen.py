@@ -77,6 +77,27 @@ def test_parse_layers_weights_presets_and_errors(net):
         gen.parse_layers("pool1,pool9", net.names)
 
 
+def test_gram_loss_and_its_gradient_match_the_plain_formula():
+    torch.manual_seed(0)
+    t, x = torch.rand(2, 6, 5, 4), torch.rand(2, 6, 5, 4)
+    for features in ("normalize", "standardize", "raw"):
+        s = synthesis.channel_scale(t) if features == "normalize" else torch.ones(2, 6)
+
+        def plain(f):
+            f = synthesis._scaled(f, features, s).flatten(2)
+            return f @ f.transpose(1, 2) / 20
+        goal = plain(t)
+        for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)]:
+            a, b = x.clone().to(dtype).requires_grad_(), x.clone().requires_grad_()
+            loss = synthesis.gram_loss([{"a": t[i:i + 1]} for i in range(2)], features)({"a": a})["a"]
+            ref = (plain(b) - goal).square().sum((1, 2)) / goal.square().sum((1, 2))
+            assert loss.shape == (2,) and torch.allclose(loss, ref.detach(), rtol=tol), (features, dtype)
+            (loss * torch.tensor([1.0, 3.0])).sum().backward()
+            (ref * torch.tensor([1.0, 3.0])).sum().backward()
+            assert a.grad.dtype == dtype
+            assert (a.grad.float() - b.grad).norm() <= tol * b.grad.norm(), (features, dtype)
+
+
 def test_gram_loss_is_relative_and_no_channel_dominates():
     torch.manual_seed(0)
     t, x = torch.rand(1, 8, 6, 6), torch.rand(1, 8, 6, 6)
