@@ -37,7 +37,7 @@ from tqdm import tqdm
 import model
 import prepro
 import quality
-from hyperparams import Hyperparams, parse_args, save_args, save_json
+from hyperparams import Hyperparams, parse_args, save_args, save_json, write_atomic
 from quality import hist_distance
 from synthesis import auto_levels, downsampling, level_steps, levels_problem, synthesize
 
@@ -73,9 +73,7 @@ def to_uint8(img):
 def write_png(img, path):
     """Save a (H, W) image in [0, 1] or a PIL image atomically."""
     pil = img if isinstance(img, Image.Image) else Image.fromarray(to_uint8(img).numpy())
-    tmp = f"{path}.tmp{os.getpid()}"
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
 @torch.no_grad()

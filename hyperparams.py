@@ -152,18 +152,26 @@ def parse_args(doc, groups, argv=None, extra=None):
     return add_arguments(parser, groups).parse_args(argv)
 
 
-def save_json(obj, path, **dump):
-    """Write obj as JSON through a temp file and a rename: a crash or a full disk keeps the old file."""
+def write_atomic(path, write):
+    """`write(tmp)` to a temp file beside `path`, then rename it over `path`: a crash or a full disk
+    keeps the old file, and a failed write leaves no temp file behind. Every output goes through here."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=str, **dump)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def save_json(obj, path, **dump):
+    """Write obj as JSON atomically."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, default=str, **dump)
+    write_atomic(path, write)
 
 
 def save_args(args, path):

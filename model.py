@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from hyperparams import write_atomic
+
 ARCHS = {"vgg19": torchvision.models.vgg19, "vgg19_bn": torchvision.models.vgg19_bn}
 
 
@@ -145,15 +147,7 @@ def ckpt_name(step):
 
 def save_checkpoint(state, path):
     """Write atomically: a crash or a full disk leaves the previous file as it was."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def checkpoints(directory):

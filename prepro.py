@@ -348,14 +348,10 @@ def _dump_json(obj, path):
 
 
 def _write_atomic(path, write):
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        hyperparams.write_atomic(path, write)
     except OSError as e:  # a read-only data folder still works, only slower next time
         print(f"warning: could not write {path} ({e})", file=sys.stderr)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_cache(data_dir):

@@ -84,10 +84,9 @@ def write_report(args, path, classes, confusion, mistakes):
     ax.set_title(f"{hits}/{n} = {hits / max(1, n):.4f}")
     fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.tight_layout()
-    tmp = os.path.join(args.test_dir, "confusion.png.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
+    hyperparams.write_atomic(os.path.join(args.test_dir, "confusion.png"),
+                             lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, os.path.join(args.test_dir, "confusion.png"))
     hyperparams.save_args(args, os.path.join(args.test_dir, "hparams.json"))
 
 

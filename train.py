@@ -189,10 +189,8 @@ def plot_curves(metrics_path, png):
         ax.set_xlabel("step")
         ax.legend()
     fig.tight_layout()
-    tmp = png + ".tmp"
-    fig.savefig(tmp, format="png", dpi=100)
+    hyperparams.write_atomic(png, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, png)
 
 
 def save(state, args, best):
