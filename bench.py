@@ -204,13 +204,6 @@ ORIGINAL = {"optimizer": "adam", "lr": 1e-4, "init": "uniform", "features": "sta
             "pool": "max", "padding": "zeros", "dtype": torch.float32, "match": False}
 
 
-def default_options(dtype):
-    """gen.py's default layers and options, through gen.options as `python gen.py TARGET` takes them
-    (an output as large as the target: gen.py's automatic --levels is 1, synthesize's default)."""
-    defaults = argparse.Namespace(**dataclasses.asdict(Hyperparams()), tile=False)
-    return gen.parse_layers(defaults.layers), gen.options(defaults, dtype)
-
-
 def synthesis_net(args, device):
     """gen.py's network: its default (--backbone trained) from --bench-ckpt, else --backbone random."""
     choice = argparse.Namespace(ckpt=args.bench_ckpt or None, backbone="trained" if args.bench_ckpt else "random",
@@ -311,7 +304,7 @@ def bench_synthesis(args, device, dtype, data_dir):
     top, left = (img.shape[0] - s) // 2, (img.shape[1] - s) // 2
     target = (img[top:top + s, left:left + s].float() / 255).to(device)
     net, original = synthesis_net(args, device), gen.parse_layers("original")
-    layers, options = default_options(dtype)
+    layers, options = gen.default_options(dtype)
     orig = synthesis.synthesize(net, [target], original, steps=args.bench_orig_steps, seeds=[args.seed], **ORIGINAL)[0]
     goal = orig["curve"][-1]  # ORIGINAL runs the very loss of original_score: no rescoring needed
     reached = steps_to_reach(net, target, layers, options, goal, original_score(net, target, original),

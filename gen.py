@@ -19,6 +19,8 @@ result.json (with quality measures against the target, see quality.py); every ca
 --gen-dir/report.json (the measures per target and their means) and prints them as a table;
 several targets in one call also give --gen-dir/collection_<time>.png.
 """
+import argparse
+import dataclasses
 import json
 import math
 import os
@@ -235,10 +237,17 @@ def load_target(path, args, min_side):
 
 
 def options(args, dtype):
-    """synthesize's method options from the command line (bench.py times the defaults through this)."""
+    """synthesize's method options from the command line."""
     return dict(loss=args.loss, features=args.features, optimizer=args.optimizer, lr=args.gen_lr, init=args.init,
                 pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile, dtype=dtype,
                 spectrum_weight=args.spectrum_weight)
+
+
+def default_options(dtype):
+    """The default layers and options, as `python gen.py TARGET` uses them for an output as large as
+    the target (automatic --levels is then 1): for bench.py and the tests."""
+    defaults = argparse.Namespace(**dataclasses.asdict(Hyperparams()), tile=False)
+    return parse_layers(defaults.layers), options(defaults, dtype)
 
 
 def run_group(net, jobs, size, layers, args, dtype, info, judge=None):

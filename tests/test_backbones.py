@@ -1,6 +1,4 @@
 """gen.py --backbone: random weights, ImageNet VGG-19 from a local weights file, the grey fold."""
-import argparse
-import dataclasses
 import glob
 import json
 import os
@@ -167,11 +165,10 @@ def test_trained_backbone_gives_closer_grey_levels_than_random_weights(trained_c
     path = model.latest_checkpoint(trained_ckpt)
     trained = model.model_from_checkpoint(model.load_checkpoint(path), path)
     targets = [load_grey(f) for f in firsts]
-    defaults = argparse.Namespace(**dataclasses.asdict(Hyperparams()), tile=False)
+    layers, options = gen.default_options(torch.float32)
     hist = {}
     for name, net in [("trained", trained), ("random", gen.random_net(trained.arch, 0))]:
-        out = synthesis.synthesize(net, targets, LAYERS, steps=40, seeds=[0] * len(targets),
-                                   **gen.options(defaults, torch.float32))
+        out = synthesis.synthesize(net, targets, layers, steps=40, seeds=[0] * len(targets), **options)
         hist[name] = sum(quality.hist_distance(r["raw"], t) for r, t in zip(out, targets)) / len(targets)
     assert hist["trained"] < hist["random"] / 1.5, hist
 
