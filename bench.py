@@ -276,12 +276,9 @@ def bare_times(net, layers, options, size, steps, device):
 def loss_times(net, target, layers, options, steps, device):
     """A callable timing `steps` forward+loss+backward passes as synthesis.synthesize runs them (Gram
     and spectrum terms included), without the optimiser and the bookkeeping of an iteration."""
-    dtype, size = options["dtype"], tuple(target.shape)
-    frozen = M.frozen(net, options["pool"], options["padding"], dtype, keep=layers)
-    with torch.no_grad(), M.autocast(device, dtype):
-        loss_fn = synthesis.LOSSES[options["loss"]]([frozen.taps(target[None, None], layers)], options["features"])
-    weight = options["spectrum_weight"]
-    spectrum = synthesis.spectrum_loss([target], size, device) if weight > 0 else None
+    dtype, weight, size = options["dtype"], options["spectrum_weight"], tuple(target.shape)
+    keys = ("loss", "features", "pool", "padding", "tile", "dtype", "spectrum_weight")
+    frozen, loss_fn, spectrum = synthesis.objective(net, [target], layers, size, **{k: options[k] for k in keys})
     z = torch.zeros(1, 1, *size, device=device).uniform_(-2, 2).requires_grad_()
 
     def run():

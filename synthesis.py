@@ -255,6 +255,18 @@ def _total(net, loss_fn, x, layers, dtype, spectrum=None, spectrum_weight=0.0):
     return total, per
 
 
+def objective(net, targets, layers, size, *, loss, features, pool, padding, tile, dtype, spectrum_weight):
+    """What one iteration evaluates: the frozen network (circular padding with tile), the feature loss
+    built from the targets' taps, and the spectrum term for an output of `size` (None at weight 0)."""
+    device = next(net.parameters()).device
+    net = model.frozen(net, pool, padding, dtype, keep=layers)
+    with torch.no_grad(), model.autocast(device, dtype):
+        tfeats = [net.taps(t.to(device).float()[None, None], layers) for t in targets]
+    loss_fn = LOSSES[loss](tfeats, features)  # Gram and loss in fp32, outside autocast
+    model.set_padding(net, "circular" if tile else padding)
+    return net, loss_fn, spectrum_loss(targets, size, device) if spectrum_weight > 0 else None
+
+
 def init_image(target, size, kind, seed):
     """Start noise: i.i.d. draws of the target's grey levels, Gaussian with its mean/std, or U(0,1)."""
     g, t = torch.Generator().manual_seed(seed), target.flatten().float().cpu()
@@ -284,13 +296,9 @@ def synthesize(net, targets, layers, size=None, *, loss="gram", features="normal
                               optimizer=optimizer, lr=lr, init=init, pixels=pixels, pool=pool, padding=padding,
                               tile=tile, dtype=dtype, spectrum_weight=spectrum_weight)
     device = next(net.parameters()).device
-    net = model.frozen(net, pool, padding, dtype, keep=layers)
-    with torch.no_grad(), model.autocast(device, dtype):
-        tfeats = [net.taps(t.to(device).float()[None, None], layers) for t in targets]
-    loss_fn = LOSSES[loss](tfeats, features)  # Gram and loss in fp32, outside autocast
-    model.set_padding(net, "circular" if tile else padding)
     size, seeds, B = tuple(size or targets[0].shape[-2:]), seeds or [0] * len(targets), len(targets)
-    spec = spectrum_loss(targets, size, device) if spectrum_weight > 0 else None
+    net, loss_fn, spec = objective(net, targets, layers, size, loss=loss, features=features, pool=pool,
+                                   padding=padding, tile=tile, dtype=dtype, spectrum_weight=spectrum_weight)
     x0 = start[:, None].float().to(device) if start is not None else \
         torch.stack([init_image(t, size, init, s) for t, s in zip(targets, seeds)])[:, None].to(device)
     z = (torch.logit(x0.clamp(0.01, 0.99)) if pixels == "sigmoid" else x0.clone()).requires_grad_()
