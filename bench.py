@@ -199,9 +199,9 @@ def bench_data(args, device, data_dir):
 
 # ---- synthesis ------------------------------------------------------------------------------
 
-# The original TensorFlow recipe, through gen.py's options; it ran in fp32.
-ORIGINAL = {"optimizer": "adam", "lr": 1e-4, "init": "uniform", "features": "standardize", "pixels": "clamp",
-            "pool": "max", "padding": "zeros", "dtype": torch.float32, "match": False}
+# The original TensorFlow recipe, through gen.py's options; it ran in fp32, without histogram matching.
+ORIGINAL = synthesis.Options(optimizer="adam", lr=1e-4, init="uniform", features="standardize", pixels="clamp",
+                             pool="max", padding="zeros", dtype=torch.float32)
 
 
 def synthesis_net(args, device):
@@ -216,13 +216,11 @@ def synthesis_net(args, device):
 
 def original_score(net, target, layers):
     """The original's loss (standardised Grams, max pooling, zero padding, fp32) of a batch of images."""
-    ref = M.frozen(net, "max", "zeros", keep=layers)
-    with torch.no_grad():
-        loss_fn = synthesis.gram_loss([ref.taps(target[None, None], layers)], "standardize")
+    evaluate = synthesis.objective(net, [target], layers, tuple(target.shape), ORIGINAL)
 
     def score(images):
         with torch.no_grad():
-            return synthesis._total(ref, loss_fn, images, layers, torch.float32)[0].max().item()
+            return evaluate(images)[0].max().item()
     return score
 
 
@@ -236,7 +234,8 @@ def steps_to_reach(net, target, layers, options, goal, score, max_steps, seed):
         if score(images) <= goal:
             raise Reached(step)
     try:
-        synthesis.synthesize(net, [target], layers, steps=max_steps, seeds=[seed], callback=check, **options)
+        synthesis.synthesize(net, [target], layers, None, dataclasses.replace(options, steps=max_steps),
+                             seeds=[seed], callback=check)
     except Reached as e:
         return e.args[0]
     return None
@@ -246,8 +245,8 @@ def iteration_times(net, target, layers, options, steps, seed):
     """A callable running `steps` iterations of synthesis.synthesize; returns the seconds between iterations."""
     def run():
         stamps = []
-        synthesis.synthesize(net, [target], layers, steps=steps, seeds=[seed],
-                       callback=lambda *_: stamps.append(time.perf_counter()), **options)
+        synthesis.synthesize(net, [target], layers, None, dataclasses.replace(options, steps=steps), seeds=[seed],
+                             callback=lambda *_: stamps.append(time.perf_counter()))
         return [b - a for a, b in zip(stamps, stamps[1:])]
     return run
 
@@ -255,7 +254,7 @@ def iteration_times(net, target, layers, options, steps, seed):
 def bare_times(net, layers, options, size, steps, device):
     """A callable timing `steps` bare forward+backward passes to the deepest tap, input gradient only, of
     the network as synthesis.synthesize runs it (model.frozen)."""
-    bare = M.frozen(net, options["pool"], options["padding"], options["dtype"], keep=layers)
+    bare = M.frozen(net, options.pool, options.padding, options.dtype, keep=layers)
     deepest = max(layers, key=bare.names.index)
     x = torch.rand(1, 1, size, size, device=device, requires_grad=True)
 
@@ -263,7 +262,7 @@ def bare_times(net, layers, options, size, steps, device):
         out = []
         for _ in range(steps):
             t = time.perf_counter()
-            with M.autocast(device, options["dtype"]):
+            with M.autocast(device, options.dtype):
                 f = bare.taps(x, [deepest])[deepest]
             f.float().sum().backward()
             x.grad = None
@@ -276,16 +275,15 @@ def bare_times(net, layers, options, size, steps, device):
 def loss_times(net, target, layers, options, steps, device):
     """A callable timing `steps` forward+loss+backward passes as synthesis.synthesize runs them (Gram
     and spectrum terms included), without the optimiser and the bookkeeping of an iteration."""
-    dtype, weight, size = options["dtype"], options["spectrum_weight"], tuple(target.shape)
-    keys = ("loss", "features", "pool", "padding", "tile", "dtype", "spectrum_weight")
-    frozen, loss_fn, spectrum = synthesis.objective(net, [target], layers, size, **{k: options[k] for k in keys})
+    size = tuple(target.shape)
+    evaluate = synthesis.objective(net, [target], layers, size, options)
     z = torch.zeros(1, 1, *size, device=device).uniform_(-2, 2).requires_grad_()
 
     def run():
         out = []
         for _ in range(steps):
             t = time.perf_counter()
-            synthesis._total(frozen, loss_fn, torch.sigmoid(z), layers, dtype, spectrum, weight)[0].sum().backward()
+            evaluate(torch.sigmoid(z))[0].sum().backward()
             z.grad = None
             sync(device)
             out.append(time.perf_counter() - t)
@@ -302,7 +300,8 @@ def bench_synthesis(args, device, dtype, data_dir):
     target = (img[top:top + s, left:left + s].float() / 255).to(device)
     net, original = synthesis_net(args, device), gen.parse_layers("original")
     layers, options = gen.default_options(dtype)
-    orig = synthesis.synthesize(net, [target], original, steps=args.bench_orig_steps, seeds=[args.seed], **ORIGINAL)[0]
+    orig = synthesis.synthesize(net, [target], original, None, dataclasses.replace(ORIGINAL, steps=args.bench_orig_steps),
+                                seeds=[args.seed], match=False)[0]
     goal = orig["curve"][-1]  # ORIGINAL runs the very loss of original_score: no rescoring needed
     reached = steps_to_reach(net, target, layers, options, goal, original_score(net, target, original),
                              args.bench_gen_steps, args.seed)

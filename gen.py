@@ -41,7 +41,7 @@ import prepro
 import quality
 from hyperparams import Hyperparams, parse_args, save_args, save_json, write_atomic
 from quality import hist_distance
-from synthesis import auto_levels, downsampling, level_steps, levels_problem, synthesize
+from synthesis import Options, auto_levels, downsampling, level_steps, levels_problem, synthesize
 
 # blocks: the first ReLU of each of the five blocks, the default: measured better than pool1..pool4 for the
 # trained classifier, whose last layer in each block has the most silent channels (README: backbones)
@@ -237,29 +237,30 @@ def load_target(path, args, min_side):
 
 
 def options(args, dtype):
-    """synthesize's method options from the command line."""
-    return dict(loss=args.loss, features=args.features, optimizer=args.optimizer, lr=args.gen_lr, init=args.init,
-                pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile, dtype=dtype,
-                spectrum_weight=args.spectrum_weight)
+    """synthesize's options from the command line (levels: --levels, 0 is decided per output size)."""
+    return Options(loss=args.loss, features=args.features, optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps,
+                   time_budget=args.time_budget, init=args.init, pixels=args.pixels, pool=args.pool,
+                   padding=args.padding, tile=args.tile, dtype=dtype, spectrum_weight=args.spectrum_weight,
+                   levels=args.levels)
 
 
 def default_options(dtype):
     """The default layers and options, as `python gen.py TARGET` uses them for an output as large as
     the target (automatic --levels is then 1): for bench.py and the tests."""
     defaults = argparse.Namespace(**dataclasses.asdict(Hyperparams()), tile=False)
-    return parse_layers(defaults.layers), options(defaults, dtype)
+    return parse_layers(defaults.layers), dataclasses.replace(options(defaults, dtype), levels=1)
 
 
-def run_group(net, jobs, size, layers, args, dtype, info, judge=None):
-    """Synthesise a batch of same-size outputs and write each target's folder; returns failed paths.
-    `judge`: the trained classifier that gives the verdict (None: no verdict)."""
+def run_group(net, jobs, size, layers, opts, args, info, judge=None):
+    """Synthesise a batch of same-size outputs with `opts` (Options) and write each target's folder;
+    returns failed paths. `judge`: the trained classifier that gives the verdict (None: no verdict)."""
     for j in jobs:
         os.makedirs(j["dir"], exist_ok=True)
         write_png(j["target"], os.path.join(j["dir"], "target.png"))
         save_args(args, os.path.join(j["dir"], "args.json"))
-    levels = args.levels or auto_levels(size, min(min(j["target"].shape) for j in jobs), downsampling(net, layers),
-                                       args.tile)
-    bar = tqdm(total=sum(level_steps(args.steps, levels)), desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}",
+    levels = opts.levels or auto_levels(size, min(min(j["target"].shape) for j in jobs), downsampling(net, layers),
+                                       opts.tile)
+    bar = tqdm(total=sum(level_steps(opts.steps, levels)), desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}",
                disable=info["rank"] != 0)
 
     def progress(step, images, losses):
@@ -270,9 +271,8 @@ def run_group(net, jobs, size, layers, args, dtype, info, judge=None):
                 if torch.isfinite(v):
                     write_png(img[0], os.path.join(j["dir"], f"snapshot_{step:05d}.png"))
 
-    results = synthesize(net, [j["target"] for j in jobs], layers, size, steps=args.steps,
-                         time_budget=args.time_budget, seeds=[j["seed"] for j in jobs], callback=progress,
-                         levels=levels, **options(args, dtype))
+    results = synthesize(net, [j["target"] for j in jobs], layers, size, dataclasses.replace(opts, levels=levels),
+                         seeds=[j["seed"] for j in jobs], callback=progress)
     bar.close()
     failed, silent = [], silent_channels(net, [j["target"] for j in jobs], layers, args.pool, args.padding)
     for j, r, quiet in zip(jobs, results, silent):
@@ -377,9 +377,10 @@ def main(argv=None):
             failed.append(job["path"])
             continue
         groups.setdefault(size, []).append(job)
+    opts = options(args, dtype)
     try:
         for size, group in groups.items():
-            failed += run_group(net, group, size, layers, args, dtype, info, judge)
+            failed += run_group(net, group, size, layers, opts, args, info, judge)
     except OSError as e:  # every file is replaced whole, so earlier outputs stay as they were
         raise SystemExit(f"--gen-dir {args.gen_dir}: cannot write there ({e.strerror or e})")
     if world > 1:

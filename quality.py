@@ -18,13 +18,18 @@ PEAKS = 4  # dominant peaks of the target (each with its mirror image at -f)
 BINS = 32  # radial frequency bins from 0 to the Nyquist frequency
 
 
+def sorted_quantiles(v, n):
+    """Rows of sorted values v (..., N) resampled to n quantiles (k + 0.5) / n, by linear interpolation."""
+    pos = ((torch.arange(n, dtype=torch.float64, device=v.device) + 0.5) * v.shape[-1] / n - 0.5)
+    pos = pos.clamp(0, v.shape[-1] - 1)
+    lo = pos.floor().long()
+    hi, frac = (lo + 1).clamp(max=v.shape[-1] - 1), (pos - lo).float()
+    return v[..., lo] * (1 - frac) + v[..., hi] * frac
+
+
 def quantiles(x, n):
     """The value below which a share (k + 0.5) / n of the entries of x lie, k = 0..n-1."""
-    v = x.flatten().float().sort().values
-    pos = ((torch.arange(n, dtype=torch.float64, device=v.device) + 0.5) * len(v) / n - 0.5).clamp(0, len(v) - 1)
-    lo = pos.floor().long()
-    hi, frac = (lo + 1).clamp(max=len(v) - 1), (pos - lo).float()
-    return v[lo] * (1 - frac) + v[hi] * frac
+    return sorted_quantiles(x.flatten().float().sort().values, n)
 
 
 def hist_distance(a, b):

@@ -5,13 +5,14 @@ features and returns a function of the current features giving one loss per imag
 `synthesize` optimises a batch of images from noise against them, `coarse_to_fine` does so over
 several sizes for large outputs.
 """
+import dataclasses
 import math
 import time
 
 import torch
 
 import model
-from quality import quantiles
+from quality import quantiles, sorted_quantiles
 
 
 def auto_levels(size, target_side, factor, tile):
@@ -116,15 +117,6 @@ def gram_loss(target_feats, features="normalize"):
     return loss
 
 
-def _sorted_quantiles(v, n):
-    """Rows of sorted values v (..., N) resampled to n quantiles (k + 0.5) / n, by linear interpolation."""
-    pos = ((torch.arange(n, dtype=torch.float64, device=v.device) + 0.5) * v.shape[-1] / n - 0.5)
-    pos = pos.clamp(0, v.shape[-1] - 1)
-    lo = pos.floor().long()
-    hi, frac = (lo + 1).clamp(max=v.shape[-1] - 1), (pos - lo).float()
-    return v[..., lo] * (1 - frac) + v[..., hi] * frac
-
-
 def swd_loss(target_feats, features="normalize", projections=None):
     """Sliced Wasserstein distance (Heitz et al. 2021) per layer and image: the features are projected
     on fixed random unit directions (as many as channels, unless `projections`) and each projection's
@@ -149,7 +141,7 @@ def swd_loss(target_feats, features="normalize", projections=None):
         for n, f in feats.items():
             p = (dirs[n].T @ _scaled(f, features, scales[n]).flatten(2)).sort(-1).values  # (B, P, N)
             if (n, p.shape[-1]) not in cache:
-                cache[n, p.shape[-1]] = torch.stack([_sorted_quantiles(v, p.shape[-1]) for v in sorts[n]])
+                cache[n, p.shape[-1]] = torch.stack([sorted_quantiles(v, p.shape[-1]) for v in sorts[n]])
             out[n] = (p - cache[n, p.shape[-1]]).square().mean((1, 2)) / var[n]
         return out
     return loss
@@ -243,28 +235,30 @@ class BatchLBFGS:
             self.p[b] = (x + t * d).view_as(self.p[b])
 
 
-def _total(net, loss_fn, x, layers, dtype, spectrum=None, spectrum_weight=0.0):
-    """Weighted mean of the per-layer losses of each image (plus the weighted spectrum term), and the parts."""
-    with model.autocast(x.device, dtype):
-        feats = net.taps(x, layers)
-    per = loss_fn(feats)
-    total = sum(w * per[n] for n, w in layers.items()) / sum(layers.values())
-    if spectrum is not None:
-        per["spectrum"] = spectrum(x)
-        total = total + spectrum_weight * per["spectrum"]
-    return total, per
-
-
-def objective(net, targets, layers, size, *, loss, features, pool, padding, tile, dtype, spectrum_weight):
-    """What one iteration evaluates: the frozen network (circular padding with tile), the feature loss
-    built from the targets' taps, and the spectrum term for an output of `size` (None at weight 0)."""
+def objective(net, targets, layers, size, options):
+    """What one iteration evaluates, built in one place for synthesize, bench.py and any other caller:
+    the frozen network (circular padding with tile), the feature loss built from the targets' taps and
+    the spectrum term for an output of `size`. Returns evaluate(x (B, 1, H, W)) -> (total (B,), parts
+    {name: (B,)}): the weighted mean of the per-layer losses plus the weighted spectrum term."""
+    o = options
     device = next(net.parameters()).device
-    net = model.frozen(net, pool, padding, dtype, keep=layers)
-    with torch.no_grad(), model.autocast(device, dtype):
+    net = model.frozen(net, o.pool, o.padding, o.dtype, keep=layers)
+    with torch.no_grad(), model.autocast(device, o.dtype):
         tfeats = [net.taps(t.to(device).float()[None, None], layers) for t in targets]
-    loss_fn = LOSSES[loss](tfeats, features)  # Gram and loss in fp32, outside autocast
-    model.set_padding(net, "circular" if tile else padding)
-    return net, loss_fn, spectrum_loss(targets, size, device) if spectrum_weight > 0 else None
+    loss_fn = LOSSES[o.loss](tfeats, o.features)  # Gram and loss in fp32, outside autocast
+    model.set_padding(net, "circular" if o.tile else o.padding)
+    spectrum = spectrum_loss(targets, size, device) if o.spectrum_weight > 0 else None
+
+    def evaluate(x):
+        with model.autocast(x.device, o.dtype):
+            feats = net.taps(x, layers)
+        per = loss_fn(feats)
+        total = sum(w * per[n] for n, w in layers.items()) / sum(layers.values())
+        if spectrum is not None:
+            per["spectrum"] = spectrum(x)
+            total = total + o.spectrum_weight * per["spectrum"]
+        return total, per
+    return evaluate
 
 
 def init_image(target, size, kind, seed):
@@ -277,40 +271,59 @@ def init_image(target, size, kind, seed):
     return (t.mean() + t.std() * torch.randn(size, generator=g)).clamp(0, 1)
 
 
-def synthesize(net, targets, layers, size=None, *, loss="gram", features="normalize", optimizer="lbfgs",
-               lr=1.0, steps=300, time_budget=0.0, init="shuffle", pixels="sigmoid", pool="avg",
-               padding="reflect", tile=False, dtype=torch.float32, seeds=None, match=True, callback=None,
-               spectrum_weight=0.0, levels=1, start=None):
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How synthesize optimises: built once (gen.options from the command line) and handed along.
+
+    loss: a key of LOSSES; features: normalize|standardize|raw (see _scaled); optimizer: lbfgs|adam,
+    with step size lr, for `steps` iterations or `time_budget` seconds (0: no limit); init: the start
+    noise (init_image); pixels: sigmoid (optimise logits) or clamp; pool, padding: the network's during
+    synthesis (tile: circular, the output tiles); dtype: autocast dtype; spectrum_weight > 0 adds the
+    Fourier spectrum constraint; levels > 1 works coarse to fine (see coarse_to_fine)."""
+    loss: str = "gram"
+    features: str = "normalize"
+    optimizer: str = "lbfgs"
+    lr: float = 1.0
+    steps: int = 300
+    time_budget: float = 0.0
+    init: str = "shuffle"
+    pixels: str = "sigmoid"
+    pool: str = "avg"
+    padding: str = "reflect"
+    tile: bool = False
+    dtype: torch.dtype = torch.float32
+    spectrum_weight: float = 0.0
+    levels: int = 1
+
+
+def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None, match=True, callback=None,
+               start=None):
     """Optimise one image of `size` (H, W) per target (list of (H, W) tensors in [0, 1]) as one batch.
 
-    `layers` maps tap names to weights. Returns one dict per target: image (H, W) on the CPU (the
-    best iterate, `raw`, given the target's grey-level histogram if `match`) and its loss
-    `final_loss`, the best loss during optimisation and its per-layer parts, the loss curve,
-    steps run, and a message if it stopped early (non-finite loss).
-    `callback(step, images, losses)` is called after every step. `loss`: a key of LOSSES;
-    `spectrum_weight` > 0 adds the Fourier spectrum constraint; `levels` > 1 works coarse to fine
-    (see coarse_to_fine); `start` (B, H, W) in [0, 1] replaces the start noise."""
-    if levels > 1:
-        return coarse_to_fine(net, targets, layers, size, levels, steps=steps, time_budget=time_budget,
-                              match=match, callback=callback, seeds=seeds, loss=loss, features=features,
-                              optimizer=optimizer, lr=lr, init=init, pixels=pixels, pool=pool, padding=padding,
-                              tile=tile, dtype=dtype, spectrum_weight=spectrum_weight)
+    `layers` maps tap names to weights; `options` (Options) says how. Returns one dict per target:
+    image (H, W) on the CPU (the best iterate, `raw`, given the target's grey-level histogram if
+    `match`) and its loss `final_loss`, the best loss during optimisation and its per-layer parts,
+    the loss curve, steps run, and a message if it stopped early (non-finite loss).
+    `callback(step, images, losses)` is called after every step; `seeds` (one per target) seed the
+    start noise; `start` (B, H, W) in [0, 1] replaces it."""
+    o = options
+    if o.levels > 1:
+        return coarse_to_fine(net, targets, layers, size, o, seeds=seeds, match=match, callback=callback)
     device = next(net.parameters()).device
     size, seeds, B = tuple(size or targets[0].shape[-2:]), seeds or [0] * len(targets), len(targets)
-    net, loss_fn, spec = objective(net, targets, layers, size, loss=loss, features=features, pool=pool,
-                                   padding=padding, tile=tile, dtype=dtype, spectrum_weight=spectrum_weight)
+    evaluate = objective(net, targets, layers, size, o)
     x0 = start[:, None].float().to(device) if start is not None else \
-        torch.stack([init_image(t, size, init, s) for t, s in zip(targets, seeds)])[:, None].to(device)
-    z = (torch.logit(x0.clamp(0.01, 0.99)) if pixels == "sigmoid" else x0.clone()).requires_grad_()
-    opt = BatchLBFGS(z, lr) if optimizer == "lbfgs" else torch.optim.Adam([z], lr)
+        torch.stack([init_image(t, size, o.init, s) for t, s in zip(targets, seeds)])[:, None].to(device)
+    z = (torch.logit(x0.clamp(0.01, 0.99)) if o.pixels == "sigmoid" else x0.clone()).requires_grad_()
+    opt = BatchLBFGS(z, o.lr) if o.optimizer == "lbfgs" else torch.optim.Adam([z], o.lr)
     best, best_loss, parts = x0.clone(), torch.full((B,), math.inf), [None] * B
     active, curves, messages = torch.ones(B, dtype=torch.bool), [[] for _ in range(B)], [None] * B
     start, done = time.perf_counter(), 0
-    for step in range(steps):
-        if time_budget and time.perf_counter() - start > time_budget:
+    for step in range(o.steps):
+        if o.time_budget and time.perf_counter() - start > o.time_budget:
             break
-        x = torch.sigmoid(z) if pixels == "sigmoid" else z
-        total, per = _total(net, loss_fn, x, layers, dtype, spec, spectrum_weight)
+        x = torch.sigmoid(z) if o.pixels == "sigmoid" else z
+        total, per = evaluate(x)
         z.grad = None
         total[active].sum().backward()
         values, gfinite = total.detach().cpu(), torch.isfinite(z.grad.flatten(1)).all(1).cpu()
@@ -324,8 +337,8 @@ def synthesize(net, targets, layers, size=None, *, loss="gram", features="normal
         if not active.any():
             break
         z.grad[~active.to(z.device)] = 0
-        opt.step(values, active) if optimizer == "lbfgs" else opt.step()
-        if pixels == "clamp":
+        opt.step(values, active) if o.optimizer == "lbfgs" else opt.step()
+        if o.pixels == "clamp":
             z.data.clamp_(0, 1)
         done = step + 1
         if callback:
@@ -333,7 +346,7 @@ def synthesize(net, targets, layers, size=None, *, loss="gram", features="normal
     seconds = time.perf_counter() - start
     final = torch.stack([match_histogram(i[0], t)[None] if match else i for i, t in zip(best, targets)])
     with torch.no_grad():
-        final_loss = _total(net, loss_fn, final, layers, dtype, spec, spectrum_weight)[0].cpu()
+        final_loss = evaluate(final)[0].cpu()
     return [{"image": final[b, 0].float().cpu(), "raw": best[b, 0].float().cpu(), "loss": best_loss[b].item(),
              "final_loss": final_loss[b].item(), "layer_losses": parts[b], "curve": curves[b], "steps": done,
              "seconds": seconds, "message": messages[b]} for b in range(B)]
@@ -354,34 +367,36 @@ def upsample(img, size, tile):
     return x[0, 0, 2:-2, 2:-2]
 
 
-def coarse_to_fine(net, targets, layers, size, levels, *, steps, time_budget=0.0, match=True, callback=None,
-                   **options):
-    """Synthesise at half the size against the targets at half resolution (recursively, `levels` in
-    all), upsample, and refine at full size with fewer iterations (level_steps): the cost of a large
+def coarse_to_fine(net, targets, layers, size, options, *, seeds=None, match=True, callback=None):
+    """Synthesise at half the size against the targets at half resolution (recursively, options.levels
+    in all), upsample, and refine at full size with fewer iterations (level_steps): the cost of a large
     output is dominated by a few full-size iterations instead of hundreds. The time budget is
     shared equally between levels. Returns synthesize's dicts with steps/seconds/curve over all
     levels and `levels`: per level, size, steps, seconds and best loss."""
+    o, levels = options, options.levels
     size = tuple(size or targets[0].shape[-2:])
     small = [torch.nn.functional.avg_pool2d(t.float()[None, None], 2)[0, 0] for t in targets]
-    budget = time_budget / levels if time_budget else 0.0
+    budget = o.time_budget / levels if o.time_budget else 0.0
     offset = [0]
 
     def shifted(step, images, losses):
         offset[0] = max(offset[0], step)
         if callback:
             callback(step, images, losses)
-    coarse = synthesize(net, small, layers, (size[0] // 2, size[1] // 2), levels=levels - 1, steps=steps,
-                        time_budget=budget * (levels - 1), match=False, callback=shifted, **options)
+    coarse = synthesize(net, small, layers, (size[0] // 2, size[1] // 2),
+                        dataclasses.replace(o, levels=levels - 1, time_budget=budget * (levels - 1)),
+                        seeds=seeds, match=False, callback=shifted)
     # the upsampled coarse result lacks the finest octave; without it the fine level starts farther
     # from the target than noise does (measured): add the start noise's own finest octave
-    tile, seeds = options.get("tile"), options.get("seeds") or [0] * len(targets)
-    noise = [init_image(t, size, options.get("init", "shuffle"), s) for t, s in zip(targets, seeds)]
-    start = torch.stack([upsample(r["raw"], size, tile) + n
-                         - upsample(torch.nn.functional.avg_pool2d(n[None, None], 2)[0, 0], size, tile)
+    seeds = seeds or [0] * len(targets)
+    noise = [init_image(t, size, o.init, s) for t, s in zip(targets, seeds)]
+    start = torch.stack([upsample(r["raw"], size, o.tile) + n
+                         - upsample(torch.nn.functional.avg_pool2d(n[None, None], 2)[0, 0], size, o.tile)
                          for r, n in zip(coarse, noise)]).clamp(0, 1)
-    fine = synthesize(net, targets, layers, size, steps=level_steps(steps, levels)[-1], time_budget=budget,
-                      match=match, callback=callback and (lambda i, im, v: callback(offset[0] + i, im, v)),
-                      start=start, **options)
+    fine = synthesize(net, targets, layers, size,
+                      dataclasses.replace(o, levels=1, steps=level_steps(o.steps, levels)[-1], time_budget=budget),
+                      seeds=seeds, match=match, start=start,
+                      callback=callback and (lambda i, im, v: callback(offset[0] + i, im, v)))
     for c, f in zip(coarse, fine):
         f["levels"] = c.get("levels", [{"size": list(c["raw"].shape), "steps": c["steps"], "seconds": c["seconds"],
                                         "loss": c["loss"]}])

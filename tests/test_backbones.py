@@ -1,4 +1,5 @@
 """gen.py --backbone: random weights, ImageNet VGG-19 from a local weights file, the grey fold."""
+import dataclasses
 import glob
 import json
 import os
@@ -168,7 +169,8 @@ def test_trained_backbone_gives_closer_grey_levels_than_random_weights(trained_c
     layers, options = gen.default_options(torch.float32)
     hist = {}
     for name, net in [("trained", trained), ("random", gen.random_net(trained.arch, 0))]:
-        out = synthesis.synthesize(net, targets, layers, steps=40, seeds=[0] * len(targets), **options)
+        out = synthesis.synthesize(net, targets, layers, None, dataclasses.replace(options, steps=40),
+                                   seeds=[0] * len(targets))
         hist[name] = sum(quality.hist_distance(r["raw"], t) for r, t in zip(out, targets)) / len(targets)
     assert hist["trained"] < hist["random"] / 1.5, hist
 

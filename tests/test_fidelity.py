@@ -85,8 +85,9 @@ def test_spectrum_loss_is_zero_on_the_target_and_resized_amplitude_keeps_the_var
 
 @pytest.fixture(scope="session")
 def runs(net, dots):
-    kw = dict(steps=15, seeds=[3], dtype=torch.float32, match=False)
-    return {name: synthesis.synthesize(net, [dots], LAYERS, **opts, **kw)[0] for name, opts in [
+    kw = dict(steps=15, dtype=torch.float32)
+    return {name: synthesis.synthesize(net, [dots], LAYERS, None, synthesis.Options(**opts, **kw), seeds=[3],
+                                       match=False)[0] for name, opts in [
         ("gram", {}), ("swd", {"loss": "swd"}), ("gram+spectrum", {"spectrum_weight": 1.0})]}
 
 
@@ -128,7 +129,7 @@ net = model.TextureNet(3).eval()
 target = torch.rand(32, 32)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 r = synthesis.synthesize(net, [target], {{"pool1": 1.0, "pool2": 1.0}}, (128, 128),
-                   levels=3, steps=4, tile=True, dtype=torch.float32)[0]
+                         synthesis.Options(levels=3, steps=4, tile=True, dtype=torch.float32))[0]
 grow = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
 print(tuple(r["image"].shape), [l["size"] for l in r["levels"]], [l["steps"] for l in r["levels"]], grow // 1024)
 """

@@ -1,5 +1,6 @@
 """gen.py: texture synthesis on tiny images (48 px demo patches, a randomly initialised network)."""
 import copy
+import dataclasses
 import glob
 import json
 import math
@@ -55,12 +56,12 @@ def load(path):
 def runs(net, firsts):
     """Two targets synthesised as one batch, each alone, and the first alone again."""
     a, b = load(firsts[0]), load(firsts[1])
-    kw = dict(steps=20, dtype=torch.float32)
-    return {"batch": synthesis.synthesize(net, [a, b], LAYERS, seeds=[1, 2], **kw),
-            "a": synthesis.synthesize(net, [a], LAYERS, seeds=[1], **kw)[0],
-            "b": synthesis.synthesize(net, [b], LAYERS, seeds=[2], **kw)[0],
-            "a_again": synthesis.synthesize(net, [a], LAYERS, seeds=[1], **kw)[0],
-            "a_other_seed": synthesis.synthesize(net, [a], LAYERS, seeds=[3], **kw)[0]}
+    opts = synthesis.Options(steps=20, dtype=torch.float32)
+    return {"batch": synthesis.synthesize(net, [a, b], LAYERS, None, opts, seeds=[1, 2]),
+            "a": synthesis.synthesize(net, [a], LAYERS, None, opts, seeds=[1])[0],
+            "b": synthesis.synthesize(net, [b], LAYERS, None, opts, seeds=[2])[0],
+            "a_again": synthesis.synthesize(net, [a], LAYERS, None, opts, seeds=[1])[0],
+            "a_other_seed": synthesis.synthesize(net, [a], LAYERS, None, opts, seeds=[3])[0]}
 
 
 # ---- pure pieces ----------------------------------------------------------------------------
@@ -185,9 +186,9 @@ def seam_ratio(img):
 def test_tile_is_continuous_across_the_wrap_around(net):
     yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     stripes = 0.5 + 0.4 * torch.sin(0.45 * xx + 0.2 * yy)  # smooth: neighbours alike, far pixels not
-    kw = dict(size=(48, 64), steps=30, seeds=[5], dtype=torch.float32)
-    tiled = synthesis.synthesize(net, [stripes], LAYERS, tile=True, **kw)[0]
-    plain = synthesis.synthesize(net, [stripes], LAYERS, **kw)[0]
+    opts = synthesis.Options(steps=30, dtype=torch.float32)
+    tiled = synthesis.synthesize(net, [stripes], LAYERS, (48, 64), dataclasses.replace(opts, tile=True), seeds=[5])[0]
+    plain = synthesis.synthesize(net, [stripes], LAYERS, (48, 64), opts, seeds=[5])[0]
     assert tiled["image"].shape == (48, 64)
     assert seam_ratio(tiled["image"]) < 1.5
     assert seam_ratio(plain["image"]) > 1.5 * seam_ratio(tiled["image"])
@@ -196,14 +197,14 @@ def test_tile_is_continuous_across_the_wrap_around(net):
 def test_non_finite_target_stops_alone_and_others_continue(net, firsts, runs):
     bad = load(firsts[1]).clone()
     bad[3, 3] = math.inf
-    good, stopped = synthesis.synthesize(net, [load(firsts[0]), bad], LAYERS, seeds=[1, 2], steps=20,
-                                   dtype=torch.float32)
+    opts = synthesis.Options(steps=20, dtype=torch.float32)
+    good, stopped = synthesis.synthesize(net, [load(firsts[0]), bad], LAYERS, None, opts, seeds=[1, 2])
     assert stopped["message"].startswith("loss is nan at step 0") and stopped["curve"] == []
     assert good["message"] is None and good["loss"] == pytest.approx(runs["a"]["loss"], rel=0.05)
 
 
 def test_time_budget_stops_early(net, firsts):
-    r = synthesis.synthesize(net, [load(firsts[0])], LAYERS, steps=10_000, time_budget=0.5)[0]
+    r = synthesis.synthesize(net, [load(firsts[0])], LAYERS, None, synthesis.Options(steps=10_000, time_budget=0.5))[0]
     assert 0 < r["steps"] < 10_000
 
 
