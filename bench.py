@@ -14,7 +14,8 @@ hits both alike):
              --bench-orig-steps vs gen.py's default, both scored by the original's loss: time for the
              default to reach the loss the original ended at, and the speed-up
   iteration  one synthesis iteration of gen.py's default vs a bare forward+backward of the same network,
-             and the same without the optimiser (forward, loss terms, backward): where the extra time goes
+             and the same without the optimiser (forward, loss terms, backward): where the extra time goes;
+             one iteration of --loss gcd (guided correspondence) against the same bare pass
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
 Results: a table on stdout and --bench-dir/bench.json (plus the settings, args.json).
 """
@@ -309,6 +310,7 @@ def bench_synthesis(args, device, dtype, data_dir):
     t = interleave({
         "original": iteration_times(net, target, original, ORIGINAL, c + 1, args.seed),
         "default": iteration_times(net, target, layers, options, c + 1, args.seed),
+        "gcd": iteration_times(net, target, layers, dataclasses.replace(options, loss="gcd"), c + 1, args.seed),
         "loss": loss_times(net, target, layers, options, c, device),
         "bare": bare_times(net, layers, options, s, c, device)}, args.bench_repeats, device)
     synth = {"original_steps": args.bench_orig_steps, "original_final_loss": goal,
@@ -319,7 +321,8 @@ def bench_synthesis(args, device, dtype, data_dir):
         synth["default_seconds_to_reach"] = reached * t["default"]
         synth["speedup"] = args.bench_orig_steps / reached * t.ratio("original", "default")
     iteration = {"default_iteration_s": t["default"], "loss_s": t["loss"], "bare_forward_backward_s": t["bare"],
-                 "ratio": t.ratio("default", "bare"), "loss_ratio": t.ratio("loss", "bare")}
+                 "ratio": t.ratio("default", "bare"), "loss_ratio": t.ratio("loss", "bare"),
+                 "gcd_iteration_s": t["gcd"], "gcd_ratio": t.ratio("gcd", "bare")}
     return synth, iteration
 
 
@@ -350,6 +353,8 @@ def rows(r):
             ("iteration", "forward+loss+backward (no optimiser), ms", f"{1e3 * it['loss_s']:.1f}"),
             ("iteration", "forward+loss+backward / bare", f"{it['loss_ratio']:.2f}x"),
             ("iteration", "iteration / bare", f"{it['ratio']:.2f}x"),
+            ("iteration", "--loss gcd iteration (correspondence alone), ms", f"{1e3 * it['gcd_iteration_s']:.1f}"),
+            ("iteration", "--loss gcd iteration / bare", f"{it['gcd_ratio']:.2f}x"),
             ("flops", "training step, GFLOP (counted)", f"{fl['flops_per_step'] / 1e9:.1f}"),
             ("flops", f"default step, GFLOP/s ({m['dtype']})", f"{fl['default_flop_per_s'] / 1e9:.1f}"),
             ("flops", f"peak matmul, GFLOP/s ({m['dtype']})", f"{fl['peak_matmul_flop_per_s'] / 1e9:.1f}"),

@@ -41,7 +41,7 @@ import prepro
 import quality
 from hyperparams import Hyperparams, parse_args, save_args, save_json, write_atomic
 from quality import hist_distance
-from synthesis import Options, auto_levels, downsampling, level_steps, levels_problem, synthesize
+from synthesis import Options, auto_levels, downsampling, level_steps, levels_problem, synthesize, taps
 
 # blocks: the first ReLU of each of the five blocks, the default: measured better than pool1..pool4 for the
 # trained classifier, whose last layer in each block has the most silent channels (README: backbones)
@@ -49,19 +49,19 @@ LAYER_PRESETS = {"original": "pool1,pool2,pool3,pool4", "gatys": "conv1_1,pool1,
                  "blocks": "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"}
 
 
-def parse_layers(spec, known=None):
-    """'pool1,pool2:0.5' (or a preset name) -> {'pool1': 1.0, 'pool2': 0.5}; ValueError names --layers."""
+def parse_layers(spec, known=None, flag="--layers"):
+    """'pool1,pool2:0.5' (or a preset name) -> {'pool1': 1.0, 'pool2': 0.5}; ValueError names the flag."""
     text, out = LAYER_PRESETS.get(spec, spec), {}
     for item in text.split(","):
         name, _, weight = item.strip().partition(":")
         try:
             w = float(weight) if weight else 1.0
         except ValueError:
-            raise ValueError(f"--layers: weight {weight!r} of {name!r} is not a number")
+            raise ValueError(f"{flag}: weight {weight!r} of {name!r} is not a number")
         if not name or name in out or not (w > 0 and math.isfinite(w)):
-            raise ValueError(f"--layers: bad entry {item!r} in {spec!r} (want name[:weight>0], each name once)")
+            raise ValueError(f"{flag}: bad entry {item!r} in {spec!r} (want name[:weight>0], each name once)")
         if known is not None and name not in known:
-            raise ValueError(f"--layers: unknown layer {name!r}; known: {','.join(known)}")
+            raise ValueError(f"{flag}: unknown layer {name!r}; known: {','.join(known)}")
         out[name] = w
     return out
 
@@ -236,12 +236,14 @@ def load_target(path, args, min_side):
     return img
 
 
-def options(args, dtype):
-    """synthesize's options from the command line (levels: --levels, 0 is decided per output size)."""
+def options(args, dtype, known=None):
+    """synthesize's options from the command line (levels: --levels, 0 is decided per output size);
+    ValueError names a bad --gcd-layers (`known`: the network's tap names)."""
     return Options(loss=args.loss, features=args.features, optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps,
                    time_budget=args.time_budget, init=args.init, pixels=args.pixels, pool=args.pool,
                    padding=args.padding, tile=args.tile, dtype=dtype, spectrum_weight=args.spectrum_weight,
-                   levels=args.levels)
+                   levels=args.levels, gcd_layers=parse_layers(args.gcd_layers, known, "--gcd-layers"), gcd_weight=args.gcd_weight,
+                   occurrence=args.occurrence)
 
 
 def default_options(dtype):
@@ -258,8 +260,8 @@ def run_group(net, jobs, size, layers, opts, args, info, judge=None):
         os.makedirs(j["dir"], exist_ok=True)
         write_png(j["target"], os.path.join(j["dir"], "target.png"))
         save_args(args, os.path.join(j["dir"], "args.json"))
-    levels = opts.levels or auto_levels(size, min(min(j["target"].shape) for j in jobs), downsampling(net, layers),
-                                       opts.tile)
+    levels = opts.levels or auto_levels(size, min(min(j["target"].shape) for j in jobs),
+                                        downsampling(net, taps(layers, opts)), opts.tile)
     bar = tqdm(total=sum(level_steps(opts.steps, levels)), desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}",
                disable=info["rank"] != 0)
 
@@ -346,9 +348,10 @@ def main(argv=None):
         net = net.to(device).eval().requires_grad_(False)
         judge = None if judge is None else judge.to(device).eval().requires_grad_(False)
         layers = parse_layers(args.layers, net.names)
+        opts = options(args, dtype, net.names)
     except (model.CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
-    factor = downsampling(net, layers)
+    factor = downsampling(net, taps(layers, opts))
     least = max(factor, 32)  # the classifier's verdict runs the whole network, which needs 32 px
     if args.size and (min(args.size) < least or (args.tile and any(s % factor for s in args.size))):
         raise SystemExit(f"--size {args.size[0]} {args.size[1]}: must be at least {least}"
@@ -377,7 +380,6 @@ def main(argv=None):
             failed.append(job["path"])
             continue
         groups.setdefault(size, []).append(job)
-    opts = options(args, dtype)
     try:
         for size, group in groups.items():
             failed += run_group(net, group, size, layers, opts, args, info, judge)

@@ -60,7 +60,7 @@ class Hyperparams:
     steps: int = 300  # optimiser iterations per target
     time_budget: float = 0.0  # stop each batch after this many seconds (0: no limit)
     snapshot_every: int = 50  # iterations between snapshots (0: none)
-    loss: str = "gram"  # gram|swd: feature statistic matched: Gram matrices (Gatys) or sliced Wasserstein distance of the whole distribution (Heitz et al.)
+    loss: str = "gram"  # gram|swd|gcd|gram+gcd|swd+gcd: Gram matrices (Gatys), sliced Wasserstein distance of the whole feature distribution (Heitz et al.), guided correspondence of feature patches (Zhou et al.), or a statistic plus the correspondence term
     spectrum_weight: float = 0.3  # weight of the Fourier amplitude-spectrum constraint (Liu et al. 2016; 0: off); 0.3 measured best (README)
     levels: int = 0  # coarse-to-fine levels, each half the size of the next (0: auto, more when the output is much larger than the target)
     features: str = "normalize"  # normalize|standardize|raw: channels scaled by their mean on the target, floored at the median (README), per-image z-score (original), as is
@@ -69,6 +69,9 @@ class Hyperparams:
     padding: str = "reflect"  # reflect|zeros|circular: convolution padding during synthesis (--tile forces circular)
     backbone: str = "trained"  # trained|random|imagenet: synthesis network: the classifier of --ckpt, the same architecture with random weights, or torchvision's ImageNet VGG-19 (Gatys)
     backbone_weights: str = ""  # --backbone imagenet: local copy of torchvision's VGG-19 ImageNet state_dict (empty: torchvision fetches it)
+    gcd_layers: str = "relu2_1,relu3_1,relu4_1"  # taps of the guided correspondence term (--loss gcd, gram+gcd, swd+gcd), name[:weight],..., as Zhou et al.
+    gcd_weight: float = 1.0  # weight of the guided correspondence term beside the Gram or SWD term
+    occurrence: float = 0.05  # occurrence penalty of the correspondence term: how strongly a target patch already used is avoided (Zhou et al.: 0.05)
     # == bench ==
     bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
     bench_batch: int = 16  # images per timed training step
@@ -91,7 +94,7 @@ CHOICES = {
     "arch": ["vgg19", "vgg19_bn"],
     "pool": ["max", "avg"],
     "optimizer": ["lbfgs", "adam"],
-    "loss": ["gram", "swd"],
+    "loss": ["gram", "swd", "gcd", "gram+gcd", "swd+gcd"],
     "features": ["normalize", "standardize", "raw"],
     "init": ["shuffle", "gauss", "uniform"],
     "pixels": ["sigmoid", "clamp"],
@@ -99,7 +102,7 @@ CHOICES = {
     "backbone": ["trained", "random", "imagenet"],
 }
 # Numeric fields that may be zero; every other number must be positive.
-ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels"}
+ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels", "occurrence"}
 
 
 def _comments():

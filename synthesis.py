@@ -11,6 +11,7 @@ import time
 
 import torch
 
+import correspondence
 import model
 from quality import quantiles, sorted_quantiles
 
@@ -147,7 +148,21 @@ def swd_loss(target_feats, features="normalize", projections=None):
     return loss
 
 
-LOSSES = {"gram": gram_loss, "swd": swd_loss}
+def gcd_loss(target_feats, features="normalize", occurrence=0.05):
+    """Guided correspondence of feature patches (correspondence.py) with the occurrence penalty's
+    weight, on the features scaled as for the Gram loss: a few strong channels would otherwise
+    decide every cosine distance."""
+    scales = {n: torch.cat([channel_scale(t[n]) for t in target_feats]) for n in target_feats[0]}
+    fn = correspondence.correspondence_loss(
+        [{n: _scaled(f, features, scales[n][b:b + 1]) for n, f in t.items()} for b, t in enumerate(target_feats)],
+        occurrence)
+
+    def loss(feats):
+        return fn({n: _scaled(f, features, scales[n]) for n, f in feats.items()})
+    return loss
+
+
+LOSSES = {"gram": gram_loss, "swd": swd_loss, "gcd": gcd_loss}
 
 
 def target_amplitude(t, size):
@@ -235,25 +250,43 @@ class BatchLBFGS:
             self.p[b] = (x + t * d).view_as(self.p[b])
 
 
+def taps(layers, options):
+    """Every tap the loss reads: `layers` for the Gram or SWD term, options.gcd_layers for the
+    correspondence term."""
+    terms = options.loss.split("+")
+    return {**(layers if terms != ["gcd"] else {}), **(options.gcd_layers if "gcd" in terms else {})}
+
+
 def objective(net, targets, layers, size, options):
     """What one iteration evaluates, built in one place for synthesize, bench.py and any other caller:
-    the frozen network (circular padding with tile), the feature loss built from the targets' taps and
-    the spectrum term for an output of `size`. Returns evaluate(x (B, 1, H, W)) -> (total (B,), parts
-    {name: (B,)}): the weighted mean of the per-layer losses plus the weighted spectrum term."""
-    o = options
+    the frozen network (circular padding with tile), the loss terms built from the targets' taps
+    (options.loss: a key of LOSSES, or a statistic and gcd joined by +) and the spectrum term for an
+    output of `size`. Returns evaluate(x (B, 1, H, W)) -> (total (B,), parts {name: (B,)}): per term
+    the weighted mean of its per-layer losses (the gcd term times options.gcd_weight), plus the
+    weighted spectrum term."""
+    o, every = options, taps(layers, options)
     device = next(net.parameters()).device
-    net = model.frozen(net, o.pool, o.padding, o.dtype, keep=layers)
+    net = model.frozen(net, o.pool, o.padding, o.dtype, keep=every)
     with torch.no_grad(), model.autocast(device, o.dtype):
-        tfeats = [net.taps(t.to(device).float()[None, None], layers) for t in targets]
-    loss_fn = LOSSES[o.loss](tfeats, o.features)  # Gram and loss in fp32, outside autocast
+        tfeats = [net.taps(t.to(device).float()[None, None], every) for t in targets]
+    terms = []  # (weight, {tap: weight}, loss, prefix of its parts); losses in fp32, outside autocast
+    for name in o.loss.split("+"):
+        own = o.gcd_layers if name == "gcd" else layers
+        kw = {"occurrence": o.occurrence} if name == "gcd" else {}
+        fn = LOSSES[name]([{n: t[n] for n in own} for t in tfeats], o.features, **kw)
+        prefix = "gcd:" if name == "gcd" and o.loss != "gcd" else ""
+        terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix))
     model.set_padding(net, "circular" if o.tile else o.padding)
     spectrum = spectrum_loss(targets, size, device) if o.spectrum_weight > 0 else None
 
     def evaluate(x):
         with model.autocast(x.device, o.dtype):
-            feats = net.taps(x, layers)
-        per = loss_fn(feats)
-        total = sum(w * per[n] for n, w in layers.items()) / sum(layers.values())
+            feats = net.taps(x, every)
+        total, per = 0.0, {}
+        for weight, own, fn, prefix in terms:
+            part = fn({n: feats[n] for n in own})
+            total = total + weight * sum(w * part[n] for n, w in own.items()) / sum(own.values())
+            per.update({prefix + n: v for n, v in part.items()})
         if spectrum is not None:
             per["spectrum"] = spectrum(x)
             total = total + o.spectrum_weight * per["spectrum"]
@@ -279,7 +312,9 @@ class Options:
     with step size lr, for `steps` iterations or `time_budget` seconds (0: no limit); init: the start
     noise (init_image); pixels: sigmoid (optimise logits) or clamp; pool, padding: the network's during
     synthesis (tile: circular, the output tiles); dtype: autocast dtype; spectrum_weight > 0 adds the
-    Fourier spectrum constraint; levels > 1 works coarse to fine (see coarse_to_fine)."""
+    Fourier spectrum constraint; levels > 1 works coarse to fine (see coarse_to_fine); gcd_layers,
+    gcd_weight and occurrence: the taps, weight and occurrence penalty of the correspondence term.
+    Defaults as synthesize has always run (gen.py's come from hyperparams.py)."""
     loss: str = "gram"
     features: str = "normalize"
     optimizer: str = "lbfgs"
@@ -294,6 +329,9 @@ class Options:
     dtype: torch.dtype = torch.float32
     spectrum_weight: float = 0.0
     levels: int = 1
+    gcd_layers: dict = dataclasses.field(default_factory=lambda: {"relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0})
+    gcd_weight: float = 1.0
+    occurrence: float = 0.05
 
 
 def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None, match=True, callback=None,

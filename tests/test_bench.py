@@ -46,7 +46,7 @@ def test_quick_run_prints_the_table(quick_run):
     assert "32 px, batch 4" in out and "load average" in out
     for section in SECTIONS:
         assert any(line.startswith(section) for line in lines[header + 1:]), section
-    assert "speed-up" in out and "iteration / bare" in out
+    assert "speed-up" in out and "iteration / bare" in out and "--loss gcd iteration / bare" in out
 
 
 def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
