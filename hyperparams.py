@@ -35,6 +35,7 @@ class Hyperparams:
     demo_classes: int = 6  # number of procedural texture classes
     demo_patches: int = 40  # patches per class (10 per sample a..d)
     demo_size: int = 96  # side of each demo patch in pixels
+    demo_photos: str = "brick,grass,gravel,hubble_deep_field"  # real photographs shipped with scikit-image added as classes, each quadrant a sample a..d (empty: none)
     # == train ==
     ckpt_dir: str = "asset/train/ckpt"  # checkpoints and the run's settings
     log_dir: str = "asset/train/log"  # TensorBoard events, metrics.jsonl, curves.png
