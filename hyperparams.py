@@ -81,6 +81,14 @@ class Hyperparams:
     bench_chunk: int = 8  # synthesis iterations per timed round
     bench_matmul: int = 2048  # side of the square matmuls that measure peak FLOP/s
     bench_ckpt: str = ""  # network for the synthesis sections: checkpoint file or folder (empty: random weights)
+    # == fidelity ==
+    fidelity_dir: str = "asset/fidelity"  # fidelity.py's data, classifier, outputs, tables, pictures and JSON
+    fidelity_methods: str = ""  # methods of fidelity.METHODS to run, comma-separated (empty: all)
+    fidelity_seeds: int = 2  # outputs per target and method, each from its own noise
+    fidelity_size: int = 96  # side of the held-out targets and of the outputs (at most --demo-size)
+    fidelity_train_size: int = 64  # side of the crops the classifier trains on (as the README's demo)
+    fidelity_epochs: int = 12  # classifier training epochs (as the README's demo)
+    fidelity_steps: int = 300  # synthesis iterations per output (gen.py --steps)
 
 
 # Allowed values of the fields that take a word.
