@@ -35,6 +35,7 @@ class Hyperparams:
     demo_classes: int = 6  # number of procedural texture classes
     demo_patches: int = 40  # patches per class (10 per sample a..d)
     demo_size: int = 96  # side of each demo patch in pixels
+    demo_photos: str = "brick,grass,gravel,hubble_deep_field"  # real photographs shipped with scikit-image added as classes, each quadrant a sample a..d (empty: none)
     # == train ==
     ckpt_dir: str = "asset/train/ckpt"  # checkpoints and the run's settings
     log_dir: str = "asset/train/log"  # TensorBoard events, metrics.jsonl, curves.png
@@ -83,6 +84,14 @@ class Hyperparams:
     bench_chunk: int = 8  # synthesis iterations per timed round
     bench_matmul: int = 2048  # side of the square matmuls that measure peak FLOP/s
     bench_ckpt: str = ""  # network for the synthesis sections: checkpoint file or folder (empty: random weights)
+    # == fidelity ==
+    fidelity_dir: str = "asset/fidelity"  # fidelity.py's data, classifier, outputs, tables, pictures and JSON
+    fidelity_methods: str = ""  # methods of fidelity.METHODS to run, comma-separated (empty: all)
+    fidelity_seeds: int = 2  # outputs per target and method, each from its own noise
+    fidelity_size: int = 96  # side of the held-out targets and of the outputs (at most --demo-size)
+    fidelity_train_size: int = 64  # side of the crops the classifier trains on (as the README's demo)
+    fidelity_epochs: int = 12  # classifier training epochs (as the README's demo)
+    fidelity_steps: int = 300  # synthesis iterations per output (gen.py --steps)
 
 
 # Allowed values of the fields that take a word.

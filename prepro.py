@@ -3,7 +3,8 @@
     python prepro.py                              # download the 28 per-class zips, verify, extract, split
     python prepro.py --zips-dir ~/kylberg-zips    # no network: use zips you downloaded by hand
     python prepro.py --data-dir ~/my-textures     # any folder-per-class dataset: check, cache, split
-    python prepro.py --demo                       # offline procedural demo set in data/demo (seconds)
+    python prepro.py --demo                       # offline demo set in data/demo: procedural classes and 4 photographs (seconds)
+    python prepro.py --demo --demo-photos ""      # procedural classes only
     python prepro.py --demo --demo-classes 10 --demo-patches 80 --demo-size 128
 
 Images of any mode become 8-bit grayscale; if their sizes differ, all are centre-cropped to the
@@ -33,6 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import hyperparams
+import photos
 
 KYLBERG = ("blanket1 blanket2 canvas1 ceiling1 ceiling2 cushion1 floor1 floor2 grass1 lentils1 linseeds1 "
            "oatmeal1 pearlsugar1 rice1 rice2 rug1 sand1 scarf1 scarf2 screen1 seat1 seat2 sesameseeds1 "
@@ -247,11 +249,12 @@ def demo_patch(family, params, rng, size):
     return np.clip(np.rint(_norm(t) * 40 + 127), 0, 255).astype(np.uint8)
 
 
-def make_demo(out_dir, classes=6, patches=40, size=96, seed=0):
+def make_demo(out_dir, classes=6, patches=40, size=96, seed=0, photographs=()):
     """Write a procedural demo set in the Kylberg layout <out>/<class>/<class>-<a..d>-p<NNN>.png.
 
     Each sample letter is one realisation with its own angle, period and noise; its patches are
-    placements of it. The folder is replaced as a whole. Returns the class names.
+    placements of it. `photographs`: names of photos.PHOTOS added as classes (photos.write_class).
+    The folder is replaced as a whole. Returns the class names.
     """
     if not 1 <= classes <= len(FAMILIES):
         raise DataError(f"--demo-classes {classes}: choose 1 to {len(FAMILIES)}")
@@ -273,7 +276,13 @@ def make_demo(out_dir, classes=6, patches=40, size=96, seed=0):
                 for k in range(patches // 4 + (si < patches % 4)):
                     img = demo_patch(name, params, np.random.default_rng([seed, ci, si, k]), size)
                     Image.fromarray(img, "L").save(os.path.join(tmp, name, f"{name}-{letter}-p{k + 1:03d}.png"))
-        record = {"classes": names, "patches": patches, "size": size, "seed": seed}
+        for name in photographs:
+            try:
+                photos.write_class(tmp, name, patches, size, seed)
+            except ValueError as e:
+                raise DataError(str(e))
+        names += list(photographs)
+        record = {"classes": names, "patches": patches, "size": size, "seed": seed, "photographs": list(photographs)}
         _dump_json(record, os.path.join(tmp, "demo.json"))
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
@@ -281,6 +290,14 @@ def make_demo(out_dir, classes=6, patches=40, size=96, seed=0):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return names
+
+
+def demo_photographs(spec):
+    """--demo-photos as a tuple of names; a DataError naming the flag if one is unknown."""
+    try:
+        return photos.parse(spec)
+    except ValueError as e:
+        raise DataError(str(e))
 
 
 # ---- dataset: scan, cache, split -------------------------------------------------------------
@@ -541,7 +558,8 @@ def main(argv=None):
     args = hyperparams.parse_args(__doc__, ["run", "data", "demo"], argv, extra=extra)
     try:
         if args.demo:
-            make_demo(args.demo_dir, args.demo_classes, args.demo_patches, args.demo_size, args.seed)
+            make_demo(args.demo_dir, args.demo_classes, args.demo_patches, args.demo_size, args.seed,
+                      demo_photographs(args.demo_photos))
             data_dir, args.data_dir = args.demo_dir, args.demo_dir
             args.image_size = min(args.image_size, args.demo_size)  # the 224 default crop is for Kylberg
         else:

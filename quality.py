@@ -6,6 +6,8 @@ Pure functions of two (H, W) images in [0, 1] (sizes may differ), and the run re
     peak_energy        share of the energy of the target's dominant spectral peaks that the texture
                        has at the same 2-D frequencies (1: periodic structure kept, ~0: lost)
     target_peak_share  share of the target's energy in those peaks (how periodic the target is)
+and local_measures.py's measures of micro-texture and objects: lbp_distance, patch_nn (are the
+structures real?), patch_cover (is every structure present?) and copy_share (copied verbatim?).
 """
 import math
 
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperparams import save_json
+from local_measures import local_measures
 
 PEAKS = 4  # dominant peaks of the target (each with its mirror image at -f)
 BINS = 32  # radial frequency bins from 0 to the Nyquist frequency
@@ -114,12 +117,13 @@ def measures(img, target):
     """Every measure of one texture against its target."""
     pe, share = peak_energy(img, target)
     return {"hist_distance": hist_distance(img, target), "spectrum_distance": spectrum_distance(img, target),
-            "peak_energy": pe, "target_peak_share": share}
+            "peak_energy": pe, "target_peak_share": share, **local_measures(img, target)}
 
 
 # ---- the run report -------------------------------------------------------------------------
 
-COLUMNS = ["hist_distance", "spectrum_distance", "peak_energy", "recognised", "seconds"]
+COLUMNS = ["hist_distance", "spectrum_distance", "peak_energy", "lbp_distance", "patch_nn", "patch_cover",
+           "copy_share", "recognised", "seconds"]
 
 
 def summarise(records):

@@ -161,7 +161,8 @@ def test_cli_writes_quality_and_the_run_report(net, tmp_path, capsys):
               "--spectrum-weight", "0.5", "--snapshot-every", "0"])
     for name in ("dots0", "dots1"):
         r = json.load(open(out / name / "result.json"))
-        assert set(r["quality"]) == {"hist_distance", "spectrum_distance", "peak_energy", "target_peak_share"}
+        assert set(r["quality"]) == {"hist_distance", "spectrum_distance", "peak_energy", "target_peak_share",
+                                     "lbp_distance", "patch_nn", "patch_cover", "copy_share"}
         assert r["quality"]["hist_distance"] < 0.5 and "spectrum" in r["layer_losses"]
     rep = json.load(open(out / "report.json"))
     assert rep["summary"]["targets"] == rep["summary"]["finished"] == 2
@@ -169,7 +170,7 @@ def test_cli_writes_quality_and_the_run_report(net, tmp_path, capsys):
     assert rep["summary"]["mean"]["peak_energy"] == pytest.approx(
         sum(t["peak_energy"] for t in rep["targets"]) / 2)
     table = capsys.readouterr().out
-    assert "spectrum_distance" in table and "\nmean " in table
+    assert "spectrum_distance" in table and "copy_share" in table and "\nmean " in table
     with pytest.raises(SystemExit, match="1 of 1 target"):
         gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "1", "--levels", "3"])
     assert "--levels 3: the coarsest level would be below 16 px" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import photos
 import prepro
 
 
@@ -91,11 +92,32 @@ def test_demo_is_seeded_and_samples_differ(tmp_path):
 
 def test_demo_command_writes_ten_classes_and_records_settings(tmp_path, capsys):
     out = tmp_path / "demo"
-    prepro.main(["--demo", "--demo-dir", str(out), "--demo-classes", "10", "--demo-patches", "4", "--demo-size", "32"])
+    prepro.main(["--demo", "--demo-dir", str(out), "--demo-classes", "10", "--demo-patches", "4", "--demo-size", "32",
+                 "--demo-photos", ""])
     assert "10 classes, 40 images of 32x32" in capsys.readouterr().out
     assert json.loads((out / "prepro_args.json").read_text())["demo_classes"] == 10
     with pytest.raises(prepro.DataError, match="demo-classes"):
         prepro.make_demo(str(tmp_path / "x"), classes=len(prepro.FAMILIES) + 1)
+
+
+def test_demo_photographs_are_classes_whose_samples_are_quadrants(tmp_path, capsys):
+    out = tmp_path / "demo"
+    prepro.main(["--demo", "--demo-dir", str(out), "--demo-classes", "1", "--demo-patches", "8", "--demo-size", "32",
+                 "--demo-photos", "brick,hubble_deep_field", "--split", "source", "--image-size", "32"])
+    assert "3 classes, 24 images of 32x32, split source: 18 train / 6 test" in capsys.readouterr().out
+    parts = dict(zip("abcd", photos.quadrants(photos.photograph("brick"))))
+    for letter, part in parts.items():
+        windows = np.lib.stride_tricks.sliding_window_view(part, (32, 32))
+        for k in (1, 2):
+            patch = prepro.load_gray(str(out / "brick" / f"brick-{letter}-p{k:03d}.png")).numpy()
+            assert (windows == patch).all((2, 3)).any(), f"brick-{letter}-p{k:03d} is not a crop of quadrant {letter}"
+    split = json.loads((out / "split_source.json").read_text())
+    assert all("-d-" in f for f in split["test"]) and not any("-d-" in f for f in split["train"])
+    with pytest.raises(SystemExit, match="--demo-photos 'bricks'"):
+        prepro.main(["--demo", "--demo-dir", str(tmp_path / "x"), "--demo-photos", "bricks"])
+    with pytest.raises(prepro.DataError, match="--demo-size 300"):
+        prepro.make_demo(str(tmp_path / "y"), classes=1, size=300, photographs=("brick",))
+    assert not (tmp_path / "y").exists()
 
 
 # ---- splits and cache ------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""fidelity.py end to end at tiny settings: data with a photograph, a classifier trained on it, every
+method on the held-out targets, the table, the JSON and the picture; then a rerun that reuses the
+classifier and keeps the first run's outputs."""
+import json
+import os
+
+import pytest
+from PIL import Image
+
+import fidelity
+import model
+import quality
+
+TINY = ["--demo-classes", "1", "--demo-photos", "gravel", "--demo-patches", "12", "--demo-size", "48",
+        "--fidelity-size", "32", "--fidelity-train-size", "32", "--fidelity-epochs", "1", "--fidelity-steps", "2",
+        "--fidelity-seeds", "1"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fidelity")
+    return out, fidelity.main([*TINY, "--fidelity-dir", str(out)])
+
+
+def test_every_method_is_measured_on_photographs_and_demo_classes(first_run):
+    out, result = first_run
+    assert model.checkpoints(str(out / "ckpt"))  # trained on the data with the photograph
+    assert json.load(open(out / "data" / "demo.json"))["classes"] == ["stripes1", "gravel"]
+    rows = {(r["method"], r["set"]): r for r in result["summary"]}
+    assert set(rows) == {(m, s) for m in [fidelity.REFERENCE, *fidelity.METHODS] for s in ("photographs", "demo")}
+    for (method, _), r in rows.items():
+        assert r["outputs"] == 1 and all(r[k] is not None for k in fidelity.MEASURES), method
+    # the reference is a real new sample of the texture: its patches are structures of the target
+    assert rows[fidelity.REFERENCE, "photographs"]["patch_nn"] < rows["default", "photographs"]["patch_nn"]
+    for r in result["records"]:
+        if r["method"] != fidelity.REFERENCE:
+            assert set(quality.COLUMNS) - {"recognised", "seconds"} <= set(r["quality"])
+            assert r["seed"] == 0 and r["seconds"] > 0
+
+
+def test_table_json_and_picture_are_written(first_run):
+    out, result = first_run
+    base = result["base"]
+    table = open(base + ".md").read()
+    assert table.startswith("| method | set |") and all(f"| {m} |" in table for m in fidelity.METHODS)
+    saved = json.load(open(base + ".json"))
+    assert saved["summary"] == json.loads(json.dumps(result["summary"]))
+    with Image.open(base + ".png") as im:  # a row per target, a column for it and each method
+        assert im.width > (1 + len(fidelity.METHODS)) * 32 and im.height > 2 * 32
+
+
+def test_rerun_reuses_the_classifier_and_keeps_earlier_outputs(first_run, capsys):
+    out, result = first_run
+    before = {p: os.path.getmtime(out / "ckpt" / p) for p in os.listdir(out / "ckpt")}
+    again = fidelity.main([*TINY, "--fidelity-dir", str(out), "--fidelity-methods", "spectrum0"])
+    assert "reusing the classifier" in capsys.readouterr().out
+    assert {p: os.path.getmtime(out / "ckpt" / p) for p in os.listdir(out / "ckpt")} == before
+    assert {r["method"] for r in again["summary"]} == {fidelity.REFERENCE, "spectrum0"}
+    assert again["base"] != result["base"] and os.path.isfile(result["base"] + ".md")
+    assert open(result["base"] + ".md").read().count("| default |") == 2
+
+
+def test_unknown_method_is_a_one_line_error():
+    with pytest.raises(SystemExit, match="--fidelity-methods: unknown nope; known: default,spectrum0"):
+        fidelity.main(["--fidelity-methods", "default,nope"])
