@@ -1,0 +1,112 @@
+"""The guided correspondence loss (correspondence.py, --loss gcd): its formula, chunking, occurrence
+penalty, and synthesis with it on a tiny object texture (discs on a background)."""
+import dataclasses
+import json
+
+import pytest
+from PIL import Image
+import torch
+import torch.nn.functional as F
+
+import correspondence
+import gen
+import model
+import quality
+import synthesis
+
+GCD = {"relu2_1": 1.0, "relu3_1": 1.0}
+
+
+def plain_loss(x, t, occurrence):
+    """The loss written out on unfolded patches, the whole distance matrix at once."""
+    q, p = (F.unfold(f, correspondence.PATCH, stride=correspondence.STRIDE)[0].T for f in (t, x))
+    m = q.mean(0)
+    d = ((1 - F.normalize(p - m, dim=1) @ F.normalize(q - m, dim=1).T) / 2).clamp_min(0)  # (N_out, N_ref)
+    used = torch.bincount(d.argmin(1), minlength=len(q)).float()
+    d = d + occurrence * used * len(q) / len(p)
+    a = ((1 - d / (d.min(1, keepdim=True).values + 1e-5)) / correspondence.BANDWIDTH).softmax(1)
+    return -a.max(1).values.log().mean()
+
+
+def test_loss_and_gradient_match_the_plain_formula_chunked_or_not(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    t, x = torch.rand(1, 6, 26, 29, generator=g), torch.rand(1, 6, 31, 25, generator=g).requires_grad_()
+    want = plain_loss(x, t, 0.3)
+    grad_want, = torch.autograd.grad(want, x)
+    ref = correspondence.reference(t, correspondence.PATCH)
+    for chunk in (1 << 21, 40):  # one chunk, and a chunk per output row of patches
+        monkeypatch.setattr(correspondence, "CHUNK", chunk)
+        got = correspondence.image_loss(x, ref, 0.3)
+        grad, = torch.autograd.grad(got, x)
+        assert got.item() == pytest.approx(want.item(), rel=1e-4)
+        assert (grad - grad_want).abs().max() < 1e-4 * grad_want.abs().max()
+
+
+def discs(size, seed, n=10, radius=4.5):
+    """Bright discs scattered on a dark textured background, in [0, 1]: a small object texture."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                          indexing="ij")
+    img = 0.2 + 0.05 * torch.rand(size, size, generator=g)
+    for cy, cx in (torch.rand(n, 2, generator=g) * size).tolist():
+        dy, dx = (y - cy + size / 2) % size - size / 2, (x - cx + size / 2) % size - size / 2
+        img = torch.maximum(img, 0.85 * torch.sigmoid((radius - (dy ** 2 + dx ** 2).sqrt()) * 2))
+    return img
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return model.TextureNet(3).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def run(net):
+    target = discs(48, 0)
+    opts = synthesis.Options(loss="gcd", gcd_layers=GCD, optimizer="adam", lr=0.1, steps=40, dtype=torch.float32)
+    return target, synthesis.synthesize(net, [target], GCD, None, opts, seeds=[2])[0]
+
+
+def test_synthesis_lowers_the_loss_and_improves_the_patch_measures_without_copying(run):
+    target, r = run
+    assert r["message"] is None and r["curve"][-1] < 0.5 * r["curve"][0]
+    assert set(r["layer_losses"]) == set(GCD)
+    start = synthesis.init_image(target, target.shape, "shuffle", 2)
+    before, after = quality.measures(start, target), quality.measures(r["image"], target)
+    assert after["patch_nn"] < 0.6 * before["patch_nn"] and after["patch_cover"] < 0.6 * before["patch_cover"]
+    assert after["lbp_distance"] < before["lbp_distance"]
+    assert after["copy_share"] < 0.2
+
+
+def test_occurrence_penalty_spreads_the_matches():
+    """Output features that start bunched near the target's mean patch: optimised with the penalty,
+    they come to use many more distinct target patches than without it."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(1, 8, 31, 31, generator=g)
+    ref = correspondence.reference(t, correspondence.PATCH)
+    start = t.mean((2, 3), keepdim=True) + 0.05 * torch.randn(1, 8, 31, 31, generator=g)
+    used = {}
+    for occurrence in (0.0, 0.05):
+        x = start.clone().requires_grad_()
+        opt = torch.optim.Adam([x], 0.02)
+        for _ in range(40):
+            opt.zero_grad()
+            correspondence.image_loss(x, ref, occurrence).backward()
+            opt.step()
+        used[occurrence] = len(correspondence.nearest(x, ref).unique())
+    assert used[0.05] > 1.3 * used[0.0], used
+
+
+def test_cli_combines_gram_and_correspondence_and_names_a_bad_tap(net, tmp_path):
+    path = tmp_path / "discs-a-p001.png"
+    Image.fromarray((discs(48, 1) * 255).round().byte().numpy()).save(path)
+    ckpt = str(tmp_path / model.ckpt_name(1))
+    model.save_checkpoint({"arch": "vgg19", "classes": ["discs", "x", "y"], "model": net.state_dict()}, ckpt)
+    out = tmp_path / "gen"
+    gen.main([str(path), "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "2", "--loss", "gram+gcd",
+              "--gcd-weight", "0.5", "--snapshot-every", "0", "--size", "64", "48", "--tile"])
+    r = json.load(open(out / "discs" / "result.json"))
+    assert r["status"] == "ok" and r["size"] == [64, 48]
+    assert {"relu1_1", "relu5_1", "gcd:relu2_1", "gcd:relu4_1", "spectrum"} <= set(r["layer_losses"])
+    with pytest.raises(SystemExit, match="--gcd-layers: unknown layer 'relu9_1'"):
+        gen.main([str(path), "--ckpt", ckpt, "--gen-dir", str(out), "--loss", "gcd", "--gcd-layers", "relu9_1"])
