@@ -1,6 +1,5 @@
 """The guided correspondence loss (correspondence.py, --loss gcd): its formula, chunking, occurrence
 penalty, and synthesis with it on a tiny object texture (discs on a background)."""
-import dataclasses
 import json
 
 import pytest
