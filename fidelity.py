@@ -35,7 +35,10 @@ from hyperparams import Hyperparams, parse_args, save_args, save_json, write_ato
 GROUPS = ["run", "demo", "fidelity"]
 # name -> gen.py flags; the first is today's default. Every feature loss of synthesis.LOSSES is one.
 METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
-           **{k: ["--loss", k] for k in synthesis.LOSSES if k != Hyperparams.loss}}
+           **{k: ["--loss", k] for k in synthesis.LOSSES if k != Hyperparams.loss},
+           # the occurrence penalty changes with the matches between evaluations: Adam, not L-BFGS
+           "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1"],
+           "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1"]}
 MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "lbp_distance", "patch_nn", "patch_cover",
             "copy_share"]
 REFERENCE = "sample c (reference)"
