@@ -7,6 +7,7 @@ noise, until its Gram matrices at the chosen layers match those of a target text
     python gen.py a.png --backbone random                    # untrained weights: no checkpoint needed
     python gen.py a.png --backbone imagenet --backbone-weights vgg19-dcbb9e9d.pth  # Gatys' ImageNet VGG-19
     python gen.py a.png --loss swd --spectrum-weight 1          # whole feature distribution + Fourier spectrum
+    python gen.py a.png --loss gram+gcd --optimizer adam --gen-lr 0.1  # + guided correspondence of feature patches
     python gen.py a.png --size 1024 1024 --tile --steps 100    # coarse to fine (3 levels: 256, 512, 1024 px)
     python gen.py a.png --layers pool1,pool2:0.5 --optimizer adam --gen-lr 0.02 --time-budget 60
     python gen.py a.png --optimizer adam --gen-lr 1e-4 --init uniform --features standardize \\
