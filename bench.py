@@ -1,6 +1,7 @@
 """Speed report: each figure is a ratio or a rate of two things timed in the same run, interleaved.
 
-    python bench.py --quick                     # about a minute on 2 CPU cores (64 px, few repeats)
+    python bench.py --quick                     # a few minutes on 2 CPU cores (64 px, few repeats, 1000 original steps)
+    python bench.py --quick --image-size 32 --bench-orig-steps 20000 --bench-orig-seconds 900  # the original to its plateau
     python bench.py                             # VGG-19 at 224 px, batch 16: tens of minutes on a CPU
     python bench.py --image-size 128 --bench-repeats 3 --device cuda
 
@@ -10,9 +11,12 @@ hits both alike):
              channels-last, torch.compile by its rule): images/s and the speed-up
   data       a whole epoch through prepro.Batches from the uint8 cache vs the same steps on batches
              already in memory: the share of model speed the pipeline keeps
-  synthesis  the original recipe (Adam lr 1e-4 from U(0,1), standardised Gram at pool1-pool4) run for
-             --bench-orig-steps vs gen.py's default, both scored by the original's loss: time for the
-             default to reach the loss the original ended at, and the speed-up
+  synthesis  time to quality on a real photograph (--bench-photo): the original recipe (Adam lr 1e-4 from
+             U(0,1), standardised Gram at pool1-pool4, max pooling, zero padding, clamp) until it plateaus
+             (at most --bench-orig-steps or --bench-orig-seconds), with local_measures' LBP distance and
+             patch distances both ways recorded along the way; then each method of fidelity.METHODS (gen.py's
+             default first): the seconds until it reaches each of the original's final measures, and the
+             speed-up to reach all of them (iteration counts times iteration times timed side by side)
   iteration  one synthesis iteration of gen.py's default vs a bare forward+backward of the same network,
              and the same without the optimiser (forward, loss terms, backward): where the extra time goes
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
@@ -30,17 +34,20 @@ from itertools import islice
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import fidelity
 import gen
-import synthesis
 import model as M
+import photos
 import prepro
+import synthesis
 import train
+from local_measures import local_measures
 from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json
 
 GROUPS = ["run", "data", "bench"]
 # --quick replaces these defaults (flags given explicitly still win).
-QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 60,
-         "bench_gen_steps": 60, "bench_chunk": 4, "bench_matmul": 1024}
+QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 1000,
+         "bench_gen_steps": 100, "bench_chunk": 4, "bench_matmul": 1024}
 
 
 # ---- timing ---------------------------------------------------------------------------------
@@ -199,6 +206,7 @@ def bench_data(args, device, data_dir):
 
 # ---- synthesis ------------------------------------------------------------------------------
 
+QUALITY = ("lbp_distance", "patch_nn", "patch_cover")  # local_measures' distances, lower is better
 # The original TensorFlow recipe, through gen.py's options; it ran in fp32.
 ORIGINAL = {"optimizer": "adam", "lr": 1e-4, "init": "uniform", "features": "standardize", "pixels": "clamp",
             "pool": "max", "padding": "zeros", "dtype": torch.float32, "match": False}
@@ -214,32 +222,73 @@ def synthesis_net(args, device):
         raise SystemExit(f"--bench-ckpt: {e}")
 
 
-def original_score(net, target, layers):
-    """The original's loss (standardised Grams, max pooling, zero padding, fp32) of a batch of images."""
-    ref = M.frozen(net, "max", "zeros", keep=layers)
-    with torch.no_grad():
-        loss_fn = synthesis.gram_loss([ref.taps(target[None, None], layers)], "standardize")
-
-    def score(images):
-        with torch.no_grad():
-            return synthesis._total(ref, loss_fn, images, layers, torch.float32)[0].max().item()
-    return score
-
-
 class Reached(Exception):
-    """Raised from the progress callback to end a run once the loss to beat is reached."""
+    """Raised from the progress callback to end a run once every goal is reached."""
 
 
-def steps_to_reach(net, target, layers, options, goal, score, max_steps, seed):
-    """Iterations synthesis.synthesize with `options` needs until `score` of its image is <= goal (None: not in max_steps)."""
-    def check(step, images, losses):
-        if score(images) <= goal:
+def measured_run(net, target, layers, options, steps, every, seed, goal=None, time_budget=0.0):
+    """synthesis.synthesize from the seed's noise, with local_measures' QUALITY measures of the current
+    image every `every` iterations and after the last: [(step, measures)]. With `goal` it stops once
+    every measure is at or below the goal's."""
+    curve, last = [], {}
+
+    def measure(step, image):
+        curve.append((step, {k: v for k, v in local_measures(image, target.cpu()).items() if k in QUALITY}))
+        if goal and all(curve[-1][1][k] <= goal[k] for k in QUALITY):
             raise Reached(step)
+
+    def check(step, images, losses):
+        last.update(step=step, image=images[0, 0].float().cpu())
+        if step % every == 0:
+            measure(step, last["image"])
     try:
-        synthesis.synthesize(net, [target], layers, steps=max_steps, seeds=[seed], callback=check, **options)
-    except Reached as e:
-        return e.args[0]
-    return None
+        synthesis.synthesize(net, [target], layers, steps=steps, seeds=[seed], callback=check,
+                             time_budget=time_budget, **options)
+        if last and (not curve or curve[-1][0] != last["step"]):
+            measure(last["step"], last["image"])
+    except Reached:
+        pass
+    return curve
+
+
+def first_steps(curve, goal):
+    """Per QUALITY measure, and for all of them at once, the first measured step at or below the goal
+    (None: never)."""
+    out = {k: next((s for s, m in curve if m[k] <= goal[k]), None) for k in QUALITY}
+    out["all"] = next((s for s, m in curve if all(m[k] <= goal[k] for k in QUALITY)), None)
+    return out
+
+
+def last_quarter_gain(curve):
+    """Per measure, the share of the run's whole improvement made in its last quarter of iterations:
+    near 0 once it has plateaued."""
+    end = curve[-1][0]
+    mid = min(curve, key=lambda c: abs(c[0] - 0.75 * end))[1]
+    first, final = curve[0][1], curve[-1][1]
+    return {k: (mid[k] - final[k]) / (first[k] - final[k]) if first[k] != final[k] else 0.0 for k in QUALITY}
+
+
+def photo_target(args, device):
+    """The centre --image-size crop of the --bench-photo photograph, in [0, 1] on the device."""
+    img = photos.photograph(args.bench_photo)
+    top = (img.shape[0] - args.image_size) // 2
+    return (torch.from_numpy(img[top:top + args.image_size, top:top + args.image_size]).float() / 255).to(device)
+
+
+def time_to_quality(args, net, dtype, device):
+    """The original recipe until --bench-orig-steps or --bench-orig-seconds (its plateau), then every method of
+    fidelity.METHODS until it reaches each of the original's final QUALITY measures: the iteration counts."""
+    target, seed = photo_target(args, device), args.seed
+    orig = measured_run(net, target, gen.parse_layers("original"), ORIGINAL, args.bench_orig_steps,
+                        args.bench_orig_every, seed, time_budget=args.bench_orig_seconds)
+    goal = orig[-1][1]
+    out = {"target": args.bench_photo, "goal": goal, "original": {
+        "steps": orig[-1][0], "last_quarter_gain": last_quarter_gain(orig), "curve": orig}, "methods": {}}
+    for name in fidelity.METHODS:
+        layers, options = fidelity.method_options(name, dtype)
+        curve = measured_run(net, target, layers, options, args.bench_gen_steps, args.bench_gen_every, seed, goal)
+        out["methods"][name] = {"steps_to": first_steps(curve, goal), "final": curve[-1][1], "curve": curve}
+    return target, out
 
 
 def iteration_times(net, target, layers, options, steps, seed):
@@ -293,32 +342,30 @@ def loss_times(net, target, layers, options, steps, device):
     return run
 
 
-def bench_synthesis(args, device, dtype, data_dir):
-    """Sections synthesis and iteration: iteration counts from one run of each recipe, the time per
-    iteration from interleaved timed chunks of both recipes, of the loss alone and of the bare network."""
-    data = prepro.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
-    img, s = data.train_images[0], args.image_size
-    top, left = (img.shape[0] - s) // 2, (img.shape[1] - s) // 2
-    target = (img[top:top + s, left:left + s].float() / 255).to(device)
-    net, original = synthesis_net(args, device), gen.parse_layers("original")
-    layers, options = gen.default_options(dtype)
-    orig = synthesis.synthesize(net, [target], original, steps=args.bench_orig_steps, seeds=[args.seed], **ORIGINAL)[0]
-    goal = orig["curve"][-1]  # ORIGINAL runs the very loss of original_score: no rescoring needed
-    reached = steps_to_reach(net, target, layers, options, goal, original_score(net, target, original),
-                             args.bench_gen_steps, args.seed)
+def bench_synthesis(args, device, dtype):
+    """Sections synthesis and iteration: iteration counts from time_to_quality, the time per iteration of
+    each recipe from interleaved timed chunks, and of the default's loss alone and of the bare network."""
+    net = synthesis_net(args, device)
+    target, quality = time_to_quality(args, net, dtype, device)
+    methods = {name: fidelity.method_options(name, dtype) for name in fidelity.METHODS}
+    layers, options = methods["default"]
     c = args.bench_chunk
     t = interleave({
-        "original": iteration_times(net, target, original, ORIGINAL, c + 1, args.seed),
-        "default": iteration_times(net, target, layers, options, c + 1, args.seed),
+        "original": iteration_times(net, target, gen.parse_layers("original"), ORIGINAL, c + 1, args.seed),
+        **{name: iteration_times(net, target, lay, opt, c + 1, args.seed) for name, (lay, opt) in methods.items()},
         "loss": loss_times(net, target, layers, options, c, device),
-        "bare": bare_times(net, layers, options, s, c, device)}, args.bench_repeats, device)
-    synth = {"original_steps": args.bench_orig_steps, "original_final_loss": goal,
-             "original_seconds": args.bench_orig_steps * t["original"],
-             "original_iteration_s": t["original"], "default_iteration_s": t["default"],
-             "default_steps_to_reach": reached, "image_size": s, "network": args.bench_ckpt or f"random {net.arch}"}
-    if reached is not None:
-        synth["default_seconds_to_reach"] = reached * t["default"]
-        synth["speedup"] = args.bench_orig_steps / reached * t.ratio("original", "default")
+        "bare": bare_times(net, layers, options, args.image_size, c, device)}, args.bench_repeats, device)
+    orig = quality["original"]
+    orig.update(iteration_s=t["original"], seconds=orig["steps"] * t["original"])
+    for name, m in quality["methods"].items():
+        m["iteration_s"] = t[name]
+        m["seconds_to"] = {k: None if s is None else s * t[name] for k, s in m["steps_to"].items()}
+        # a ratio of iteration times measured side by side, times the ratio of iteration counts
+        m["speedup"] = None if m["steps_to"]["all"] is None else \
+            orig["steps"] / m["steps_to"]["all"] * t.ratio("original", name)
+    synth = {"original_steps": orig["steps"], "original_seconds": orig["seconds"], "original_iteration_s": t["original"],
+             "default_iteration_s": t["default"], "image_size": args.image_size,
+             "network": args.bench_ckpt or f"random {net.arch}", **quality}
     iteration = {"default_iteration_s": t["default"], "loss_s": t["loss"], "bare_forward_backward_s": t["bare"],
                  "ratio": t.ratio("default", "bare"), "loss_ratio": t.ratio("loss", "bare")}
     return synth, iteration
@@ -338,14 +385,15 @@ def rows(r):
            ("data", "model step alone (preloaded), images/s", f"{d['model_only_images_per_s']:.2f}"),
            ("data", "epoch / model-alone throughput", f"{d['ratio']:.3f}"),
            ("data", "split loaded from the uint8 cache, images/s", f"{d['cache_load_images_per_s']:.0f}"),
-           ("synthesis", f"original recipe, {sy['original_steps']} Adam steps, s", f"{sy['original_seconds']:.2f}"),
-           ("synthesis", "original's final loss (standardised Gram)", f"{sy['original_final_loss']:.4g}")]
-    if sy["default_steps_to_reach"] is None:
-        out.append(("synthesis", "gen.py default reaches it", "not within --bench-gen-steps"))
-    else:
-        out += [("synthesis", f"gen.py default reaches it in {sy['default_steps_to_reach']} steps, s",
-                 f"{sy['default_seconds_to_reach']:.3f}"),
-                ("synthesis", "speed-up", f"{sy['speedup']:.1f}x")]
+           ("synthesis", f"original recipe on {sy['target']}, {sy['original_steps']} Adam steps, s",
+            f"{sy['original_seconds']:.1f}"),
+           ("synthesis", "its final " + ", ".join(QUALITY), ", ".join(f"{sy['goal'][k]:.3f}" for k in QUALITY)),
+           ("synthesis", "its last quarter's share of its gain", ", ".join(
+               f"{sy['original']['last_quarter_gain'][k]:.2f}" for k in QUALITY))]
+    for name, run in sy["methods"].items():
+        reached = ", ".join("not reached" if v is None else f"{v:.1f}" for v in run["seconds_to"].values())
+        out.append(("synthesis", f"{name}: s to reach each, all ({run['steps_to']['all']} steps)", reached))
+        out.append(("synthesis", f"{name}: speed-up to all", "-" if run["speedup"] is None else f"{run['speedup']:.1f}x"))
     out += [("iteration", "gen.py default iteration, ms", f"{1e3 * it['default_iteration_s']:.1f}"),
             ("iteration", "bare forward+backward, ms", f"{1e3 * it['bare_forward_backward_s']:.1f}"),
             ("iteration", "forward+loss+backward (no optimiser), ms", f"{1e3 * it['loss_s']:.1f}"),
@@ -375,7 +423,7 @@ def table(r):
 
 def settings(argv):
     def extra(p):
-        p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: "
+        p.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores: "
                        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     args = parse_args(__doc__, GROUPS, argv, extra=extra)
     if args.quick:
@@ -409,7 +457,7 @@ def main(argv=None):
         results["data"] = bench_data(args, device, data_dir)
         say(f"epoch / model-alone {results['data']['ratio']:.3f}; synthesis: original recipe vs gen.py's "
             "default, iteration vs bare network")
-        results["synthesis"], results["iteration"] = bench_synthesis(args, device, dtype, data_dir)
+        results["synthesis"], results["iteration"] = bench_synthesis(args, device, dtype)
         say("done")
     if hasattr(os, "getloadavg"):
         results["machine"]["load_avg_1min_end"] = os.getloadavg()[0]

@@ -15,6 +15,8 @@ it already holds one or --ckpt names one; then gen.py on the first patch of samp
 target beside each method's output). The reference row scores sample c's first patch against the
 target: what a new photograph of the same texture scores.
 """
+import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -30,7 +32,7 @@ import prepro
 import quality
 import synthesis
 import train
-from hyperparams import Hyperparams, parse_args, save_args, save_json, write_atomic
+from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json, write_atomic
 
 GROUPS = ["run", "demo", "fidelity"]
 # name -> gen.py flags; the first is today's default. Every feature loss of synthesis.LOSSES is one.
@@ -47,6 +49,14 @@ def chosen_methods(spec):
     if unknown:
         raise SystemExit(f"--fidelity-methods: unknown {','.join(unknown)}; known: {','.join(METHODS)}")
     return names
+
+
+def method_options(name, dtype):
+    """(layers, synthesis.synthesize options) of a method: gen.py's defaults with its flags, for an output
+    as large as the target."""
+    given = vars(add_arguments(argparse.ArgumentParser(), ["gen"]).parse_args(METHODS[name]))
+    args = argparse.Namespace(**{**dataclasses.asdict(Hyperparams()), **given, "tile": False})
+    return gen.parse_layers(args.layers), gen.options(args, dtype)
 
 
 def build_data(args, folder):
@@ -66,17 +76,22 @@ def build_data(args, folder):
 
 
 def classifier(args, data_dir):
-    """--ckpt, else the newest checkpoint in --fidelity-dir/ckpt, else one trained there now."""
+    """--ckpt, else the classifier in --fidelity-dir/ckpt: trained there now if it holds none, resumed if
+    its run was stopped before its last epoch (train.py saves a checkpoint on Ctrl-C)."""
     if args.ckpt:
         return args.ckpt
     folder = os.path.join(args.fidelity_dir, "ckpt")
-    if model.checkpoints(folder):
-        print(f"reusing the classifier in {folder}")
-        return folder
+    found = model.checkpoints(folder)
+    if found:
+        ckpt = model.load_checkpoint(found[-1])
+        if ckpt["epoch"] >= ckpt["hparams"]["epochs"]:
+            print(f"reusing the classifier in {folder}")
+            return folder
+        print(f"resuming the classifier's training in {folder}")
     train.main(["--data-dir", data_dir, "--split", "source", "--image-size", str(args.fidelity_train_size),
                 "--epochs", str(args.fidelity_epochs), "--ckpt-dir", folder, "--log-dir",
                 os.path.join(args.fidelity_dir, "log"), "--device", args.device, "--dtype", args.dtype,
-                "--seed", str(args.seed)])
+                "--seed", str(args.seed), *(["--resume"] if found else [])])
     return folder
 
 

@@ -76,11 +76,15 @@ class Hyperparams:
     bench_steps: int = 2  # training steps per timed round
     bench_repeats: int = 3  # interleaved rounds per comparison; medians are reported
     bench_images: int = 160  # images in the generated dataset (28 classes) whose training epoch is timed
-    bench_orig_steps: int = 200  # Adam steps of the original synthesis recipe
-    bench_gen_steps: int = 200  # most iterations gen.py's default gets to reach the original's final loss
+    bench_orig_steps: int = 200000  # most Adam steps of the original synthesis recipe (it runs until its plateau)
+    bench_gen_steps: int = 300  # most iterations each method gets to reach the original's final quality measures
     bench_chunk: int = 8  # synthesis iterations per timed round
     bench_matmul: int = 2048  # side of the square matmuls that measure peak FLOP/s
     bench_ckpt: str = ""  # network for the synthesis sections: checkpoint file or folder (empty: random weights)
+    bench_photo: str = "gravel"  # photograph (photos.PHOTOS) whose centre --image-size crop is the synthesis target
+    bench_orig_seconds: float = 3600.0  # stop the original recipe after this many seconds, its own rule (0: --bench-orig-steps only)
+    bench_orig_every: int = 250  # original recipe's iterations between quality measurements
+    bench_gen_every: int = 5  # each method's iterations between quality measurements
     # == fidelity ==
     fidelity_dir: str = "asset/fidelity"  # fidelity.py's data, classifier, outputs, tables, pictures and JSON
     fidelity_methods: str = ""  # methods of fidelity.METHODS to run, comma-separated (empty: all)
@@ -91,6 +95,7 @@ class Hyperparams:
     fidelity_steps: int = 300  # synthesis iterations per output (gen.py --steps)
 
 
+PHOTOS = ("brick", "grass", "gravel", "hubble_deep_field")  # texture photographs shipped with scikit-image (photos.py)
 # Allowed values of the fields that take a word.
 CHOICES = {
     "dtype": ["auto", "bf16", "fp16", "fp32"],
@@ -106,9 +111,11 @@ CHOICES = {
     "pixels": ["sigmoid", "clamp"],
     "padding": ["reflect", "zeros", "circular"],
     "backbone": ["trained", "random", "imagenet"],
+    "bench_photo": list(PHOTOS),
 }
 # Numeric fields that may be zero; every other number must be positive.
-ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels"}
+ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
+           "bench_orig_seconds"}
 
 
 def _comments():
