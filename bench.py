@@ -37,11 +37,10 @@ from torch.utils.flop_counter import FlopCounterMode
 import fidelity
 import gen
 import model as M
-import photos
 import prepro
 import synthesis
 import train
-from local_measures import local_measures
+from bench_quality import ORIGINAL, QUALITY, time_to_quality
 from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json
 
 GROUPS = ["run", "data", "bench"]
@@ -206,10 +205,6 @@ def bench_data(args, device, data_dir):
 
 # ---- synthesis ------------------------------------------------------------------------------
 
-QUALITY = ("lbp_distance", "patch_nn", "patch_cover")  # local_measures' distances, lower is better
-# The original TensorFlow recipe, through gen.py's options; it ran in fp32.
-ORIGINAL = {"optimizer": "adam", "lr": 1e-4, "init": "uniform", "features": "standardize", "pixels": "clamp",
-            "pool": "max", "padding": "zeros", "dtype": torch.float32, "match": False}
 
 
 def synthesis_net(args, device):
@@ -220,75 +215,6 @@ def synthesis_net(args, device):
         return gen.networks(choice)[0].to(device).eval().requires_grad_(False)
     except M.CheckpointError as e:
         raise SystemExit(f"--bench-ckpt: {e}")
-
-
-class Reached(Exception):
-    """Raised from the progress callback to end a run once every goal is reached."""
-
-
-def measured_run(net, target, layers, options, steps, every, seed, goal=None, time_budget=0.0):
-    """synthesis.synthesize from the seed's noise, with local_measures' QUALITY measures of the current
-    image every `every` iterations and after the last: [(step, measures)]. With `goal` it stops once
-    every measure is at or below the goal's."""
-    curve, last = [], {}
-
-    def measure(step, image):
-        curve.append((step, {k: v for k, v in local_measures(image, target.cpu()).items() if k in QUALITY}))
-        if goal and all(curve[-1][1][k] <= goal[k] for k in QUALITY):
-            raise Reached(step)
-
-    def check(step, images, losses):
-        last.update(step=step, image=images[0, 0].float().cpu())
-        if step % every == 0:
-            measure(step, last["image"])
-    try:
-        synthesis.synthesize(net, [target], layers, steps=steps, seeds=[seed], callback=check,
-                             time_budget=time_budget, **options)
-        if last and (not curve or curve[-1][0] != last["step"]):
-            measure(last["step"], last["image"])
-    except Reached:
-        pass
-    return curve
-
-
-def first_steps(curve, goal):
-    """Per QUALITY measure, and for all of them at once, the first measured step at or below the goal
-    (None: never)."""
-    out = {k: next((s for s, m in curve if m[k] <= goal[k]), None) for k in QUALITY}
-    out["all"] = next((s for s, m in curve if all(m[k] <= goal[k] for k in QUALITY)), None)
-    return out
-
-
-def last_quarter_gain(curve):
-    """Per measure, the share of the run's whole improvement made in its last quarter of iterations:
-    near 0 once it has plateaued."""
-    end = curve[-1][0]
-    mid = min(curve, key=lambda c: abs(c[0] - 0.75 * end))[1]
-    first, final = curve[0][1], curve[-1][1]
-    return {k: (mid[k] - final[k]) / (first[k] - final[k]) if first[k] != final[k] else 0.0 for k in QUALITY}
-
-
-def photo_target(args, device):
-    """The centre --image-size crop of the --bench-photo photograph, in [0, 1] on the device."""
-    img = photos.photograph(args.bench_photo)
-    top = (img.shape[0] - args.image_size) // 2
-    return (torch.from_numpy(img[top:top + args.image_size, top:top + args.image_size]).float() / 255).to(device)
-
-
-def time_to_quality(args, net, dtype, device):
-    """The original recipe until --bench-orig-steps or --bench-orig-seconds (its plateau), then every method of
-    fidelity.METHODS until it reaches each of the original's final QUALITY measures: the iteration counts."""
-    target, seed = photo_target(args, device), args.seed
-    orig = measured_run(net, target, gen.parse_layers("original"), ORIGINAL, args.bench_orig_steps,
-                        args.bench_orig_every, seed, time_budget=args.bench_orig_seconds)
-    goal = orig[-1][1]
-    out = {"target": args.bench_photo, "goal": goal, "original": {
-        "steps": orig[-1][0], "last_quarter_gain": last_quarter_gain(orig), "curve": orig}, "methods": {}}
-    for name in fidelity.METHODS:
-        layers, options = fidelity.method_options(name, dtype)
-        curve = measured_run(net, target, layers, options, args.bench_gen_steps, args.bench_gen_every, seed, goal)
-        out["methods"][name] = {"steps_to": first_steps(curve, goal), "final": curve[-1][1], "curve": curve}
-    return target, out
 
 
 def iteration_times(net, target, layers, options, steps, seed):

@@ -22,7 +22,6 @@ import os
 import sys
 import time
 
-import torch
 from PIL import Image, ImageDraw
 
 import gen

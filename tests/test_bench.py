@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import bench
+import bench_quality
 import fidelity
 import model as M
 from hyperparams import Hyperparams
@@ -57,7 +58,7 @@ def test_time_to_quality_measures_the_original_until_its_end_and_each_method_aga
         sy = json.load(f)["synthesis"]
     orig = sy["original"]
     assert [s for s, _ in orig["curve"]] == [2, 4, 5] and orig["steps"] == 5  # every 2 steps and the last
-    assert sy["goal"] == orig["curve"][-1][1] and set(sy["goal"]) == set(bench.QUALITY)
+    assert sy["goal"] == orig["curve"][-1][1] and set(sy["goal"]) == set(bench_quality.QUALITY)
     assert list(sy["methods"]) == list(fidelity.METHODS)
     for name, m in sy["methods"].items():
         steps = [s for s, _ in m["curve"]]
@@ -65,7 +66,7 @@ def test_time_to_quality_measures_the_original_until_its_end_and_each_method_aga
         all_at = m["steps_to"]["all"]
         assert (all_at is None) == (m["speedup"] is None), name
         if all_at is not None:  # a run stops once it reaches every goal
-            assert all_at == steps[-1] and all(m["final"][k] <= sy["goal"][k] for k in bench.QUALITY)
+            assert all_at == steps[-1] and all(m["final"][k] <= sy["goal"][k] for k in bench_quality.QUALITY)
         for k, s in m["steps_to"].items():
             assert (s is None) == (m["seconds_to"][k] is None)
             if s is not None:
@@ -77,12 +78,12 @@ def test_first_steps_and_plateau_share_on_a_known_curve():
     curve = [(10, {"lbp_distance": 0.3, "patch_nn": 9.0, "patch_cover": 3.0}),
              (20, {"lbp_distance": 0.1, "patch_nn": 6.0, "patch_cover": 5.0}),
              (30, {"lbp_distance": 0.1, "patch_nn": 5.0, "patch_cover": 4.0})]
-    assert bench.first_steps(curve, goal) == {"lbp_distance": 20, "patch_nn": 30, "patch_cover": 10, "all": 30}
-    assert bench.first_steps(curve[:2], goal)["all"] is None
-    flat = [(s, {k: 1.0 + (s < 50) for k in bench.QUALITY}) for s in range(10, 101, 10)]
-    assert bench.last_quarter_gain(flat) == {k: 0.0 for k in bench.QUALITY}
-    steady = [(s, {k: 100.0 - s for k in bench.QUALITY}) for s in range(0, 101, 25)]
-    assert bench.last_quarter_gain(steady) == {k: 0.25 for k in bench.QUALITY}
+    assert bench_quality.first_steps(curve, goal) == {"lbp_distance": 20, "patch_nn": 30, "patch_cover": 10, "all": 30}
+    assert bench_quality.first_steps(curve[:2], goal)["all"] is None
+    flat = [(s, {k: 1.0 + (s < 50) for k in bench_quality.QUALITY}) for s in range(10, 101, 10)]
+    assert bench_quality.last_quarter_gain(flat) == {k: 0.0 for k in bench_quality.QUALITY}
+    steady = [(s, {k: 100.0 - s for k in bench_quality.QUALITY}) for s in range(0, 101, 25)]
+    assert bench_quality.last_quarter_gain(steady) == {k: 0.25 for k in bench_quality.QUALITY}
 
 
 def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
