@@ -31,9 +31,9 @@ def measured_run(net, target, layers, options, steps, every, seed, goal=None, ti
         if goal and all(curve[-1][1][k] <= goal[k] for k in QUALITY):
             raise Reached(step)
 
-    def check(step, images, losses):
+    def check(step, images, losses):  # images: the iterate the step started from (step 1: the start noise)
         last.update(step=step, image=images[0, 0].float().cpu())
-        if step % every == 0:
+        if step == 1 or step % every == 0:
             measure(step, last["image"])
     try:
         synthesis.synthesize(net, [target], layers, steps=steps, seeds=[seed], callback=check,

@@ -57,7 +57,7 @@ def test_time_to_quality_measures_the_original_until_its_end_and_each_method_aga
     with open(out_dir / "bench.json") as f:
         sy = json.load(f)["synthesis"]
     orig = sy["original"]
-    assert [s for s, _ in orig["curve"]] == [2, 4, 5] and orig["steps"] == 5  # every 2 steps and the last
+    assert [s for s, _ in orig["curve"]] == [1, 2, 4, 5] and orig["steps"] == 5  # the start, every 2 and the last
     assert sy["goal"] == orig["curve"][-1][1] and set(sy["goal"]) == set(bench_quality.QUALITY)
     assert list(sy["methods"]) == list(fidelity.METHODS)
     for name, m in sy["methods"].items():
