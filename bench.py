@@ -3,6 +3,7 @@
     python bench.py --quick                     # about a minute on 2 CPU cores (64 px, few repeats)
     python bench.py                             # VGG-19 at 224 px, batch 16: tens of minutes on a CPU
     python bench.py --image-size 128 --bench-repeats 3 --device cuda
+    python bench.py --quick --ckpt best         # synthesis sections with the trained classifier (default: random weights)
 
 Sections (medians over --bench-repeats rounds that alternate the compared paths, so machine load
 hits both alike):
@@ -35,9 +36,9 @@ import synthesis
 import model as M
 import prepro
 import train
-from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json
+from hyperparams import Hyperparams, given, parse_args, save_args, save_json
 
-GROUPS = ["run", "data", "bench"]
+GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
 # --quick replaces these defaults (flags given explicitly still win).
 QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 60,
          "bench_gen_steps": 60, "bench_chunk": 4, "bench_matmul": 1024}
@@ -101,8 +102,8 @@ def machine(device, dtype):
 def training_run(args, data_dir, plain):
     """A train.Run on the generated data with --bench-batch; `plain`: fp32, eager, default memory layout."""
     h = dataclasses.asdict(Hyperparams())
-    run_args = argparse.Namespace(**{**h, **{k: getattr(args, k) for k in ("device", "dtype", "seed", "split",
-                                     "test_fraction", "image_size", "eval_crop", "workers")},
+    run_args = argparse.Namespace(**{**h, **{k: getattr(args, k) for k in ("device", "dtype", "seed", "image_size",
+                                                                         "workers")},
                                      "data_dir": data_dir, "batch_size": args.bench_batch})
     if plain:
         run_args.dtype, run_args.compile = "fp32", "off"
@@ -205,13 +206,13 @@ ORIGINAL = {"optimizer": "adam", "lr": 1e-4, "init": "uniform", "features": "sta
 
 
 def synthesis_net(args, device):
-    """gen.py's network: its default (--backbone trained) from --bench-ckpt, else --backbone random."""
-    choice = argparse.Namespace(ckpt=args.bench_ckpt or None, backbone="trained" if args.bench_ckpt else "random",
+    """gen.py's network: its default (--backbone trained) from --ckpt, else --backbone random."""
+    choice = argparse.Namespace(ckpt=args.ckpt, backbone="trained" if args.ckpt else "random",
                                 seed=args.seed, backbone_weights="")
     try:
         return gen.networks(choice)[0].to(device).eval().requires_grad_(False)
     except M.CheckpointError as e:
-        raise SystemExit(f"--bench-ckpt: {e}")
+        raise SystemExit(f"--ckpt: {e}")
 
 
 def original_score(net, target, layers):
@@ -315,7 +316,7 @@ def bench_synthesis(args, device, dtype, data_dir):
     synth = {"original_steps": args.bench_orig_steps, "original_final_loss": goal,
              "original_seconds": args.bench_orig_steps * t["original"],
              "original_iteration_s": t["original"], "default_iteration_s": t["default"],
-             "default_steps_to_reach": reached, "image_size": s, "network": args.bench_ckpt or f"random {net.arch}"}
+             "default_steps_to_reach": reached, "image_size": s, "network": args.ckpt or f"random {net.arch}"}
     if reached is not None:
         synth["default_seconds_to_reach"] = reached * t["default"]
         synth["speedup"] = args.bench_orig_steps / reached * t.ratio("original", "default")
@@ -373,21 +374,27 @@ def table(r):
                      [f"{a:<10} {b:<{w}} {c}" for a, b, c in lines])
 
 
+def add_quick(p):
+    p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: "
+                   + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+
+
 def settings(argv):
-    def extra(p):
-        p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: "
-                       + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
-    args = parse_args(__doc__, GROUPS, argv, extra=extra)
+    args = parse_args(__doc__, GROUPS, argv, extra=add_quick)
     if args.quick:
-        given = add_arguments(argparse.ArgumentParser(add_help=False), GROUPS)
-        given.set_defaults(**{k: None for k in QUICK})  # None: not on the command line
-        explicit = vars(given.parse_known_args(argv)[0])
+        explicit = given(argv, GROUPS, add_quick)
         for k, v in QUICK.items():
-            setattr(args, k, v if explicit[k] is None else explicit[k])
+            if k not in explicit:
+                setattr(args, k, v)
     if args.image_size < 32:
         raise SystemExit(f"--image-size {args.image_size}: the network needs at least 32 px")
-    if args.bench_ckpt and not os.path.exists(args.bench_ckpt):
-        raise SystemExit(f"--bench-ckpt {args.bench_ckpt}: no such checkpoint file or folder")
+    if args.ckpt:
+        try:
+            path = M.find_checkpoint(args.ckpt)[0]
+        except M.CheckpointError as e:
+            raise SystemExit(f"--ckpt: {e}")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--ckpt {args.ckpt}: no such checkpoint file or folder")
     return args
 
 

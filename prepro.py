@@ -4,7 +4,7 @@
     python prepro.py --zips-dir ~/kylberg-zips    # no network: use zips you downloaded by hand
     python prepro.py --data-dir ~/my-textures     # any folder-per-class dataset: check, cache, split
     python prepro.py --demo                       # offline procedural demo set in data/demo (seconds)
-    python prepro.py --demo --demo-classes 10 --demo-patches 80 --demo-size 128
+    python prepro.py --demo --data-dir data/demo10 --demo-classes 10 --demo-patches 80 --demo-size 128
 
 Images of any mode become 8-bit grayscale; if their sizes differ, all are centre-cropped to the
 common minimum. They are decoded once into a uint8 cache in the data folder (rebuilt when a file
@@ -258,7 +258,7 @@ def make_demo(out_dir, classes=6, patches=40, size=96, seed=0):
     if patches < 4 or size < 16:
         raise DataError(f"--demo-patches {patches} / --demo-size {size}: need at least 4 patches of 16 px")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, "demo.json")):
-        raise DataError(f"{out_dir}: exists and is not a demo set; choose another --demo-dir")
+        raise DataError(f"{out_dir}: exists and is not a demo set; choose another --data-dir")
     names = list(FAMILIES)[:classes]
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
@@ -409,6 +409,13 @@ def split_indices(data, split, test_fraction, seed, data_dir="."):
     return (~test).nonzero().flatten(), test.nonzero().flatten()
 
 
+def training_files(data_dir, split, test_fraction, seed):
+    """Real paths of the images that a run with these split settings trained on."""
+    data = load_cache(data_dir)
+    train, _ = split_indices(data, split, test_fraction, seed, data_dir)
+    return {os.path.realpath(os.path.join(data_dir, data["files"][i])) for i in train.tolist()}
+
+
 @dataclass
 class Split:
     classes: list
@@ -534,20 +541,33 @@ class Batches:
 
 # ---- command line ----------------------------------------------------------------------------
 
+def check_flags(args, given):
+    """Flags that would have no effect: the demo's without --demo, the download's with it."""
+    if not args.demo and (demo := sorted(given & {"demo_classes", "demo_patches", "demo_size"})):
+        return f"--{demo[0].replace('_', '-')} applies to --demo only"
+    if args.demo and (fetch := sorted(given & {"url", "zips_dir"})):
+        return f"--{fetch[0].replace('_', '-')} has no effect with --demo, which downloads nothing"
+    return None
+
+
 def main(argv=None):
     def extra(parser):
-        parser.add_argument("--demo", action="store_true", help="write the procedural demo set to --demo-dir")
+        parser.add_argument("--demo", action="store_true",
+                            help=f"write the procedural demo set to --data-dir (default with --demo: {hyperparams.DEMO_DIR})")
 
-    args = hyperparams.parse_args(__doc__, ["run", "data", "demo"], argv, extra=extra)
+    groups = ["seed", "fetch", "data", "crop", "demo"]
+    args = hyperparams.parse_args(__doc__, groups, argv, extra=extra, check=check_flags)
+    data_dir = args.data_dir
     try:
         if args.demo:
-            make_demo(args.demo_dir, args.demo_classes, args.demo_patches, args.demo_size, args.seed)
-            data_dir, args.data_dir = args.demo_dir, args.demo_dir
-            args.image_size = min(args.image_size, args.demo_size)  # the 224 default crop is for Kylberg
-        else:
-            data_dir = args.data_dir
-            if needs_fetch(data_dir):
-                fetch_kylberg(args.url, args.zips_dir, data_dir)
+            if "data_dir" not in hyperparams.given(argv, groups, extra):
+                data_dir = args.data_dir = hyperparams.DEMO_DIR
+            make_demo(data_dir, args.demo_classes, args.demo_patches, args.demo_size, args.seed)
+            if args.image_size > args.demo_size:  # the 224 default crop is for Kylberg
+                print(f"--image-size {args.image_size} capped to the demo's {args.demo_size} px patches")
+                args.image_size = args.demo_size
+        elif needs_fetch(data_dir):
+            fetch_kylberg(args.url, args.zips_dir, data_dir)
         s = load_data(data_dir, args.split, args.test_fraction, args.image_size, args.seed)
         hyperparams.save_args(args, os.path.join(data_dir, "prepro_args.json"))
     except DataError as e:

@@ -4,8 +4,10 @@ import glob
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -202,9 +204,36 @@ def test_non_finite_target_stops_alone_and_others_continue(net, firsts, runs):
     assert good["message"] is None and good["loss"] == pytest.approx(runs["a"]["loss"], rel=0.05)
 
 
-def test_time_budget_stops_early(net, firsts):
-    r = synthesis.synthesize(net, [load(firsts[0])], LAYERS, steps=10_000, time_budget=0.5)[0]
-    assert 0 < r["steps"] < 10_000
+def test_time_budget_stops_at_the_first_check_past_it(net, firsts, monkeypatch):
+    ticks = iter(range(1000))  # a clock that advances 0.1 s each time it is read
+    monkeypatch.setattr(synthesis, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) / 10))
+    r = synthesis.synthesize(net, [load(firsts[0])[:32, :32]], LAYERS, steps=30, time_budget=0.45)[0]
+    assert r["steps"] == 4 and r["message"] is None  # read at 0.1 .. 0.4 s: go on; at 0.5 s: stop
+
+
+def test_each_optimiser_gets_its_own_step_size_unless_given():
+    lr = lambda *argv: gen.options(gen.parse_args("", ["seed", "gen"], ["t.png", *argv], gen._extra), None)["lr"]
+    assert lr() == 1.0 and lr("--optimizer", "adam") == 0.02
+    assert lr("--optimizer", "adam", "--gen-lr", "0.5") == 0.5 == lr("--gen-lr", "0.5")
+    assert gen.default_options(torch.float32)[1]["lr"] == 1.0
+
+
+@pytest.mark.parametrize("script", ["gen", "train"])
+def test_process_group_backend_follows_the_device(script, firsts, tmp_path, monkeypatch):
+    """--device cpu under torchrun joins with gloo even where CUDA is present (NCCL needs GPUs)."""
+    class Joined(Exception):
+        pass
+
+    def init_process_group(backend):
+        raise Joined(backend)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "init_process_group", init_process_group)
+    argv = [firsts[0], "--backbone", "random"] if script == "gen" else []
+    with pytest.raises(Joined, match="^gloo$"):
+        __import__(script).main([*argv, "--device", "cpu"])
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -279,10 +308,38 @@ def test_readme_bash_loop_over_first_patch_of_each_class(ckpt, demo_data, classe
         assert (tmp_path / "gen_images" / c / "final.png").exists()
 
 
-def test_torchrun_shards_targets_and_rank0_writes_the_collection(ckpt, firsts, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+def test_torchrun_shards_targets_and_a_failing_rank_stops_no_one(ckpt, firsts, tmp_path):
+    """Rank 1's only target cannot be written: it reports it and finishes; rank 0 makes its two
+    targets and the collection; the exit status is 1 and no process crashes or waits for ever."""
+    blocked = prepro.label_from_filename(os.path.basename(firsts[1]))
+    (tmp_path / "gen_images").mkdir()
+    (tmp_path / "gen_images" / blocked).write_text("a file where the target's folder should go")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            f"{ROOT}/gen.py", *firsts, "--ckpt", ckpt, "--steps", "2", "--device", "cpu"]
-    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=300)
-    ranks = sorted(json.load(open(p))["rank"] for p in glob.glob(str(tmp_path / "gen_images" / "*" / "result.json")))
-    assert ranks == sorted([i % 2 for i in range(len(firsts))])
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # torchrun itself prints a traceback of its own for any worker's non-zero exit; the workers print none
+    assert r.returncode == 1 and "gen.py\", line" not in r.stderr and "ChildFailedError" in r.stderr, r.stderr[-3000:]
+    results = [json.load(open(p)) for p in glob.glob(str(tmp_path / "gen_images" / "*" / "result.json"))]
+    assert sorted((x["target"], x["rank"]) for x in results) == [(firsts[0], 0), (firsts[2], 0)]
+    assert f"{firsts[1]}: --gen-dir gen_images: cannot write there" in r.stderr
+    assert re.search(rf"1 of 3 target\(s\) failed: {re.escape(firsts[1])} \(--gen-dir gen_images: cannot write",
+                     r.stderr)
     assert len(glob.glob(str(tmp_path / "gen_images" / "collection_*.png"))) == 1
+
+
+def test_verdict_on_a_training_image_is_marked_and_the_crop_is_the_checkpoints(trained_ckpt, demo_data, tmp_path,
+                                                                               capsys):
+    recorded = model.load_checkpoint(model.latest_checkpoint(trained_ckpt))["hparams"]
+    trained = prepro.training_files(demo_data, recorded["split"], recorded["test_fraction"], recorded["seed"])
+    files = sorted(glob.glob(os.path.join(demo_data, "dots1", "*.png")))
+    seen = next(f for f in files if os.path.realpath(f) in trained)
+    held_out = next(f for f in files if os.path.realpath(f) not in trained)
+    gen.main([seen, held_out, "--ckpt", trained_ckpt, "--steps", "1", "--snapshot-every", "0",
+              "--gen-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert f"checkpoint {model.latest_checkpoint(trained_ckpt)}: the newest numbered one" in out
+    assert f"{seen}: the classifier was trained on this image" in err and held_out not in err
+    results = {r["target"]: r for r in map(lambda p: json.load(open(p)), glob.glob(str(tmp_path / "*" / "result.json")))}
+    assert (results[seen]["target_in_training"], results[held_out]["target_in_training"]) == (True, False)
+    assert results[seen]["size"] == [32, 32]  # the 48 px patches cropped to the 32 px the classifier trained at

@@ -89,11 +89,19 @@ def test_demo_is_seeded_and_samples_differ(tmp_path):
         assert read("a", c, "a") != read("a", c, "b")
 
 
-def test_demo_command_writes_ten_classes_and_records_settings(tmp_path, capsys):
+def test_demo_command_writes_ten_classes_to_data_dir_and_records_settings(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
-    prepro.main(["--demo", "--demo-dir", str(out), "--demo-classes", "10", "--demo-patches", "4", "--demo-size", "32"])
-    assert "10 classes, 40 images of 32x32" in capsys.readouterr().out
+    prepro.main(["--demo", "--data-dir", str(out), "--demo-classes", "10", "--demo-patches", "4", "--demo-size", "32"])
+    printed = capsys.readouterr().out
+    assert "--image-size 224 capped to the demo's 32 px patches" in printed
+    assert f"{out}: 10 classes, 40 images of 32x32" in printed
     assert json.loads((out / "prepro_args.json").read_text())["demo_classes"] == 10
+    prepro.main(["--demo", "--data-dir", str(out), "--demo-classes", "2", "--demo-patches", "4", "--demo-size", "40",
+                 "--image-size", "32"])
+    assert "capped" not in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)  # no --data-dir: data/demo
+    prepro.main(["--demo", "--demo-classes", "1", "--demo-patches", "4", "--demo-size", "32"])
+    assert "data/demo: 1 classes, 4 images" in capsys.readouterr().out and (tmp_path / "data" / "demo").is_dir()
     with pytest.raises(prepro.DataError, match="demo-classes"):
         prepro.make_demo(str(tmp_path / "x"), classes=len(prepro.FAMILIES) + 1)
 
@@ -186,6 +194,7 @@ def test_training_batches_shapes_range_and_determinism(split):
         assert x.shape == (5, 1, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
         assert 0 <= x.min() and x.max() <= 1
     threaded = list(make(2))
+    assert len(threaded) == len(batches)
     assert all(torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]) for a, c in zip(batches, threaded))
     b.set_epoch(1)
     assert not torch.equal(next(iter(b))[0], batches[0][0])
