@@ -9,7 +9,7 @@ Sections (medians over --bench-repeats rounds that alternate the compared paths,
 hits both alike):
   train      training step of train.py, plain fp32 eager vs its default path (autocast dtype,
              channels-last, torch.compile by its rule): images/s and the speed-up
-  data       a whole epoch through prepro.Batches from the uint8 cache vs the same steps on batches
+  data       a whole epoch through batches.Batches from the uint8 cache vs the same steps on batches
              already in memory: the share of model speed the pipeline keeps
   synthesis  the original recipe (Adam lr 1e-4 from U(0,1), standardised Gram at pool1-pool4) run for
              --bench-orig-steps vs gen.py's default, both scored by the original's loss: time for the
@@ -31,11 +31,13 @@ from itertools import islice
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import dataset
 import gen
 import synthesis
 import model as M
-import prepro
 import train
+from demo import make_demo
+from kylberg import KYLBERG
 from hyperparams import Hyperparams, given, parse_args, save_args, save_json
 
 GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
@@ -166,9 +168,9 @@ def demo_data(args, root):
     """--bench-images generated textures spread over 28 class folders (Kylberg's names and class
     count), their sides relating to the crop as Kylberg's 576 px patches to 224."""
     size = max(args.image_size, round(args.image_size * 576 / 224))
-    n, classes = max(args.bench_images, len(prepro.KYLBERG)), prepro.KYLBERG
+    n, classes = max(args.bench_images, len(KYLBERG)), KYLBERG
     src, out = os.path.join(root, "generated"), os.path.join(root, "data")
-    prepro.make_demo(src, classes=4, patches=-(-n // 16) * 4, size=size, seed=args.seed)
+    make_demo(src, classes=4, patches=-(-n // 16) * 4, size=size, seed=args.seed)
     files = sorted(os.path.join(src, c, f) for c in os.listdir(src) if os.path.isdir(os.path.join(src, c))
                    for f in os.listdir(os.path.join(src, c)))
     for i, f in enumerate(files[:n]):
@@ -297,10 +299,9 @@ def loss_times(net, target, layers, options, steps, device):
 def bench_synthesis(args, device, dtype, data_dir):
     """Sections synthesis and iteration: iteration counts from one run of each recipe, the time per
     iteration from interleaved timed chunks of both recipes, of the loss alone and of the bare network."""
-    data = prepro.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
+    data = dataset.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
     img, s = data.train_images[0], args.image_size
-    top, left = (img.shape[0] - s) // 2, (img.shape[1] - s) // 2
-    target = (img[top:top + s, left:left + s].float() / 255).to(device)
+    target = (dataset.center_crop(img, s).float() / 255).to(device)
     net, original = synthesis_net(args, device), gen.parse_layers("original")
     layers, options = gen.default_options(dtype)
     orig = synthesis.synthesize(net, [target], original, steps=args.bench_orig_steps, seeds=[args.seed], **ORIGINAL)[0]
@@ -335,7 +336,7 @@ def rows(r):
     out = [("train", "fp32 eager, images/s", f"{tr['fp32_eager_images_per_s']:.2f}"),
            ("train", f"default ({default}), images/s", f"{tr['default_images_per_s']:.2f}"),
            ("train", "speed-up", f"{tr['speedup']:.2f}x"),
-           ("data", "whole epoch through prepro.Batches, images/s", f"{d['epoch_images_per_s']:.2f}"),
+           ("data", "whole epoch through batches.Batches, images/s", f"{d['epoch_images_per_s']:.2f}"),
            ("data", "model step alone (preloaded), images/s", f"{d['model_only_images_per_s']:.2f}"),
            ("data", "epoch / model-alone throughput", f"{d['ratio']:.3f}"),
            ("data", "split loaded from the uint8 cache, images/s", f"{d['cache_load_images_per_s']:.0f}"),

@@ -44,8 +44,8 @@ from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
+import dataset
 import model
-import prepro
 import quality
 from hyperparams import GEN_LR, Hyperparams, given, parse_args, save_args, save_json, write_atomic
 from quality import hist_distance
@@ -208,9 +208,9 @@ def training_images(recorded):
     """Real paths of the images the checkpoint trained on, from its recorded split settings (None:
     they cannot tell)."""
     try:
-        return prepro.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
-                                     recorded["seed"])
-    except (KeyError, prepro.DataError):
+        return dataset.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
+                                      recorded["seed"])
+    except (KeyError, dataset.DataError):
         return None
 
 
@@ -220,8 +220,8 @@ def label_of(path):
     """Kylberg class from the file name ('blanket1-a-p001.png' -> 'blanket1'), else the file stem."""
     name = os.path.basename(path)
     try:
-        label = prepro.label_from_filename(name)
-    except (ValueError, prepro.DataError):
+        label = dataset.label_from_filename(name)
+    except (ValueError, dataset.DataError):
         label = ""
     return label or os.path.splitext(name)[0]
 
@@ -242,15 +242,15 @@ def plan(paths, gen_dir, seed):
 
 def load_target(path, args, min_side):
     """8-bit grey in [0, 1]; the centre --image-size crop unless --full or the image is smaller."""
-    img = prepro.load_gray(path).float() / 255
+    img = dataset.load_gray(path).float() / 255
     h, w = img.shape
     s = args.image_size
     if not args.full and min(h, w) >= s:
-        img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        img = dataset.center_crop(img, s)
     elif not args.full:
         tqdm.write(f"{path}: {w}x{h} is smaller than --image-size {s}; using the whole image", file=sys.stderr)
     if min(img.shape) < min_side:
-        raise prepro.DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
+        raise dataset.DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
     return img
 
 
@@ -369,7 +369,7 @@ def prepare(jobs, args, least, factor, train_set):
     for job in jobs:
         try:
             job["target"] = load_target(job["path"], args, least)
-        except prepro.DataError as e:
+        except dataset.DataError as e:
             tqdm.write(str(e), file=sys.stderr)
             failed[job["path"]] = str(e).removeprefix(f"{job['path']}: ")
             continue

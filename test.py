@@ -20,9 +20,10 @@ import os
 
 import torch
 
+import dataset
 import hyperparams
 import model as M
-import prepro
+from batches import Batches
 from train import cross_entropy_sum, predict
 
 GROUPS = ["device", "seed", "data", "crop", "eval", "ckpt", "test"]
@@ -55,9 +56,9 @@ def overlap(recorded, data_dir, files):
     if not {"data_dir", "split", "test_fraction", "seed"} <= set(recorded):
         return None
     try:
-        trained = prepro.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
-                                        recorded["seed"])
-    except prepro.DataError:
+        trained = dataset.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
+                                         recorded["seed"])
+    except dataset.DataError:
         return None
     return sum(os.path.realpath(os.path.join(data_dir, f)) in trained for f in files)
 
@@ -65,18 +66,16 @@ def overlap(recorded, data_dir, files):
 def crop(image, size):
     """Centre crop of `size` when the image is larger, the whole image when it is smaller."""
     if min(image.shape) < 32:
-        raise prepro.DataError(f"{image.shape[1]}x{image.shape[0]} px is below the network's 32 px minimum")
-    h, w = image.shape
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return image[top:top + size, left:left + size]
+        raise dataset.DataError(f"{image.shape[1]}x{image.shape[0]} px is below the network's 32 px minimum")
+    return dataset.center_crop(image, size)
 
 
 def classify_files(args, net, classes, device, dtype):
     failed = 0
     for path in args.files:
         try:
-            x = crop(prepro.load_gray(path), args.image_size)[None, None].float() / 255
-        except prepro.DataError as e:
+            x = crop(dataset.load_gray(path), args.image_size)[None, None].float() / 255
+        except dataset.DataError as e:
             message = str(e) if path in str(e) else f"{path}: {e}"
             print(message, flush=True)
             failed += 1
@@ -133,15 +132,15 @@ def held_out(args, path, ckpt, explicit, data):
 
 
 def evaluate_split(args, path, ckpt, explicit, device, dtype):
-    data = prepro.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
+    data = dataset.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
     net, classes = M.model_from_checkpoint(ckpt, path, len(data.classes)), ckpt["classes"]
     if classes != data.classes:
         raise M.CheckpointError(f"{path}: trained on classes {','.join(classes)}, "
                                 f"the data has {','.join(data.classes)}")
     extra = held_out(args, path, ckpt, explicit, data)
     net.to(device, memory_format=torch.channels_last)
-    batches = prepro.Batches(data.test_images, data.test_labels, args.eval_batch_size, args.image_size, False,
-                             crop=args.eval_crop)
+    batches = Batches(data.test_images, data.test_labels, args.eval_batch_size, args.image_size, False,
+                      crop=args.eval_crop)
     confusion = torch.zeros(len(classes), len(classes), dtype=torch.int64)
     mistakes, seen, nll = [], 0, 0.0
     print(f"{path} on {len(data.test_labels)} {args.split} images of {args.data_dir}")
@@ -181,7 +180,7 @@ def main(argv=None):
             classify_files(args, net, ckpt["classes"], device, dtype)
         else:
             evaluate_split(args, path, ckpt, explicit, device, dtype)
-    except (prepro.DataError, M.CheckpointError) as e:
+    except (dataset.DataError, M.CheckpointError) as e:
         raise SystemExit(str(e))
 
 

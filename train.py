@@ -32,9 +32,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
+import dataset
 import hyperparams
 import model as M
-import prepro
+from batches import Batches
 
 GROUPS = ["device", "seed", "data", "crop", "eval", "loader", "train"]
 
@@ -255,8 +256,8 @@ def load_split(args, rank, world):
     data, error = None, None
     if rank == 0:
         try:
-            data = prepro.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
-        except prepro.DataError as e:
+            data = dataset.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
+        except dataset.DataError as e:
             error = str(e)
     if world > 1:
         box = [error]
@@ -264,7 +265,7 @@ def load_split(args, rank, world):
         error = box[0]
     if error:
         raise SystemExit(error)
-    return data or prepro.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
+    return data or dataset.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
 
 
 def step_once(model, opt, sched, scaler, batch, device, dtype, stopping):
@@ -305,10 +306,10 @@ class Run:
         self.dtype = M.pick_dtype(args.dtype, device)
         torch.manual_seed(args.seed + rank)
         self.data = data = load_split(args, rank, world)
-        self.train_b = prepro.Batches(data.train_images, data.train_labels, args.batch_size, args.image_size,
-                                      True, seed=args.seed, rank=rank, world_size=world, workers=args.workers)
-        self.test_b = prepro.Batches(data.test_images, data.test_labels, args.batch_size, args.image_size,
-                                     False, rank=rank, world_size=world, crop=args.eval_crop)
+        self.train_b = Batches(data.train_images, data.train_labels, args.batch_size, args.image_size, True,
+                               seed=args.seed, rank=rank, world_size=world, workers=args.workers)
+        self.test_b = Batches(data.test_images, data.test_labels, args.batch_size, args.image_size, False,
+                              rank=rank, world_size=world, crop=args.eval_crop)
         self.spe = spe = len(self.train_b)
         self.raw = M.model_from_checkpoint(resume[1], resume[0], len(data.classes)) if resume \
             else M.TextureNet(len(data.classes), args.arch)
@@ -431,7 +432,7 @@ def main(argv=None):
     rank, world, device = M.distributed(args.device)
     try:
         return Run(args, resume, rank, world, device).fit()
-    except (prepro.DataError, M.CheckpointError) as e:
+    except (dataset.DataError, M.CheckpointError) as e:
         raise SystemExit(str(e))
     finally:
         if dist.is_initialized():

@@ -23,6 +23,8 @@ from PIL import Image
 
 import gen
 import model as M
+import dataset
+import kylberg
 import prepro
 import test as T
 import train
@@ -219,7 +221,7 @@ def test_rgb_rgba_palette_and_16bit_pngs_are_converted_by_the_command(tmp_path, 
     prepro.main(["--data-dir", str(tmp_path), "--image-size", "32", "--split", "all"])
     out = capsys.readouterr()
     assert "2 classes, 10 images of 40x40" in out.out and "left out" not in out.err
-    s = prepro.load_data(str(tmp_path), "all", image_size=32)
+    s = dataset.load_data(str(tmp_path), "all", image_size=32)
     for f, img in zip(s.train_files, s.train_images):
         if "-c-" not in f:  # the palette image is quantised; the others are exactly the grey levels
             assert torch.equal(img, torch.from_numpy(gray)), f
@@ -266,7 +268,7 @@ def zips():
     """A local server (127.0.0.1) publishing the 28 class zips; returns its handler class and URL."""
     handler = type("Handler", (ZipServer,), {"cut": set(), "seen": [],
                                              "files": {f"{c}-without-rotations.zip": class_zip(c)
-                                                       for c in prepro.KYLBERG}})
+                                                       for c in kylberg.KYLBERG}})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield handler, f"http://127.0.0.1:{httpd.server_address[1]}/zips/"
@@ -285,7 +287,7 @@ def test_download_cut_half_way_then_run_again_resumes(zips, tmp_path, capsys):
     handler.cut.add(name)
     status, line = fails(prepro.main, fetch_argv(tmp_path, url), capsys)
     assert status == 1 and f"{url}{name}" in line and "run again to resume" in line
-    before = prepro.KYLBERG[:prepro.KYLBERG.index("floor1")]
+    before = kylberg.KYLBERG[:kylberg.KYLBERG.index("floor1")]
     done = {k: v for k, v in snapshot(tmp_path / "zips").items() if not k.endswith(".part")}
     assert done == {f"{c}-without-rotations.zip": hashlib.sha1(handler.files[f"{c}-without-rotations.zip"])
                     .hexdigest() for c in before}
@@ -313,7 +315,7 @@ def test_bad_zip_keeps_what_was_fetched_and_extracted_before(kind, zips, tmp_pat
     assert ("truncated or corrupt" if kind == "truncated" else "outside the data folder") in line
     assert not (tmp_path / "evil.png").exists() and not (tmp_path / "zips" / "evil.png").exists()
     staged = tmp_path / "kylberg.partial"
-    before = prepro.KYLBERG[:prepro.KYLBERG.index("rice1")]
+    before = kylberg.KYLBERG[:kylberg.KYLBERG.index("rice1")]
     assert sorted(os.listdir(staged)) == sorted(before) and not (tmp_path / "kylberg").exists()
     kept = {"zips": snapshot(tmp_path / "zips"), "staged": snapshot(staged)}
     inode = os.stat(staged / "blanket1" / "blanket1-a-p001.png").st_ino

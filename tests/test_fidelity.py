@@ -12,7 +12,7 @@ import torch
 import gen
 import synthesis
 import model
-import prepro
+import dataset
 import quality
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,8 +163,8 @@ def test_cli_writes_quality_and_the_run_report(net, tmp_path, capsys):
         assert set(r["quality"]) == {"hist_distance", "spectrum_distance", "peak_energy", "target_peak_share"}
         assert r["quality"]["hist_distance"] < 0.5 and "spectrum" in r["layer_losses"]
         assert r["hist_distance"] == r["quality"]["hist_distance"]  # one measure, recorded under both names
-        final = prepro.load_gray(str(out / name / "final.png")).float() / 255
-        target = prepro.load_gray(str(out / name / "target.png")).float() / 255
+        final = dataset.load_gray(str(out / name / "final.png")).float() / 255
+        target = dataset.load_gray(str(out / name / "target.png")).float() / 255
         assert r["hist_distance"] == pytest.approx(quality.hist_distance(final, target), abs=0.05)
     rep = json.load(open(out / "report.json"))
     assert rep["summary"]["targets"] == rep["summary"]["finished"] == 2

@@ -16,7 +16,7 @@ from PIL import Image
 import gen
 import synthesis
 import model
-import prepro
+import dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = {"pool1": 1.0, "pool2": 1.0, "pool3": 1.0, "pool4": 1.0}
@@ -50,7 +50,7 @@ def firsts(demo_data):
 
 
 def load(path):
-    return prepro.load_gray(path).float() / 255
+    return dataset.load_gray(path).float() / 255
 
 
 @pytest.fixture(scope="session")
@@ -243,7 +243,7 @@ def test_cli_writes_every_output(ckpt, firsts, tmp_path, classes):
     args = [firsts[0], firsts[1], firsts[0], "--ckpt", ckpt, "--gen-dir", str(out), "--size", "64", "32",
             "--steps", "4", "--snapshot-every", "2", "--image-size", "32"]
     gen.main(args)
-    label = prepro.label_from_filename(os.path.basename(firsts[0]))
+    label = dataset.label_from_filename(os.path.basename(firsts[0]))
     assert sorted(os.listdir(out / label)) == ["args.json", "final.png", "result.json", "snapshot_00002.png",
                                                "snapshot_00004.png", "target.png"]
     assert (out / f"{label}-2" / "final.png").exists()  # same label twice: distinct folders
@@ -261,7 +261,7 @@ def test_cli_writes_every_output(ckpt, firsts, tmp_path, classes):
 def test_cli_full_target_and_tile_size_check(ckpt, firsts, tmp_path):
     out = tmp_path / "gen"
     gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "1", "--full", "--tile"])
-    label = prepro.label_from_filename(os.path.basename(firsts[2]))
+    label = dataset.label_from_filename(os.path.basename(firsts[2]))
     assert Image.open(out / label / "final.png").size == (48, 48)
     with pytest.raises(SystemExit, match="--size 40 48: must be .* multiple of 16 with --tile"):
         gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--size", "40", "48", "--tile"])
@@ -276,7 +276,7 @@ def test_missing_and_unreadable_targets_are_named_and_others_finish(ckpt, firsts
     assert missing in str(e.value) and str(junk) in str(e.value)
     err = capsys.readouterr().err
     assert f"{missing}: unreadable image" in err and f"{junk}: unreadable image" in err
-    label = prepro.label_from_filename(os.path.basename(firsts[0]))
+    label = dataset.label_from_filename(os.path.basename(firsts[0]))
     assert (tmp_path / "g" / label / "final.png").exists()
 
 
@@ -295,7 +295,7 @@ def test_nan_weights_stop_each_target_with_a_message(net, classes, firsts, tmp_p
     with pytest.raises(SystemExit, match=r"2 of 2 target\(s\) failed"):
         gen.main([firsts[0], firsts[1], "--ckpt", path, "--gen-dir", str(tmp_path / "g"), "--steps", "3"])
     for f in firsts[:2]:
-        r = json.load(open(tmp_path / "g" / prepro.label_from_filename(os.path.basename(f)) / "result.json"))
+        r = json.load(open(tmp_path / "g" / dataset.label_from_filename(os.path.basename(f)) / "result.json"))
         assert r["status"] == "stopped" and "loss is nan at step 0" in r["message"]
         assert "verdict" not in r
 
@@ -311,7 +311,7 @@ def test_readme_bash_loop_over_first_patch_of_each_class(ckpt, demo_data, classe
 def test_torchrun_shards_targets_and_a_failing_rank_stops_no_one(ckpt, firsts, tmp_path):
     """Rank 1's only target cannot be written: it reports it and finishes; rank 0 makes its two
     targets and the collection; the exit status is 1 and no process crashes or waits for ever."""
-    blocked = prepro.label_from_filename(os.path.basename(firsts[1]))
+    blocked = dataset.label_from_filename(os.path.basename(firsts[1]))
     (tmp_path / "gen_images").mkdir()
     (tmp_path / "gen_images" / blocked).write_text("a file where the target's folder should go")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -331,7 +331,7 @@ def test_torchrun_shards_targets_and_a_failing_rank_stops_no_one(ckpt, firsts, t
 def test_verdict_on_a_training_image_is_marked_and_the_crop_is_the_checkpoints(trained_ckpt, demo_data, tmp_path,
                                                                                capsys):
     recorded = model.load_checkpoint(model.latest_checkpoint(trained_ckpt))["hparams"]
-    trained = prepro.training_files(demo_data, recorded["split"], recorded["test_fraction"], recorded["seed"])
+    trained = dataset.training_files(demo_data, recorded["split"], recorded["test_fraction"], recorded["seed"])
     files = sorted(glob.glob(os.path.join(demo_data, "dots1", "*.png")))
     seen = next(f for f in files if os.path.realpath(f) in trained)
     held_out = next(f for f in files if os.path.realpath(f) not in trained)

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 import model as M
-import prepro
+import dataset
+import demo
 import test as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +105,7 @@ def damaged(trained_ckpt, tmp_path, kind):
     elif kind == "other arch":
         torch.save({**ckpt, "arch": {"vgg19": "vgg19_bn", "vgg19_bn": "vgg19"}[ckpt["arch"]]}, path)
     elif kind == "pickled object":
-        torch.save({**ckpt, "extra": prepro.Split}, path)
+        torch.save({**ckpt, "extra": dataset.Split}, path)
     return path
 
 
@@ -123,7 +124,7 @@ def test_damaged_checkpoint_is_refused(kind, message, demo_data, trained_ckpt, t
 def test_errors_are_one_line(demo_data, trained_ckpt, tmp_path):
     (tmp_path / "none").mkdir()
     other = tmp_path / "four"
-    prepro.make_demo(str(other), classes=4, patches=4, size=40, seed=1)
+    demo.make_demo(str(other), classes=4, patches=4, size=40, seed=1)
     cases = [(evaluate(demo_data, tmp_path / "none", tmp_path), "no checkpoint in .*run train.py first or pass --ckpt"),
              (evaluate(str(other), trained_ckpt, tmp_path), "trained for 3 classes, this data has 4"),
              (evaluate(str(tmp_path / "nowhere"), trained_ckpt, tmp_path), "nowhere: data folder not found")]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import model as M
-import prepro
+import demo
 import test as T
 import train
 
@@ -48,7 +48,7 @@ def metrics(out):
 def data12(tmp_path_factory):
     """3 classes x 12 patches of 48 px: 27 training and 9 held-out images."""
     out = tmp_path_factory.mktemp("d12") / "demo"
-    prepro.make_demo(str(out), classes=3, patches=12, size=48, seed=0)
+    demo.make_demo(str(out), classes=3, patches=12, size=48, seed=0)
     return str(out)
 
 
