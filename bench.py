@@ -4,12 +4,13 @@
     python bench.py --quick --image-size 32 --bench-orig-steps 20000 --bench-orig-seconds 900  # the original to its plateau
     python bench.py                             # VGG-19 at 224 px, batch 16: tens of minutes on a CPU
     python bench.py --image-size 128 --bench-repeats 3 --device cuda
+    python bench.py --quick --ckpt best         # synthesis sections with the trained classifier (default: random weights)
 
 Sections (medians over --bench-repeats rounds that alternate the compared paths, so machine load
 hits both alike):
   train      training step of train.py, plain fp32 eager vs its default path (autocast dtype,
              channels-last, torch.compile by its rule): images/s and the speed-up
-  data       a whole epoch through prepro.Batches from the uint8 cache vs the same steps on batches
+  data       a whole epoch through batches.Batches from the uint8 cache vs the same steps on batches
              already in memory: the share of model speed the pipeline keeps
   synthesis  time to quality on a real photograph (--bench-photo): the original recipe (Adam lr 1e-4 from
              U(0,1), standardised Gram at pool1-pool4, max pooling, zero padding, clamp) until it plateaus
@@ -37,13 +38,14 @@ from torch.utils.flop_counter import FlopCounterMode
 import fidelity
 import gen
 import model as M
-import prepro
 import synthesis
 import train
 from bench_quality import ORIGINAL, QUALITY, time_to_quality
-from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json
+from demo import make_demo
+from kylberg import KYLBERG
+from hyperparams import Hyperparams, given, parse_args, save_args, save_json
 
-GROUPS = ["run", "data", "bench"]
+GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
 # --quick replaces these defaults (flags given explicitly still win).
 QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 1000,
          "bench_gen_steps": 100, "bench_chunk": 4, "bench_matmul": 1024}
@@ -107,8 +109,8 @@ def machine(device, dtype):
 def training_run(args, data_dir, plain):
     """A train.Run on the generated data with --bench-batch; `plain`: fp32, eager, default memory layout."""
     h = dataclasses.asdict(Hyperparams())
-    run_args = argparse.Namespace(**{**h, **{k: getattr(args, k) for k in ("device", "dtype", "seed", "split",
-                                     "test_fraction", "image_size", "eval_crop", "workers")},
+    run_args = argparse.Namespace(**{**h, **{k: getattr(args, k) for k in ("device", "dtype", "seed", "image_size",
+                                                                         "workers")},
                                      "data_dir": data_dir, "batch_size": args.bench_batch})
     if plain:
         run_args.dtype, run_args.compile = "fp32", "off"
@@ -171,9 +173,9 @@ def demo_data(args, root):
     """--bench-images generated textures spread over 28 class folders (Kylberg's names and class
     count), their sides relating to the crop as Kylberg's 576 px patches to 224."""
     size = max(args.image_size, round(args.image_size * 576 / 224))
-    n, classes = max(args.bench_images, len(prepro.KYLBERG)), prepro.KYLBERG
+    n, classes = max(args.bench_images, len(KYLBERG)), KYLBERG
     src, out = os.path.join(root, "generated"), os.path.join(root, "data")
-    prepro.make_demo(src, classes=4, patches=-(-n // 16) * 4, size=size, seed=args.seed)
+    make_demo(src, classes=4, patches=-(-n // 16) * 4, size=size, seed=args.seed)
     files = sorted(os.path.join(src, c, f) for c in os.listdir(src) if os.path.isdir(os.path.join(src, c))
                    for f in os.listdir(os.path.join(src, c)))
     for i, f in enumerate(files[:n]):
@@ -208,13 +210,13 @@ def bench_data(args, device, data_dir):
 
 
 def synthesis_net(args, device):
-    """gen.py's network: its default (--backbone trained) from --bench-ckpt, else --backbone random."""
-    choice = argparse.Namespace(ckpt=args.bench_ckpt or None, backbone="trained" if args.bench_ckpt else "random",
+    """gen.py's network: its default (--backbone trained) from --ckpt, else --backbone random."""
+    choice = argparse.Namespace(ckpt=args.ckpt, backbone="trained" if args.ckpt else "random",
                                 seed=args.seed, backbone_weights="")
     try:
         return gen.networks(choice)[0].to(device).eval().requires_grad_(False)
     except M.CheckpointError as e:
-        raise SystemExit(f"--bench-ckpt: {e}")
+        raise SystemExit(f"--ckpt: {e}")
 
 
 def iteration_times(net, target, layers, options, steps, seed):
@@ -291,7 +293,7 @@ def bench_synthesis(args, device, dtype):
             orig["steps"] / m["steps_to"]["all"] * t.ratio("original", name)
     synth = {"original_steps": orig["steps"], "original_seconds": orig["seconds"], "original_iteration_s": t["original"],
              "default_iteration_s": t["default"], "image_size": args.image_size,
-             "network": args.bench_ckpt or f"random {net.arch}", **quality}
+             "network": args.ckpt or f"random {net.arch}", **quality}
     iteration = {"default_iteration_s": t["default"], "loss_s": t["loss"], "bare_forward_backward_s": t["bare"],
                  "ratio": t.ratio("default", "bare"), "loss_ratio": t.ratio("loss", "bare")}
     return synth, iteration
@@ -307,7 +309,7 @@ def rows(r):
     out = [("train", "fp32 eager, images/s", f"{tr['fp32_eager_images_per_s']:.2f}"),
            ("train", f"default ({default}), images/s", f"{tr['default_images_per_s']:.2f}"),
            ("train", "speed-up", f"{tr['speedup']:.2f}x"),
-           ("data", "whole epoch through prepro.Batches, images/s", f"{d['epoch_images_per_s']:.2f}"),
+           ("data", "whole epoch through batches.Batches, images/s", f"{d['epoch_images_per_s']:.2f}"),
            ("data", "model step alone (preloaded), images/s", f"{d['model_only_images_per_s']:.2f}"),
            ("data", "epoch / model-alone throughput", f"{d['ratio']:.3f}"),
            ("data", "split loaded from the uint8 cache, images/s", f"{d['cache_load_images_per_s']:.0f}"),
@@ -347,21 +349,27 @@ def table(r):
                      [f"{a:<10} {b:<{w}} {c}" for a, b, c in lines])
 
 
+def add_quick(p):
+    p.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores: "
+                   + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+
+
 def settings(argv):
-    def extra(p):
-        p.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores: "
-                       + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
-    args = parse_args(__doc__, GROUPS, argv, extra=extra)
+    args = parse_args(__doc__, GROUPS, argv, extra=add_quick)
     if args.quick:
-        given = add_arguments(argparse.ArgumentParser(add_help=False), GROUPS)
-        given.set_defaults(**{k: None for k in QUICK})  # None: not on the command line
-        explicit = vars(given.parse_known_args(argv)[0])
+        explicit = given(argv, GROUPS, add_quick)
         for k, v in QUICK.items():
-            setattr(args, k, v if explicit[k] is None else explicit[k])
+            if k not in explicit:
+                setattr(args, k, v)
     if args.image_size < 32:
         raise SystemExit(f"--image-size {args.image_size}: the network needs at least 32 px")
-    if args.bench_ckpt and not os.path.exists(args.bench_ckpt):
-        raise SystemExit(f"--bench-ckpt {args.bench_ckpt}: no such checkpoint file or folder")
+    if args.ckpt:
+        try:
+            path = M.find_checkpoint(args.ckpt)[0]
+        except M.CheckpointError as e:
+            raise SystemExit(f"--ckpt: {e}")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--ckpt {args.ckpt}: no such checkpoint file or folder")
     return args
 
 

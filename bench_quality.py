@@ -4,6 +4,7 @@ distances (no network, no loss). Iteration counts here; bench.py times the itera
 """
 import torch
 
+import dataset
 import fidelity
 import gen
 import photos
@@ -64,9 +65,8 @@ def last_quarter_gain(curve):
 
 def photo_target(args, device):
     """The centre --image-size crop of the --bench-photo photograph, in [0, 1] on the device."""
-    img = photos.photograph(args.bench_photo)
-    top = (img.shape[0] - args.image_size) // 2
-    return (torch.from_numpy(img[top:top + args.image_size, top:top + args.image_size]).float() / 255).to(device)
+    img = torch.from_numpy(photos.photograph(args.bench_photo))
+    return (dataset.center_crop(img, args.image_size).float() / 255).to(device)
 
 
 def time_to_quality(args, net, dtype, device):
