@@ -1,18 +1,23 @@
 """Speed report: each figure is a ratio or a rate of two things timed in the same run, interleaved.
 
-    python bench.py --quick                     # about a minute on 2 CPU cores (64 px, few repeats)
+    python bench.py --quick                     # a few minutes on 2 CPU cores (64 px, few repeats, 1000 original steps)
+    python bench.py --quick --image-size 32 --bench-orig-steps 20000 --bench-orig-seconds 900  # the original to its plateau
     python bench.py                             # VGG-19 at 224 px, batch 16: tens of minutes on a CPU
     python bench.py --image-size 128 --bench-repeats 3 --device cuda
+    python bench.py --quick --ckpt best         # synthesis sections with the trained classifier (default: random weights)
 
 Sections (medians over --bench-repeats rounds that alternate the compared paths, so machine load
 hits both alike):
   train      training step of train.py, plain fp32 eager vs its default path (autocast dtype,
              channels-last, torch.compile by its rule): images/s and the speed-up
-  data       a whole epoch through prepro.Batches from the uint8 cache vs the same steps on batches
+  data       a whole epoch through batches.Batches from the uint8 cache vs the same steps on batches
              already in memory: the share of model speed the pipeline keeps
-  synthesis  the original recipe (Adam lr 1e-4 from U(0,1), standardised Gram at pool1-pool4) run for
-             --bench-orig-steps vs gen.py's default, both scored by the original's loss: time for the
-             default to reach the loss the original ended at, and the speed-up
+  synthesis  time to quality on a real photograph (--bench-photo): the original recipe (Adam lr 1e-4 from
+             U(0,1), standardised Gram at pool1-pool4, max pooling, zero padding, clamp) until it plateaus
+             (at most --bench-orig-steps or --bench-orig-seconds), with local_measures' LBP distance and
+             patch distances both ways recorded along the way; then each method of fidelity.METHODS (gen.py's
+             default first): the seconds until it reaches each of the original's final measures, and the
+             speed-up to reach all of them (iteration counts times iteration times timed side by side)
   iteration  one synthesis iteration of gen.py's default vs a bare forward+backward of the same network,
              and the same without the optimiser (forward, loss terms, backward): where the extra time goes;
              one iteration of --loss gcd (guided correspondence) against the same bare pass
@@ -31,17 +36,20 @@ from itertools import islice
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import fidelity
 import gen
-import synthesis
 import model as M
-import prepro
+import synthesis
 import train
-from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json
+from bench_quality import ORIGINAL, QUALITY, time_to_quality
+from demo import make_demo
+from kylberg import KYLBERG
+from hyperparams import Hyperparams, given, parse_args, save_args, save_json
 
-GROUPS = ["run", "data", "bench"]
+GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
 # --quick replaces these defaults (flags given explicitly still win).
-QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 60,
-         "bench_gen_steps": 60, "bench_chunk": 4, "bench_matmul": 1024}
+QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 1000,
+         "bench_gen_steps": 100, "bench_chunk": 4, "bench_matmul": 1024}
 
 
 # ---- timing ---------------------------------------------------------------------------------
@@ -102,8 +110,8 @@ def machine(device, dtype):
 def training_run(args, data_dir, plain):
     """A train.Run on the generated data with --bench-batch; `plain`: fp32, eager, default memory layout."""
     h = dataclasses.asdict(Hyperparams())
-    run_args = argparse.Namespace(**{**h, **{k: getattr(args, k) for k in ("device", "dtype", "seed", "split",
-                                     "test_fraction", "image_size", "eval_crop", "workers")},
+    run_args = argparse.Namespace(**{**h, **{k: getattr(args, k) for k in ("device", "dtype", "seed", "image_size",
+                                                                         "workers")},
                                      "data_dir": data_dir, "batch_size": args.bench_batch})
     if plain:
         run_args.dtype, run_args.compile = "fp32", "off"
@@ -166,9 +174,9 @@ def demo_data(args, root):
     """--bench-images generated textures spread over 28 class folders (Kylberg's names and class
     count), their sides relating to the crop as Kylberg's 576 px patches to 224."""
     size = max(args.image_size, round(args.image_size * 576 / 224))
-    n, classes = max(args.bench_images, len(prepro.KYLBERG)), prepro.KYLBERG
+    n, classes = max(args.bench_images, len(KYLBERG)), KYLBERG
     src, out = os.path.join(root, "generated"), os.path.join(root, "data")
-    prepro.make_demo(src, classes=4, patches=-(-n // 16) * 4, size=size, seed=args.seed)
+    make_demo(src, classes=4, patches=-(-n // 16) * 4, size=size, seed=args.seed)
     files = sorted(os.path.join(src, c, f) for c in os.listdir(src) if os.path.isdir(os.path.join(src, c))
                    for f in os.listdir(os.path.join(src, c)))
     for i, f in enumerate(files[:n]):
@@ -200,46 +208,16 @@ def bench_data(args, device, data_dir):
 
 # ---- synthesis ------------------------------------------------------------------------------
 
-# The original TensorFlow recipe, through gen.py's options; it ran in fp32, without histogram matching.
-ORIGINAL = synthesis.Options(optimizer="adam", lr=1e-4, init="uniform", features="standardize", pixels="clamp",
-                             pool="max", padding="zeros", dtype=torch.float32)
 
 
 def synthesis_net(args, device):
-    """gen.py's network: its default (--backbone trained) from --bench-ckpt, else --backbone random."""
-    choice = argparse.Namespace(ckpt=args.bench_ckpt or None, backbone="trained" if args.bench_ckpt else "random",
+    """gen.py's network: its default (--backbone trained) from --ckpt, else --backbone random."""
+    choice = argparse.Namespace(ckpt=args.ckpt, backbone="trained" if args.ckpt else "random",
                                 seed=args.seed, backbone_weights="")
     try:
         return gen.networks(choice)[0].to(device).eval().requires_grad_(False)
     except M.CheckpointError as e:
-        raise SystemExit(f"--bench-ckpt: {e}")
-
-
-def original_score(net, target, layers):
-    """The original's loss (standardised Grams, max pooling, zero padding, fp32) of a batch of images."""
-    evaluate = synthesis.objective(net, [target], layers, tuple(target.shape), ORIGINAL)
-
-    def score(images):
-        with torch.no_grad():
-            return evaluate(images)[0].max().item()
-    return score
-
-
-class Reached(Exception):
-    """Raised from the progress callback to end a run once the loss to beat is reached."""
-
-
-def steps_to_reach(net, target, layers, options, goal, score, max_steps, seed):
-    """Iterations synthesis.synthesize with `options` needs until `score` of its image is <= goal (None: not in max_steps)."""
-    def check(step, images, losses):
-        if score(images) <= goal:
-            raise Reached(step)
-    try:
-        synthesis.synthesize(net, [target], layers, None, dataclasses.replace(options, steps=max_steps),
-                             seeds=[seed], callback=check)
-    except Reached as e:
-        return e.args[0]
-    return None
+        raise SystemExit(f"--ckpt: {e}")
 
 
 def iteration_times(net, target, layers, options, steps, seed):
@@ -292,34 +270,30 @@ def loss_times(net, target, layers, options, steps, device):
     return run
 
 
-def bench_synthesis(args, device, dtype, data_dir):
-    """Sections synthesis and iteration: iteration counts from one run of each recipe, the time per
-    iteration from interleaved timed chunks of both recipes, of the loss alone and of the bare network."""
-    data = prepro.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
-    img, s = data.train_images[0], args.image_size
-    top, left = (img.shape[0] - s) // 2, (img.shape[1] - s) // 2
-    target = (img[top:top + s, left:left + s].float() / 255).to(device)
-    net, original = synthesis_net(args, device), gen.parse_layers("original")
-    layers, options = gen.default_options(dtype)
-    orig = synthesis.synthesize(net, [target], original, None, dataclasses.replace(ORIGINAL, steps=args.bench_orig_steps),
-                                seeds=[args.seed], match=False)[0]
-    goal = orig["curve"][-1]  # ORIGINAL runs the very loss of original_score: no rescoring needed
-    reached = steps_to_reach(net, target, layers, options, goal, original_score(net, target, original),
-                             args.bench_gen_steps, args.seed)
+def bench_synthesis(args, device, dtype):
+    """Sections synthesis and iteration: iteration counts from time_to_quality, the time per iteration of
+    each recipe from interleaved timed chunks, and of the default's loss alone and of the bare network."""
+    net = synthesis_net(args, device)
+    target, quality = time_to_quality(args, net, dtype, device)
+    methods = {name: fidelity.method_options(name, dtype) for name in fidelity.METHODS}
+    layers, options = methods["default"]
     c = args.bench_chunk
     t = interleave({
-        "original": iteration_times(net, target, original, ORIGINAL, c + 1, args.seed),
-        "default": iteration_times(net, target, layers, options, c + 1, args.seed),
-        "gcd": iteration_times(net, target, layers, dataclasses.replace(options, loss="gcd"), c + 1, args.seed),
+        "original": iteration_times(net, target, gen.parse_layers("original"), ORIGINAL, c + 1, args.seed),
+        **{name: iteration_times(net, target, lay, opt, c + 1, args.seed) for name, (lay, opt) in methods.items()},
         "loss": loss_times(net, target, layers, options, c, device),
-        "bare": bare_times(net, layers, options, s, c, device)}, args.bench_repeats, device)
-    synth = {"original_steps": args.bench_orig_steps, "original_final_loss": goal,
-             "original_seconds": args.bench_orig_steps * t["original"],
-             "original_iteration_s": t["original"], "default_iteration_s": t["default"],
-             "default_steps_to_reach": reached, "image_size": s, "network": args.bench_ckpt or f"random {net.arch}"}
-    if reached is not None:
-        synth["default_seconds_to_reach"] = reached * t["default"]
-        synth["speedup"] = args.bench_orig_steps / reached * t.ratio("original", "default")
+        "bare": bare_times(net, layers, options, args.image_size, c, device)}, args.bench_repeats, device)
+    orig = quality["original"]
+    orig.update(iteration_s=t["original"], seconds=orig["steps"] * t["original"])
+    for name, m in quality["methods"].items():
+        m["iteration_s"] = t[name]
+        m["seconds_to"] = {k: None if s is None else s * t[name] for k, s in m["steps_to"].items()}
+        # a ratio of iteration times measured side by side, times the ratio of iteration counts
+        m["speedup"] = None if m["steps_to"]["all"] is None else \
+            orig["steps"] / m["steps_to"]["all"] * t.ratio("original", name)
+    synth = {"original_steps": orig["steps"], "original_seconds": orig["seconds"], "original_iteration_s": t["original"],
+             "default_iteration_s": t["default"], "image_size": args.image_size,
+             "network": args.ckpt or f"random {net.arch}", **quality}
     iteration = {"default_iteration_s": t["default"], "loss_s": t["loss"], "bare_forward_backward_s": t["bare"],
                  "ratio": t.ratio("default", "bare"), "loss_ratio": t.ratio("loss", "bare"),
                  "gcd_iteration_s": t["gcd"], "gcd_ratio": t.ratio("gcd", "bare")}
@@ -336,18 +310,19 @@ def rows(r):
     out = [("train", "fp32 eager, images/s", f"{tr['fp32_eager_images_per_s']:.2f}"),
            ("train", f"default ({default}), images/s", f"{tr['default_images_per_s']:.2f}"),
            ("train", "speed-up", f"{tr['speedup']:.2f}x"),
-           ("data", "whole epoch through prepro.Batches, images/s", f"{d['epoch_images_per_s']:.2f}"),
+           ("data", "whole epoch through batches.Batches, images/s", f"{d['epoch_images_per_s']:.2f}"),
            ("data", "model step alone (preloaded), images/s", f"{d['model_only_images_per_s']:.2f}"),
            ("data", "epoch / model-alone throughput", f"{d['ratio']:.3f}"),
            ("data", "split loaded from the uint8 cache, images/s", f"{d['cache_load_images_per_s']:.0f}"),
-           ("synthesis", f"original recipe, {sy['original_steps']} Adam steps, s", f"{sy['original_seconds']:.2f}"),
-           ("synthesis", "original's final loss (standardised Gram)", f"{sy['original_final_loss']:.4g}")]
-    if sy["default_steps_to_reach"] is None:
-        out.append(("synthesis", "gen.py default reaches it", "not within --bench-gen-steps"))
-    else:
-        out += [("synthesis", f"gen.py default reaches it in {sy['default_steps_to_reach']} steps, s",
-                 f"{sy['default_seconds_to_reach']:.3f}"),
-                ("synthesis", "speed-up", f"{sy['speedup']:.1f}x")]
+           ("synthesis", f"original recipe on {sy['target']}, {sy['original_steps']} Adam steps, s",
+            f"{sy['original_seconds']:.1f}"),
+           ("synthesis", "its final " + ", ".join(QUALITY), ", ".join(f"{sy['goal'][k]:.3f}" for k in QUALITY)),
+           ("synthesis", "its last quarter's share of its gain", ", ".join(
+               f"{sy['original']['last_quarter_gain'][k]:.2f}" for k in QUALITY))]
+    for name, run in sy["methods"].items():
+        reached = ", ".join("not reached" if v is None else f"{v:.1f}" for v in run["seconds_to"].values())
+        out.append(("synthesis", f"{name}: s to reach each, all ({run['steps_to']['all']} steps)", reached))
+        out.append(("synthesis", f"{name}: speed-up to all", "-" if run["speedup"] is None else f"{run['speedup']:.1f}x"))
     out += [("iteration", "gen.py default iteration, ms", f"{1e3 * it['default_iteration_s']:.1f}"),
             ("iteration", "bare forward+backward, ms", f"{1e3 * it['bare_forward_backward_s']:.1f}"),
             ("iteration", "forward+loss+backward (no optimiser), ms", f"{1e3 * it['loss_s']:.1f}"),
@@ -377,21 +352,27 @@ def table(r):
                      [f"{a:<10} {b:<{w}} {c}" for a, b, c in lines])
 
 
+def add_quick(p):
+    p.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores: "
+                   + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+
+
 def settings(argv):
-    def extra(p):
-        p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: "
-                       + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
-    args = parse_args(__doc__, GROUPS, argv, extra=extra)
+    args = parse_args(__doc__, GROUPS, argv, extra=add_quick)
     if args.quick:
-        given = add_arguments(argparse.ArgumentParser(add_help=False), GROUPS)
-        given.set_defaults(**{k: None for k in QUICK})  # None: not on the command line
-        explicit = vars(given.parse_known_args(argv)[0])
+        explicit = given(argv, GROUPS, add_quick)
         for k, v in QUICK.items():
-            setattr(args, k, v if explicit[k] is None else explicit[k])
+            if k not in explicit:
+                setattr(args, k, v)
     if args.image_size < 32:
         raise SystemExit(f"--image-size {args.image_size}: the network needs at least 32 px")
-    if args.bench_ckpt and not os.path.exists(args.bench_ckpt):
-        raise SystemExit(f"--bench-ckpt {args.bench_ckpt}: no such checkpoint file or folder")
+    if args.ckpt:
+        try:
+            path = M.find_checkpoint(args.ckpt)[0]
+        except M.CheckpointError as e:
+            raise SystemExit(f"--ckpt: {e}")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--ckpt {args.ckpt}: no such checkpoint file or folder")
     return args
 
 
@@ -413,7 +394,7 @@ def main(argv=None):
         results["data"] = bench_data(args, device, data_dir)
         say(f"epoch / model-alone {results['data']['ratio']:.3f}; synthesis: original recipe vs gen.py's "
             "default, iteration vs bare network")
-        results["synthesis"], results["iteration"] = bench_synthesis(args, device, dtype, data_dir)
+        results["synthesis"], results["iteration"] = bench_synthesis(args, device, dtype)
         say("done")
     if hasattr(os, "getloadavg"):
         results["machine"]["load_avg_1min_end"] = os.getloadavg()[0]

@@ -6,7 +6,7 @@ quality.py's measures (none uses the network or the loss), with a picture of eve
     python fidelity.py --ckpt asset/fidelity/ckpt             # reuse a classifier
     python fidelity.py --demo-size 128 --fidelity-size 128 --fidelity-seeds 4 --fidelity-steps 500  # full setting
 
-One command does everything: the data (prepro.make_demo: --demo-classes procedural classes and the
+One command does everything: the data (demo.make_demo: --demo-classes procedural classes and the
 --demo-photos photographs, each photograph's quadrants samples a..d) in --fidelity-dir/data; the
 classifier (train.py on the `source` split, sample d held out) in --fidelity-dir/ckpt, trained unless
 it already holds one or --ckpt names one; then gen.py on the first patch of sample d of every class
@@ -15,24 +15,26 @@ it already holds one or --ckpt names one; then gen.py on the first patch of samp
 target beside each method's output). The reference row scores sample c's first patch against the
 target: what a new photograph of the same texture scores.
 """
+import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
 
-import torch
 from PIL import Image, ImageDraw
 
+import dataset
+import demo
 import gen
 import model
 import photos
-import prepro
 import quality
 import synthesis
 import train
-from hyperparams import Hyperparams, parse_args, save_args, save_json, write_atomic
+from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json, write_atomic
 
-GROUPS = ["run", "demo", "fidelity"]
+GROUPS = ["device", "seed", "demo", "fidelity"]
 # name -> gen.py flags; the first is today's default. Every feature loss of synthesis.LOSSES is one.
 METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
            **{k: ["--loss", k] for k in synthesis.LOSSES if k != Hyperparams.loss},
@@ -52,10 +54,18 @@ def chosen_methods(spec):
     return names
 
 
+def method_options(name, dtype):
+    """(layers, synthesis.synthesize options) of a method: gen.py's defaults with its flags, for an output
+    as large as the target."""
+    given = vars(add_arguments(argparse.ArgumentParser(), ["gen"]).parse_args(METHODS[name]))
+    args = argparse.Namespace(**{**dataclasses.asdict(Hyperparams()), **given, "tile": False})
+    return gen.parse_layers(args.layers), gen.options(args, dtype)
+
+
 def build_data(args, folder):
     """The demo set with photographs, written unless the folder already holds one with these settings."""
     want = {"classes": args.demo_classes, "patches": args.demo_patches, "size": args.demo_size, "seed": args.seed,
-            "photographs": list(prepro.demo_photographs(args.demo_photos))}
+            "photographs": list(demo.demo_photographs(args.demo_photos))}
     try:
         with open(os.path.join(folder, "demo.json"), encoding="utf-8") as f:
             have = json.load(f)
@@ -64,29 +74,32 @@ def build_data(args, folder):
             return have["classes"]
     except (OSError, ValueError, KeyError):
         pass
-    return prepro.make_demo(folder, args.demo_classes, args.demo_patches, args.demo_size, args.seed,
+    return demo.make_demo(folder, args.demo_classes, args.demo_patches, args.demo_size, args.seed,
                             tuple(want["photographs"]))
 
 
 def classifier(args, data_dir):
-    """--ckpt, else the newest checkpoint in --fidelity-dir/ckpt, else one trained there now."""
+    """--ckpt, else the classifier in --fidelity-dir/ckpt: trained there now if it holds none, resumed if
+    its run was stopped before its last epoch (train.py saves a checkpoint on Ctrl-C)."""
     if args.ckpt:
         return args.ckpt
     folder = os.path.join(args.fidelity_dir, "ckpt")
-    if model.checkpoints(folder):
-        print(f"reusing the classifier in {folder}")
-        return folder
+    found = model.checkpoints(folder)
+    if found:
+        ckpt = model.load_checkpoint(found[-1])
+        if ckpt["epoch"] >= ckpt["hparams"]["epochs"]:
+            print(f"reusing the classifier in {folder}")
+            return folder
+        print(f"resuming the classifier's training in {folder}")
     train.main(["--data-dir", data_dir, "--split", "source", "--image-size", str(args.fidelity_train_size),
                 "--epochs", str(args.fidelity_epochs), "--ckpt-dir", folder, "--log-dir",
                 os.path.join(args.fidelity_dir, "log"), "--device", args.device, "--dtype", args.dtype,
-                "--seed", str(args.seed)])
+                "--seed", str(args.seed), *(["--resume"] if found else [])])
     return folder
 
 
 def crop(path, side):
-    img = prepro.load_gray(path).float() / 255
-    h, w = img.shape
-    return img[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+    return dataset.center_crop(dataset.load_gray(path).float() / 255, side)
 
 
 def synthesise(args, method, seed, targets, ckpt):
@@ -180,7 +193,7 @@ def main(argv=None):
     data_dir = os.path.join(args.fidelity_dir, "data")
     try:
         classes = build_data(args, data_dir)
-    except prepro.DataError as e:
+    except dataset.DataError as e:
         raise SystemExit(f"fidelity.py: error: {e}")
     photo_classes = set(photos.parse(args.demo_photos))
     ckpt = classifier(args, data_dir)
@@ -196,7 +209,7 @@ def main(argv=None):
                 records.append({"method": method, "seed": seed, **r})
                 final = os.path.join(r["dir"], "final.png")
                 if seed == args.seed and os.path.isfile(final):
-                    outputs[method, r["label"]] = prepro.load_gray(final).float() / 255
+                    outputs[method, r["label"]] = dataset.load_gray(final).float() / 255
     rows = summary(records, photo_classes)
     base = new_base(os.path.join(args.fidelity_dir, f"fidelity_{time.strftime('%Y%m%d-%H%M%S')}"))
     table = markdown(rows)

@@ -5,7 +5,7 @@ A `# == group ==` line starts a group; a script asks for the groups it uses and 
 parser whose flags are those fields (`batch_size` -> `--batch-size`).
 
     from hyperparams import parse_args
-    args = parse_args(__doc__, ["run", "data", "train"])
+    args = parse_args(__doc__, ["device", "seed", "data", "crop", "train"])
 """
 import argparse
 import dataclasses
@@ -17,21 +17,25 @@ from dataclasses import dataclass
 
 @dataclass
 class Hyperparams:
-    # == run ==
+    # == device ==
     device: str = "auto"  # auto|cpu|cuda|cuda:N: auto takes CUDA when present
-    dtype: str = "auto"  # autocast dtype; auto is bf16 where the hardware runs it fast
-    seed: int = 0  # random seed (each torchrun rank adds its rank)
-    # == data ==
-    data_dir: str = "data/kylberg"  # extracted dataset, one folder per class
+    dtype: str = "auto"  # autocast dtype; auto is bf16 where the hardware runs it natively, else fp16 on CUDA, fp32 on CPU
+    # == seed ==
+    seed: int = 0  # random seed of the split, the demo set, the weights and the noise (each torchrun rank adds its rank)
+    # == fetch ==
     url: str = "http://www.cb.uu.se/~gustaf/texture/data/without-rotations-zip/"  # where the per-class zips live
     zips_dir: str = "data/kylberg-zips"  # downloaded (or hand-placed) per-class zips
+    # == data ==
+    data_dir: str = "data/kylberg"  # extracted dataset, one folder per class (prepro.py --demo: data/demo)
     split: str = "patch"  # patch|source|all: held-out patches per class, held-out sample d, or no hold-out
     test_fraction: float = 0.25  # share of each class held out by the patch split
+    # == crop ==
     image_size: int = 224  # side of the square crop fed to the network
+    # == eval ==
     eval_crop: str = "center"  # center|full: what evaluation sees of each image
+    # == loader ==
     workers: int = 0  # background threads that prepare training batches (0: in the main loop)
     # == demo ==
-    demo_dir: str = "data/demo"  # where `prepro.py --demo` writes its dataset
     demo_classes: int = 6  # number of procedural texture classes
     demo_patches: int = 40  # patches per class (10 per sample a..d)
     demo_size: int = 96  # side of each demo patch in pixels
@@ -48,16 +52,17 @@ class Hyperparams:
     keep: int = 5  # most recent checkpoints kept (the best one is kept as well)
     log_every: int = 10  # optimiser steps between log lines
     compile: str = "auto"  # auto|on|off: torch.compile the training step (auto: on CUDA only)
+    # == ckpt ==
+    ckpt: str = ""  # checkpoint file, a folder (its newest numbered checkpoint), or best (best.pt in asset/train/ckpt); empty: the newest in asset/train/ckpt (bench.py: random weights)
     # == test ==
     test_dir: str = "asset/test"  # confusion matrix and JSON report
-    ckpt: str = "asset/train/ckpt"  # checkpoint file, or a folder whose latest checkpoint is used
     eval_batch_size: int = 32  # images per forward pass during evaluation
     # == gen ==
     gen_dir: str = "gen_images"  # synthesis outputs, one folder per target
     layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"  # feature taps whose Gram matrices are matched, name[:weight],... or a preset: blocks (this), original (pool1..pool4), gatys (conv1_1,pool1..pool4)
     pool: str = "avg"  # max|avg: pooling used during synthesis
     optimizer: str = "lbfgs"  # lbfgs|adam
-    gen_lr: float = 1.0  # optimiser step size (L-BFGS: 1; Adam: about 0.02)
+    gen_lr: float = 0.0  # optimiser step size (0: the optimiser's own, see GEN_LR: L-BFGS 1, Adam 0.02)
     steps: int = 300  # optimiser iterations per target
     time_budget: float = 0.0  # stop each batch after this many seconds (0: no limit)
     snapshot_every: int = 50  # iterations between snapshots (0: none)
@@ -79,11 +84,14 @@ class Hyperparams:
     bench_steps: int = 2  # training steps per timed round
     bench_repeats: int = 3  # interleaved rounds per comparison; medians are reported
     bench_images: int = 160  # images in the generated dataset (28 classes) whose training epoch is timed
-    bench_orig_steps: int = 200  # Adam steps of the original synthesis recipe
-    bench_gen_steps: int = 200  # most iterations gen.py's default gets to reach the original's final loss
+    bench_orig_steps: int = 200000  # most Adam steps of the original synthesis recipe (it runs until its plateau)
+    bench_gen_steps: int = 300  # most iterations each method gets to reach the original's final quality measures
     bench_chunk: int = 8  # synthesis iterations per timed round
     bench_matmul: int = 2048  # side of the square matmuls that measure peak FLOP/s
-    bench_ckpt: str = ""  # network for the synthesis sections: checkpoint file or folder (empty: random weights)
+    bench_photo: str = "gravel"  # photograph (photos.PHOTOS) whose centre --image-size crop is the synthesis target
+    bench_orig_seconds: float = 3600.0  # stop the original recipe after this many seconds, its own rule (0: --bench-orig-steps only)
+    bench_orig_every: int = 250  # original recipe's iterations between quality measurements
+    bench_gen_every: int = 5  # each method's iterations between quality measurements
     # == fidelity ==
     fidelity_dir: str = "asset/fidelity"  # fidelity.py's data, classifier, outputs, tables, pictures and JSON
     fidelity_methods: str = ""  # methods of fidelity.METHODS to run, comma-separated (empty: all)
@@ -94,6 +102,7 @@ class Hyperparams:
     fidelity_steps: int = 300  # synthesis iterations per output (gen.py --steps)
 
 
+PHOTOS = ("brick", "grass", "gravel", "hubble_deep_field")  # texture photographs shipped with scikit-image (photos.py)
 # Allowed values of the fields that take a word.
 CHOICES = {
     "dtype": ["auto", "bf16", "fp16", "fp32"],
@@ -109,9 +118,15 @@ CHOICES = {
     "pixels": ["sigmoid", "clamp"],
     "padding": ["reflect", "zeros", "circular"],
     "backbone": ["trained", "random", "imagenet"],
+    "bench_photo": list(PHOTOS),
 }
 # Numeric fields that may be zero; every other number must be positive.
-ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels", "occurrence"}
+ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
+           "gen_lr", "bench_orig_seconds", "occurrence"}
+# --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
+GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
+# Where `prepro.py --demo` writes when --data-dir is not given.
+DEMO_DIR = "data/demo"
 
 
 def _comments():
@@ -153,15 +168,32 @@ def add_arguments(parser, groups):
     return parser
 
 
-def parse_args(doc, groups, argv=None, extra=None):
+def given(argv, groups, extra=None):
+    """Names of the fields of these groups set explicitly in `argv` (None: sys.argv), not by default.
+    `extra`: as for parse_args, so that abbreviations resolve as they do there."""
+    unset = object()  # argparse fills in defaults only for attributes the namespace lacks
+    names = [f.name for f in dataclasses.fields(Hyperparams) if _comments()[f.name][0] in groups]
+    parser = argparse.ArgumentParser(add_help=False)
+    if extra:
+        extra(parser)
+    seen = add_arguments(parser, groups).parse_known_args(argv, argparse.Namespace(**{k: unset for k in names}))[0]
+    return {k for k in names if getattr(seen, k) is not unset}
+
+
+def parse_args(doc, groups, argv=None, extra=None, check=None):
     """Parse the command line of a script that uses the given groups of hyperparameters.
 
     `extra(parser)` may add the script's own arguments (positional files, switches).
+    `check(args, given)` may return why a combination of flags cannot work (a flag without effect,
+    say); it becomes an argparse error. `given` holds the fields set explicitly.
     """
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if extra:
         extra(parser)
-    return add_arguments(parser, groups).parse_args(argv)
+    args = add_arguments(parser, groups).parse_args(argv)
+    if check and (problem := check(args, given(argv, groups, extra))):
+        parser.error(problem)
+    return args
 
 
 def write_atomic(path, write):

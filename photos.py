@@ -14,8 +14,7 @@ from PIL import Image
 from skimage import data as samples
 from skimage.color import rgb2gray
 
-# brick, grass, gravel: 512 px grey textures; hubble_deep_field: galaxies, an object texture (RGB, 872x1000)
-PHOTOS = ("brick", "grass", "gravel", "hubble_deep_field")
+from hyperparams import PHOTOS  # brick, grass, gravel: 512 px grey; hubble_deep_field: galaxies (RGB, 872x1000)
 
 
 def parse(spec):

@@ -12,14 +12,16 @@ import pytest
 import torch
 
 import bench
+import bench_quality
+import fidelity
 import model as M
 from hyperparams import Hyperparams
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images", "8", "--bench-steps", "1",
-        "--bench-repeats", "1", "--bench-orig-steps", "3", "--bench-gen-steps", "3", "--bench-chunk", "2",
-        "--bench-matmul", "128", "--bench-dir", "out"]
-SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "speedup", "iteration": "ratio",
+        "--bench-repeats", "1", "--bench-orig-steps", "5", "--bench-orig-every", "2", "--bench-gen-steps", "3",
+        "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-dir", "out"]
+SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds", "iteration": "ratio",
             "flops": "default_share_of_peak"}
 
 
@@ -46,12 +48,48 @@ def test_quick_run_prints_the_table(quick_run):
     assert "32 px, batch 4" in out and "load average" in out
     for section in SECTIONS:
         assert any(line.startswith(section) for line in lines[header + 1:]), section
-    assert "speed-up" in out and "iteration / bare" in out and "--loss gcd iteration / bare" in out
+    assert "speed-up" in out and "iteration / bare" in out
+    assert "--loss gcd iteration / bare" in out
+    assert "original recipe on gravel, 5 Adam steps" in out and "default: speed-up to all" in out
+
+
+def test_time_to_quality_measures_the_original_until_its_end_and_each_method_against_it(quick_run):
+    _, out_dir = quick_run
+    with open(out_dir / "bench.json") as f:
+        sy = json.load(f)["synthesis"]
+    orig = sy["original"]
+    assert [s for s, _ in orig["curve"]] == [1, 2, 4, 5] and orig["steps"] == 5  # the start, every 2 and the last
+    assert sy["goal"] == orig["curve"][-1][1] and set(sy["goal"]) == set(bench_quality.QUALITY)
+    assert list(sy["methods"]) == list(fidelity.METHODS)
+    for name, m in sy["methods"].items():
+        steps = [s for s, _ in m["curve"]]
+        assert steps == list(range(1, len(steps) + 1)) and len(steps) <= 3, name
+        all_at = m["steps_to"]["all"]
+        assert (all_at is None) == (m["speedup"] is None), name
+        if all_at is not None:  # a run stops once it reaches every goal
+            assert all_at == steps[-1] and all(m["final"][k] <= sy["goal"][k] for k in bench_quality.QUALITY)
+        for k, s in m["steps_to"].items():
+            assert (s is None) == (m["seconds_to"][k] is None)
+            if s is not None:
+                assert m["seconds_to"][k] == pytest.approx(s * m["iteration_s"])
+
+
+def test_first_steps_and_plateau_share_on_a_known_curve():
+    goal = {"lbp_distance": 0.1, "patch_nn": 5.0, "patch_cover": 4.0}
+    curve = [(10, {"lbp_distance": 0.3, "patch_nn": 9.0, "patch_cover": 3.0}),
+             (20, {"lbp_distance": 0.1, "patch_nn": 6.0, "patch_cover": 5.0}),
+             (30, {"lbp_distance": 0.1, "patch_nn": 5.0, "patch_cover": 4.0})]
+    assert bench_quality.first_steps(curve, goal) == {"lbp_distance": 20, "patch_nn": 30, "patch_cover": 10, "all": 30}
+    assert bench_quality.first_steps(curve[:2], goal)["all"] is None
+    flat = [(s, {k: 1.0 + (s < 50) for k in bench_quality.QUALITY}) for s in range(10, 101, 10)]
+    assert bench_quality.last_quarter_gain(flat) == {k: 0.0 for k in bench_quality.QUALITY}
+    steady = [(s, {k: 100.0 - s for k in bench_quality.QUALITY}) for s in range(0, 101, 25)]
+    assert bench_quality.last_quarter_gain(steady) == {k: 0.25 for k in bench_quality.QUALITY}
 
 
 def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
     _, out_dir = quick_run
-    assert sorted(os.listdir(out_dir)) == ["args.json", "bench.json"]  # written atomically: no temp files
+    assert sorted(os.listdir(out_dir)) == ["args.json", "bench.json"]
     with open(out_dir / "bench.json") as f:
         result = json.load(f)
     for section, headline in SECTIONS.items():
@@ -78,16 +116,16 @@ def test_too_small_image_is_a_one_line_error():
 
 
 def test_bad_checkpoint_is_a_one_line_error(tmp_path):
-    with pytest.raises(SystemExit, match="--bench-ckpt"):
-        bench.main(["--bench-ckpt", str(tmp_path / "missing.pt")])
+    with pytest.raises(SystemExit, match="--ckpt"):
+        bench.main(["--ckpt", str(tmp_path / "missing.pt")])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match="--bench-ckpt.*junk.pt"):
-        bench.synthesis_net(bench.settings(["--bench-ckpt", str(tmp_path / "junk.pt")]), torch.device("cpu"))
+    with pytest.raises(SystemExit, match="--ckpt.*junk.pt"):
+        bench.synthesis_net(bench.settings(["--ckpt", str(tmp_path / "junk.pt")]), torch.device("cpu"))
 
 
 def test_synthesis_network_is_the_checkpoint_or_seeded_random(trained_ckpt):
     cpu = torch.device("cpu")
-    net = bench.synthesis_net(bench.settings(["--bench-ckpt", trained_ckpt]), cpu)
+    net = bench.synthesis_net(bench.settings(["--ckpt", trained_ckpt]), cpu)
     saved = M.load_checkpoint(M.latest_checkpoint(trained_ckpt))["model"]
     assert all(torch.equal(net.state_dict()[k], v) for k, v in saved.items())
     a, b = (bench.synthesis_net(bench.settings([]), cpu) for _ in range(2))

@@ -63,3 +63,14 @@ def test_rerun_reuses_the_classifier_and_keeps_earlier_outputs(first_run, capsys
 def test_unknown_method_is_a_one_line_error():
     with pytest.raises(SystemExit, match="--fidelity-methods: unknown nope; known: default,spectrum0"):
         fidelity.main(["--fidelity-methods", "default,nope"])
+
+
+@pytest.mark.parametrize("epoch, resumed", [(3, False), (1, True)])
+def test_a_stopped_classifier_is_resumed_a_finished_one_reused(tmp_path, monkeypatch, epoch, resumed):
+    folder = tmp_path / "ckpt"
+    model.save_checkpoint({"epoch": epoch, "hparams": {"epochs": 3}}, str(folder / model.ckpt_name(10)))
+    calls = []
+    monkeypatch.setattr(fidelity.train, "main", calls.append)
+    args = fidelity.parse_args("", fidelity.GROUPS, ["--fidelity-dir", str(tmp_path)], extra=fidelity._extra)
+    assert fidelity.classifier(args, "data") == str(folder)
+    assert len(calls) == int(resumed) and (not calls or "--resume" in calls[0])

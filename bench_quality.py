@@ -1,0 +1,87 @@
+"""bench.py's time to quality: the original recipe run until its plateau, then every method of
+fidelity.METHODS until it reaches the quality the original finally reached, by local_measures'
+distances (no network, no loss). Iteration counts here; bench.py times the iterations side by side.
+"""
+import dataclasses
+
+import torch
+
+import dataset
+import fidelity
+import gen
+import photos
+import synthesis
+from local_measures import local_measures
+
+QUALITY = ("lbp_distance", "patch_nn", "patch_cover")  # local_measures' distances, lower is better
+# The original TensorFlow recipe, through gen.py's options; it ran in fp32.
+ORIGINAL = synthesis.Options(optimizer="adam", lr=1e-4, init="uniform", features="standardize", pixels="clamp",
+                             pool="max", padding="zeros", dtype=torch.float32)
+
+
+class Reached(Exception):
+    """Raised from the progress callback to end a run once every goal is reached."""
+
+
+def measured_run(net, target, layers, options, steps, every, seed, goal=None, time_budget=0.0):
+    """synthesis.synthesize from the seed's noise, with local_measures' QUALITY measures of the current
+    image every `every` iterations and after the last: [(step, measures)]. With `goal` it stops once
+    every measure is at or below the goal's."""
+    curve, last = [], {}
+
+    def measure(step, image):
+        curve.append((step, {k: v for k, v in local_measures(image, target.cpu()).items() if k in QUALITY}))
+        if goal and all(curve[-1][1][k] <= goal[k] for k in QUALITY):
+            raise Reached(step)
+
+    def check(step, images, losses):  # images: the iterate the step started from (step 1: the start noise)
+        last.update(step=step, image=images[0, 0].float().cpu())
+        if step == 1 or step % every == 0:
+            measure(step, last["image"])
+    try:
+        synthesis.synthesize(net, [target], layers, None, dataclasses.replace(options, steps=steps, time_budget=time_budget),
+                             seeds=[seed], callback=check, match=False)
+        if last and (not curve or curve[-1][0] != last["step"]):
+            measure(last["step"], last["image"])
+    except Reached:
+        pass
+    return curve
+
+
+def first_steps(curve, goal):
+    """Per QUALITY measure, and for all of them at once, the first measured step at or below the goal
+    (None: never)."""
+    out = {k: next((s for s, m in curve if m[k] <= goal[k]), None) for k in QUALITY}
+    out["all"] = next((s for s, m in curve if all(m[k] <= goal[k] for k in QUALITY)), None)
+    return out
+
+
+def last_quarter_gain(curve):
+    """Per measure, the share of the run's whole improvement made in its last quarter of iterations:
+    near 0 once it has plateaued."""
+    end = curve[-1][0]
+    mid = min(curve, key=lambda c: abs(c[0] - 0.75 * end))[1]
+    first, final = curve[0][1], curve[-1][1]
+    return {k: (mid[k] - final[k]) / (first[k] - final[k]) if first[k] != final[k] else 0.0 for k in QUALITY}
+
+
+def photo_target(args, device):
+    """The centre --image-size crop of the --bench-photo photograph, in [0, 1] on the device."""
+    img = torch.from_numpy(photos.photograph(args.bench_photo))
+    return (dataset.center_crop(img, args.image_size).float() / 255).to(device)
+
+
+def time_to_quality(args, net, dtype, device):
+    """The original recipe until --bench-orig-steps or --bench-orig-seconds (its plateau), then every method of
+    fidelity.METHODS until it reaches each of the original's final QUALITY measures: the iteration counts."""
+    target, seed = photo_target(args, device), args.seed
+    orig = measured_run(net, target, gen.parse_layers("original"), ORIGINAL, args.bench_orig_steps,
+                        args.bench_orig_every, seed, time_budget=args.bench_orig_seconds)
+    goal = orig[-1][1]
+    out = {"target": args.bench_photo, "goal": goal, "original": {
+        "steps": orig[-1][0], "last_quarter_gain": last_quarter_gain(orig), "curve": orig}, "methods": {}}
+    for name in fidelity.METHODS:
+        layers, options = fidelity.method_options(name, dtype)
+        curve = measured_run(net, target, layers, options, args.bench_gen_steps, args.bench_gen_every, seed, goal)
+        out["methods"][name] = {"steps_to": first_steps(curve, goal), "final": curve[-1][1], "curve": curve}
+    return target, out
