@@ -172,7 +172,8 @@ def given(argv, groups, extra=None):
     """Names of the fields of these groups set explicitly in `argv` (None: sys.argv), not by default.
     `extra`: as for parse_args, so that abbreviations resolve as they do there."""
     unset = object()  # argparse fills in defaults only for attributes the namespace lacks
-    names = [f.name for f in dataclasses.fields(Hyperparams) if _comments()[f.name][0] in groups]
+    info = _comments()
+    names = [f.name for f in dataclasses.fields(Hyperparams) if info[f.name][0] in groups]
     parser = argparse.ArgumentParser(add_help=False)
     if extra:
         extra(parser)
