@@ -80,6 +80,21 @@ class Hyperparams:
     bench_chunk: int = 8  # synthesis iterations per timed round
     bench_matmul: int = 2048  # side of the square matmuls that measure peak FLOP/s
     bench_ckpt: str = ""  # network for the synthesis sections: checkpoint file or folder (empty: random weights)
+    # == texnet ==
+    texnet_dir: str = "asset/texnet"  # trained generators, one folder each: texnet.pt (weights and settings), snapshots
+    texnet_steps: int = 1000  # Adam steps per generator
+    texnet_lr: float = 0.01  # Adam learning rate of the generator
+    texnet_batch: int = 4  # samples per step (per process under torchrun)
+    texnet_size: int = 128  # side of the training samples, a multiple of 2**(scales-1)
+    texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
+    texnet_width: int = 8  # channels per scale (the path grows by this many at each join)
+    texnet_noise: int = 3  # noise channels per scale
+    texnet_mode: str = "each"  # each|joint: one generator per target, or one for all targets conditioned on the target (docs/texnet.md)
+    texnet_snapshot_every: int = 200  # steps between a checkpoint and a snapshot sample (0: only at the end)
+    texnet_calibrate: int = 512  # side of the sample whose instance statistics are kept for sampling
+    # == texsample ==
+    sample_dir: str = "gen_images/texnet"  # samples, one folder per texture, report.json and collections
+    sample_tile: int = 1024  # largest side computed in one pass; larger samples are made in tiles of this (memory)
 
 
 # Allowed values of the fields that take a word.
@@ -97,9 +112,11 @@ CHOICES = {
     "pixels": ["sigmoid", "clamp"],
     "padding": ["reflect", "zeros", "circular"],
     "backbone": ["trained", "random", "imagenet"],
+    "texnet_mode": ["each", "joint"],
 }
 # Numeric fields that may be zero; every other number must be positive.
-ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels"}
+ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
+           "texnet_snapshot_every"}
 
 
 def _comments():
