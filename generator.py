@@ -31,8 +31,8 @@ class Norm(nn.Module):
         if self.training or self.calibrating:
             m, v = f.mean((2, 3), keepdim=True), f.var((2, 3), unbiased=False, keepdim=True)
             if self.calibrating:  # one image per class
-                self.mean[self.labels] = m.flatten(1)
-                self.var[self.labels] = v.flatten(1)
+                self.mean[self.labels] = m.flatten(1).to(self.mean.dtype)
+                self.var[self.labels] = v.flatten(1).to(self.var.dtype)
         else:
             m, v = self.mean[self.labels][:, :, None, None], self.var[self.labels][:, :, None, None]
         y = (f - m) * torch.rsqrt(v + 1e-5) * self.weight[None, :, None, None] + self.bias[None, :, None, None]

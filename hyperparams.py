@@ -80,6 +80,7 @@ class Hyperparams:
     bench_chunk: int = 8  # synthesis iterations per timed round
     bench_matmul: int = 2048  # side of the square matmuls that measure peak FLOP/s
     bench_ckpt: str = ""  # network for the synthesis sections: checkpoint file or folder (empty: random weights)
+    bench_texnet_size: int = 1024  # side of the texnet.py sample timed against one gen.py iteration at that size
     # == texnet ==
     texnet_dir: str = "asset/texnet"  # trained generators, one folder each: texnet.pt (weights and settings), snapshots
     texnet_steps: int = 1000  # Adam steps per generator

@@ -18,9 +18,9 @@ from hyperparams import Hyperparams
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images", "8", "--bench-steps", "1",
         "--bench-repeats", "1", "--bench-orig-steps", "3", "--bench-gen-steps", "3", "--bench-chunk", "2",
-        "--bench-matmul", "128", "--bench-dir", "out"]
+        "--bench-matmul", "128", "--bench-texnet-size", "64", "--bench-dir", "out"]
 SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "speedup", "iteration": "ratio",
-            "flops": "default_share_of_peak"}
+            "flops": "default_share_of_peak", "texnet": "ratio"}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_quick_run_prints_the_table(quick_run):
     assert "32 px, batch 4" in out and "load average" in out
     for section in SECTIONS:
         assert any(line.startswith(section) for line in lines[header + 1:]), section
-    assert "speed-up" in out and "iteration / bare" in out
+    assert "speed-up" in out and "iteration / bare" in out and "iteration / sample" in out
 
 
 def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
