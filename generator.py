@@ -6,7 +6,7 @@ instance normalisation while training; `calibrate` then freezes the statistics i
 large sample (those of the texture as a whole), so that sampling is purely local and a large image
 can be made tile by tile (`sample`) with exactly the result of one pass over the whole image.
 
-    g = Generator(scales=6, width=8, noise=3, classes=1)
+    g = Generator(scales=5, width=8, noise=3, classes=1)
     noise = noise_pyramid(g, 1024, 1024, seed=0)
     img = sample(g, noise, label=0, tile=512)           # (1024, 1024) in [0, 1]
 """
@@ -16,35 +16,41 @@ import torch.nn.functional as F
 
 
 class Norm(nn.Module):
-    """Instance normalisation with an affine map; in eval mode it uses the statistics stored for
-    each image's class (`labels`, set by the Generator before each pass)."""
+    """Normalisation with an affine map. Training: over each image (`instance`, Ulyanov et al. 2017)
+    or over all images of the same class in the batch (`batch`, as their 2016 batch norm); eval mode
+    uses the statistics stored for each image's class (`labels`, set by the Generator each pass)."""
 
-    def __init__(self, channels, classes):
+    def __init__(self, channels, classes, kind="batch"):
         super().__init__()
         self.weight, self.bias = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels))
         self.register_buffer("mean", torch.zeros(classes, channels))
         self.register_buffer("var", torch.ones(classes, channels))
-        self.calibrating, self.labels = False, None
+        self.kind, self.calibrating, self.labels = kind, False, None
 
     def forward(self, x):
         f = x.float()
         if self.training or self.calibrating:
-            m, v = f.mean((2, 3), keepdim=True), f.var((2, 3), unbiased=False, keepdim=True)
+            m, sq = f.mean((2, 3)), f.square().mean((2, 3))  # per image (B, C)
+            if self.kind == "batch":  # pooled over the images of each class
+                onehot = F.one_hot(self.labels, self.mean.shape[0]).float()
+                share = onehot / onehot.sum(0).clamp_min(1)
+                m, sq = [onehot @ (share.T @ a) for a in (m, sq)]
+            v = (sq - m.square()).clamp_min(0)
             if self.calibrating:  # one image per class
-                self.mean[self.labels] = m.flatten(1).to(self.mean.dtype)
-                self.var[self.labels] = v.flatten(1).to(self.var.dtype)
+                self.mean[self.labels] = m.to(self.mean.dtype)
+                self.var[self.labels] = v.to(self.var.dtype)
         else:
-            m, v = self.mean[self.labels][:, :, None, None], self.var[self.labels][:, :, None, None]
-        y = (f - m) * torch.rsqrt(v + 1e-5) * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return y.to(x.dtype)
+            m, v = self.mean[self.labels], self.var[self.labels]
+        y = (f - m[:, :, None, None]) * torch.rsqrt(v[:, :, None, None] + 1e-5)
+        return (y * self.weight[None, :, None, None] + self.bias[None, :, None, None]).to(x.dtype)
 
 
-def block(cin, cout, classes):
+def block(cin, cout, classes, norm):
     """Two 3x3 convolutions and a 1x1, each normalised and followed by a leaky ReLU (as Ulyanov et al.)."""
     layers = []
     for i, k in enumerate((3, 3, 1)):
         layers += [nn.Conv2d(cin if i == 0 else cout, cout, k, padding=k // 2, padding_mode="circular"),
-                   Norm(cout, classes), nn.LeakyReLU(0.2)]
+                   Norm(cout, classes, norm), nn.LeakyReLU(0.2)]
     return nn.Sequential(*layers)
 
 
@@ -53,13 +59,13 @@ class Generator(nn.Module):
     `noise` channels (and a one-hot of the class when `classes` > 1) through a block of `width`
     channels; the path grows by `width` channels at every join."""
 
-    def __init__(self, scales=6, width=8, noise=3, classes=1):
+    def __init__(self, scales=5, width=8, noise=3, classes=1, norm="batch"):
         super().__init__()
-        self.scales, self.width, self.noise, self.classes = scales, width, noise, classes
+        self.scales, self.width, self.noise, self.classes, self.norm = scales, width, noise, classes, norm
         cin = noise + (classes if classes > 1 else 0)
-        self.branches = nn.ModuleList(block(cin, width, classes) for _ in range(scales))
-        self.joins = nn.ModuleList(block(width * (k + 1), width * (k + 1), classes) for k in range(1, scales))
-        self.skip_norms = nn.ModuleList(Norm(width * k, classes) for k in range(1, scales))
+        self.branches = nn.ModuleList(block(cin, width, classes, norm) for _ in range(scales))
+        self.joins = nn.ModuleList(block(width * (k + 1), width * (k + 1), classes, norm) for k in range(1, scales))
+        self.skip_norms = nn.ModuleList(Norm(width * k, classes, norm) for k in range(1, scales))
         self.out = nn.Conv2d(width * scales, 1, 1)
 
     @property
@@ -75,7 +81,8 @@ class Generator(nn.Module):
         return -(-(2 ** (self.scales + 1) - 2) // self.factor) * self.factor
 
     def config(self):
-        return {"scales": self.scales, "width": self.width, "noise": self.noise, "classes": self.classes}
+        return {"scales": self.scales, "width": self.width, "noise": self.noise, "classes": self.classes,
+                "norm": self.norm}
 
     def forward(self, noise, labels):
         """noise: list of (B, noise, H / 2**k, W / 2**k), finest first; labels: (B,) class indices."""

@@ -90,6 +90,7 @@ class Hyperparams:
     texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
     texnet_width: int = 8  # channels per scale (the path grows by this many at each join)
     texnet_noise: int = 3  # noise channels per scale
+    texnet_norm: str = "batch"  # batch|instance: normalise over the images of a texture in the batch, or over each image (docs/texnet.md)
     texnet_mode: str = "each"  # each|joint: one generator per target, or one for all targets conditioned on the target (docs/texnet.md)
     texnet_snapshot_every: int = 200  # steps between a checkpoint and a snapshot sample (0: only at the end)
     texnet_calibrate: int = 512  # side of the sample whose instance statistics are kept for sampling
@@ -114,6 +115,7 @@ CHOICES = {
     "padding": ["reflect", "zeros", "circular"],
     "backbone": ["trained", "random", "imagenet"],
     "texnet_mode": ["each", "joint"],
+    "texnet_norm": ["batch", "instance"],
 }
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",

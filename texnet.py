@@ -43,7 +43,7 @@ TRAIN_GROUPS, SAMPLE_GROUPS = ["run", "data", "gen", "texnet"], ["run", "texsamp
 # flags of the data and gen groups that training does not use: setting one is an error, not a no-op
 UNUSED = ["data_dir", "url", "zips_dir", "split", "test_fraction", "eval_crop", "workers", "gen_dir", "optimizer",
           "gen_lr", "steps", "snapshot_every", "levels", "init", "pixels", "padding"]
-ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise"}
+ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
 
 def parse(argv=None):

@@ -131,7 +131,7 @@ def test_checkpoint_round_trip_and_bad_checkpoints(trained, tmp_path, trained_ck
     path, label = trained
     g, ckpt = texnet.load(path)
     assert all(torch.equal(v, ckpt["model"][k]) for k, v in g.state_dict().items())
-    assert g.config() == {"scales": 3, "width": 4, "noise": 2, "classes": 1}
+    assert g.config() == {"scales": 3, "width": 4, "noise": 2, "classes": 1, "norm": "batch"}
     assert ckpt["target_images"][0].dtype == torch.uint8 and ckpt["target_images"][0].shape == (32, 32)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     classifier = model.latest_checkpoint(trained_ckpt)
