@@ -116,9 +116,10 @@ def test_tiled_sample_equals_one_pass_and_a_short_halo_does_not():
     assert not torch.allclose(G.sample(g, noise, tile=16, halo=g.halo - g.factor), whole)
 
 
-def test_calibrated_eval_equals_instance_norm_on_the_calibration_sample():
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_calibrated_eval_equals_training_mode_on_the_calibration_sample(norm):
     torch.manual_seed(0)
-    g = G.Generator(scales=3, width=4, noise=2, classes=2)
+    g = G.Generator(scales=3, width=4, noise=2, classes=2, norm=norm)
     noise = G.noise_pyramid(g, 32, 32, seed=2)
     G.calibrate(g, noise)
     for c in range(2):
