@@ -38,6 +38,7 @@ import prepro
 import quality
 import synthesis
 from hyperparams import Hyperparams, add_arguments, save_args, save_json
+from train import Stop
 
 TRAIN_GROUPS, SAMPLE_GROUPS = ["run", "data", "gen", "texnet"], ["run", "texsample"]
 # flags of the data and gen groups that training does not use: setting one is an error, not a no-op
@@ -82,8 +83,7 @@ def load(path):
     try:
         g = G.Generator(**ckpt["generator"])
         g.load_state_dict(ckpt["model"])
-        labels, targets = list(ckpt["labels"]), ckpt["target_images"]
-        ckpt["settings"], ckpt["step"]
+        labels, targets, _, _ = list(ckpt["labels"]), ckpt["target_images"], ckpt["settings"], ckpt["step"]
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         why = " ".join(f"{type(e).__name__}: {e}".split())[:120]
         raise model.CheckpointError(f"{path}: not a texnet.py generator checkpoint ({why})")
@@ -127,7 +127,7 @@ def objectives(net, targets, layers, size, args, dtype):
     frozen, parts = None, []
     for t in targets:
         f, loss_fn, spectrum = synthesis.objective(net, [t], layers, size, **{k: opts[k] for k in keys})
-        frozen = frozen or f
+        frozen = f if frozen is None else frozen
         parts.append((loss_fn, spectrum))
     return frozen, parts
 
@@ -182,12 +182,12 @@ def train_one(job, net, layers, args, device, dtype, rank, world):
     frozen, parts = objectives(net, job["targets"], layers, (args.texnet_size,) * 2, args, dtype)
     ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
     bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
-    t0 = time.perf_counter()
+    t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave
     while step < args.texnet_steps:
         loss = step_loss(ddp, frozen, parts, layers, args, step, rank, world, device, dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        over = args.time_budget and time.perf_counter() - t0 > args.time_budget
+        over = args.time_budget and time.perf_counter() - t0 > args.time_budget or stop.signum is not None
         sync = torch.tensor([loss.item(), float(bool(over))])
         if world > 1:
             dist.all_reduce(sync)
@@ -207,6 +207,9 @@ def train_one(job, net, layers, args, device, dtype, rank, world):
         if done:
             break
     bar.close()
+    stop.restore()
+    if stop.signum is not None:
+        raise SystemExit(f"stopped at step {step}: saved {job['ckpt']}; continue with --resume")
     return {"label": job["dir"], "steps": step, "seconds": seconds + time.perf_counter() - t0,
             "loss_first": curve[0] if curve else None, "loss_last": curve[-1] if curve else None}
 
