@@ -19,7 +19,6 @@ settings, the target crop: never the classifier), args.json and snapshot_NNNNN.p
 (gen.py's quality measures and verdict), --sample-dir/report.json and a collection image.
 """
 import argparse
-import dataclasses
 import math
 import os
 import sys
