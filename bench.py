@@ -3,12 +3,13 @@
     python bench.py --quick                     # about a minute on 2 CPU cores (64 px, few repeats)
     python bench.py                             # VGG-19 at 224 px, batch 16: tens of minutes on a CPU
     python bench.py --image-size 128 --bench-repeats 3 --device cuda
+    python bench.py --quick --ckpt best         # synthesis sections with the trained classifier (default: random weights)
 
 Sections (medians over --bench-repeats rounds that alternate the compared paths, so machine load
 hits both alike):
   train      training step of train.py, plain fp32 eager vs its default path (autocast dtype,
              channels-last, torch.compile by its rule): images/s and the speed-up
-  data       a whole epoch through prepro.Batches from the uint8 cache vs the same steps on batches
+  data       a whole epoch through batches.Batches from the uint8 cache vs the same steps on batches
              already in memory: the share of model speed the pipeline keeps
   synthesis  the original recipe (Adam lr 1e-4 from U(0,1), standardised Gram at pool1-pool4) run for
              --bench-orig-steps vs gen.py's default, both scored by the original's loss: time for the
@@ -32,15 +33,17 @@ from itertools import islice
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import dataset
 import gen
 import generator
 import synthesis
 import model as M
-import prepro
 import train
-from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json
+from demo import make_demo
+from kylberg import KYLBERG
+from hyperparams import Hyperparams, given, parse_args, save_args, save_json
 
-GROUPS = ["run", "data", "bench"]
+GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
 # --quick replaces these defaults (flags given explicitly still win).
 QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 60,
          "bench_gen_steps": 60, "bench_chunk": 4, "bench_matmul": 1024, "bench_texnet_size": 256}
@@ -104,8 +107,8 @@ def machine(device, dtype):
 def training_run(args, data_dir, plain):
     """A train.Run on the generated data with --bench-batch; `plain`: fp32, eager, default memory layout."""
     h = dataclasses.asdict(Hyperparams())
-    run_args = argparse.Namespace(**{**h, **{k: getattr(args, k) for k in ("device", "dtype", "seed", "split",
-                                     "test_fraction", "image_size", "eval_crop", "workers")},
+    run_args = argparse.Namespace(**{**h, **{k: getattr(args, k) for k in ("device", "dtype", "seed", "image_size",
+                                                                         "workers")},
                                      "data_dir": data_dir, "batch_size": args.bench_batch})
     if plain:
         run_args.dtype, run_args.compile = "fp32", "off"
@@ -168,9 +171,9 @@ def demo_data(args, root):
     """--bench-images generated textures spread over 28 class folders (Kylberg's names and class
     count), their sides relating to the crop as Kylberg's 576 px patches to 224."""
     size = max(args.image_size, round(args.image_size * 576 / 224))
-    n, classes = max(args.bench_images, len(prepro.KYLBERG)), prepro.KYLBERG
+    n, classes = max(args.bench_images, len(KYLBERG)), KYLBERG
     src, out = os.path.join(root, "generated"), os.path.join(root, "data")
-    prepro.make_demo(src, classes=4, patches=-(-n // 16) * 4, size=size, seed=args.seed)
+    make_demo(src, classes=4, patches=-(-n // 16) * 4, size=size, seed=args.seed)
     files = sorted(os.path.join(src, c, f) for c in os.listdir(src) if os.path.isdir(os.path.join(src, c))
                    for f in os.listdir(os.path.join(src, c)))
     for i, f in enumerate(files[:n]):
@@ -208,13 +211,13 @@ ORIGINAL = {"optimizer": "adam", "lr": 1e-4, "init": "uniform", "features": "sta
 
 
 def synthesis_net(args, device):
-    """gen.py's network: its default (--backbone trained) from --bench-ckpt, else --backbone random."""
-    choice = argparse.Namespace(ckpt=args.bench_ckpt or None, backbone="trained" if args.bench_ckpt else "random",
+    """gen.py's network: its default (--backbone trained) from --ckpt, else --backbone random."""
+    choice = argparse.Namespace(ckpt=args.ckpt, backbone="trained" if args.ckpt else "random",
                                 seed=args.seed, backbone_weights="")
     try:
         return gen.networks(choice)[0].to(device).eval().requires_grad_(False)
     except M.CheckpointError as e:
-        raise SystemExit(f"--bench-ckpt: {e}")
+        raise SystemExit(f"--ckpt: {e}")
 
 
 def original_score(net, target, layers):
@@ -299,10 +302,9 @@ def loss_times(net, target, layers, options, steps, device):
 def bench_synthesis(args, device, dtype, data_dir):
     """Sections synthesis and iteration: iteration counts from one run of each recipe, the time per
     iteration from interleaved timed chunks of both recipes, of the loss alone and of the bare network."""
-    data = prepro.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
+    data = dataset.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
     img, s = data.train_images[0], args.image_size
-    top, left = (img.shape[0] - s) // 2, (img.shape[1] - s) // 2
-    target = (img[top:top + s, left:left + s].float() / 255).to(device)
+    target = (dataset.center_crop(img, s).float() / 255).to(device)
     net, original = synthesis_net(args, device), gen.parse_layers("original")
     layers, options = gen.default_options(dtype)
     orig = synthesis.synthesize(net, [target], original, steps=args.bench_orig_steps, seeds=[args.seed], **ORIGINAL)[0]
@@ -318,7 +320,7 @@ def bench_synthesis(args, device, dtype, data_dir):
     synth = {"original_steps": args.bench_orig_steps, "original_final_loss": goal,
              "original_seconds": args.bench_orig_steps * t["original"],
              "original_iteration_s": t["original"], "default_iteration_s": t["default"],
-             "default_steps_to_reach": reached, "image_size": s, "network": args.bench_ckpt or f"random {net.arch}"}
+             "default_steps_to_reach": reached, "image_size": s, "network": args.ckpt or f"random {net.arch}"}
     if reached is not None:
         synth["default_seconds_to_reach"] = reached * t["default"]
         synth["speedup"] = args.bench_orig_steps / reached * t.ratio("original", "default")
@@ -334,7 +336,7 @@ def bench_texnet(args, device, dtype, data_dir):
     g = generator.Generator(h.texnet_scales, h.texnet_width, h.texnet_noise).to(device)
     generator.calibrate(g, generator.noise_pyramid(g, g.factor * 4, g.factor * 4, args.seed, device=device))
     g.eval()
-    data = prepro.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
+    data = dataset.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
     target = (data.train_images[0][:args.image_size, :args.image_size].float() / 255).to(device)
     net = synthesis_net(args, device)
     layers, options = gen.default_options(dtype)
@@ -363,7 +365,7 @@ def rows(r):
     out = [("train", "fp32 eager, images/s", f"{tr['fp32_eager_images_per_s']:.2f}"),
            ("train", f"default ({default}), images/s", f"{tr['default_images_per_s']:.2f}"),
            ("train", "speed-up", f"{tr['speedup']:.2f}x"),
-           ("data", "whole epoch through prepro.Batches, images/s", f"{d['epoch_images_per_s']:.2f}"),
+           ("data", "whole epoch through batches.Batches, images/s", f"{d['epoch_images_per_s']:.2f}"),
            ("data", "model step alone (preloaded), images/s", f"{d['model_only_images_per_s']:.2f}"),
            ("data", "epoch / model-alone throughput", f"{d['ratio']:.3f}"),
            ("data", "split loaded from the uint8 cache, images/s", f"{d['cache_load_images_per_s']:.0f}"),
@@ -406,21 +408,27 @@ def table(r):
                      [f"{a:<10} {b:<{w}} {c}" for a, b, c in lines])
 
 
+def add_quick(p):
+    p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: "
+                   + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+
+
 def settings(argv):
-    def extra(p):
-        p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: "
-                       + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
-    args = parse_args(__doc__, GROUPS, argv, extra=extra)
+    args = parse_args(__doc__, GROUPS, argv, extra=add_quick)
     if args.quick:
-        given = add_arguments(argparse.ArgumentParser(add_help=False), GROUPS)
-        given.set_defaults(**{k: None for k in QUICK})  # None: not on the command line
-        explicit = vars(given.parse_known_args(argv)[0])
+        explicit = given(argv, GROUPS, add_quick)
         for k, v in QUICK.items():
-            setattr(args, k, v if explicit[k] is None else explicit[k])
+            if k not in explicit:
+                setattr(args, k, v)
     if args.image_size < 32:
         raise SystemExit(f"--image-size {args.image_size}: the network needs at least 32 px")
-    if args.bench_ckpt and not os.path.exists(args.bench_ckpt):
-        raise SystemExit(f"--bench-ckpt {args.bench_ckpt}: no such checkpoint file or folder")
+    if args.ckpt:
+        try:
+            path = M.find_checkpoint(args.ckpt)[0]
+        except M.CheckpointError as e:
+            raise SystemExit(f"--ckpt: {e}")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--ckpt {args.ckpt}: no such checkpoint file or folder")
     return args
 
 

@@ -14,6 +14,13 @@ noise, until its Gram matrices at the chosen layers match those of a target text
     for f in data/kylberg/*/*-a-p001.png; do python gen.py "$f"; done
     torchrun --nproc-per-node 2 gen.py data/kylberg/*/*-a-p001.png
 
+The classifier is the newest numbered checkpoint in asset/train/ckpt unless --ckpt says otherwise
+(--ckpt best: best.pt); the line `checkpoint ...` says which. --image-size defaults to the size that
+checkpoint was trained at. Its verdict on a target it was trained on is marked (target_in_training in
+result.json, a note on stderr): recognising a training image says little. --gen-lr defaults to each
+optimiser's own step size; --pixels clamp is for Adam only. Under torchrun every process finishes its
+share even when some of its targets fail; failures are reported per target and the exit status is 1.
+
 Each target gets --gen-dir/<label>/ with target.png, snapshot_NNNNN.png, final.png and
 result.json (with quality measures against the target, see quality.py); every call writes
 --gen-dir/report.json (the measures per target and their means) and prints them as a table;
@@ -26,6 +33,7 @@ import math
 import os
 import sys
 import time
+import traceback
 import zlib
 
 import torch
@@ -36,10 +44,10 @@ from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
+import dataset
 import model
-import prepro
 import quality
-from hyperparams import Hyperparams, parse_args, save_args, save_json, write_atomic
+from hyperparams import GEN_LR, Hyperparams, given, parse_args, save_args, save_json, write_atomic
 from quality import hist_distance
 from synthesis import auto_levels, downsampling, level_steps, levels_problem, synthesize
 
@@ -175,25 +183,35 @@ def silent_channels(net, targets, layers, pool, padding):
 
 
 def networks(args):
-    """(synthesis network, classifier for the verdict, its checkpoint path, its classes).
+    """(synthesis network, classifier for the verdict, its checkpoint: {path, how (it was picked),
+    classes, hparams (its recorded settings)}).
 
-    Without a checkpoint the classifier is None: allowed for --backbone random|imagenet, unless
-    --ckpt names one explicitly."""
-    judge = path = classes = None
+    Without a checkpoint the classifier and its record are None: allowed for --backbone
+    random|imagenet, unless --ckpt names one explicitly."""
+    judge = found = None
     try:
-        path = args.ckpt or model.latest_checkpoint(Hyperparams.ckpt_dir)
-        path = model.latest_checkpoint(path) if os.path.isdir(path) else path
+        path, how = model.find_checkpoint(args.ckpt)
         ckpt = model.load_checkpoint(path)
-        judge, classes = model.model_from_checkpoint(ckpt, path), ckpt["classes"]
+        judge = model.model_from_checkpoint(ckpt, path)
+        found = {"path": path, "how": how, "classes": ckpt["classes"], "hparams": ckpt.get("hparams") or {}}
     except model.CheckpointError:
         if args.backbone == "trained" or args.ckpt:
             raise
-        path = None
     if args.backbone == "trained":
-        return judge, judge, path, classes
+        return judge, judge, found
     if args.backbone == "random":
-        return random_net(judge.arch if judge else Hyperparams.arch, args.seed), judge, path, classes
-    return imagenet_net(args.backbone_weights), judge, path, classes
+        return random_net(judge.arch if judge else Hyperparams.arch, args.seed), judge, found
+    return imagenet_net(args.backbone_weights), judge, found
+
+
+def training_images(recorded):
+    """Real paths of the images the checkpoint trained on, from its recorded split settings (None:
+    they cannot tell)."""
+    try:
+        return dataset.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
+                                      recorded["seed"])
+    except (KeyError, dataset.DataError):
+        return None
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -202,8 +220,8 @@ def label_of(path):
     """Kylberg class from the file name ('blanket1-a-p001.png' -> 'blanket1'), else the file stem."""
     name = os.path.basename(path)
     try:
-        label = prepro.label_from_filename(name)
-    except (ValueError, prepro.DataError):
+        label = dataset.label_from_filename(name)
+    except (ValueError, dataset.DataError):
         label = ""
     return label or os.path.splitext(name)[0]
 
@@ -224,21 +242,22 @@ def plan(paths, gen_dir, seed):
 
 def load_target(path, args, min_side):
     """8-bit grey in [0, 1]; the centre --image-size crop unless --full or the image is smaller."""
-    img = prepro.load_gray(path).float() / 255
+    img = dataset.load_gray(path).float() / 255
     h, w = img.shape
     s = args.image_size
     if not args.full and min(h, w) >= s:
-        img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        img = dataset.center_crop(img, s)
     elif not args.full:
         tqdm.write(f"{path}: {w}x{h} is smaller than --image-size {s}; using the whole image", file=sys.stderr)
     if min(img.shape) < min_side:
-        raise prepro.DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
+        raise dataset.DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
     return img
 
 
 def options(args, dtype):
-    """synthesize's method options from the command line."""
-    return dict(loss=args.loss, features=args.features, optimizer=args.optimizer, lr=args.gen_lr, init=args.init,
+    """synthesize's method options from the command line (--gen-lr 0: the optimiser's own step size)."""
+    lr = args.gen_lr or GEN_LR[args.optimizer]
+    return dict(loss=args.loss, features=args.features, optimizer=args.optimizer, lr=lr, init=args.init,
                 pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile, dtype=dtype,
                 spectrum_weight=args.spectrum_weight)
 
@@ -250,13 +269,26 @@ def default_options(dtype):
     return parse_layers(defaults.layers), options(defaults, dtype)
 
 
+def cannot_write(args, e):
+    return f"--gen-dir {args.gen_dir}: cannot write there ({e.strerror or e})"
+
+
 def run_group(net, jobs, size, layers, args, dtype, info, judge=None):
-    """Synthesise a batch of same-size outputs and write each target's folder; returns failed paths.
-    `judge`: the trained classifier that gives the verdict (None: no verdict)."""
+    """Synthesise a batch of same-size outputs and write each target's folder; returns {failed path:
+    why}. `judge`: the trained classifier that gives the verdict (None: no verdict)."""
+    failed, ready = {}, []
     for j in jobs:
-        os.makedirs(j["dir"], exist_ok=True)
-        write_png(j["target"], os.path.join(j["dir"], "target.png"))
-        save_args(args, os.path.join(j["dir"], "args.json"))
+        try:
+            os.makedirs(j["dir"], exist_ok=True)
+            write_png(j["target"], os.path.join(j["dir"], "target.png"))
+            save_args(args, os.path.join(j["dir"], "args.json"))
+            ready.append(j)
+        except OSError as e:  # every file is replaced whole, so earlier outputs stay as they were
+            failed[j["path"]] = cannot_write(args, e)
+            tqdm.write(f"{j['path']}: {failed[j['path']]}", file=sys.stderr)
+    if not ready:
+        return failed
+    jobs = ready
     levels = args.levels or auto_levels(size, min(min(j["target"].shape) for j in jobs), downsampling(net, layers),
                                        args.tile)
     bar = tqdm(total=sum(level_steps(args.steps, levels)), desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}",
@@ -274,13 +306,13 @@ def run_group(net, jobs, size, layers, args, dtype, info, judge=None):
                          time_budget=args.time_budget, seeds=[j["seed"] for j in jobs], callback=progress,
                          levels=levels, **options(args, dtype))
     bar.close()
-    failed, silent = [], silent_channels(net, [j["target"] for j in jobs], layers, args.pool, args.padding)
+    silent = silent_channels(net, [j["target"] for j in jobs], layers, args.pool, args.padding)
     for j, r, quiet in zip(jobs, results, silent):
         record = {"target": j["path"], "label": j["label"], "seed": j["seed"], "size": list(size),
                   "layers": layers, "status": "stopped" if r["message"] else "ok", "message": r["message"],
                   **{k: r[k] for k in ("loss", "final_loss", "layer_losses", "steps", "seconds", "curve")},
                   "levels": r.get("levels"), "batch": len(jobs), **info, "silent_channels": quiet,
-                  "settings": vars(args)}
+                  "target_in_training": j["in_training"], "settings": vars(args)}
         worst = max(quiet, key=quiet.get)
         if quiet[worst] >= SILENT_WARNING:
             tqdm.write(f"{j['path']}: {quiet[worst]:.0%} of the {worst} channels of the {args.backbone} network are "
@@ -288,7 +320,7 @@ def run_group(net, jobs, size, layers, args, dtype, info, judge=None):
                        "(train.py --arch vgg19_bn) or try --backbone random", file=sys.stderr)
         if r["message"]:
             tqdm.write(f"{j['path']}: {r['message']}", file=sys.stderr)
-            failed.append(j["path"])
+            failed[j["path"]] = r["message"]
         if math.isfinite(r["loss"]):
             record["hist_distance_raw"] = hist_distance(r["raw"], j["target"])
             record["hist_distance"] = hist_distance(r["image"], j["target"])
@@ -315,34 +347,68 @@ def report(jobs, gen_dir, since):
         print(quality.write_report(records, os.path.join(gen_dir, "report.json")))
 
 
-def _init_dist():
-    """Rank and world size; a process group only under torchrun with more than one process."""
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    if world > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return rank, world
-
-
 def _extra(p):
     p.add_argument("targets", nargs="+", help="target texture images (any format Pillow reads)")
-    p.add_argument("--ckpt", help="checkpoint file, or a folder to take the latest from "
-                   f"(default: latest in {Hyperparams.ckpt_dir})")
     p.add_argument("--full", action="store_true", help="use the whole target, not its centre --image-size crop")
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="output size (default: the target's)")
     p.add_argument("--tile", action="store_true", help="periodic boundaries: the texture tiles seamlessly")
 
 
-def main(argv=None):
-    args = parse_args(__doc__, ["run", "data", "gen"], argv, extra=_extra)
-    rank, world = _init_dist()
-    device = model.pick_device(args.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    dtype = model.pick_dtype(args.dtype, device)
+def check_flags(args, given):
+    """Combinations that cannot work, or flags that would have no effect."""
+    if args.pixels == "clamp" and args.optimizer == "lbfgs":
+        return "--pixels clamp needs --optimizer adam: clamping between L-BFGS steps spoils its curvature pairs"
+    if "backbone_weights" in given and args.backbone != "imagenet":
+        return "--backbone-weights applies to --backbone imagenet only"
+    return None
+
+
+def prepare(jobs, args, least, factor, train_set):
+    """Load this process's targets and group them by output size; returns (groups, {failed path: why})."""
+    groups, failed = {}, {}
+    for job in jobs:
+        try:
+            job["target"] = load_target(job["path"], args, least)
+        except dataset.DataError as e:
+            tqdm.write(str(e), file=sys.stderr)
+            failed[job["path"]] = str(e).removeprefix(f"{job['path']}: ")
+            continue
+        size = tuple(args.size or job["target"].shape)
+        why = f"--tile needs sides that are multiples of {factor}; pass --size" \
+            if args.tile and any(s % factor for s in size) else None
+        if not why and args.levels > 1 and (problem := levels_problem(size, job["target"].shape, args.levels,
+                                                                      factor, args.tile)):
+            why = f"--levels {args.levels}: {problem}"
+        if why:
+            tqdm.write(f"{job['path']}: {why}", file=sys.stderr)
+            failed[job["path"]] = why
+            continue
+        job["in_training"] = None if train_set is None else os.path.realpath(job["path"]) in train_set
+        if job["in_training"]:
+            tqdm.write(f"{job['path']}: the classifier was trained on this image, so its verdict on it (and on the "
+                       "texture made from it) is not a held-out result", file=sys.stderr)
+        groups.setdefault(size, []).append(job)
+    return groups, failed
+
+
+def synthesise_share(groups, net, layers, args, dtype, info, judge):
+    """Every group of this process; a group that raises fails its own targets, the others go on."""
+    failed = {}
+    for size, group in groups.items():
+        try:
+            failed.update(run_group(net, group, size, layers, args, dtype, info, judge))
+        except OSError as e:
+            failed.update({j["path"]: cannot_write(args, e) for j in group})
+        except Exception as e:  # a bug or a device error: shown in full, the other targets still run
+            traceback.print_exc()
+            failed.update({j["path"]: " ".join(f"{type(e).__name__}: {e}".split()) for j in group})
+    return failed
+
+
+def setup(args, device):
+    """(synthesis network, judge, checkpoint record, layers, factor, least side) from the flags."""
     try:
-        layers = parse_layers(args.layers)
-        net, judge, path, classes = networks(args)
+        net, judge, found = networks(args)
         net = net.to(device).eval().requires_grad_(False)
         judge = None if judge is None else judge.to(device).eval().requires_grad_(False)
         layers = parse_layers(args.layers, net.names)
@@ -353,52 +419,61 @@ def main(argv=None):
     if args.size and (min(args.size) < least or (args.tile and any(s % factor for s in args.size))):
         raise SystemExit(f"--size {args.size[0]} {args.size[1]}: must be at least {least}"
                          f"{f' and a multiple of {factor} with --tile' if args.tile else ''} for {args.layers}")
-    info = {"rank": rank, "backbone": args.backbone, "checkpoint": path, "classes": classes,
-            "device": str(device), "dtype": str(dtype).replace("torch.", "")}
+    return net, judge, found, layers, factor, least
+
+
+def run(args, explicit, rank, world, device):
+    net, judge, found, layers, factor, least = setup(args, device)
+    if found and "image_size" not in explicit and "image_size" in found["hparams"]:
+        args.image_size = found["hparams"]["image_size"]  # the crop the classifier was trained on
+    if found and rank == 0:
+        print(f"checkpoint {found['path']}: {found['how']}")
+    args.gen_lr = args.gen_lr or GEN_LR[args.optimizer]  # recorded as used
+    dtype = model.pick_dtype(args.dtype, device)
+    info = {"rank": rank, "backbone": args.backbone, "checkpoint": found and found["path"],
+            "classes": found and found["classes"], "device": str(device), "dtype": str(dtype).replace("torch.", "")}
     if judge is None:
         info.update(verdict=None, verdict_skipped="no trained checkpoint: synthesis ran without one, "
                     "nothing to classify with")
     start = time.time()
-    jobs, failed, groups = plan(args.targets, args.gen_dir, args.seed), [], {}
-    for job in jobs[rank::world]:
-        try:
-            job["target"] = load_target(job["path"], args, least)
-        except prepro.DataError as e:
-            tqdm.write(str(e), file=sys.stderr)
-            failed.append(job["path"])
-            continue
-        size = tuple(args.size or job["target"].shape)
-        if args.tile and any(s % factor for s in size):
-            tqdm.write(f"{job['path']}: --tile needs sides that are multiples of {factor}; pass --size", file=sys.stderr)
-            failed.append(job["path"])
-            continue
-        if args.levels > 1 and (why := levels_problem(size, job["target"].shape, args.levels, factor, args.tile)):
-            tqdm.write(f"{job['path']}: --levels {args.levels}: {why}", file=sys.stderr)
-            failed.append(job["path"])
-            continue
-        groups.setdefault(size, []).append(job)
-    try:
-        for size, group in groups.items():
-            failed += run_group(net, group, size, layers, args, dtype, info, judge)
-    except OSError as e:  # every file is replaced whole, so earlier outputs stay as they were
-        raise SystemExit(f"--gen-dir {args.gen_dir}: cannot write there ({e.strerror or e})")
-    if world > 1:
+    jobs = plan(args.targets, args.gen_dir, args.seed)
+    train_set = training_images(found["hparams"]) if found else None
+    groups, failed = prepare(jobs[rank::world], args, least, factor, train_set)
+    failed.update(synthesise_share(groups, net, layers, args, dtype, info, judge))
+    if world > 1:  # every process gets here, whatever failed on it
         everyone = [None] * world
         dist.all_gather_object(everyone, failed)
-        failed = sum(everyone, [])
-    if rank == 0 and len(jobs) > 1:
-        done = [(os.path.basename(j["dir"]), os.path.join(j["dir"], "target.png"), os.path.join(j["dir"], "final.png"))
-                for j in jobs if j["path"] not in failed]
-        if done:
-            out = os.path.join(args.gen_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
+        failed = {k: v for part in everyone for k, v in part.items()}
+    if rank == 0:
+        finish(jobs, failed, args.gen_dir, start)
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(jobs)} target(s) failed: "
+                         + ", ".join(f"{p} ({why})" for p, why in failed.items()))
+
+
+def finish(jobs, failed, gen_dir, start):
+    """The collection picture of several targets and the run's report (process 0)."""
+    done = [(os.path.basename(j["dir"]), os.path.join(j["dir"], "target.png"), os.path.join(j["dir"], "final.png"))
+            for j in jobs if j["path"] not in failed]
+    try:
+        if len(jobs) > 1 and done:
+            out = os.path.join(gen_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
             collection(done, out)
             print(f"collection: {out}")
-    if rank == 0:
-        report(jobs, args.gen_dir, start)
-    if world > 1:
-        dist.destroy_process_group()
-    if failed:
-        raise SystemExit(f"{len(failed)} of {len(jobs)} target(s) failed: {', '.join(failed)}")
+        report(jobs, gen_dir, start)
+    except OSError as e:
+        raise SystemExit(f"--gen-dir {gen_dir}: cannot write there ({e.strerror or e})")
+
+
+def main(argv=None):
+    groups = ["device", "seed", "crop", "ckpt", "gen"]
+    args = parse_args(__doc__, groups, argv, extra=_extra, check=check_flags)
+    rank, world, device = model.distributed(args.device)
+    try:
+        run(args, given(argv, groups, _extra), rank, world, device)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

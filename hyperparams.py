@@ -5,7 +5,7 @@ A `# == group ==` line starts a group; a script asks for the groups it uses and 
 parser whose flags are those fields (`batch_size` -> `--batch-size`).
 
     from hyperparams import parse_args
-    args = parse_args(__doc__, ["run", "data", "train"])
+    args = parse_args(__doc__, ["device", "seed", "data", "crop", "train"])
 """
 import argparse
 import dataclasses
@@ -17,21 +17,25 @@ from dataclasses import dataclass
 
 @dataclass
 class Hyperparams:
-    # == run ==
+    # == device ==
     device: str = "auto"  # auto|cpu|cuda|cuda:N: auto takes CUDA when present
-    dtype: str = "auto"  # autocast dtype; auto is bf16 where the hardware runs it fast
-    seed: int = 0  # random seed (each torchrun rank adds its rank)
-    # == data ==
-    data_dir: str = "data/kylberg"  # extracted dataset, one folder per class
+    dtype: str = "auto"  # autocast dtype; auto is bf16 where the hardware runs it natively, else fp16 on CUDA, fp32 on CPU
+    # == seed ==
+    seed: int = 0  # random seed of the split, the demo set, the weights and the noise (each torchrun rank adds its rank)
+    # == fetch ==
     url: str = "http://www.cb.uu.se/~gustaf/texture/data/without-rotations-zip/"  # where the per-class zips live
     zips_dir: str = "data/kylberg-zips"  # downloaded (or hand-placed) per-class zips
+    # == data ==
+    data_dir: str = "data/kylberg"  # extracted dataset, one folder per class (prepro.py --demo: data/demo)
     split: str = "patch"  # patch|source|all: held-out patches per class, held-out sample d, or no hold-out
     test_fraction: float = 0.25  # share of each class held out by the patch split
+    # == crop ==
     image_size: int = 224  # side of the square crop fed to the network
+    # == eval ==
     eval_crop: str = "center"  # center|full: what evaluation sees of each image
+    # == loader ==
     workers: int = 0  # background threads that prepare training batches (0: in the main loop)
     # == demo ==
-    demo_dir: str = "data/demo"  # where `prepro.py --demo` writes its dataset
     demo_classes: int = 6  # number of procedural texture classes
     demo_patches: int = 40  # patches per class (10 per sample a..d)
     demo_size: int = 96  # side of each demo patch in pixels
@@ -47,16 +51,17 @@ class Hyperparams:
     keep: int = 5  # most recent checkpoints kept (the best one is kept as well)
     log_every: int = 10  # optimiser steps between log lines
     compile: str = "auto"  # auto|on|off: torch.compile the training step (auto: on CUDA only)
+    # == ckpt ==
+    ckpt: str = ""  # checkpoint file, a folder (its newest numbered checkpoint), or best (best.pt in asset/train/ckpt); empty: the newest in asset/train/ckpt (bench.py: random weights)
     # == test ==
     test_dir: str = "asset/test"  # confusion matrix and JSON report
-    ckpt: str = "asset/train/ckpt"  # checkpoint file, or a folder whose latest checkpoint is used
     eval_batch_size: int = 32  # images per forward pass during evaluation
     # == gen ==
     gen_dir: str = "gen_images"  # synthesis outputs, one folder per target
     layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"  # feature taps whose Gram matrices are matched, name[:weight],... or a preset: blocks (this), original (pool1..pool4), gatys (conv1_1,pool1..pool4)
     pool: str = "avg"  # max|avg: pooling used during synthesis
     optimizer: str = "lbfgs"  # lbfgs|adam
-    gen_lr: float = 1.0  # optimiser step size (L-BFGS: 1; Adam: about 0.02)
+    gen_lr: float = 0.0  # optimiser step size (0: the optimiser's own, see GEN_LR: L-BFGS 1, Adam 0.02)
     steps: int = 300  # optimiser iterations per target
     time_budget: float = 0.0  # stop each batch after this many seconds (0: no limit)
     snapshot_every: int = 50  # iterations between snapshots (0: none)
@@ -79,7 +84,6 @@ class Hyperparams:
     bench_gen_steps: int = 200  # most iterations gen.py's default gets to reach the original's final loss
     bench_chunk: int = 8  # synthesis iterations per timed round
     bench_matmul: int = 2048  # side of the square matmuls that measure peak FLOP/s
-    bench_ckpt: str = ""  # network for the synthesis sections: checkpoint file or folder (empty: random weights)
     bench_texnet_size: int = 1024  # side of the texnet.py sample timed against one gen.py iteration at that size
     # == texnet ==
     texnet_dir: str = "asset/texnet"  # trained generators, one folder each: texnet.pt (weights and settings), snapshots
@@ -93,7 +97,7 @@ class Hyperparams:
     texnet_norm: str = "batch"  # batch|instance: normalise over the images of a texture in the batch, or over each image (docs/texnet.md)
     texnet_mode: str = "each"  # each|joint: one generator per target, or one for all targets conditioned on the target (docs/texnet.md)
     texnet_snapshot_every: int = 200  # steps between a checkpoint and a snapshot sample (0: only at the end)
-    texnet_calibrate: int = 512  # side of the sample whose instance statistics are kept for sampling
+    texnet_calibrate: int = 512  # side of the sample whose normalisation statistics are kept for sampling
     # == texsample ==
     sample_dir: str = "gen_images/texnet"  # samples, one folder per texture, report.json and collections
     sample_tile: int = 1024  # largest side computed in one pass; larger samples are made in tiles of this (memory)
@@ -119,7 +123,11 @@ CHOICES = {
 }
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
-           "texnet_snapshot_every"}
+           "gen_lr", "texnet_snapshot_every"}
+# --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
+GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
+# Where `prepro.py --demo` writes when --data-dir is not given.
+DEMO_DIR = "data/demo"
 
 
 def _comments():
@@ -161,15 +169,33 @@ def add_arguments(parser, groups):
     return parser
 
 
-def parse_args(doc, groups, argv=None, extra=None):
+def given(argv, groups, extra=None):
+    """Names of the fields of these groups set explicitly in `argv` (None: sys.argv), not by default.
+    `extra`: as for parse_args, so that abbreviations resolve as they do there."""
+    unset = object()  # argparse fills in defaults only for attributes the namespace lacks
+    info = _comments()
+    names = [f.name for f in dataclasses.fields(Hyperparams) if info[f.name][0] in groups]
+    parser = argparse.ArgumentParser(add_help=False)
+    if extra:
+        extra(parser)
+    seen = add_arguments(parser, groups).parse_known_args(argv, argparse.Namespace(**{k: unset for k in names}))[0]
+    return {k for k in names if getattr(seen, k) is not unset}
+
+
+def parse_args(doc, groups, argv=None, extra=None, check=None):
     """Parse the command line of a script that uses the given groups of hyperparameters.
 
     `extra(parser)` may add the script's own arguments (positional files, switches).
+    `check(args, given)` may return why a combination of flags cannot work (a flag without effect,
+    say); it becomes an argparse error. `given` holds the fields set explicitly.
     """
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if extra:
         extra(parser)
-    return add_arguments(parser, groups).parse_args(argv)
+    args = add_arguments(parser, groups).parse_args(argv)
+    if check and (problem := check(args, given(argv, groups, extra))):
+        parser.error(problem)
+    return args
 
 
 def write_atomic(path, write):

@@ -11,10 +11,11 @@ import re
 from contextlib import nullcontext
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torchvision
 
-from hyperparams import write_atomic
+from hyperparams import Hyperparams, write_atomic
 
 ARCHS = {"vgg19": torchvision.models.vgg19, "vgg19_bn": torchvision.models.vgg19_bn}
 
@@ -113,17 +114,39 @@ def pick_device(name="auto"):
 
 
 def cpu_has_fast_bf16():
-    """bf16 only pays off on CPUs with native bf16 (AVX512-BF16 or AMX); elsewhere it is emulated."""
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    """bf16 only pays off on CPUs with native bf16 (AVX512-BF16 or AMX); elsewhere it is emulated.
+    The probes are private torch functions that some versions lack: without them, no."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def cuda_has_fast_bf16(device):
+    """Native bf16 from Ampere (compute capability 8) on; `torch.cuda.is_bf16_supported()` also
+    counts the slow emulation of older GPUs, which should get fp16 with loss scaling instead."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def pick_dtype(name, device):
     """The autocast dtype for `--dtype`; fp32 means autocast off."""
     if name == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if cuda_has_fast_bf16(device) else torch.float16
         return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def distributed(device_name):
+    """(rank, world size, device) of this process. Under torchrun with several processes each takes
+    its own GPU (LOCAL_RANK) and joins the process group: NCCL on CUDA, gloo when the device is the
+    CPU, even on a machine with GPUs."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = pick_device(device_name)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
 
 
 def autocast(device, dtype):
@@ -163,6 +186,17 @@ def latest_checkpoint(directory):
     if not found:
         raise CheckpointError(f"no checkpoint in {directory}: run train.py first or pass --ckpt PATH")
     return found[-1]
+
+
+def find_checkpoint(spec):
+    """(path, how it was picked) for `--ckpt`: a file as given; a folder, or nothing, its newest
+    numbered checkpoint (of train.py's default --ckpt-dir when nothing); `best`, best.pt there."""
+    if spec == "best":
+        return os.path.join(Hyperparams.ckpt_dir, "best.pt"), "the best held-out accuracy (--ckpt best)"
+    folder = spec or Hyperparams.ckpt_dir
+    if not spec or os.path.isdir(folder):
+        return latest_checkpoint(folder), f"the newest numbered one in {folder}; --ckpt best (or a path) picks another"
+    return spec, "as given by --ckpt"
 
 
 def load_checkpoint(path, map_location="cpu"):

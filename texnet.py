@@ -30,19 +30,19 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+import dataset
 import gen
 import generator as G
 import model
-import prepro
 import quality
 import synthesis
 from hyperparams import Hyperparams, add_arguments, save_args, save_json
 from train import Stop
 
-TRAIN_GROUPS, SAMPLE_GROUPS = ["run", "data", "gen", "texnet"], ["run", "texsample"]
-# flags of the data and gen groups that training does not use: setting one is an error, not a no-op
-UNUSED = ["data_dir", "url", "zips_dir", "split", "test_fraction", "eval_crop", "workers", "gen_dir", "optimizer",
-          "gen_lr", "steps", "snapshot_every", "levels", "init", "pixels", "padding"]
+TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
+SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
+# flags of the gen group that training does not use: setting one is an error, not a no-op
+UNUSED = ["gen_dir", "optimizer", "gen_lr", "steps", "snapshot_every", "levels", "init", "pixels", "padding"]
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
 
@@ -51,7 +51,6 @@ def parse(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a generator per target (or one for all)")
     train.add_argument("targets", nargs="+", help="target texture images (any format Pillow reads)")
-    train.add_argument("--ckpt", help=f"classifier checkpoint or folder (default: latest in {Hyperparams.ckpt_dir})")
     train.add_argument("--full", action="store_true", help="use the whole target, not its centre --image-size crop")
     train.add_argument("--resume", action="store_true", help="continue the generator in --texnet-dir")
     add_arguments(train, TRAIN_GROUPS)
@@ -60,7 +59,6 @@ def parse(argv=None):
     samp.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="sample size (default: the training size)")
     samp.add_argument("--count", type=int, default=1, help="samples per texture (default: %(default)s)")
     samp.add_argument("--label", help="texture of a joint generator (default: every one it knows)")
-    samp.add_argument("--ckpt", help="classifier for the verdict (default: the one the generator trained with)")
     add_arguments(samp, SAMPLE_GROUPS)
     args = parser.parse_args(argv)
     if args.command == "train":
@@ -110,7 +108,7 @@ def jobs(args, least):
     for p in gen.plan(args.targets, args.texnet_dir, args.seed):
         try:
             found.append({**p, "target": gen.load_target(p["path"], args, least)})
-        except prepro.DataError as e:
+        except dataset.DataError as e:
             raise SystemExit(str(e))
     groups = [[p] for p in found] if args.texnet_mode == "each" else [found]
     return [{"labels": [os.path.basename(p["dir"]) for p in g], "paths": [p["path"] for p in g],
@@ -214,13 +212,7 @@ def train_one(job, net, layers, args, device, dtype, rank, world):
 
 
 def train(args):
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    device = model.pick_device(args.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world, device = model.distributed(args.device)
     dtype = model.pick_dtype(args.dtype, device)
     try:
         layers = gen.parse_layers(args.layers)
@@ -250,16 +242,16 @@ def train(args):
 def judge_for(args, ckpt):
     """The classifier for the verdict and its classes: --ckpt, else the one the generator trained with
     (None if that one is gone: the samples are still written, without a verdict)."""
-    path = args.ckpt or ckpt["settings"].get("ckpt") or Hyperparams.ckpt_dir
+    path = args.ckpt or ckpt["settings"].get("ckpt") or ""
     try:
-        _, judge, _, classes = gen.networks(argparse.Namespace(ckpt=path, backbone="trained", seed=0,
-                                                               backbone_weights=""))
+        _, judge, found = gen.networks(argparse.Namespace(ckpt=path, backbone="trained", seed=0,
+                                                          backbone_weights=""))
     except model.CheckpointError as e:
         if args.ckpt:
             raise SystemExit(str(e))
         tqdm.write(f"no verdict: {e}", file=sys.stderr)
         return None, None
-    return judge, classes
+    return judge, found["classes"]
 
 
 def sample_one(g, c, size, seed, args, device, dtype):

@@ -4,15 +4,20 @@ Examples:
     python prepro.py --demo && python train.py --data-dir data/demo --image-size 64 --epochs 30
     python train.py                                # Kylberg at 224 px with the defaults of hyperparams.py
     python train.py --resume --epochs 40           # continue the latest run in --ckpt-dir, 40 epochs in all
-    torchrun --nproc_per_node=2 train.py --data-dir data/demo --image-size 64
+    torchrun --nproc-per-node 2 train.py --data-dir data/demo --image-size 64
 
 Every epoch writes a checkpoint to --ckpt-dir (the last --keep are kept, plus best.pt, the best held-out
 accuracy), with hparams.json and classes.json beside them; TensorBoard events, metrics.jsonl and
-curves.png go to --log-dir. Ctrl-C or SIGTERM saves a checkpoint, then exits; --resume takes the run's
-settings from that checkpoint (flags given on the command line override them) and continues exactly
-where it stopped. Under torchrun, a restarted worker (--max-restarts) resumes by itself.
+curves.png go to --log-dir. A fresh run refuses a --ckpt-dir or --log-dir that holds another run's
+files. Ctrl-C or SIGTERM saves a checkpoint, then exits; --resume takes the run's settings from that
+checkpoint (flags given on the command line override them) and continues exactly where it stopped,
+or starts a fresh run when there is none yet. Under torchrun, a restarted worker (--max-restarts)
+resumes by itself. After each epoch batch norm is re-estimated with the epoch's final weights
+(averaged over every process's batches), so the held-out accuracy printed is the one test.py
+reports for the saved checkpoint.
 """
 import argparse
+import itertools
 import json
 import math
 import os
@@ -24,13 +29,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
+import dataset
 import hyperparams
 import model as M
-import prepro
+from batches import Batches
 
-GROUPS = ["run", "data", "train"]
+GROUPS = ["device", "seed", "data", "crop", "eval", "loader", "train"]
 
 
 def add_resume(parser):
@@ -45,20 +52,29 @@ def settings(argv):
     """
     args = hyperparams.parse_args(__doc__, GROUPS, argv, extra=add_resume)
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if args.resume and not M.checkpoints(args.ckpt_dir):
+        print(f"--resume: no checkpoint in {args.ckpt_dir} yet, starting a fresh run", flush=True)
+        args.resume = False
     if not (args.resume or restarted and M.checkpoints(args.ckpt_dir)):
         if M.checkpoints(args.ckpt_dir):
             raise SystemExit(f"{args.ckpt_dir} already holds checkpoints: continue with --resume, "
                              "or pick another --ckpt-dir")
+        if not restarted and earlier_logs(args.log_dir):  # a restarted worker's logs are this run's own
+            raise SystemExit(f"--log-dir {args.log_dir} already holds the logs of another run: pick another "
+                             "--log-dir, or move those logs away")
         return args, None
-    unset = object()  # argparse fills in defaults only for attributes the namespace lacks
-    given = hyperparams.add_arguments(argparse.ArgumentParser(add_help=False), GROUPS)
-    seen = given.parse_known_args(argv, argparse.Namespace(**{k: unset for k in vars(args)}))[0]
-    explicit = {k: v for k, v in vars(seen).items() if v is not unset}
+    explicit = {k: getattr(args, k) for k in hyperparams.given(argv, GROUPS, add_resume)}
     path = M.latest_checkpoint(args.ckpt_dir)
     ckpt = M.load_checkpoint(path)
     recorded = {k: v for k, v in ckpt.get("hparams", {}).items() if hasattr(args, k)}
     args = argparse.Namespace(**{**vars(args), **recorded, **explicit, "resume": True})
     return args, (path, ckpt)
+
+
+def earlier_logs(log_dir):
+    """Whether log_dir holds TensorBoard events or metrics of a run."""
+    return os.path.isdir(log_dir) and any(name == "metrics.jsonl" or name.startswith("events.out.tfevents.")
+                                          for name in os.listdir(log_dir))
 
 
 def schedule(warmup_steps, total_steps):
@@ -87,35 +103,59 @@ def predict(net, batches, device, dtype):
 
 @torch.no_grad()
 def recalibrate(net, batches, device, dtype, max_batches=50):
-    """Re-estimate batch-norm statistics with the final weights of the epoch (a cumulative average).
+    """Re-estimate batch-norm statistics with the final weights of the epoch (a cumulative average
+    over up to `max_batches` batches), then average them over the processes.
 
     The running averages lag behind weights that change fast; measured on the demo data, vgg19_bn
     scored chance with them and 0.83 after this.
     """
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    inputs = (x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+              for x, _ in itertools.islice(batches, max_batches))
+    with M.autocast(device, dtype):
+        update_bn(inputs, net)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        average_batch_norm(net)
+
+
+@torch.no_grad()
+def average_batch_norm(net):
+    """Give every process the same batch-norm statistics: each one's mean and variance are cumulative
+    averages of per-batch statistics over its own batches, so their average weighted by batch count
+    is what one process would have estimated from every process's batches (the variances are the
+    per-batch ones, as in training mode, not widened by the spread between the processes' means)."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
+    parts = []
     for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    for i, (x, _) in enumerate(batches):
-        if i == max_batches:
-            break
-        with M.autocast(device, dtype):
-            net(x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
-    for m in norms:
-        m.momentum = 0.1
+        n = m.num_batches_tracked.to(m.running_mean.dtype).view(1)
+        parts += [m.running_mean * n, m.running_var * n, n]
+    total = torch.cat(parts)
+    dist.all_reduce(total)
+    chunks = total.split([x.numel() for x in parts])
+    for i, m in enumerate(norms):
+        mean, var, n = chunks[3 * i:3 * i + 3]
+        m.running_mean.copy_(mean / n)
+        m.running_var.copy_(var / n)
+        m.num_batches_tracked.copy_(n.long().squeeze())
 
 
 def evaluate(net, batches, device, dtype):
-    """Correct predictions and images over every process's shard of `batches`."""
-    count = torch.zeros(2, dtype=torch.int64)
+    """Correct predictions, images and the summed cross-entropy over every process's shard of `batches`."""
+    count, nll = torch.zeros(2, dtype=torch.int64), torch.zeros((), dtype=torch.float64)
     for p, y in predict(net, batches, device, dtype):
         count += torch.tensor([(p.argmax(1) == y).sum().item(), len(y)])
+        nll += cross_entropy_sum(p, y)
     if dist.is_initialized():
-        count = count.to(device)
+        count, nll = count.to(device), nll.to(device)
         dist.all_reduce(count)
-    return count.tolist()
+        dist.all_reduce(nll)
+    return count.tolist() + [nll.item()]
+
+
+def cross_entropy_sum(probs, labels):
+    """Summed -log p(true class) of a batch, from the probabilities predict() yields (as test.py reports it)."""
+    return -probs.gather(1, labels[:, None]).clamp_min(1e-12).log().double().sum()
 
 
 class Stop:
@@ -146,18 +186,15 @@ class Log:
         except OSError as e:
             raise SystemExit(f"--log-dir {log_dir}: cannot write there ({e.strerror or e})")
         self.path = os.path.join(log_dir, "metrics.jsonl")
-        # Drop what a killed run logged after its last checkpoint: the resumed run logs it again.
+        # Drop what this run logged after its last checkpoint (a killed or restarted worker): the
+        # resumed run logs it again. Another run's logs never get here (settings() refuses them).
         kept = []
-        if step and os.path.exists(self.path):
+        if os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
                 kept = [line for line in f if json.loads(line)["step"] <= step]
-        if not step:
-            for name in os.listdir(log_dir):
-                if name.startswith("events.out.tfevents."):
-                    os.remove(os.path.join(log_dir, name))
         with open(self.path, "w", encoding="utf-8") as f:
             f.writelines(kept)
-        self.tb = SummaryWriter(log_dir, purge_step=step or None)
+        self.tb = SummaryWriter(log_dir, purge_step=step)
 
     def __call__(self, step, **metrics):
         if not self.enabled:
@@ -181,11 +218,11 @@ def plot_curves(metrics_path, png):
     with open(metrics_path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, keys in zip(axes, [["loss"], ["train_acc", "test_acc"], ["lr"]]):
+    for ax, keys in zip(axes, [["loss", "test_loss"], ["train_acc", "test_acc"], ["lr"]]):
         for key in keys:
             pts = [(r["step"], r[key]) for r in rows if key in r]
             if pts:
-                ax.plot(*zip(*pts), marker="o" if key == "test_acc" else None, label=key)
+                ax.plot(*zip(*pts), marker="o" if key.startswith("test") else None, label=key)
         ax.set_xlabel("step")
         ax.legend()
     fig.tight_layout()
@@ -219,8 +256,8 @@ def load_split(args, rank, world):
     data, error = None, None
     if rank == 0:
         try:
-            data = prepro.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
-        except prepro.DataError as e:
+            data = dataset.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
+        except dataset.DataError as e:
             error = str(e)
     if world > 1:
         box = [error]
@@ -228,13 +265,15 @@ def load_split(args, rank, world):
         error = box[0]
     if error:
         raise SystemExit(error)
-    return data or prepro.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
+    return data or dataset.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
 
 
 def step_once(model, opt, sched, scaler, batch, device, dtype, stopping):
-    """One optimiser step. Returns (mean loss, hits, stop requested), agreed on by every process.
+    """One optimiser step. Returns (mean loss, hits, stop requested, gradients finite), agreed on by every
+    process.
 
-    The loss is checked before the update, so a diverged step never reaches the weights.
+    The loss and, unless fp16 loss scaling skips such steps itself, the gradients are checked before
+    the update, so a diverged step never reaches the weights.
     """
     x = batch[0].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     y = batch[1].to(device, non_blocking=True)
@@ -243,17 +282,20 @@ def step_once(model, opt, sched, scaler, batch, device, dtype, stopping):
         loss = F.cross_entropy(logits, y)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+    grad_norm = torch.zeros((), device=device) if scaler.is_enabled() or not grads else \
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
     sync = torch.stack([loss.detach().float(), (logits.argmax(1) == y).sum().float(),
-                        torch.tensor(float(stopping), device=device)])
+                        torch.tensor(float(stopping), device=device), grad_norm])
     world = dist.get_world_size() if dist.is_initialized() else 1
     if world > 1:
         dist.all_reduce(sync)
-    loss_sum, hits, stop = sync.tolist()
-    if math.isfinite(loss_sum):
+    loss_sum, hits, stop, norm_sum = sync.tolist()
+    if math.isfinite(loss_sum) and math.isfinite(norm_sum):
         scaler.step(opt)
         scaler.update()
         sched.step()
-    return loss_sum / world, int(hits), stop > 0
+    return loss_sum / world, int(hits), stop > 0, math.isfinite(norm_sum)
 
 
 class Run:
@@ -264,10 +306,10 @@ class Run:
         self.dtype = M.pick_dtype(args.dtype, device)
         torch.manual_seed(args.seed + rank)
         self.data = data = load_split(args, rank, world)
-        self.train_b = prepro.Batches(data.train_images, data.train_labels, args.batch_size, args.image_size,
-                                      True, seed=args.seed, rank=rank, world_size=world, workers=args.workers)
-        self.test_b = prepro.Batches(data.test_images, data.test_labels, args.batch_size, args.image_size,
-                                     False, rank=rank, world_size=world, crop=args.eval_crop)
+        self.train_b = Batches(data.train_images, data.train_labels, args.batch_size, args.image_size, True,
+                               seed=args.seed, rank=rank, world_size=world, workers=args.workers)
+        self.test_b = Batches(data.test_images, data.test_labels, args.batch_size, args.image_size, False,
+                              rank=rank, world_size=world, crop=args.eval_crop)
         self.spe = spe = len(self.train_b)
         self.raw = M.model_from_checkpoint(resume[1], resume[0], len(data.classes)) if resume \
             else M.TextureNet(len(data.classes), args.arch)
@@ -333,11 +375,12 @@ class Run:
             for i, batch in enumerate(self.train_b):
                 if i < skip:
                     continue
-                loss, h, stopping = step_once(self.model, self.opt, self.sched, self.scaler, batch,
-                                              self.device, self.dtype, stop.signum is not None)
-                if not math.isfinite(loss):
+                loss, h, stopping, finite_grads = step_once(self.model, self.opt, self.sched, self.scaler, batch,
+                                                            self.device, self.dtype, stop.signum is not None)
+                if not (math.isfinite(loss) and finite_grads):
+                    what = f"loss is {loss}" if not math.isfinite(loss) else "gradients are not finite"
                     last = M.checkpoints(args.ckpt_dir)
-                    raise SystemExit(f"loss is {loss} at epoch {self.epoch + 1} step {self.step + 1}: training "
+                    raise SystemExit(f"{what} at epoch {self.epoch + 1} step {self.step + 1}: training "
                                      f"diverged, nothing saved (last good checkpoint: "
                                      f"{last[-1] if last else 'none'}); try a lower --lr" if rank == 0 else 1)
                 self.step += 1
@@ -363,13 +406,14 @@ class Run:
             while self.epoch < args.epochs:
                 self.train_epoch(log, stop)
                 recalibrate(self.raw, self.train_b, self.device, self.dtype)
-                correct, n = evaluate(self.raw, self.test_b, self.device, self.dtype)
-                acc = correct / max(n, 1)
+                correct, n, nll = evaluate(self.raw, self.test_b, self.device, self.dtype)
+                acc, test_loss = correct / max(n, 1), nll / max(n, 1)
                 self.epoch += 1
                 is_best, self.best = acc > self.best, max(self.best, acc)
-                log(self.step, test_acc=acc, epoch=self.epoch)
+                log(self.step, test_acc=acc, test_loss=test_loss, epoch=self.epoch)
                 if self.rank == 0:
-                    path = save(self.state({"test_acc": acc, "hits": correct, "n": n}), args, is_best)
+                    path = save(self.state({"test_acc": acc, "hits": correct, "n": n, "test_loss": test_loss}),
+                                args, is_best)
                     tqdm.write(f"epoch {self.epoch}/{args.epochs}: held-out {correct}/{n} = {acc:.4f} "
                                f"(best {self.best:.4f}), saved {path}")
         finally:
@@ -385,16 +429,10 @@ def main(argv=None):
         raise SystemExit(str(e))
     if args.image_size < 32:
         raise SystemExit(f"--image-size {args.image_size}: the network needs at least 32 px")
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = M.pick_device(args.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world, device = M.distributed(args.device)
     try:
         return Run(args, resume, rank, world, device).fit()
-    except (prepro.DataError, M.CheckpointError) as e:
+    except (dataset.DataError, M.CheckpointError) as e:
         raise SystemExit(str(e))
     finally:
         if dist.is_initialized():

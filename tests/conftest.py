@@ -11,10 +11,10 @@ sys.path.insert(0, ROOT)
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
     """A tiny procedural demo set: 3 classes x 8 patches (2 per sample a..d) of 48 px. Returns its folder."""
-    import prepro
+    import demo
 
     out = tmp_path_factory.mktemp("demo") / "demo"
-    prepro.make_demo(str(out), classes=3, patches=8, size=48, seed=0)
+    demo.make_demo(str(out), classes=3, patches=8, size=48, seed=0)
     return str(out)
 
 

@@ -11,7 +11,7 @@ import torchvision
 import gen
 import synthesis
 import model
-import prepro
+import dataset
 import quality
 from hyperparams import Hyperparams
 
@@ -44,7 +44,7 @@ def ckpt(demo_data, tmp_path_factory):
 
 
 def load_grey(path):
-    return prepro.load_gray(path).float() / 255
+    return dataset.load_gray(path).float() / 255
 
 
 def normalised_rgb(g):

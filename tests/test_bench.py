@@ -51,7 +51,7 @@ def test_quick_run_prints_the_table(quick_run):
 
 def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
     _, out_dir = quick_run
-    assert sorted(os.listdir(out_dir)) == ["args.json", "bench.json"]  # written atomically: no temp files
+    assert sorted(os.listdir(out_dir)) == ["args.json", "bench.json"]
     with open(out_dir / "bench.json") as f:
         result = json.load(f)
     for section, headline in SECTIONS.items():
@@ -78,16 +78,16 @@ def test_too_small_image_is_a_one_line_error():
 
 
 def test_bad_checkpoint_is_a_one_line_error(tmp_path):
-    with pytest.raises(SystemExit, match="--bench-ckpt"):
-        bench.main(["--bench-ckpt", str(tmp_path / "missing.pt")])
+    with pytest.raises(SystemExit, match="--ckpt"):
+        bench.main(["--ckpt", str(tmp_path / "missing.pt")])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match="--bench-ckpt.*junk.pt"):
-        bench.synthesis_net(bench.settings(["--bench-ckpt", str(tmp_path / "junk.pt")]), torch.device("cpu"))
+    with pytest.raises(SystemExit, match="--ckpt.*junk.pt"):
+        bench.synthesis_net(bench.settings(["--ckpt", str(tmp_path / "junk.pt")]), torch.device("cpu"))
 
 
 def test_synthesis_network_is_the_checkpoint_or_seeded_random(trained_ckpt):
     cpu = torch.device("cpu")
-    net = bench.synthesis_net(bench.settings(["--bench-ckpt", trained_ckpt]), cpu)
+    net = bench.synthesis_net(bench.settings(["--ckpt", trained_ckpt]), cpu)
     saved = M.load_checkpoint(M.latest_checkpoint(trained_ckpt))["model"]
     assert all(torch.equal(net.state_dict()[k], v) for k, v in saved.items())
     a, b = (bench.synthesis_net(bench.settings([]), cpu) for _ in range(2))

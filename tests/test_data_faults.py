@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import dataset
 import prepro
 from conftest import ROOT
 
@@ -37,7 +38,7 @@ def good(tmp_path, capsys):
 def assert_intact(data, outputs):
     for f, content in outputs.items():
         assert (data / f).read_bytes() == content, f
-    assert len(prepro.load_data(str(data), image_size=32).train_files) == 6
+    assert len(dataset.load_data(str(data), image_size=32).train_files) == 6
 
 
 def test_images_smaller_than_the_crop_are_named(good):
@@ -74,8 +75,8 @@ def test_class_whose_images_are_all_unreadable_is_an_error(good):
 
 
 def test_missing_data_folder_is_named(tmp_path):
-    with pytest.raises(prepro.DataError, match="nowhere: data folder not found"):
-        prepro.load_data(str(tmp_path / "nowhere"))
+    with pytest.raises(dataset.DataError, match="nowhere: data folder not found"):
+        dataset.load_data(str(tmp_path / "nowhere"))
     # From the command line a missing folder is filled from --zips-dir or the network, so offline the
     # one line names the folder and how to proceed.
     code, _, err = prepro_cli(tmp_path, "--data-dir", "nowhere", "--zips-dir", "zips", "--url", "http://127.0.0.1:9/")

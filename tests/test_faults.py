@@ -23,6 +23,8 @@ from PIL import Image
 
 import gen
 import model as M
+import dataset
+import kylberg
 import prepro
 import test as T
 import train
@@ -46,13 +48,12 @@ def fails(main, argv, capsys):
 
 
 def snapshot(root):
-    """{relative path: sha1} of every file under root, temporaries of an interrupted write excluded."""
+    """{relative path: sha1} of every file under root: a temporary file left by a failed write shows up."""
     out = {}
     for d, _, files in os.walk(root):
         for f in files:
-            if ".tmp" not in f:
-                with open(os.path.join(d, f), "rb") as fh:
-                    out[os.path.relpath(os.path.join(d, f), root)] = hashlib.sha1(fh.read()).hexdigest()
+            with open(os.path.join(d, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(d, f), root)] = hashlib.sha1(fh.read()).hexdigest()
     return out
 
 
@@ -143,7 +144,7 @@ BAD_FLAGS = [
     ("test", ["--files"], "--files"),
     ("gen", ["t.png", "--no-such-flag"], "--no-such-flag"),
     ("gen", ["t.png", "--steps", "-1"], "--steps"),
-    ("gen", ["t.png", "--gen-lr", "0"], "--gen-lr"),
+    ("gen", ["t.png", "--gen-lr", "-1"], "--gen-lr"),
     ("gen", ["t.png", "--size", "32", "wide"], "--size"),
     ("gen", ["t.png", "--optimizer", "sgd"], "--optimizer"),
     ("gen", [], "targets"),
@@ -151,6 +152,22 @@ BAD_FLAGS = [
     ("bench", ["--bench-batch", "0"], "--bench-batch"),
     ("bench", ["--bench-steps", "-1"], "--bench-steps"),
     ("bench", ["--bench-matmul", "1e3"], "--bench-matmul"),
+    # flags a script never reads, or that would have no effect in this call
+    ("prepro", ["--device", "cpu"], "--device"),
+    ("prepro", ["--demo-dir", "x"], "--demo-dir"),
+    ("prepro", ["--demo-size", "32"], "--demo-size applies to --demo only"),
+    ("prepro", ["--demo", "--zips-dir", "z"], "--zips-dir has no effect with --demo"),
+    ("test", ["--workers", "2"], "--workers"),
+    ("test", ["--url", "http://x"], "--url"),
+    ("gen", ["t.png", "--data-dir", "d"], "--data-dir"),
+    ("gen", ["t.png", "--split", "all"], "--split"),
+    ("gen", ["t.png", "--url", "http://x"], "--url"),
+    ("gen", ["t.png", "--pixels", "clamp"], "--pixels clamp needs --optimizer adam"),
+    ("gen", ["t.png", "--backbone-weights", "w.pth"], "--backbone-weights applies to --backbone imagenet"),
+    ("bench", ["--data-dir", "d"], "--data-dir"),
+    ("bench", ["--url", "http://x"], "--url"),
+    ("bench", ["--bench-ckpt", "c.pt"], "--bench-ckpt"),
+    ("bench", ["--eval-crop", "full"], "--eval-crop"),
 ]
 
 
@@ -204,7 +221,7 @@ def test_rgb_rgba_palette_and_16bit_pngs_are_converted_by_the_command(tmp_path, 
     prepro.main(["--data-dir", str(tmp_path), "--image-size", "32", "--split", "all"])
     out = capsys.readouterr()
     assert "2 classes, 10 images of 40x40" in out.out and "left out" not in out.err
-    s = prepro.load_data(str(tmp_path), "all", image_size=32)
+    s = dataset.load_data(str(tmp_path), "all", image_size=32)
     for f, img in zip(s.train_files, s.train_images):
         if "-c-" not in f:  # the palette image is quantised; the others are exactly the grey levels
             assert torch.equal(img, torch.from_numpy(gray)), f
@@ -251,7 +268,7 @@ def zips():
     """A local server (127.0.0.1) publishing the 28 class zips; returns its handler class and URL."""
     handler = type("Handler", (ZipServer,), {"cut": set(), "seen": [],
                                              "files": {f"{c}-without-rotations.zip": class_zip(c)
-                                                       for c in prepro.KYLBERG}})
+                                                       for c in kylberg.KYLBERG}})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield handler, f"http://127.0.0.1:{httpd.server_address[1]}/zips/"
@@ -270,7 +287,7 @@ def test_download_cut_half_way_then_run_again_resumes(zips, tmp_path, capsys):
     handler.cut.add(name)
     status, line = fails(prepro.main, fetch_argv(tmp_path, url), capsys)
     assert status == 1 and f"{url}{name}" in line and "run again to resume" in line
-    before = prepro.KYLBERG[:prepro.KYLBERG.index("floor1")]
+    before = kylberg.KYLBERG[:kylberg.KYLBERG.index("floor1")]
     done = {k: v for k, v in snapshot(tmp_path / "zips").items() if not k.endswith(".part")}
     assert done == {f"{c}-without-rotations.zip": hashlib.sha1(handler.files[f"{c}-without-rotations.zip"])
                     .hexdigest() for c in before}
@@ -298,7 +315,7 @@ def test_bad_zip_keeps_what_was_fetched_and_extracted_before(kind, zips, tmp_pat
     assert ("truncated or corrupt" if kind == "truncated" else "outside the data folder") in line
     assert not (tmp_path / "evil.png").exists() and not (tmp_path / "zips" / "evil.png").exists()
     staged = tmp_path / "kylberg.partial"
-    before = prepro.KYLBERG[:prepro.KYLBERG.index("rice1")]
+    before = kylberg.KYLBERG[:kylberg.KYLBERG.index("rice1")]
     assert sorted(os.listdir(staged)) == sorted(before) and not (tmp_path / "kylberg").exists()
     kept = {"zips": snapshot(tmp_path / "zips"), "staged": snapshot(staged)}
     inode = os.stat(staged / "blanket1" / "blanket1-a-p001.png").st_ino
@@ -347,7 +364,6 @@ def test_gen_accepts_a_checkpoint_of_other_classes(ckpt, demo_data, tmp_path):
 
 
 @pytest.mark.parametrize("kind, message", [
-    ("none", "no checkpoint in"),
     ("pickled object", "refused, it holds objects other than tensors"),
     ("other class count", "trained for 5 classes, this data has 3"),
     ("other arch", "weights do not fit vgg19_bn"),
@@ -356,8 +372,7 @@ def test_train_resume_refuses_a_checkpoint_it_cannot_use(kind, message, ckpt, de
     marker, folder = tmp_path / "code-ran", tmp_path / "ckpt"
     folder.mkdir()
     (folder / "hparams.json").write_text("{}")
-    if kind != "none":
-        spoiled(ckpt, folder / M.ckpt_name(4), kind, marker)
+    spoiled(ckpt, folder / M.ckpt_name(4), kind, marker)
     kept = snapshot(folder)
     status, line = fails(train.main, ["--resume", "--ckpt-dir", str(folder), "--data-dir", demo_data,
                                       "--image-size", "32", "--batch-size", "4", "--log-dir", str(tmp_path / "log")],

@@ -4,8 +4,10 @@ import glob
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from PIL import Image
 import gen
 import synthesis
 import model
-import prepro
+import dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = {"pool1": 1.0, "pool2": 1.0, "pool3": 1.0, "pool4": 1.0}
@@ -48,7 +50,7 @@ def firsts(demo_data):
 
 
 def load(path):
-    return prepro.load_gray(path).float() / 255
+    return dataset.load_gray(path).float() / 255
 
 
 @pytest.fixture(scope="session")
@@ -202,9 +204,36 @@ def test_non_finite_target_stops_alone_and_others_continue(net, firsts, runs):
     assert good["message"] is None and good["loss"] == pytest.approx(runs["a"]["loss"], rel=0.05)
 
 
-def test_time_budget_stops_early(net, firsts):
-    r = synthesis.synthesize(net, [load(firsts[0])], LAYERS, steps=10_000, time_budget=0.5)[0]
-    assert 0 < r["steps"] < 10_000
+def test_time_budget_stops_at_the_first_check_past_it(net, firsts, monkeypatch):
+    ticks = iter(range(1000))  # a clock that advances 0.1 s each time it is read
+    monkeypatch.setattr(synthesis, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) / 10))
+    r = synthesis.synthesize(net, [load(firsts[0])[:32, :32]], LAYERS, steps=30, time_budget=0.45)[0]
+    assert r["steps"] == 4 and r["message"] is None  # read at 0.1 .. 0.4 s: go on; at 0.5 s: stop
+
+
+def test_each_optimiser_gets_its_own_step_size_unless_given():
+    lr = lambda *argv: gen.options(gen.parse_args("", ["seed", "gen"], ["t.png", *argv], gen._extra), None)["lr"]
+    assert lr() == 1.0 and lr("--optimizer", "adam") == 0.02
+    assert lr("--optimizer", "adam", "--gen-lr", "0.5") == 0.5 == lr("--gen-lr", "0.5")
+    assert gen.default_options(torch.float32)[1]["lr"] == 1.0
+
+
+@pytest.mark.parametrize("script", ["gen", "train"])
+def test_process_group_backend_follows_the_device(script, firsts, tmp_path, monkeypatch):
+    """--device cpu under torchrun joins with gloo even where CUDA is present (NCCL needs GPUs)."""
+    class Joined(Exception):
+        pass
+
+    def init_process_group(backend):
+        raise Joined(backend)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "init_process_group", init_process_group)
+    argv = [firsts[0], "--backbone", "random"] if script == "gen" else []
+    with pytest.raises(Joined, match="^gloo$"):
+        __import__(script).main([*argv, "--device", "cpu"])
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -214,7 +243,7 @@ def test_cli_writes_every_output(ckpt, firsts, tmp_path, classes):
     args = [firsts[0], firsts[1], firsts[0], "--ckpt", ckpt, "--gen-dir", str(out), "--size", "64", "32",
             "--steps", "4", "--snapshot-every", "2", "--image-size", "32"]
     gen.main(args)
-    label = prepro.label_from_filename(os.path.basename(firsts[0]))
+    label = dataset.label_from_filename(os.path.basename(firsts[0]))
     assert sorted(os.listdir(out / label)) == ["args.json", "final.png", "result.json", "snapshot_00002.png",
                                                "snapshot_00004.png", "target.png"]
     assert (out / f"{label}-2" / "final.png").exists()  # same label twice: distinct folders
@@ -232,7 +261,7 @@ def test_cli_writes_every_output(ckpt, firsts, tmp_path, classes):
 def test_cli_full_target_and_tile_size_check(ckpt, firsts, tmp_path):
     out = tmp_path / "gen"
     gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "1", "--full", "--tile"])
-    label = prepro.label_from_filename(os.path.basename(firsts[2]))
+    label = dataset.label_from_filename(os.path.basename(firsts[2]))
     assert Image.open(out / label / "final.png").size == (48, 48)
     with pytest.raises(SystemExit, match="--size 40 48: must be .* multiple of 16 with --tile"):
         gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--size", "40", "48", "--tile"])
@@ -247,7 +276,7 @@ def test_missing_and_unreadable_targets_are_named_and_others_finish(ckpt, firsts
     assert missing in str(e.value) and str(junk) in str(e.value)
     err = capsys.readouterr().err
     assert f"{missing}: unreadable image" in err and f"{junk}: unreadable image" in err
-    label = prepro.label_from_filename(os.path.basename(firsts[0]))
+    label = dataset.label_from_filename(os.path.basename(firsts[0]))
     assert (tmp_path / "g" / label / "final.png").exists()
 
 
@@ -266,7 +295,7 @@ def test_nan_weights_stop_each_target_with_a_message(net, classes, firsts, tmp_p
     with pytest.raises(SystemExit, match=r"2 of 2 target\(s\) failed"):
         gen.main([firsts[0], firsts[1], "--ckpt", path, "--gen-dir", str(tmp_path / "g"), "--steps", "3"])
     for f in firsts[:2]:
-        r = json.load(open(tmp_path / "g" / prepro.label_from_filename(os.path.basename(f)) / "result.json"))
+        r = json.load(open(tmp_path / "g" / dataset.label_from_filename(os.path.basename(f)) / "result.json"))
         assert r["status"] == "stopped" and "loss is nan at step 0" in r["message"]
         assert "verdict" not in r
 
@@ -279,10 +308,38 @@ def test_readme_bash_loop_over_first_patch_of_each_class(ckpt, demo_data, classe
         assert (tmp_path / "gen_images" / c / "final.png").exists()
 
 
-def test_torchrun_shards_targets_and_rank0_writes_the_collection(ckpt, firsts, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+def test_torchrun_shards_targets_and_a_failing_rank_stops_no_one(ckpt, firsts, tmp_path):
+    """Rank 1's only target cannot be written: it reports it and finishes; rank 0 makes its two
+    targets and the collection; the exit status is 1 and no process crashes or waits for ever."""
+    blocked = dataset.label_from_filename(os.path.basename(firsts[1]))
+    (tmp_path / "gen_images").mkdir()
+    (tmp_path / "gen_images" / blocked).write_text("a file where the target's folder should go")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            f"{ROOT}/gen.py", *firsts, "--ckpt", ckpt, "--steps", "2", "--device", "cpu"]
-    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=300)
-    ranks = sorted(json.load(open(p))["rank"] for p in glob.glob(str(tmp_path / "gen_images" / "*" / "result.json")))
-    assert ranks == sorted([i % 2 for i in range(len(firsts))])
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # torchrun itself prints a traceback of its own for any worker's non-zero exit; the workers print none
+    assert r.returncode == 1 and "gen.py\", line" not in r.stderr and "ChildFailedError" in r.stderr, r.stderr[-3000:]
+    results = [json.load(open(p)) for p in glob.glob(str(tmp_path / "gen_images" / "*" / "result.json"))]
+    assert sorted((x["target"], x["rank"]) for x in results) == [(firsts[0], 0), (firsts[2], 0)]
+    assert f"{firsts[1]}: --gen-dir gen_images: cannot write there" in r.stderr
+    assert re.search(rf"1 of 3 target\(s\) failed: {re.escape(firsts[1])} \(--gen-dir gen_images: cannot write",
+                     r.stderr)
     assert len(glob.glob(str(tmp_path / "gen_images" / "collection_*.png"))) == 1
+
+
+def test_verdict_on_a_training_image_is_marked_and_the_crop_is_the_checkpoints(trained_ckpt, demo_data, tmp_path,
+                                                                               capsys):
+    recorded = model.load_checkpoint(model.latest_checkpoint(trained_ckpt))["hparams"]
+    trained = dataset.training_files(demo_data, recorded["split"], recorded["test_fraction"], recorded["seed"])
+    files = sorted(glob.glob(os.path.join(demo_data, "dots1", "*.png")))
+    seen = next(f for f in files if os.path.realpath(f) in trained)
+    held_out = next(f for f in files if os.path.realpath(f) not in trained)
+    gen.main([seen, held_out, "--ckpt", trained_ckpt, "--steps", "1", "--snapshot-every", "0",
+              "--gen-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert f"checkpoint {model.latest_checkpoint(trained_ckpt)}: the newest numbered one" in out
+    assert f"{seen}: the classifier was trained on this image" in err and held_out not in err
+    results = {r["target"]: r for r in map(lambda p: json.load(open(p)), glob.glob(str(tmp_path / "*" / "result.json")))}
+    assert (results[seen]["target_in_training"], results[held_out]["target_in_training"]) == (True, False)
+    assert results[seen]["size"] == [32, 32]  # the 48 px patches cropped to the 32 px the classifier trained at

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -15,9 +16,9 @@ def test_every_field_has_a_group_and_help():
 
 
 def test_flags_use_dashes_and_defaults_come_from_the_dataclass():
-    args = parse_args("", ["run", "train"], [])
+    args = parse_args("", ["device", "seed", "train"], [])
     assert args.batch_size == Hyperparams().batch_size
-    args = parse_args("", ["run", "train"], ["--batch-size", "4", "--lr", "0.5"])
+    args = parse_args("", ["device", "seed", "train"], ["--batch-size", "4", "--lr", "0.5"])
     assert (args.batch_size, args.lr) == (4, 0.5)
 
 
@@ -39,7 +40,7 @@ def test_help_shows_defaults(capsys):
 ])
 def test_bad_flags_are_one_line_errors(capsys, argv, word):
     with pytest.raises(SystemExit) as e:
-        parse_args("", ["run", "train"], argv)
+        parse_args("", ["device", "seed", "train"], argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert word in err
@@ -52,12 +53,41 @@ def test_groups_select_flags():
 
 
 def test_zero_allowed_where_it_means_off():
-    assert parse_args("", ["run", "gen"], ["--seed", "0", "--time-budget", "0"]).time_budget == 0
+    assert parse_args("", ["seed", "gen"], ["--seed", "0", "--time-budget", "0"]).time_budget == 0
+
+
+def test_given_tells_flags_on_the_command_line_from_defaults():
+    argv = ["--seed", "0", "--batch=4", "--resume", "extra.png"]  # 0 is the default, but given; --batch: abbreviated
+    assert hyperparams.given(argv, ["seed", "train"]) == {"seed", "batch_size"}
+    assert hyperparams.given([], ["seed", "train"]) == set()
+
+
+def test_check_turns_a_combination_into_an_argparse_error(capsys):
+    check = lambda args, given: "--seed 3 is unlucky" if args.seed == 3 and "seed" in given else None
+    assert parse_args("", ["seed"], ["--seed", "2"], check=check).seed == 2
+    with pytest.raises(SystemExit) as e:
+        parse_args("", ["seed"], ["--seed", "3"], check=check)
+    assert e.value.code == 2 and "error: --seed 3 is unlucky" in capsys.readouterr().err
 
 
 def test_save_args_writes_json(tmp_path):
-    args = parse_args("", ["run"], ["--seed", "7"])
+    args = parse_args("", ["seed"], ["--seed", "7"])
     path = tmp_path / "sub" / "hparams.json"
     hyperparams.save_args(args, str(path))
     assert json.loads(path.read_text())["seed"] == 7
-    assert [p.name for p in path.parent.iterdir()] == ["hparams.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "report.json"
+    hyperparams.save_json({"old": 1}, str(path))
+
+    def half_then_fail(tmp):
+        with open(tmp, "w") as f:
+            f.write("{\"half")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError):
+        hyperparams.write_atomic(str(path), half_then_fail)
+    with pytest.raises(TypeError, match="keys must be"):  # found half-way through the dump
+        hyperparams.save_json({"a": 1, (2, 3): 4}, str(path))
+    assert json.loads(path.read_text()) == {"old": 1}
+    assert os.listdir(tmp_path) == ["report.json"]

@@ -58,12 +58,44 @@ def test_pooling_and_padding_switch_in_place():
 
 def test_device_and_dtype_choice():
     assert M.pick_device("cpu").type == "cpu"
-    cpu = torch.device("cpu")
-    assert M.pick_dtype("fp32", cpu) == torch.float32
-    assert M.pick_dtype("auto", cpu) == (torch.bfloat16 if M.cpu_has_fast_bf16() else torch.float32)
+    assert M.pick_dtype("fp32", torch.device("cpu")) == torch.float32
+    assert M.pick_dtype("fp16", torch.device("cpu")) == torch.float16
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="--device cuda"):
             M.pick_device("cuda")
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expect", [
+    (False, False, torch.float32), (True, False, torch.bfloat16), (False, True, torch.bfloat16),
+    (None, None, torch.float32)])  # None: a torch without these private probes
+def test_auto_dtype_on_cpu_is_bf16_only_with_native_bf16(amx, avx512_bf16, expect, monkeypatch):
+    for name, value in [("_is_amx_tile_supported", amx), ("_is_avx512_bf16_supported", avx512_bf16)]:
+        if value is None:
+            monkeypatch.delattr(torch.cpu, name, raising=False)
+        else:
+            monkeypatch.setattr(torch.cpu, name, lambda value=value: value)
+    assert M.pick_dtype("auto", torch.device("cpu")) == expect
+
+
+@pytest.mark.parametrize("capability, expect", [((6, 1), torch.float16), ((7, 5), torch.float16),
+                                                ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_auto_dtype_on_cuda_is_fp16_before_ampere_even_where_bf16_is_emulated(capability, expect, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert M.pick_dtype("auto", torch.device("cuda", 0)) == expect
+
+
+def test_find_checkpoint_says_which_it_picked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "asset" / "train" / "ckpt"
+    folder.mkdir(parents=True)
+    for name in (M.ckpt_name(4), M.ckpt_name(12), "best.pt"):
+        (folder / name).write_bytes(b"")
+    path, how = M.find_checkpoint("")
+    assert path.endswith(M.ckpt_name(12)) and "newest" in how and "--ckpt best" in how
+    assert M.find_checkpoint("best")[0] == os.path.join("asset", "train", "ckpt", "best.pt")
+    assert M.find_checkpoint(str(folder))[0] == str(folder / M.ckpt_name(12))
+    assert M.find_checkpoint("x.pt") == ("x.pt", "as given by --ckpt")
 
 
 def state(classes=3, arch="vgg19"):
@@ -82,7 +114,6 @@ def test_checkpoint_round_trip_and_latest_by_number(tmp_path):
     net = M.model_from_checkpoint(M.load_checkpoint(latest))
     for k, v in s["model"].items():
         assert torch.equal(net.state_dict()[k], v)
-    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
 
 class Payload:

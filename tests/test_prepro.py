@@ -14,7 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
+import dataset
+import demo
+import kylberg
 import prepro
+from batches import Batches
 
 
 def png_bytes(size=40, seed=0, mode="L"):
@@ -37,11 +41,11 @@ def write_dataset(root, classes=("aa1", "bb1"), per_sample=1, size=40):
 # ---- names and image modes -------------------------------------------------------------------
 
 def test_label_from_filename_accepts_both_kylberg_variants():
-    assert prepro.label_from_filename("blanket1-a-p001.png") == "blanket1"
-    assert prepro.label_from_filename("rice1.b-p001.png") == "rice1"
-    assert prepro.label_from_filename("some/dir/stoneslab1-d-p040.png") == "stoneslab1"
-    with pytest.raises(prepro.DataError, match="notkylberg.png"):
-        prepro.label_from_filename("notkylberg.png")
+    assert dataset.label_from_filename("blanket1-a-p001.png") == "blanket1"
+    assert dataset.label_from_filename("rice1.b-p001.png") == "rice1"
+    assert dataset.label_from_filename("some/dir/stoneslab1-d-p040.png") == "stoneslab1"
+    with pytest.raises(dataset.DataError, match="notkylberg.png"):
+        dataset.label_from_filename("notkylberg.png")
 
 
 def test_load_gray_converts_rgb_rgba_palette_and_16bit(tmp_path):
@@ -53,7 +57,7 @@ def test_load_gray_converts_rgb_rgba_palette_and_16bit(tmp_path):
     Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 16-bit PNG
     assert Image.open(tmp_path / "deep.png").mode.startswith("I")
     for name in ["rgb", "rgba", "palette", "deep"]:
-        out = prepro.load_gray(tmp_path / f"{name}.png")
+        out = dataset.load_gray(tmp_path / f"{name}.png")
         assert out.dtype == torch.uint8 and out.shape == (2, 2), name
         assert torch.equal(out, torch.from_numpy(gray)), name  # 16-bit is rescaled, not clipped to 255
 
@@ -61,27 +65,27 @@ def test_load_gray_converts_rgb_rgba_palette_and_16bit(tmp_path):
 def test_load_gray_names_an_unreadable_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(png_bytes()[:60])
-    with pytest.raises(prepro.DataError, match="broken.png"):
-        prepro.load_gray(bad)
+    with pytest.raises(dataset.DataError, match="broken.png"):
+        dataset.load_gray(bad)
 
 
 # ---- demo set --------------------------------------------------------------------------------
 
 def test_demo_has_kylberg_layout_and_normalisation(demo_data):
     classes = sorted(d for d in os.listdir(demo_data) if os.path.isdir(os.path.join(demo_data, d)))
-    assert classes == sorted(list(prepro.FAMILIES)[:3])
+    assert classes == sorted(list(demo.FAMILIES)[:3])
     for c in classes:
         files = sorted(os.listdir(os.path.join(demo_data, c)))
         assert files == [f"{c}-{s}-p{k:03d}.png" for s in "abcd" for k in (1, 2)]
-        img = prepro.load_gray(os.path.join(demo_data, c, files[0])).float()
+        img = dataset.load_gray(os.path.join(demo_data, c, files[0])).float()
         assert img.shape == (48, 48)
         assert abs(img.mean() - 127) < 3 and abs(img.std() - 40) < 4
 
 
 def test_demo_is_seeded_and_samples_differ(tmp_path):
-    a = prepro.make_demo(str(tmp_path / "a"), classes=2, patches=4, size=32, seed=1)
-    prepro.make_demo(str(tmp_path / "b"), classes=2, patches=4, size=32, seed=1)
-    prepro.make_demo(str(tmp_path / "c"), classes=2, patches=4, size=32, seed=2)
+    a = demo.make_demo(str(tmp_path / "a"), classes=2, patches=4, size=32, seed=1)
+    demo.make_demo(str(tmp_path / "b"), classes=2, patches=4, size=32, seed=1)
+    demo.make_demo(str(tmp_path / "c"), classes=2, patches=4, size=32, seed=2)
     read = lambda d, c, s: (tmp_path / d / c / f"{c}-{s}-p001.png").read_bytes()
     for c in a:
         assert read("a", c, "a") == read("b", c, "a")
@@ -89,31 +93,39 @@ def test_demo_is_seeded_and_samples_differ(tmp_path):
         assert read("a", c, "a") != read("a", c, "b")
 
 
-def test_demo_command_writes_ten_classes_and_records_settings(tmp_path, capsys):
+def test_demo_command_writes_ten_classes_to_data_dir_and_records_settings(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
-    prepro.main(["--demo", "--demo-dir", str(out), "--demo-classes", "10", "--demo-patches", "4", "--demo-size", "32"])
-    assert "10 classes, 40 images of 32x32" in capsys.readouterr().out
+    prepro.main(["--demo", "--data-dir", str(out), "--demo-classes", "10", "--demo-patches", "4", "--demo-size", "32"])
+    printed = capsys.readouterr().out
+    assert "--image-size 224 capped to the demo's 32 px patches" in printed
+    assert f"{out}: 10 classes, 40 images of 32x32" in printed
     assert json.loads((out / "prepro_args.json").read_text())["demo_classes"] == 10
-    with pytest.raises(prepro.DataError, match="demo-classes"):
-        prepro.make_demo(str(tmp_path / "x"), classes=len(prepro.FAMILIES) + 1)
+    prepro.main(["--demo", "--data-dir", str(out), "--demo-classes", "2", "--demo-patches", "4", "--demo-size", "40",
+                 "--image-size", "32"])
+    assert "capped" not in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)  # no --data-dir: data/demo
+    prepro.main(["--demo", "--demo-classes", "1", "--demo-patches", "4", "--demo-size", "32"])
+    assert "data/demo: 1 classes, 4 images" in capsys.readouterr().out and (tmp_path / "data" / "demo").is_dir()
+    with pytest.raises(dataset.DataError, match="demo-classes"):
+        demo.make_demo(str(tmp_path / "x"), classes=len(demo.FAMILIES) + 1)
 
 
 # ---- splits and cache ------------------------------------------------------------------------
 
 def test_patch_split_is_stratified_deterministic_and_written(demo_data):
-    s = prepro.load_data(demo_data, "patch", test_fraction=0.25, image_size=32, seed=3)
+    s = dataset.load_data(demo_data, "patch", test_fraction=0.25, image_size=32, seed=3)
     assert set(s.train_files).isdisjoint(s.test_files) and len(s.train_files) + len(s.test_files) == 24
     assert torch.bincount(s.test_labels).tolist() == [2, 2, 2]
     assert s.train_images.shape == (18, 48, 48) and s.train_images.dtype == torch.uint8
     assert s.train_labels.dtype == torch.int64
-    again = prepro.load_data(demo_data, "patch", test_fraction=0.25, image_size=32, seed=3)
+    again = dataset.load_data(demo_data, "patch", test_fraction=0.25, image_size=32, seed=3)
     assert again.test_files == s.test_files
     record = json.loads(open(os.path.join(demo_data, "split_patch.json")).read())
     assert record["test"] == s.test_files and record["train"] == s.train_files
 
 
 def test_source_split_holds_out_every_patch_of_sample_d(demo_data):
-    s = prepro.load_data(demo_data, "source", image_size=32)
+    s = dataset.load_data(demo_data, "source", image_size=32)
     assert s.test_files and all("-d-p" in f for f in s.test_files)
     assert not any("-d-p" in f for f in s.train_files)
     assert len(s.test_files) == 6
@@ -122,62 +134,71 @@ def test_source_split_holds_out_every_patch_of_sample_d(demo_data):
 def test_source_split_names_files_it_cannot_use(tmp_path):
     data = write_dataset(tmp_path / "d")
     os.rename(os.path.join(data, "aa1", "aa1-a-p001.png"), os.path.join(data, "aa1", "photo.png"))
-    with pytest.raises(prepro.DataError, match=r"aa1/photo.png: --split source needs names"):
-        prepro.load_data(data, "source", image_size=32)
+    with pytest.raises(dataset.DataError, match=r"aa1/photo.png: --split source needs names"):
+        dataset.load_data(data, "source", image_size=32)
     os.remove(os.path.join(data, "aa1", "photo.png"))
     for s in "bcd":
         os.remove(os.path.join(data, "bb1", f"bb1-{s}-p001.png"))
-    with pytest.raises(prepro.DataError, match=r"bb1: --split source needs two or more samples"):
-        prepro.load_data(data, "source", image_size=32)
+    with pytest.raises(dataset.DataError, match=r"bb1: --split source needs two or more samples"):
+        dataset.load_data(data, "source", image_size=32)
 
 
 def test_split_all_trains_and_tests_on_everything(demo_data):
-    s = prepro.load_data(demo_data, "all", image_size=32)
+    s = dataset.load_data(demo_data, "all", image_size=32)
     assert s.train_files == s.test_files and len(s.test_files) == 24
     assert torch.equal(s.train_images, s.test_images) and torch.equal(s.train_labels, s.test_labels)
 
 
 def test_cache_is_reused_then_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
     data = write_dataset(tmp_path / "d")
-    first = prepro.load_data(data, "all", image_size=32)
-    assert os.path.isfile(os.path.join(data, prepro.CACHE))
+    first = dataset.load_data(data, "all", image_size=32)
+    assert os.path.isfile(os.path.join(data, dataset.CACHE))
 
     def no_decode(*a):
         raise AssertionError("decoded again although nothing changed")
 
     with monkeypatch.context() as m:
-        m.setattr(prepro, "_decode", no_decode)
-        assert torch.equal(prepro.load_data(data, "all", image_size=32).train_images, first.train_images)
+        m.setattr(dataset, "_decode", no_decode)
+        assert torch.equal(dataset.load_data(data, "all", image_size=32).train_images, first.train_images)
     changed = os.path.join(data, "aa1", "aa1-a-p001.png")
     with open(changed, "wb") as f:
         f.write(png_bytes(40, seed=999))
     i = first.train_files.index("aa1/aa1-a-p001.png")
-    rebuilt = prepro.load_data(data, "all", image_size=32)
-    assert torch.equal(rebuilt.train_images[i], prepro.load_gray(changed))
+    rebuilt = dataset.load_data(data, "all", image_size=32)
+    assert torch.equal(rebuilt.train_images[i], dataset.load_gray(changed))
     with open(os.path.join(data, "bb1", "bb1-a-p002.png"), "wb") as f:
         f.write(png_bytes(40, seed=5))
-    assert len(prepro.load_data(data, "all", image_size=32).train_files) == 9
+    assert len(dataset.load_data(data, "all", image_size=32).train_files) == 9
 
 
 def test_mixed_sizes_are_centre_cropped_to_the_common_minimum(tmp_path):
     data = write_dataset(tmp_path / "d", size=40)
     big = np.random.default_rng(0).integers(0, 256, (50, 44), dtype=np.uint8)
     Image.fromarray(big).save(os.path.join(data, "aa1", "aa1-a-p009.png"))
-    s = prepro.load_data(data, "all", image_size=32)
+    s = dataset.load_data(data, "all", image_size=32)
     assert s.train_images.shape[1:] == (40, 40)
     i = s.train_files.index("aa1/aa1-a-p009.png")
     assert torch.equal(s.train_images[i], torch.from_numpy(big[5:45, 2:42]))
 
 
+
+def test_center_crop_keeps_short_sides_whole_and_rounds_odd_margins_down():
+    img = torch.arange(5 * 8).view(5, 8)
+    assert torch.equal(dataset.center_crop(img, 3), img[1:4, 2:5])  # margins 2 and 5: 1 and 2 above/left
+    assert torch.equal(dataset.center_crop(img, 6), img[:, 1:7])  # 5 rows < 6: all kept, not padded
+    assert torch.equal(dataset.center_crop(img, 2, 4), img[1:3, 2:6])
+    batch = torch.stack([img, img + 100])
+    assert torch.equal(dataset.center_crop(batch, 3), torch.stack([img[1:4, 2:5], img[1:4, 2:5] + 100]))
+
 # ---- batches ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def split(demo_data):
-    return prepro.load_data(demo_data, "all", image_size=32)
+    return dataset.load_data(demo_data, "all", image_size=32)
 
 
 def test_training_batches_shapes_range_and_determinism(split):
-    make = lambda workers: prepro.Batches(split.train_images, split.train_labels, 5, 32, True, seed=1, workers=workers)
+    make = lambda workers: Batches(split.train_images, split.train_labels, 5, 32, True, seed=1, workers=workers)
     b = make(0)
     assert len(b) == 4
     batches = list(b)
@@ -186,6 +207,7 @@ def test_training_batches_shapes_range_and_determinism(split):
         assert x.shape == (5, 1, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
         assert 0 <= x.min() and x.max() <= 1
     threaded = list(make(2))
+    assert len(threaded) == len(batches)
     assert all(torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]) for a, c in zip(batches, threaded))
     b.set_epoch(1)
     assert not torch.equal(next(iter(b))[0], batches[0][0])
@@ -193,7 +215,7 @@ def test_training_batches_shapes_range_and_determinism(split):
 
 def test_augmentation_yields_exactly_the_eight_symmetries_of_a_crop():
     img = torch.arange(16, dtype=torch.uint8).view(1, 4, 4)
-    b = prepro.Batches(img, torch.zeros(1, dtype=torch.int64), 1, 4, True)
+    b = Batches(img, torch.zeros(1, dtype=torch.int64), 1, 4, True)
     seen = set()
     for epoch in range(60):
         b.set_epoch(epoch)
@@ -203,7 +225,7 @@ def test_augmentation_yields_exactly_the_eight_symmetries_of_a_crop():
 
 
 def test_training_shards_are_equal_and_disjoint_across_ranks(split):
-    ranks = [prepro.Batches(split.train_images, split.train_labels, 4, 32, True, seed=7, rank=r, world_size=3)
+    ranks = [Batches(split.train_images, split.train_labels, 4, 32, True, seed=7, rank=r, world_size=3)
              for r in range(3)]
     shards = [b.indices() for b in ranks]
     assert {len(b) for b in ranks} == {2} and {len(s) for s in shards} == {8}
@@ -211,13 +233,13 @@ def test_training_shards_are_equal_and_disjoint_across_ranks(split):
 
 
 def test_evaluation_is_in_order_sharded_and_keeps_the_remainder(split):
-    ev = [prepro.Batches(split.test_images, split.test_labels, 5, 32, False, rank=r, world_size=2) for r in range(2)]
+    ev = [Batches(split.test_images, split.test_labels, 5, 32, False, rank=r, world_size=2) for r in range(2)]
     got = [torch.cat([y for _, y in b]) for b in ev]
     assert sorted(torch.cat([b.indices() for b in ev]).tolist()) == list(range(24))
     assert torch.equal(got[0], split.test_labels[0::2]) and len(ev[0]) == 3
     x, _ = next(iter(ev[0]))
     assert torch.equal(x[0, 0], split.test_images[0, 8:40, 8:40].float() / 255)
-    full = prepro.Batches(split.test_images, split.test_labels, 5, 32, False, crop="full")
+    full = Batches(split.test_images, split.test_labels, 5, 32, False, crop="full")
     assert next(iter(full))[0].shape == (5, 1, 48, 48)
 
 
@@ -275,7 +297,7 @@ def publish(server, case, changes=None):
     root, base = server
     folder = root / case / "without-rotations-zip"
     folder.mkdir(parents=True)
-    for c in prepro.KYLBERG:
+    for c in kylberg.KYLBERG:
         (folder / f"{c}-without-rotations.zip").write_bytes((changes or {}).get(c) or class_zip(c))
     return folder, f"{base}/{case}/without-rotations-zip/"
 
@@ -296,7 +318,7 @@ def test_download_and_extract_the_28_classes_resuming_a_partial_zip(server, tmp_
     data = run_prepro(tmp_path, url)
     assert (name, f"bytes={len(whole) // 2}-") in RangeHandler.ranges
     assert (tmp_path / "zips" / name).read_bytes() == whole
-    assert sorted(os.listdir(data)) == sorted(prepro.KYLBERG + ["prepro_args.json", prepro.CACHE, "split_patch.json"])
+    assert sorted(os.listdir(data)) == sorted(kylberg.KYLBERG + ["prepro_args.json", dataset.CACHE, "split_patch.json"])
     assert sorted(os.listdir(data / "rice1")) == [f"rice1-{s}-p001.png" for s in "abcd"]  # no junk
     assert "28 classes, 112 images of 40x40, split patch: 84 train / 28 test" in capsys.readouterr().out
 
@@ -305,7 +327,7 @@ def test_hand_placed_zips_need_no_network(server, tmp_path, capsys):
     folder, _ = publish(server, "byhand")
     shutil.copytree(folder, tmp_path / "zips")
     data = run_prepro(tmp_path, "http://127.0.0.1:9/nothing-here/")
-    assert len(prepro.load_data(str(data), image_size=32).classes) == 28
+    assert len(dataset.load_data(str(data), image_size=32).classes) == 28
 
 
 @pytest.mark.parametrize("entry", ["../evil.png", "/abs-evil.png"])

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 import model as M
-import prepro
+import dataset
+import demo
 import test as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,12 +40,42 @@ def test_output_format_and_reports(demo_data, trained_ckpt, tmp_path):
     assert report["checkpoint"] == M.latest_checkpoint(trained_ckpt)
     assert sum(map(sum, report["confusion"])) == 6 and len(report["mistakes"]) == 6 - int(hits)
     assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+    assert lines[0] == f"checkpoint {M.latest_checkpoint(trained_ckpt)}: the newest numbered one in {trained_ckpt}; " \
+                       "--ckpt best (or a path) picks another"
+    assert report["held_out"] and report["training_images"] == 0
 
 
-def test_split_all_evaluates_every_image_with_best_checkpoint(demo_data, trained_ckpt, tmp_path, capsys):
-    T.main(evaluate(demo_data, os.path.join(trained_ckpt, "best.pt"), tmp_path, "--split", "all"))
-    assert re.search(r"^Final result is \d+/24 = \d\.\d{4}$", capsys.readouterr().out, re.M)
+def test_data_settings_come_from_the_checkpoint(trained_ckpt, tmp_path, capsys):
+    """No data flag: the checkpoint's data folder, split, seed and 32 px crop, so its 6 held-out images."""
+    T.main(["--ckpt", trained_ckpt, "--test-dir", str(tmp_path)])
+    report = json.load(open(tmp_path / "report.json"))
+    held_out = json.load(open(os.path.join(report["data_dir"], "split_patch.json")))["test"]
+    assert (report["n"], report["image_size"], report["held_out"]) == (6, 32, True)
+    assert report["data_dir"] == M.load_checkpoint(M.latest_checkpoint(trained_ckpt))["hparams"]["data_dir"]
+    assert sorted(m["file"] for m in report["mistakes"]) <= sorted(held_out)
+
+
+@pytest.mark.parametrize("flags", [["--seed", "1"], ["--test-fraction", "0.5"], ["--split", "source"]])
+def test_evaluating_images_the_checkpoint_trained_on_is_refused(flags, trained_ckpt, tmp_path):
+    with pytest.raises(SystemExit, match=r"^\d+ of the \d+ images to evaluate were used to train .*ckpt_\d+.pt: .*"
+                                         r"pass --split all") as e:
+        T.main(["--ckpt", trained_ckpt, "--test-dir", str(tmp_path), *flags])
+    assert "\n" not in str(e.value) and not os.listdir(tmp_path)
+
+
+def test_split_all_with_best_is_marked_as_including_training_images(demo_data, trained_ckpt, tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)  # --ckpt best: best.pt in asset/train/ckpt
+    os.makedirs("asset/train")
+    os.symlink(trained_ckpt, "asset/train/ckpt")
+    T.main(["--ckpt", "best", "--split", "all", "--test-dir", "out"])
+    out = capsys.readouterr().out
+    assert out.startswith("checkpoint asset/train/ckpt/best.pt: the best held-out accuracy")
+    assert re.search(r"^Final result is \d+/24 = \d\.\d{4}$", out, re.M)
+    assert "NOTE: 18 of these 24 images were used to train asset/train/ckpt/best.pt: this figure includes " \
+           "training images" in out
+    report = json.load(open("out/report.json"))
+    assert (report["training_images"], report["held_out"], report["n"]) == (18, False, 24)
 
 
 def test_files_prints_class_and_probability_and_reports_unreadable(trained_ckpt, tmp_path, capsys):
@@ -74,7 +105,7 @@ def damaged(trained_ckpt, tmp_path, kind):
     elif kind == "other arch":
         torch.save({**ckpt, "arch": {"vgg19": "vgg19_bn", "vgg19_bn": "vgg19"}[ckpt["arch"]]}, path)
     elif kind == "pickled object":
-        torch.save({**ckpt, "extra": prepro.Split}, path)
+        torch.save({**ckpt, "extra": dataset.Split}, path)
     return path
 
 
@@ -93,7 +124,7 @@ def test_damaged_checkpoint_is_refused(kind, message, demo_data, trained_ckpt, t
 def test_errors_are_one_line(demo_data, trained_ckpt, tmp_path):
     (tmp_path / "none").mkdir()
     other = tmp_path / "four"
-    prepro.make_demo(str(other), classes=4, patches=4, size=40, seed=1)
+    demo.make_demo(str(other), classes=4, patches=4, size=40, seed=1)
     cases = [(evaluate(demo_data, tmp_path / "none", tmp_path), "no checkpoint in .*run train.py first or pass --ckpt"),
              (evaluate(str(other), trained_ckpt, tmp_path), "trained for 3 classes, this data has 4"),
              (evaluate(str(tmp_path / "nowhere"), trained_ckpt, tmp_path), "nowhere: data folder not found")]

@@ -1,6 +1,8 @@
 """train.py end to end on tiny procedural data: learning, resuming, torchrun, and the failure paths."""
+import copy
 import errno
 import json
+import math
 import os
 import pathlib
 import re
@@ -8,12 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import pytest
 import torch
 
 import model as M
-import prepro
+import demo
+import test as T
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +48,7 @@ def metrics(out):
 def data12(tmp_path_factory):
     """3 classes x 12 patches of 48 px: 27 training and 9 held-out images."""
     out = tmp_path_factory.mktemp("d12") / "demo"
-    prepro.make_demo(str(out), classes=3, patches=12, size=48, seed=0)
+    demo.make_demo(str(out), classes=3, patches=12, size=48, seed=0)
     return str(out)
 
 
@@ -113,15 +117,101 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(demo_data, tmp_path):
     assert [os.path.basename(p) for p in M.checkpoints(tmp_path / "ckpt")] == ["ckpt_00000004.pt"]
 
 
-def test_torchrun_two_processes_share_data_and_write_once(data12, tmp_path):
-    r = run(["--standalone", "--nproc_per_node=2", os.path.join(ROOT, "train.py"), *flags(data12, tmp_path, "--epochs", 2)],
-            tmp_path, module="torchrun")
+def test_torchrun_two_processes_share_data_and_write_once(data12, tmp_path, capsys):
+    r = run(["--standalone", "--nproc-per-node", "2", os.path.join(ROOT, "train.py"),
+             *flags(data12, tmp_path, "--epochs", 2, "--dtype", "fp32")], tmp_path, module="torchrun")
     assert r.returncode == 0, r.stderr[-2000:]
     # 27 images over 2 processes of batch 4: 3 steps per epoch, each checkpoint written once by rank 0
     assert [os.path.basename(p) for p in M.checkpoints(tmp_path / "ckpt")] == ["ckpt_00000003.pt", "ckpt_00000006.pt"]
     assert len(re.findall(r"epoch \d/2: held-out", r.stdout)) == 2 and "2 process(es)" in r.stdout
     assert [m["epoch"] for m in metrics(tmp_path) if "epoch" in m] == [1, 2]
     assert all(m["n"] == 9 for m in [M.load_checkpoint(p)["metrics"] for p in M.checkpoints(tmp_path / "ckpt")])
+    # Both processes evaluated with the batch-norm statistics saved (rank 0's), so test.py, with the
+    # run's own settings, finds the same images right and the same mean loss.
+    logged = M.load_checkpoint(M.latest_checkpoint(tmp_path / "ckpt"))["metrics"]
+    T.main(["--ckpt", str(tmp_path / "ckpt"), "--dtype", "fp32", "--test-dir", str(tmp_path / "test")])
+    report = json.load(open(tmp_path / "test" / "report.json"))
+    assert (report["hits"], report["n"], report["held_out"]) == (logged["hits"], 9, True)
+    assert report["loss"] == pytest.approx(logged["test_loss"], rel=1e-4)
+
+
+def test_batch_norm_statistics_averaged_over_processes_equal_one_process_over_all_batches():
+    """average_batch_norm's arithmetic, with all_reduce played by a sum over two simulated processes."""
+    torch.manual_seed(0)
+    batches = [torch.randn(4, 1, 8, 8) * 3 + 1 for _ in range(5)]
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3))
+    torch.optim.swa_utils.update_bn(batches, net)
+    whole = {k: v.clone() for k, v in net[1].state_dict().items()}
+    parts = []
+    for share in (batches[:2], batches[2:]):  # unequal shares: the batch counts weigh them
+        torch.optim.swa_utils.update_bn(share, net)
+        parts.append(copy.deepcopy(net))
+
+    reduced = sum(torch.cat([m.running_mean * m.num_batches_tracked, m.running_var * m.num_batches_tracked,
+                             m.num_batches_tracked.float().view(1)]) for m in (p[1] for p in parts))
+    all_reduce = lambda t: t.copy_(reduced)
+    for p in parts:
+        with mock.patch.object(train.dist, "all_reduce", all_reduce):
+            train.average_batch_norm(p)
+        for k, v in p[1].state_dict().items():
+            torch.testing.assert_close(v, whole[k], rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_gradients_with_a_finite_loss_leave_the_weights_alone():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    batch = (torch.rand(2, 1, 8, 8), torch.tensor([0, 2]))
+    cpu = torch.device("cpu")
+    before = copy.deepcopy(net.state_dict())
+    hook = net[0].weight.register_hook(lambda g: g * math.nan)
+    loss, _, _, finite = train.step_once(net, opt, sched, scaler, batch, cpu, torch.float32, False)
+    assert math.isfinite(loss) and not finite and sched.last_epoch == 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    hook.remove()
+    assert train.step_once(net, opt, sched, scaler, batch, cpu, torch.float32, False)[3]
+    assert not torch.equal(before["0.weight"], net[0].weight) and sched.last_epoch == 1
+
+
+def test_non_finite_gradients_stop_training_with_one_line(demo_data, tmp_path, monkeypatch):
+    step = train.step_once
+
+    def nan_gradients_at_step_6(model, *args):
+        if train_run[0].step == 5:
+            hook = model.features[0].weight.register_hook(lambda g: g * math.nan)
+            try:
+                return step(model, *args)
+            finally:
+                hook.remove()
+        return step(model, *args)
+    train_run, init = [], train.Run.__init__
+    monkeypatch.setattr(train.Run, "__init__", lambda self, *a: (train_run.append(self), init(self, *a))[1])
+    monkeypatch.setattr(train, "step_once", nan_gradients_at_step_6)
+    with pytest.raises(SystemExit, match=r"^gradients are not finite at epoch 2 step 6: training diverged, "
+                                         r"nothing saved \(last good checkpoint: .*ckpt_00000004.pt\)"):
+        train.main(flags(demo_data, tmp_path, "--epochs", 2, "--dtype", "fp32"))
+
+
+def test_resume_with_nothing_to_resume_starts_fresh_with_a_note(tmp_path, capsys):
+    args, resume = train.settings(["--resume", "--ckpt-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "l")])
+    assert resume is None and not args.resume
+    assert capsys.readouterr().out.strip() == f"--resume: no checkpoint in {tmp_path / 'ckpt'} yet, starting a fresh run"
+
+
+def test_a_fresh_run_refuses_a_log_dir_holding_another_runs_logs(tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    (log / "metrics.jsonl").write_text('{"step": 4, "loss": 1.0}\n')
+    (log / "events.out.tfevents.1.host").write_bytes(b"events")
+    kept = {p.name: p.read_bytes() for p in log.iterdir()}
+    with pytest.raises(SystemExit, match=f"^--log-dir {log} already holds the logs of another run"):
+        train.settings(["--ckpt-dir", str(tmp_path / "new-ckpt"), "--log-dir", str(log)])
+    assert {p.name: p.read_bytes() for p in log.iterdir()} == kept
+    (log / "metrics.jsonl").unlink()
+    with pytest.raises(SystemExit, match="already holds the logs"):  # events alone are logs too
+        train.settings(["--ckpt-dir", str(tmp_path / "new-ckpt"), "--log-dir", str(log)])
 
 
 def wait_for_checkpoint(directory, proc, timeout=120):
@@ -165,7 +255,7 @@ def test_torchrun_restarts_a_killed_worker_which_resumes(demo_data, tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     with open(tmp_path / "out.txt", "w") as out:
-        proc = subprocess.Popen([torchrun, "--standalone", "--nproc_per_node=1", "--max-restarts=1",
+        proc = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "1", "--max-restarts=1",
                                  os.path.join(ROOT, "train.py"), *flags(demo_data, tmp_path, "--epochs", 3)],
                                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
         wait_for_checkpoint(tmp_path / "ckpt", proc)

@@ -1,0 +1,118 @@
+"""A procedural texture set in the Kylberg layout, made offline in seconds: periodic and random
+families, each sample letter one realisation, its patches placements of it.
+
+    make_demo("data/demo", classes=6, patches=40, size=96, seed=0)
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+from dataset import DataError
+
+
+def _blur(img, sigma):
+    """Periodic Gaussian blur through the FFT."""
+    f = np.fft.fftfreq(img.shape[0])
+    k = np.exp(-2 * (np.pi * sigma) ** 2 * (f[:, None] ** 2 + f[None, :] ** 2))
+    return np.fft.ifft2(np.fft.fft2(img) * k).real
+
+
+def _cells(u, v, period, rng):
+    """Voronoi cell walls (distance to the second-nearest minus the nearest seed), one seed per grid cell."""
+    gu, gv = np.floor(u / period).astype(int), np.floor(v / period).astype(int)
+    jitter = rng.uniform(0.1, 0.9, (2, 64, 64))
+    d = []
+    for du in (-1, 0, 1):
+        for dv in (-1, 0, 1):
+            cu, cv = gu + du, gv + dv
+            su, sv = (cu + jitter[0][cu % 64, cv % 64]) * period, (cv + jitter[1][cu % 64, cv % 64]) * period
+            d.append(np.hypot(u - su, v - sv))
+    d = np.sort(np.stack(d), axis=0)
+    return -np.exp(-((d[1] - d[0]) / 1.5) ** 2)
+
+
+def _frac(t):
+    return t - np.floor(t) - 0.5
+
+
+def _sin(t):
+    return np.sin(2 * np.pi * t)
+
+
+def _line(t, p):
+    """Bright within about a pixel of where t (in periods of p px) is a whole number."""
+    return np.exp(-(p * _frac(t + 0.5)) ** 2 / 1.5)
+
+
+# name -> (period range in px, texture of rotated coordinates u, v, period p, shape a in [0, 1), rng r)
+FAMILIES = {
+    "stripes1": ((6, 11), lambda u, v, p, a, r: _sin(u / p)),
+    "checker1": ((10, 18), lambda u, v, p, a, r: np.tanh(4 * _sin(u / p) * _sin(v / p))),
+    "dots1": ((8, 13), lambda u, v, p, a, r: np.exp(-(_frac(u / p) ** 2 + _frac(v / p) ** 2) / (0.02 + 0.02 * a))),
+    "grid1": ((10, 16), lambda u, v, p, a, r: -np.maximum(_line(u / p, p), _line(v / p, p))),
+    "waves1": ((7, 12), lambda u, v, p, a, r: _sin((u + (0.5 + a) * p * _sin(v / (3 * p))) / p)),
+    "blobs1": ((3, 5), lambda u, v, p, a, r: np.tanh(3 * _norm(_blur(r.normal(size=u.shape), p)))),
+    "bricks1": ((8, 12), lambda u, v, p, a, r: -np.maximum(  # odd rows shifted by half a brick
+        _line(v / p, p), _line((u + p * (np.floor(v / p) % 2)) / (2 * p), 2 * p))),
+    "zigzag1": ((6, 10), lambda u, v, p, a, r: _sin((u + (1 + a) * p * abs(_frac(v / (2 * p)))) / p)),
+    "cells1": ((10, 16), lambda u, v, p, a, r: _cells(u, v, p, r)),
+    "grain1": ((0.6, 1.0), lambda u, v, p, a, r: _blur(r.normal(size=u.shape), p)),
+    "dashes1": ((6, 10), lambda u, v, p, a, r: np.tanh(3 * _sin(u / p)) * (_sin(v / (2.5 * p)) > -0.3)),
+    "speckle1": ((5, 8), lambda u, v, p, a, r: _blur(r.random(u.shape) < 1.5 / p ** 2, 1.0 + 0.5 * a)),
+}
+
+
+def _norm(t):
+    return (t - t.mean()) / (t.std() + 1e-8)
+
+
+def demo_patch(family, params, rng, size):
+    """One patch: the sample's parameters, a random placement, sensor-like noise; mean 127, std 40 like Kylberg."""
+    angle, period, aux, noise = params
+    y, x = np.mgrid[:size, :size].astype(np.float64)
+    x, y = x + rng.uniform(0, 1000), y + rng.uniform(0, 1000)
+    u, v = np.cos(angle) * x + np.sin(angle) * y, -np.sin(angle) * x + np.cos(angle) * y
+    t = _norm(FAMILIES[family][1](u, v, period, aux, rng)) + rng.normal(0, noise, (size, size))
+    return np.clip(np.rint(_norm(t) * 40 + 127), 0, 255).astype(np.uint8)
+
+
+def make_demo(out_dir, classes=6, patches=40, size=96, seed=0):
+    """Write a procedural demo set in the Kylberg layout <out>/<class>/<class>-<a..d>-p<NNN>.png.
+
+    Each sample letter is one realisation with its own angle, period and noise; its patches are
+    placements of it. The folder is replaced as a whole. Returns the class names.
+    """
+    if not 1 <= classes <= len(FAMILIES):
+        raise DataError(f"--demo-classes {classes}: choose 1 to {len(FAMILIES)}")
+    if patches < 4 or size < 16:
+        raise DataError(f"--demo-patches {patches} / --demo-size {size}: need at least 4 patches of 16 px")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, "demo.json")):
+        raise DataError(f"{out_dir}: exists and is not a demo set; choose another --data-dir")
+    names = list(FAMILIES)[:classes]
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".demo-")
+    try:
+        for ci, name in enumerate(names):
+            os.makedirs(os.path.join(tmp, name))
+            lo, hi = FAMILIES[name][0]
+            for si, letter in enumerate("abcd"):
+                g = np.random.default_rng([seed, ci, si])
+                params = (g.uniform(-0.3, 0.3), g.uniform(lo, hi), g.random(), g.uniform(0.2, 0.6))
+                for k in range(patches // 4 + (si < patches % 4)):
+                    img = demo_patch(name, params, np.random.default_rng([seed, ci, si, k]), size)
+                    Image.fromarray(img, "L").save(os.path.join(tmp, name, f"{name}-{letter}-p{k + 1:03d}.png"))
+        record = {"classes": names, "patches": patches, "size": size, "seed": seed}
+        with open(os.path.join(tmp, "demo.json"), "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return names
+
