@@ -16,7 +16,8 @@ Training takes gen.py's network and loss flags (--ckpt, --backbone, --layers, --
 apply (--texnet-steps, --texnet-lr). It writes --texnet-dir/<label>/texnet.pt (generator weights,
 settings, the target crop: never the classifier), args.json and snapshot_NNNNN.png every
 --texnet-snapshot-every steps. Sampling writes --sample-dir/<label>/<H>x<W>_seed<S>_<i>.png and .json
-(gen.py's quality measures and verdict), --sample-dir/report.json and a collection image.
+(gen.py's quality measures and verdict, by the classifier the generator trained with unless --ckpt
+names another), --sample-dir/report.json and a collection image.
 """
 import argparse
 import math
