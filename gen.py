@@ -53,7 +53,7 @@ from quality import hist_distance
 from synthesis import Options, auto_levels, downsampling, level_steps, levels_problem, synthesize, taps
 
 # blocks: the first ReLU of each of the five blocks, the default: measured better than pool1..pool4 for the
-# trained classifier, whose last layer in each block has the most silent channels (README: backbones)
+# trained classifier, whose last layer in each block has the most silent channels (docs/backbones.md)
 LAYER_PRESETS = {"original": "pool1,pool2,pool3,pool4", "gatys": "conv1_1,pool1,pool2,pool3,pool4",
                  "blocks": "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"}
 
@@ -164,7 +164,7 @@ def random_net(arch, seed):
         return model.TextureNet(1, arch)
 
 
-SILENT_WARNING = 0.8  # share of a tap's channels silent on the target above which gen.py warns (README)
+SILENT_WARNING = 0.8  # share of a tap's channels silent on the target above which gen.py warns (docs/backbones.md)
 
 
 @torch.no_grad()
@@ -172,7 +172,7 @@ def silent_channels(net, targets, layers, pool, padding):
     """Per target, the share of each tap's channels that stay zero on it under the synthesis settings.
 
     A plain VGG-19 trained briefly from scratch leaves most ReLUs dead (89% and 94% at pool3/pool4
-    on demo textures, README): their Gram entries are zero whatever the image, the loss constrains
+    on demo textures, docs/backbones.md): their Gram entries are zero whatever the image, the loss constrains
     almost nothing there, and the textures come out flat."""
     probe = model.frozen(net, pool, padding, keep=layers)
     device = next(net.parameters()).device

@@ -43,7 +43,7 @@ class Hyperparams:
     # == train ==
     ckpt_dir: str = "asset/train/ckpt"  # checkpoints and the run's settings
     log_dir: str = "asset/train/log"  # TensorBoard events, metrics.jsonl, curves.png
-    arch: str = "vgg19_bn"  # vgg19|vgg19_bn: the network; batch norm lets it train from scratch (README)
+    arch: str = "vgg19_bn"  # vgg19|vgg19_bn: the network; batch norm lets it train from scratch (docs/design.md)
     batch_size: int = 16  # images per optimiser step (per process under torchrun)
     epochs: int = 30  # passes over the training split
     lr: float = 1e-3  # peak learning rate
@@ -67,9 +67,9 @@ class Hyperparams:
     time_budget: float = 0.0  # stop each batch after this many seconds (0: no limit)
     snapshot_every: int = 50  # iterations between snapshots (0: none)
     loss: str = "gram"  # gram|swd|gcd|gram+gcd|swd+gcd: Gram matrices (Gatys), sliced Wasserstein distance of the whole feature distribution (Heitz et al.), guided correspondence of feature patches (Zhou et al.), or a statistic plus the correspondence term
-    spectrum_weight: float = 0.3  # weight of the Fourier amplitude-spectrum constraint (Liu et al. 2016; 0: off); 0.3 measured best (README)
+    spectrum_weight: float = 0.3  # weight of the Fourier amplitude-spectrum constraint (Liu et al. 2016; 0: off); 0.3 measured best (docs/losses.md)
     levels: int = 0  # coarse-to-fine levels, each half the size of the next (0: auto, more when the output is much larger than the target)
-    features: str = "normalize"  # normalize|standardize|raw: channels scaled by their mean on the target, floored at the median (README), per-image z-score (original), as is
+    features: str = "normalize"  # normalize|standardize|raw: channels scaled by their mean on the target, floored at the median (docs/design.md), per-image z-score (original), as is
     init: str = "shuffle"  # shuffle|gauss|uniform: start noise with the target's grey levels, its mean/std, or U(0,1) (original)
     pixels: str = "sigmoid"  # sigmoid|clamp: optimise logits through a sigmoid, or pixels clamped to [0,1] after each step (Adam only)
     padding: str = "reflect"  # reflect|zeros|circular: convolution padding during synthesis (--tile forces circular)

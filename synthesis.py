@@ -51,7 +51,7 @@ def channel_scale(f):
     In a network trained from scratch a few channels are orders of magnitude stronger than the
     rest and make up nearly all of a raw Gram loss; Gatys' normalised VGG divides each by its mean.
     Dividing weak or silent channels by their own tiny mean amplifies them into noise and stalls
-    the optimiser (measured, README), so the strong half is brought to a common level and the
+    the optimiser (measured, docs/design.md), so the strong half is brought to a common level and the
     weak half keeps its relative size."""
     m = f.float().mean((2, 3))
     floor = torch.stack([r[r > 0].median() if (r > 0).any() else r.new_zeros(()) for r in m])

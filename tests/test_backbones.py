@@ -147,9 +147,9 @@ def half_contrast_loss(net, targets):
 
 
 def test_trained_recipe_gives_a_backbone_that_sees_contrast_and_keeps_its_channels(trained_ckpt, firsts):
-    """What makes the trained classifier the better backbone (README: backbones): batch norm keeps its
+    """What makes the trained classifier the better backbone (docs/backbones.md): batch norm keeps its
     channels alive and centred, so its Gram loss sees contrast; random weights barely do (their Gram
-    is dominated by the channel means), and a plain VGG-19 trained briefly loses most channels."""
+    is dominated by the channel means)."""
     path = model.latest_checkpoint(trained_ckpt)
     trained = model.model_from_checkpoint(model.load_checkpoint(path), path)
     targets = [load_grey(f) for f in firsts]
@@ -161,7 +161,7 @@ def test_trained_recipe_gives_a_backbone_that_sees_contrast_and_keeps_its_channe
 
 
 def test_trained_backbone_gives_closer_grey_levels_than_random_weights(trained_ckpt, firsts):
-    """The measured comparison (README: backbones) in small: under gen.py's defaults the trained
+    """The measured comparison (docs/backbones.md) in small: under gen.py's defaults the trained
     classifier's textures, before histogram matching, are closer to the target's grey levels."""
     path = model.latest_checkpoint(trained_ckpt)
     trained = model.model_from_checkpoint(model.load_checkpoint(path), path)
