@@ -22,6 +22,8 @@ hits both alike):
              and the same without the optimiser (forward, loss terms, backward): where the extra time goes;
              one iteration of --loss gcd (guided correspondence) against the same bare pass
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
+  texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
+             not depend on its weights) vs one iteration of gen.py's default at that size
 Results: a table on stdout and --bench-dir/bench.json (plus the settings, args.json).
 """
 import argparse
@@ -36,8 +38,10 @@ from itertools import islice
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import dataset
 import fidelity
 import gen
+import generator
 import model as M
 import synthesis
 import train
@@ -49,7 +53,8 @@ from hyperparams import Hyperparams, given, parse_args, save_args, save_json
 GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
 # --quick replaces these defaults (flags given explicitly still win).
 QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 1000,
-         "bench_gen_steps": 100, "bench_chunk": 4, "bench_matmul": 1024}
+         "bench_gen_steps": 100, "bench_chunk": 4, "bench_matmul": 1024,
+         "bench_texnet_size": 256}
 
 
 # ---- timing ---------------------------------------------------------------------------------
@@ -300,6 +305,32 @@ def bench_synthesis(args, device, dtype):
     return synth, iteration
 
 
+def bench_texnet(args, device, dtype, data_dir):
+    """Section texnet: a sample of the default generator, tiled as texnet.py samples, vs one synthesis
+    iteration of gen.py's default for an output of the same size (the time between two iterations)."""
+    h, s = Hyperparams(), args.bench_texnet_size
+    g = generator.Generator(h.texnet_scales, h.texnet_width, h.texnet_noise).to(device)
+    generator.calibrate(g, generator.noise_pyramid(g, g.factor * 4, g.factor * 4, args.seed, device=device))
+    g.eval()
+    data = dataset.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
+    target = (data.train_images[0][:args.image_size, :args.image_size].float() / 255).to(device)
+    net = synthesis_net(args, device)
+    layers, options = gen.default_options(dtype)
+
+    def sample():
+        with M.autocast(device, dtype):
+            generator.sample(g, generator.noise_pyramid(g, s, s, args.seed, device=device), 0, h.sample_tile)
+
+    def iteration():
+        stamps = []
+        synthesis.synthesize(net, [target], layers, (s, s), dataclasses.replace(options, steps=2), seeds=[args.seed],
+                             callback=lambda *_: stamps.append(time.perf_counter()))
+        return [stamps[1] - stamps[0]]
+    t = interleave({"sample": sample, "iteration": iteration}, args.bench_repeats, device)
+    return {"size": s, "sample_s": t["sample"], "sample_s_per_megapixel": t["sample"] / (s * s / 1e6),
+            "gen_iteration_s": t["iteration"], "ratio": t.ratio("iteration", "sample")}
+
+
 # ---- report ---------------------------------------------------------------------------------
 
 def rows(r):
@@ -335,6 +366,10 @@ def rows(r):
             ("flops", f"peak matmul, GFLOP/s ({m['dtype']})", f"{fl['peak_matmul_flop_per_s'] / 1e9:.1f}"),
             ("flops", "default step / peak", f"{fl['default_share_of_peak']:.1%}"),
             ("flops", "fp32 eager step / fp32 peak", f"{fl['fp32_eager_share_of_peak']:.1%}")]
+    tx = r["texnet"]
+    out += [("texnet", f"texnet.py sample {tx['size']}x{tx['size']}, s", f"{tx['sample_s']:.3f}"),
+            ("texnet", f"gen.py default iteration at {tx['size']}x{tx['size']}, s", f"{tx['gen_iteration_s']:.3f}"),
+            ("texnet", "iteration / sample", f"{tx['ratio']:.1f}x")]
     return out
 
 
@@ -395,6 +430,8 @@ def main(argv=None):
         say(f"epoch / model-alone {results['data']['ratio']:.3f}; synthesis: original recipe vs gen.py's "
             "default, iteration vs bare network")
         results["synthesis"], results["iteration"] = bench_synthesis(args, device, dtype)
+        say(f"texnet.py sample vs gen.py iteration at {args.bench_texnet_size} px")
+        results["texnet"] = bench_texnet(args, device, dtype, data_dir)
         say("done")
     if hasattr(os, "getloadavg"):
         results["machine"]["load_avg_1min_end"] = os.getloadavg()[0]

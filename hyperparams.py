@@ -88,6 +88,7 @@ class Hyperparams:
     bench_gen_steps: int = 300  # most iterations each method gets to reach the original's final quality measures
     bench_chunk: int = 8  # synthesis iterations per timed round
     bench_matmul: int = 2048  # side of the square matmuls that measure peak FLOP/s
+    bench_texnet_size: int = 1024  # side of the texnet.py sample timed against one gen.py iteration at that size
     bench_photo: str = "gravel"  # photograph (photos.PHOTOS) whose centre --image-size crop is the synthesis target
     bench_orig_seconds: float = 3600.0  # stop the original recipe after this many seconds, its own rule (0: --bench-orig-steps only)
     bench_orig_every: int = 250  # original recipe's iterations between quality measurements
@@ -100,6 +101,22 @@ class Hyperparams:
     fidelity_train_size: int = 64  # side of the crops the classifier trains on (as the README's demo)
     fidelity_epochs: int = 12  # classifier training epochs (as the README's demo)
     fidelity_steps: int = 300  # synthesis iterations per output (gen.py --steps)
+    # == texnet ==
+    texnet_dir: str = "asset/texnet"  # trained generators, one folder each: texnet.pt (weights and settings), snapshots
+    texnet_steps: int = 1000  # Adam steps per generator
+    texnet_lr: float = 0.01  # Adam learning rate of the generator
+    texnet_batch: int = 4  # samples per step (per process under torchrun)
+    texnet_size: int = 128  # side of the training samples, a multiple of 2**(scales-1)
+    texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
+    texnet_width: int = 8  # channels per scale (the path grows by this many at each join)
+    texnet_noise: int = 3  # noise channels per scale
+    texnet_norm: str = "batch"  # batch|instance: normalise over the images of a texture in the batch, or over each image (docs/texnet.md)
+    texnet_mode: str = "each"  # each|joint: one generator per target, or one for all targets conditioned on the target (docs/texnet.md)
+    texnet_snapshot_every: int = 200  # steps between a checkpoint and a snapshot sample (0: only at the end)
+    texnet_calibrate: int = 512  # side of the sample whose normalisation statistics are kept for sampling
+    # == texsample ==
+    sample_dir: str = "gen_images/texnet"  # samples, one folder per texture, report.json and collections
+    sample_tile: int = 1024  # largest side computed in one pass; larger samples are made in tiles of this (memory)
 
 
 PHOTOS = ("brick", "grass", "gravel", "hubble_deep_field")  # texture photographs shipped with scikit-image (photos.py)
@@ -119,10 +136,13 @@ CHOICES = {
     "padding": ["reflect", "zeros", "circular"],
     "backbone": ["trained", "random", "imagenet"],
     "bench_photo": list(PHOTOS),
+    "texnet_mode": ["each", "joint"],
+    "texnet_norm": ["batch", "instance"],
 }
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
-           "gen_lr", "bench_orig_seconds", "occurrence"}
+           "gen_lr", "bench_orig_seconds", "occurrence",
+           "texnet_snapshot_every"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
 # Where `prepro.py --demo` writes when --data-dir is not given.

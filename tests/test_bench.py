@@ -20,9 +20,9 @@ from hyperparams import Hyperparams
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images", "8", "--bench-steps", "1",
         "--bench-repeats", "1", "--bench-orig-steps", "5", "--bench-orig-every", "2", "--bench-gen-steps", "3",
-        "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-dir", "out"]
+        "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-texnet-size", "64", "--bench-dir", "out"]
 SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds", "iteration": "ratio",
-            "flops": "default_share_of_peak"}
+            "flops": "default_share_of_peak", "texnet": "ratio"}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def test_quick_run_prints_the_table(quick_run):
         assert any(line.startswith(section) for line in lines[header + 1:]), section
     assert "speed-up" in out and "iteration / bare" in out
     assert "--loss gcd iteration / bare" in out
+    assert "iteration / sample" in out
     assert "original recipe on gravel, 5 Adam steps" in out and "default: speed-up to all" in out
 
 

@@ -1,0 +1,188 @@
+"""texnet.py and generator.py: a tiny generator (3 scales, 4 channels) on 32 px demo targets."""
+import copy
+import glob
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy
+import pytest
+import torch
+from PIL import Image
+
+import generator as G
+import model
+import texnet
+
+ARCHS = dict(model.ARCHS)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--image-size", "32", "--texnet-size", "32", "--texnet-scales", "3", "--texnet-width", "4",
+        "--texnet-noise", "2", "--texnet-batch", "2", "--texnet-calibrate", "64", "--layers",
+        "relu1_1,relu2_1,relu3_1", "--dtype", "fp32", "--texnet-snapshot-every", "0"]
+
+
+def train(targets, out, *extra, ckpt=None):
+    backbone = ["--ckpt", ckpt] if ckpt else ["--backbone", "random"]
+    texnet.main(["train", *targets, *TINY, *backbone, "--texnet-dir", str(out), *map(str, extra)])
+
+
+def sample(path, out, *extra):
+    return texnet.main(["sample", str(path), "--sample-dir", str(out), "--dtype", "fp32", *map(str, extra)])
+
+
+def seam_ratio(img):
+    """Mean jump across the wrap-around edges over the mean jump between interior neighbours."""
+    seam = torch.cat([(img[:, 0] - img[:, -1]).abs(), (img[0] - img[-1]).abs()]).mean()
+    inner = torch.cat([(img[:, 1:] - img[:, :-1]).abs().flatten(), (img[1:] - img[:-1]).abs().flatten()]).mean()
+    return (seam / inner).item()
+
+
+def pixels(path):
+    return torch.from_numpy(numpy.array(Image.open(path))).float() / 255
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_vgg():
+    """torchvision's VGG initialises a 120M-parameter classifier head that TextureNet drops (seconds
+    per network); here each architecture is built once and its convolutional part copied."""
+    built = {}
+
+    def features_of(arch):
+        def build(weights=None):
+            if arch not in built:
+                built[arch] = ARCHS[arch](weights=None).features
+            return types.SimpleNamespace(features=copy.deepcopy(built[arch]))
+        return build
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(model, "ARCHS", {a: features_of(a) for a in ARCHS})
+        yield
+
+
+@pytest.fixture(scope="module")
+def firsts(demo_data):
+    return sorted(glob.glob(os.path.join(demo_data, "*", "*-a-p001.png")))
+
+
+@pytest.fixture(scope="module")
+def trained(firsts, trained_ckpt, tmp_path_factory):
+    """One generator trained for 30 steps on the first demo class, with the trained classifier."""
+    out = tmp_path_factory.mktemp("texnet")
+    train(firsts[:1], out, "--texnet-steps", 30, ckpt=trained_ckpt)
+    label = os.path.basename(os.path.dirname(firsts[0]))
+    return os.path.join(out, label, "texnet.pt"), label
+
+
+def test_training_lowers_the_loss_and_writes_a_small_checkpoint(trained):
+    path, label = trained
+    ckpt = model.load_checkpoint(path)
+    curve = ckpt["curve"]
+    assert len(curve) == 30 and ckpt["step"] == 30 and ckpt["labels"] == [label]
+    assert sum(curve[-5:]) < 0.7 * sum(curve[:5]), curve
+    assert not any(k.startswith("features.") for k in ckpt["model"])  # the classifier is not in it
+    assert os.path.getsize(path) < 200_000 and os.path.isfile(os.path.join(os.path.dirname(path), "args.json"))
+
+
+def test_sampling_size_count_seed_verdict_and_tiling(trained, tmp_path):
+    path, label = trained
+    records = sample(path, tmp_path / "a", "--size", 64, 96, "--count", 2, "--seed", 3)
+    again = sample(path, tmp_path / "b", "--size", 64, 96, "--count", 2, "--seed", 3)
+    files = sorted(glob.glob(str(tmp_path / "a" / label / "64x96_seed3_*.png")))
+    assert len(records) == 2 and len(files) == 2
+    imgs = [pixels(f) for f in files]
+    assert all(i.shape == (64, 96) for i in imgs) and not torch.equal(imgs[0], imgs[1])
+    assert all(torch.equal(i, pixels(f.replace(os.sep + "a" + os.sep, os.sep + "b" + os.sep)))
+               for i, f in zip(imgs, files))
+    assert all(seam_ratio(i) < 1.3 for i in imgs), [seam_ratio(i) for i in imgs]
+    assert [r["seed"] for r in again] == [3, 3] and [r["index"] for r in again] == [0, 1]
+    with open(files[0].replace(".png", ".json")) as f:
+        record = json.load(f)
+    assert {"hist_distance", "spectrum_distance", "peak_energy"} <= set(record["quality"])
+    assert record["verdict"]["target_class"] == label and "recognised" in record["verdict"]
+    assert glob.glob(str(tmp_path / "a" / "collection_*.png")) and (tmp_path / "a" / "report.json").is_file()
+
+
+def test_tiled_sample_equals_one_pass_and_a_short_halo_does_not():
+    torch.manual_seed(0)
+    g = G.Generator(scales=3, width=4, noise=2).double()
+    noise = [z.double() for z in G.noise_pyramid(g, 64, 96, seed=1)]
+    G.calibrate(g, noise)
+    g.eval()
+    whole = G.sample(g, noise, tile=1024)
+    assert whole.shape == (64, 96) and g.halo < 64  # the crops do not wrap all the way round
+    assert torch.equal(G.sample(g, noise, tile=16), whole)
+    assert torch.equal(G.sample(g, noise, tile=32), whole)
+    assert not torch.allclose(G.sample(g, noise, tile=16, halo=g.halo - g.factor), whole)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_calibrated_eval_equals_training_mode_on_the_calibration_sample(norm):
+    torch.manual_seed(0)
+    g = G.Generator(scales=3, width=4, noise=2, classes=2, norm=norm)
+    noise = G.noise_pyramid(g, 32, 32, seed=2)
+    G.calibrate(g, noise)
+    for c in range(2):
+        labels = torch.tensor([c])
+        trained_mode = g.train()(noise, labels)
+        assert torch.allclose(g.eval()(noise, labels), trained_mode, atol=1e-5)
+
+
+def test_checkpoint_round_trip_and_bad_checkpoints(trained, tmp_path, trained_ckpt):
+    path, label = trained
+    g, ckpt = texnet.load(path)
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in g.state_dict().items())
+    assert g.config() == {"scales": 3, "width": 4, "noise": 2, "classes": 1, "norm": "batch"}
+    assert ckpt["target_images"][0].dtype == torch.uint8 and ckpt["target_images"][0].shape == (32, 32)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    classifier = model.latest_checkpoint(trained_ckpt)
+    for bad in (tmp_path / "missing.pt", tmp_path / "junk.pt", classifier):
+        with pytest.raises(SystemExit) as e:
+            sample(bad, tmp_path / "out")
+        assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_joint_generator_and_unknown_label(firsts, tmp_path):
+    train(firsts[:2], tmp_path / "t", "--texnet-steps", 2, "--texnet-mode", "joint")
+    path = tmp_path / "t" / "joint" / "texnet.pt"
+    labels = [os.path.basename(os.path.dirname(f)) for f in firsts[:2]]
+    assert texnet.load(path)[1]["labels"] == labels
+    with pytest.raises(SystemExit, match=f"--label nope: .* knows {labels[0]}, {labels[1]}$"):
+        sample(path, tmp_path / "s", "--label", "nope")
+    records = sample(path, tmp_path / "s", "--label", labels[1], "--size", 32, 32)
+    assert [r["label"] for r in records] == [labels[1]]
+    assert [r["label"] for r in sample(path, tmp_path / "s", "--size", 32, 32)] == labels
+
+
+def test_time_budget_then_resume_equals_an_uninterrupted_run(firsts, tmp_path):
+    train(firsts[:1], tmp_path / "a", "--texnet-steps", 3)
+    train(firsts[:1], tmp_path / "b", "--texnet-steps", 3, "--time-budget", 1e-9)  # stops after one step
+    label = os.path.basename(os.path.dirname(firsts[0]))
+    assert texnet.load(tmp_path / "b" / label / "texnet.pt")[1]["step"] == 1
+    with pytest.raises(SystemExit, match="continue with --resume"):
+        train(firsts[:1], tmp_path / "b", "--texnet-steps", 3)
+    train(firsts[:1], tmp_path / "b", "--texnet-steps", 3, "--resume")
+    a, b = (texnet.load(tmp_path / d / label / "texnet.pt")[1] for d in "ab")
+    assert b["step"] == 3 and a["curve"] == b["curve"]
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+
+
+def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, trained, tmp_path):
+    with pytest.raises(SystemExit, match="--steps: gen.py's flag"):
+        texnet.main(["train", firsts[0], "--steps", "5"])
+    with pytest.raises(SystemExit, match="--texnet-size 40: must be a multiple of 16"):
+        texnet.main(["train", firsts[0], "--texnet-size", "40"])
+    with pytest.raises(SystemExit, match="--size 34 32 .* multiples of 4"):
+        sample(trained[0], tmp_path, "--size", 34, 32)
+
+
+def test_torchrun_trains_one_generator_on_two_processes(firsts, tmp_path):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", os.path.join(ROOT, "texnet.py"), "train",
+                        firsts[0], *TINY, "--backbone", "random", "--texnet-steps", "2", "--texnet-dir", str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ckpt = texnet.load(glob.glob(str(tmp_path / "*" / "texnet.pt"))[0])[1]
+    assert ckpt["step"] == 2 and len(ckpt["curve"]) == 2

@@ -1,0 +1,326 @@
+"""Instant textures of any size: train a feed-forward generator (generator.py, Ulyanov et al. 2016)
+against the frozen classifier and gen.py's loss, once per texture; then sample new, tileable
+textures of any size in one forward pass.
+
+    python texnet.py train data/kylberg/blanket1/blanket1-a-p001.png          # asset/texnet/blanket1/texnet.pt
+    python texnet.py train a.png b.png --time-budget 600                    # one generator each, 10 min each
+    python texnet.py train a.png --resume --texnet-steps 2000               # continue to 2000 steps
+    python texnet.py train data/demo/*/*-a-p001.png --texnet-mode joint     # one generator for all, by class
+    python texnet.py train a.png --backbone random --loss swd --spectrum-weight 1
+    torchrun --nproc-per-node 2 texnet.py train a.png                       # one generator, data-parallel
+    python texnet.py sample asset/texnet/blanket1/texnet.pt --size 1024 1024 --count 4 --seed 1
+    python texnet.py sample asset/texnet/joint/texnet.pt --label blanket1 --size 4096 4096
+
+Training takes gen.py's network and loss flags (--ckpt, --backbone, --layers, --loss, --features,
+--pool, --spectrum-weight) and --time-budget (per generator); gen.py's optimiser flags do not
+apply (--texnet-steps, --texnet-lr). It writes --texnet-dir/<label>/texnet.pt (generator weights,
+settings, the target crop: never the classifier), args.json and snapshot_NNNNN.png every
+--texnet-snapshot-every steps. Sampling writes --sample-dir/<label>/<H>x<W>_seed<S>_<i>.png and .json
+(gen.py's quality measures and verdict, by the classifier the generator trained with unless --ckpt
+names another), --sample-dir/report.json and a collection image.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+import zlib
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+import dataset
+import gen
+import generator as G
+import model
+import quality
+import synthesis
+from hyperparams import Hyperparams, add_arguments, save_args, save_json
+from train import Stop
+
+TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
+SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
+# flags of the gen group that training does not use: setting one is an error, not a no-op
+UNUSED = ["gen_dir", "optimizer", "gen_lr", "steps", "snapshot_every", "levels", "init", "pixels", "padding"]
+ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a generator per target (or one for all)")
+    train.add_argument("targets", nargs="+", help="target texture images (any format Pillow reads)")
+    train.add_argument("--full", action="store_true", help="use the whole target, not its centre --image-size crop")
+    train.add_argument("--resume", action="store_true", help="continue the generator in --texnet-dir")
+    add_arguments(train, TRAIN_GROUPS)
+    samp = sub.add_parser("sample", help="write new textures from a trained generator")
+    samp.add_argument("generator", help="a texnet.pt written by `texnet.py train`")
+    samp.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="sample size (default: the training size)")
+    samp.add_argument("--count", type=int, default=1, help="samples per texture (default: %(default)s)")
+    samp.add_argument("--label", help="texture of a joint generator (default: every one it knows)")
+    add_arguments(samp, SAMPLE_GROUPS)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        defaults = Hyperparams()
+        for k in UNUSED:
+            if getattr(args, k) != getattr(defaults, k):
+                raise SystemExit(f"--{k.replace('_', '-')}: gen.py's flag, texnet.py train does not use it")
+        if args.texnet_size % 2 ** (args.texnet_scales - 1):
+            raise SystemExit(f"--texnet-size {args.texnet_size}: must be a multiple of {2 ** (args.texnet_scales - 1)}"
+                             f" with --texnet-scales {args.texnet_scales}")
+    return args
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+
+def load(path):
+    """A texnet checkpoint, checked; a missing, damaged or foreign file is a one-line CheckpointError."""
+    ckpt = model.load_checkpoint(path)
+    try:
+        g = G.Generator(**ckpt["generator"])
+        g.load_state_dict(ckpt["model"])
+        labels, targets, _, _ = list(ckpt["labels"]), ckpt["target_images"], ckpt["settings"], ckpt["step"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:120]
+        raise model.CheckpointError(f"{path}: not a texnet.py generator checkpoint ({why})")
+    if len(labels) != g.classes or len(targets) != g.classes:
+        raise model.CheckpointError(f"{path}: {g.classes} classes but {len(labels)} labels")
+    return g, ckpt
+
+
+def save(g, opt, job, args, step, curve, seconds):
+    """Freeze the normalisation statistics (generator.calibrate), then write texnet.pt atomically."""
+    side = args.texnet_calibrate - args.texnet_calibrate % g.factor or g.factor
+    G.calibrate(g, G.noise_pyramid(g, side, side, args.seed, device=next(g.parameters()).device))
+    state = {"generator": g.config(), "model": g.state_dict(), "optimizer": opt.state_dict(), "step": step,
+             "labels": job["labels"], "targets": job["paths"], "curve": curve, "seconds": seconds,
+             "target_images": [(t * 255).round().to(torch.uint8).cpu() for t in job["targets"]],
+             "settings": vars(args)}
+    model.save_checkpoint(state, job["ckpt"])
+
+
+# ---- training -------------------------------------------------------------------------------
+
+def jobs(args, least):
+    """The generators to train: one per target, or one for all (--texnet-mode joint)."""
+    found = []
+    for p in gen.plan(args.targets, args.texnet_dir, args.seed):
+        try:
+            found.append({**p, "target": gen.load_target(p["path"], args, least)})
+        except dataset.DataError as e:
+            raise SystemExit(str(e))
+    groups = [[p] for p in found] if args.texnet_mode == "each" else [found]
+    return [{"labels": [os.path.basename(p["dir"]) for p in g], "paths": [p["path"] for p in g],
+             "targets": [p["target"] for p in g],
+             "dir": g[0]["dir"] if len(g) == 1 else os.path.join(args.texnet_dir, "joint")} for g in groups]
+
+
+def objectives(net, targets, layers, size, args, dtype):
+    """synthesis.objective for each target, with gen.py's options and circular padding (samples are
+    periodic): evaluate(x) -> (loss per image, parts) against that target."""
+    opts = gen.options(argparse.Namespace(**vars(args), tile=True), dtype, net.names)
+    return [synthesis.objective(net, [t], layers, size, opts) for t in targets]
+
+
+def step_loss(g, objs, args, step, rank, world, device, dtype):
+    """Mean loss of one batch: noise drawn from (seed, step, rank) alone, so a resumed run continues
+    exactly; images cycle through the classes."""
+    b, s = args.texnet_batch, args.texnet_size
+    labels = (torch.arange(b) + (step * world + rank) * b) % len(objs)
+    noise = G.noise_pyramid(g.module if world > 1 else g, s, s, zlib.crc32(f"{args.seed}:{step}:{rank}".encode()),
+                            batch=b, device=device)
+    with model.autocast(device, dtype):
+        x = g(noise, labels.to(device))[:, None]
+    total = 0
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten().to(device)
+        total = total + objs[c](x[idx])[0].sum()
+    return total / b
+
+
+def start(job, args, device):
+    """A fresh generator and optimiser, or the ones of --texnet-dir's checkpoint with --resume."""
+    g = G.Generator(**{k: getattr(args, v) for k, v in ARCH.items()}, classes=len(job["labels"])).to(device)
+    opt = torch.optim.Adam(g.parameters(), lr=args.texnet_lr)
+    if not os.path.exists(job["ckpt"]):
+        return g, opt, 0, [], 0.0
+    if not args.resume:
+        raise SystemExit(f"{job['ckpt']}: a generator is already there: continue with --resume, "
+                         "or pick another --texnet-dir")
+    try:
+        old, ckpt = load(job["ckpt"])
+    except model.CheckpointError as e:
+        raise SystemExit(str(e))
+    if old.config() != g.config() or ckpt["labels"] != job["labels"]:
+        raise SystemExit(f"{job['ckpt']}: trained as {old.config()} on {ckpt['labels']}, not "
+                         f"{g.config()} on {job['labels']}")
+    g.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    for group in opt.param_groups:
+        group["lr"] = args.texnet_lr
+    return g, opt, ckpt["step"], list(ckpt.get("curve", [])), float(ckpt.get("seconds", 0.0))
+
+
+def train_one(job, net, layers, args, device, dtype, rank, world):
+    """Adam on batches of samples until --texnet-steps or --time-budget; checkpoint and snapshot
+    every --texnet-snapshot-every steps and at the end (process 0)."""
+    torch.manual_seed(args.seed)  # every process starts from the same weights
+    g, opt, step, curve, seconds = start(job, args, device)
+    if rank == 0:
+        save_args(args, os.path.join(job["dir"], "args.json"))
+    objs = objectives(net, job["targets"], layers, (args.texnet_size,) * 2, args, dtype)
+    ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
+    bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
+    t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave
+    while step < args.texnet_steps:
+        loss = step_loss(ddp, objs, args, step, rank, world, device, dtype)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        over = args.time_budget and time.perf_counter() - t0 > args.time_budget or stop.signum is not None
+        sync = torch.tensor([loss.item(), float(bool(over))])
+        if world > 1:
+            dist.all_reduce(sync)
+        if not math.isfinite(sync[0]):
+            raise SystemExit(f"{job['dir']}: loss is {sync[0].item()} at step {step}; try a lower --texnet-lr")
+        opt.step()
+        step += 1
+        curve.append(sync[0].item() / world)
+        bar.update()
+        bar.set_postfix(loss=f"{curve[-1]:.4g}")
+        done = step == args.texnet_steps or sync[1] > 0
+        if rank == 0 and (done or args.texnet_snapshot_every and step % args.texnet_snapshot_every == 0):
+            save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
+            s = args.texnet_size
+            img = G.sample(g, G.noise_pyramid(g, s, s, args.seed, device=device), 0, args.texnet_size)
+            gen.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
+        if done:
+            break
+    bar.close()
+    stop.restore()
+    if stop.signum is not None:
+        raise SystemExit(f"stopped at step {step}: saved {job['ckpt']}; continue with --resume")
+    return {"label": job["dir"], "steps": step, "seconds": seconds + time.perf_counter() - t0,
+            "loss_first": curve[0] if curve else None, "loss_last": curve[-1] if curve else None}
+
+
+def train(args):
+    rank, world, device = model.distributed(args.device)
+    dtype = model.pick_dtype(args.dtype, device)
+    try:
+        layers = gen.parse_layers(args.layers)
+        net = gen.networks(args)[0].to(device).eval().requires_grad_(False)
+        layers = gen.parse_layers(args.layers, net.names)
+    except (model.CheckpointError, ValueError) as e:
+        raise SystemExit(str(e))
+    least = synthesis.downsampling(net, layers)
+    if args.texnet_size < least:
+        raise SystemExit(f"--texnet-size {args.texnet_size}: must be at least {least} for --layers {args.layers}")
+    try:
+        for job in jobs(args, least):
+            job["ckpt"] = os.path.join(job["dir"], "texnet.pt")
+            r = train_one(job, net, layers, args, device, dtype, rank, world)
+            if rank == 0:
+                tqdm.write(f"{job['ckpt']}: {r['steps']} steps in {r['seconds']:.0f} s, loss {r['loss_first']:.4g}"
+                           f" -> {r['loss_last']:.4g}")
+    except OSError as e:
+        raise SystemExit(f"--texnet-dir {args.texnet_dir}: cannot write there ({e.strerror or e})")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ---- sampling -------------------------------------------------------------------------------
+
+def judge_for(args, ckpt):
+    """The classifier for the verdict and its classes: --ckpt, else the one the generator trained with
+    (None if that one is gone: the samples are still written, without a verdict)."""
+    path = args.ckpt or ckpt["settings"].get("ckpt") or ""
+    try:
+        _, judge, found = gen.networks(argparse.Namespace(ckpt=path, backbone="trained", seed=0,
+                                                          backbone_weights=""))
+    except model.CheckpointError as e:
+        if args.ckpt:
+            raise SystemExit(str(e))
+        tqdm.write(f"no verdict: {e}", file=sys.stderr)
+        return None, None
+    return judge, found["classes"]
+
+
+def sample_one(g, c, size, seed, args, device, dtype):
+    """One sample of class c, and the seconds it took (noise included)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    noise = G.noise_pyramid(g, *size, seed, device=device)
+    with model.autocast(device, dtype):
+        img = G.sample(g, noise, c, args.sample_tile).float().cpu()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return img, time.perf_counter() - t0
+
+
+def sample(args):
+    """Write --count samples of each chosen texture, their result records, the report and a collection."""
+    device = model.pick_device(args.device)
+    dtype = model.pick_dtype(args.dtype, device)
+    try:
+        g, ckpt = load(args.generator)
+    except model.CheckpointError as e:
+        raise SystemExit(str(e))
+    g = g.to(device).eval()
+    labels = ckpt["labels"]
+    if args.label is not None and args.label not in labels:
+        raise SystemExit(f"--label {args.label}: {args.generator} knows {', '.join(labels)}")
+    size = tuple(args.size or (ckpt["settings"]["texnet_size"],) * 2)
+    if min(size) < g.factor or any(s % g.factor for s in size) or args.sample_tile % g.factor:
+        raise SystemExit(f"--size {size[0]} {size[1]} / --sample-tile {args.sample_tile}: must be multiples of "
+                         f"{g.factor} for this generator ({g.scales} scales)")
+    if args.count < 1:
+        raise SystemExit(f"--count {args.count}: must be at least 1")
+    judge, classes = judge_for(args, ckpt)
+    if judge is not None:
+        judge = judge.to(device).eval().requires_grad_(False)
+    records, entries = [], []
+    for c, label in enumerate(labels):
+        if args.label not in (None, label):
+            continue
+        folder, target = os.path.join(args.sample_dir, label), ckpt["target_images"][c].float() / 255
+        gen.write_png(target, os.path.join(folder, "target.png"))
+        for i in range(args.count):
+            seed = zlib.crc32(f"{args.seed}:{i}".encode())
+            img, seconds = sample_one(g, c, size, seed, args, device, dtype)
+            stem = os.path.join(folder, f"{size[0]}x{size[1]}_seed{args.seed}_{i}")
+            record = {"generator": args.generator, "target": ckpt["targets"][c], "label": label, "seed": args.seed,
+                      "index": i, "size": list(size), "seconds": seconds, "device": str(device),
+                      "dtype": str(dtype).replace("torch.", ""), "hist_distance": quality.hist_distance(img, target),
+                      "quality": quality.measures(img, target), "settings": vars(args)}
+            if judge is not None and min(size) >= 32:  # on a target-sized centre crop: VGG over 16 Mpx is too much
+                h, w = min(size[0], max(32, target.shape[0])), min(size[1], max(32, target.shape[1]))
+                crop = img[(size[0] - h) // 2:(size[0] - h) // 2 + h, (size[1] - w) // 2:(size[1] - w) // 2 + w]
+                kind = gen.label_of(ckpt["targets"][c])
+                record["verdict"] = gen.verdict(judge, crop, classes, kind)
+                record["target_verdict"] = gen.verdict(judge, target, classes, kind)
+                record["verdict_crop"] = [h, w]
+            gen.write_png(img, stem + ".png")
+            save_json(record, stem + ".json")
+            records.append({**record, "name": f"{label}/{i}"})
+            entries.append((f"{label} {i}", os.path.join(folder, "target.png"), stem + ".png"))
+    out = os.path.join(args.sample_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
+    gen.collection(entries, out)
+    print(quality.write_report(records, os.path.join(args.sample_dir, "report.json")))
+    print(f"collection: {out}")
+    return records
+
+
+def main(argv=None):
+    args = parse(argv)
+    try:
+        return train(args) if args.command == "train" else sample(args)
+    except OSError as e:  # every file is replaced whole, so earlier outputs stay as they were
+        raise SystemExit(f"cannot write output ({e.strerror or e}: {e.filename})")
+
+
+if __name__ == "__main__":
+    main()
