@@ -1,4 +1,5 @@
-"""Texture synthesis by feature statistics: losses, a per-image batched L-BFGS, and the loops.
+"""Texture synthesis by feature statistics: losses and the loops (the optimiser is lbfgs.py, the
+Fourier spectrum term spectrum.py).
 
 gen.py is the command line around this module; bench.py times it. A loss builder takes the target's
 features and returns a function of the current features giving one loss per image and layer;
@@ -12,7 +13,9 @@ import time
 import torch
 
 import correspondence
+import lbfgs
 import model
+import spectrum as spectra
 from quality import quantiles, sorted_quantiles
 
 
@@ -165,114 +168,7 @@ def gcd_loss(target_feats, features="normalize", occurrence=0.05):
 LOSSES = {"gram": gram_loss, "swd": swd_loss, "gcd": gcd_loss}
 
 
-def periodic_component(u):
-    """The periodic component of images u (..., H, W) (Moisan 2011, periodic plus smooth decomposition).
-
-    The discrete Fourier transform sees an image as a torus: the jumps between opposite edges of a
-    photograph put a cross of energy on the frequency axes. Imposed on the output by the spectrum
-    term, that cross came out as fine ripples and streaks along the axes (docs/correspondence.md);
-    the periodic component has the image's spectrum without it. Linear, so gradients pass through."""
-    h, w = u.shape[-2:]
-    jumps = torch.zeros_like(u)
-    jumps[..., 0, :] += u[..., -1, :] - u[..., 0, :]
-    jumps[..., -1, :] += u[..., 0, :] - u[..., -1, :]
-    jumps[..., :, 0] += u[..., :, -1] - u[..., :, 0]
-    jumps[..., :, -1] += u[..., :, 0] - u[..., :, -1]
-    fy = torch.arange(h, device=u.device, dtype=u.dtype)[:, None] * (2 * math.pi / h)
-    fx = torch.arange(w, device=u.device, dtype=u.dtype)[None] * (2 * math.pi / w)
-    den = 2 * torch.cos(fy) + 2 * torch.cos(fx) - 4
-    den[0, 0] = 1  # the smooth component has no mean
-    smooth = torch.fft.fft2(jumps) / den
-    smooth[..., 0, 0] = 0
-    return u - torch.fft.ifft2(smooth).real
-
-
-def target_amplitude(t, size):
-    """Amplitude spectrum of the mean-free target's periodic component for an output of `size`: its
-    own if the sizes agree, else its power spectrum resampled at the output's frequencies (bilinear)
-    and rescaled so the output would have the target's variance (a peak widens by the size ratio)."""
-    t = periodic_component(t.float())
-    t = t - t.mean()
-    if tuple(t.shape) == tuple(size):
-        return torch.fft.fft2(t).abs()
-    p = torch.fft.fftshift(torch.fft.fft2(t).abs().square())
-    fy, fx = torch.fft.fftfreq(size[0]), torch.fft.fftfreq(size[1])
-    h, w = t.shape  # frequency f sits at shifted index f * n + n // 2
-    gy = (fy * h + h // 2) / (h - 1) * 2 - 1
-    gx = (fx * w + w // 2) / (w - 1) * 2 - 1
-    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1)[None]
-    q = torch.nn.functional.grid_sample(p[None, None], grid, align_corners=True, padding_mode="border")[0, 0]
-    q[0, 0] = 0
-    return (q * (size[0] * size[1]) / (h * w)).sqrt()
-
-
-def spectrum_loss(targets, size, device):
-    """Fourier spectrum constraint (Liu et al. 2016): the image projected on the target's amplitude
-    spectrum, keeping its own phase, is the nearest image with the target's spectrum; the loss is
-    the squared distance to it (projection held fixed), relative to the target's variance. Both
-    spectra are those of the periodic components (periodic_component)."""
-    amps = torch.stack([target_amplitude(t.cpu(), size) for t in targets]).to(device)
-    var = torch.stack([t.float().var() for t in targets]).to(device).clamp_min(1e-12)
-
-    def loss(x):
-        x = periodic_component(x[:, 0].float())
-        x = x - x.mean((1, 2), keepdim=True)
-        f = torch.fft.fft2(x)
-        proj = torch.fft.ifft2(amps * f / f.abs().clamp_min(1e-12)).real.detach()
-        return (x - proj).square().mean((1, 2)) / var
-    return loss
-
-
 # ---- optimisation ---------------------------------------------------------------------------
-
-class BatchLBFGS:
-    """L-BFGS with its own history and backtracking (Armijo) step for each image of the batch.
-
-    torch.optim.LBFGS treats a batch as one vector, so one target's curvature would steer the
-    others; here every image follows the path it would follow alone, and can stop on its own."""
-
-    def __init__(self, param, lr=1.0, history=10):
-        self.p, self.lr, self.m = param, lr, history
-        self.hist = [[] for _ in range(len(param))]
-        self.last = [None] * len(param)  # accepted point: [x, g, loss, direction, step]
-
-    def _direction(self, b, g):
-        q, alphas = g.clone(), []
-        for s, y, rho in reversed(self.hist[b]):
-            alphas.append(rho * s.dot(q))
-            q -= alphas[-1] * y
-        if self.hist[b]:
-            s, y, _ = self.hist[b][-1]
-            q *= s.dot(y) / y.dot(y)
-        for (s, y, rho), a in zip(self.hist[b], reversed(alphas)):
-            q += s * (a - rho * y.dot(q))
-        return -q
-
-    @torch.no_grad()
-    def step(self, losses, active):
-        for b in torch.nonzero(active).flatten().tolist():
-            x, g, f = self.p[b].flatten().clone(), self.p.grad[b].flatten().float(), float(losses[b])
-            last = self.last[b]
-            if last is not None and not f <= last[2] + 1e-4 * last[4] * float(last[1].dot(last[3])):
-                x0, _, _, d, t = last  # not enough decrease: retry from the accepted point, half the step
-                last[4] = t = t / 2
-                self.p[b] = (x0 + t * d).view_as(self.p[b])
-                if t > 1e-6 * self.lr:
-                    continue
-                self.hist[b], x, g, f = [], x0, last[1], last[2]  # stuck: restart as steepest descent
-            elif last is not None:
-                s, y = x - last[0], g - last[1]
-                if s.dot(y) > 1e-10:
-                    self.hist[b] = (self.hist[b] + [(s, y, 1 / s.dot(y))])[-self.m:]
-            d = self._direction(b, g)
-            if not self.hist[b] or d.dot(g) >= 0:
-                self.hist[b], d = [], -g
-            # without curvature yet, move the logits by 0.1 RMS: a smaller first step can drown in
-            # the rounding noise of a bf16 loss and never pass the decrease test
-            t = self.lr if self.hist[b] else self.lr * 0.1 / float(g.square().mean().sqrt() + 1e-20)
-            self.last[b] = [x, g, f, d, t]
-            self.p[b] = (x + t * d).view_as(self.p[b])
-
 
 def taps(layers, options):
     """Every tap the loss reads: `layers` for the Gram or SWD term, options.gcd_layers for the
@@ -301,7 +197,7 @@ def objective(net, targets, layers, size, options):
         prefix = "gcd:" if name == "gcd" and o.loss != "gcd" else ""
         terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix))
     model.set_padding(net, "circular" if o.tile else o.padding)
-    spectrum = spectrum_loss(targets, size, device) if o.spectrum_weight > 0 else None
+    spectrum = spectra.spectrum_loss(targets, size, device) if o.spectrum_weight > 0 else None
 
     def evaluate(x):
         with model.autocast(x.device, o.dtype):
@@ -377,7 +273,7 @@ def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None
     x0 = start[:, None].float().to(device) if start is not None else \
         torch.stack([init_image(t, size, o.init, s) for t, s in zip(targets, seeds)])[:, None].to(device)
     z = (torch.logit(x0.clamp(0.01, 0.99)) if o.pixels == "sigmoid" else x0.clone()).requires_grad_()
-    opt = BatchLBFGS(z, o.lr) if o.optimizer == "lbfgs" else torch.optim.Adam([z], o.lr)
+    opt = lbfgs.BatchLBFGS(z, o.lr) if o.optimizer == "lbfgs" else torch.optim.Adam([z], o.lr)
     best, best_loss, parts = x0.clone(), torch.full((B,), math.inf), [None] * B
     active, curves, messages = torch.ones(B, dtype=torch.bool), [[] for _ in range(B)], [None] * B
     start, done = time.perf_counter(), 0

@@ -11,6 +11,7 @@ import torch
 
 import gen
 import synthesis
+import spectrum
 import model
 import dataset
 import quality
@@ -76,11 +77,11 @@ def test_swd_is_zero_on_the_target_and_on_its_tiling(net, dots):
 
 
 def test_spectrum_loss_is_zero_on_the_target_and_resized_amplitude_keeps_the_variance(dots):
-    assert synthesis.spectrum_loss([dots], dots.shape, "cpu")(dots[None, None]).item() < 1e-8
-    amp = synthesis.target_amplitude(dots, (96, 64))
+    assert spectrum.spectrum_loss([dots], dots.shape, "cpu")(dots[None, None]).item() < 1e-8
+    amp = spectrum.target_amplitude(dots, (96, 64))
     assert (amp.square().sum() / (96 * 64) ** 2).item() == pytest.approx(dots.var(unbiased=False).item(), rel=0.1)
     noise = torch.rand(1, 1, 96, 64, generator=torch.Generator().manual_seed(0))
-    assert synthesis.spectrum_loss([dots], (96, 64), "cpu")(noise).item() > 0.5
+    assert spectrum.spectrum_loss([dots], (96, 64), "cpu")(noise).item() > 0.5
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from PIL import Image
 
 import gen
 import synthesis
+import lbfgs
 import model
 import dataset
 
@@ -145,7 +146,7 @@ def test_batch_lbfgs_minimises_each_row_as_if_alone():
 
     def run(rows):
         p = start[rows].clone().requires_grad_()
-        opt = synthesis.BatchLBFGS(p)
+        opt = lbfgs.BatchLBFGS(p)
         for _ in range(40):
             p.grad = None
             f = (scales[rows] * p ** 2).sum(1)

@@ -1,0 +1,68 @@
+"""The Fourier spectrum term of synthesis (Liu et al. 2016): the target's amplitude spectrum, taken
+on its periodic component, and the loss pulling an image's spectrum towards it.
+
+synthesis.objective adds it when --spectrum-weight is above 0. Example:
+
+    python -c "import torch, spectrum; t = torch.rand(32, 32); print(spectrum.spectrum_loss([t], (32, 32), 'cpu')(t[None, None]))"
+"""
+import math
+
+import torch
+
+
+def periodic_component(u):
+    """The periodic component of images u (..., H, W) (Moisan 2011, periodic plus smooth decomposition).
+
+    The discrete Fourier transform sees an image as a torus: the jumps between opposite edges of a
+    photograph put a cross of energy on the frequency axes. Imposed on the output by the spectrum
+    term, that cross came out as fine ripples and streaks along the axes (docs/correspondence.md);
+    the periodic component has the image's spectrum without it. Linear, so gradients pass through."""
+    h, w = u.shape[-2:]
+    jumps = torch.zeros_like(u)
+    jumps[..., 0, :] += u[..., -1, :] - u[..., 0, :]
+    jumps[..., -1, :] += u[..., 0, :] - u[..., -1, :]
+    jumps[..., :, 0] += u[..., :, -1] - u[..., :, 0]
+    jumps[..., :, -1] += u[..., :, 0] - u[..., :, -1]
+    fy = torch.arange(h, device=u.device, dtype=u.dtype)[:, None] * (2 * math.pi / h)
+    fx = torch.arange(w, device=u.device, dtype=u.dtype)[None] * (2 * math.pi / w)
+    den = 2 * torch.cos(fy) + 2 * torch.cos(fx) - 4
+    den[0, 0] = 1  # the smooth component has no mean
+    smooth = torch.fft.fft2(jumps) / den
+    smooth[..., 0, 0] = 0
+    return u - torch.fft.ifft2(smooth).real
+
+
+def target_amplitude(t, size):
+    """Amplitude spectrum of the mean-free target's periodic component for an output of `size`: its
+    own if the sizes agree, else its power spectrum resampled at the output's frequencies (bilinear)
+    and rescaled so the output would have the target's variance (a peak widens by the size ratio)."""
+    t = periodic_component(t.float())
+    t = t - t.mean()
+    if tuple(t.shape) == tuple(size):
+        return torch.fft.fft2(t).abs()
+    p = torch.fft.fftshift(torch.fft.fft2(t).abs().square())
+    fy, fx = torch.fft.fftfreq(size[0]), torch.fft.fftfreq(size[1])
+    h, w = t.shape  # frequency f sits at shifted index f * n + n // 2
+    gy = (fy * h + h // 2) / (h - 1) * 2 - 1
+    gx = (fx * w + w // 2) / (w - 1) * 2 - 1
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1)[None]
+    q = torch.nn.functional.grid_sample(p[None, None], grid, align_corners=True, padding_mode="border")[0, 0]
+    q[0, 0] = 0
+    return (q * (size[0] * size[1]) / (h * w)).sqrt()
+
+
+def spectrum_loss(targets, size, device):
+    """Fourier spectrum constraint (Liu et al. 2016): the image projected on the target's amplitude
+    spectrum, keeping its own phase, is the nearest image with the target's spectrum; the loss is
+    the squared distance to it (projection held fixed), relative to the target's variance. Both
+    spectra are those of the periodic components (periodic_component)."""
+    amps = torch.stack([target_amplitude(t.cpu(), size) for t in targets]).to(device)
+    var = torch.stack([t.float().var() for t in targets]).to(device).clamp_min(1e-12)
+
+    def loss(x):
+        x = periodic_component(x[:, 0].float())
+        x = x - x.mean((1, 2), keepdim=True)
+        f = torch.fft.fft2(x)
+        proj = torch.fft.ifft2(amps * f / f.abs().clamp_min(1e-12)).real.detach()
+        return (x - proj).square().mean((1, 2)) / var
+    return loss
