@@ -38,6 +38,7 @@ from itertools import islice
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import backbones
 import dataset
 import fidelity
 import gen
@@ -220,7 +221,7 @@ def synthesis_net(args, device):
     choice = argparse.Namespace(ckpt=args.ckpt, backbone="trained" if args.ckpt else "random",
                                 seed=args.seed, backbone_weights="")
     try:
-        return gen.networks(choice)[0].to(device).eval().requires_grad_(False)
+        return backbones.networks(choice)[0].to(device).eval().requires_grad_(False)
     except M.CheckpointError as e:
         raise SystemExit(f"--ckpt: {e}")
 

@@ -39,12 +39,12 @@ import zlib
 
 import torch
 import torch.distributed as dist
-import torchvision
 from PIL import Image, ImageDraw
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
+import backbones
 import dataset
 import model
 import quality
@@ -116,93 +116,6 @@ def collection(entries, path):
     for i, text in enumerate(names):
         draw.text((pad + (i % 2) * (w + pad) + 2, pad + (i // 2) * (h + pad) + 1), text, fill=0)
     write_png(grid, path)
-
-
-# ---- networks: the trained classifier, random weights, or ImageNet VGG-19 ----------------------
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def fold_rgb(conv, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """A one-channel copy of an RGB first convolution: on a grey image g in [0, 1] it gives what
-    `conv` gives on the normalised RGB image (g.repeat(3) - mean) / std. Exact in the interior and
-    under reflect or circular padding (zero padding would pad g with black, not with the mean)."""
-    m = torch.tensor(mean, dtype=conv.weight.dtype)[None, :, None, None]
-    w = conv.weight.detach() / torch.tensor(std, dtype=conv.weight.dtype)[None, :, None, None]
-    folded = torch.nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
-    with torch.no_grad():
-        folded.weight.copy_(w.sum(1, keepdim=True))
-        folded.bias.copy_(conv.bias.detach() - (w * m).sum((1, 2, 3)))
-    return folded
-
-
-def imagenet_net(path=""):
-    """torchvision's ImageNet VGG-19 (Gatys' network) on one grey channel, with the classifier's tap
-    names. `path`: a local copy of its state_dict (whole or features only); empty: torchvision
-    fetches the weights (VGG19_Weights.IMAGENET1K_V1)."""
-    if not path:
-        state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
-    elif not os.path.isfile(path):
-        raise model.CheckpointError(f"--backbone-weights {path}: file not found")
-    net = model.TextureNet(1, "vgg19")
-    net.features[0] = rgb = torch.nn.Conv2d(3, 64, 3, padding=1)
-    try:
-        state = state if not path else torch.load(path, map_location="cpu", weights_only=True)
-        net.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
-                                      if not k.startswith("classifier.")})
-    except Exception as e:  # whatever a damaged or foreign file raises, report it as one line
-        why = " ".join(f"{type(e).__name__}: {e}".split())[:160]
-        raise model.CheckpointError(f"--backbone-weights {path}: unreadable or not a VGG-19 state_dict ({why})")
-    net.features[0] = fold_rgb(rgb)
-    return net
-
-
-def random_net(arch, seed):
-    """The classifier's architecture with torchvision's random initialisation, seeded."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return model.TextureNet(1, arch)
-
-
-SILENT_WARNING = 0.8  # share of a tap's channels silent on the target above which gen.py warns (docs/backbones.md)
-
-
-@torch.no_grad()
-def silent_channels(net, targets, layers, pool, padding):
-    """Per target, the share of each tap's channels that stay zero on it under the synthesis settings.
-
-    A plain VGG-19 trained briefly from scratch leaves most ReLUs dead (89% and 94% at pool3/pool4
-    on demo textures, docs/backbones.md): their Gram entries are zero whatever the image, the loss constrains
-    almost nothing there, and the textures come out flat."""
-    probe = model.frozen(net, pool, padding, keep=layers)
-    device = next(net.parameters()).device
-    out = []
-    for t in targets:
-        feats = probe.taps(t.to(device).float()[None, None], list(layers))
-        out.append({n: (f.float().amax((0, 2, 3)) <= 0).float().mean().item() for n, f in feats.items()})
-    return out
-
-
-def networks(args):
-    """(synthesis network, classifier for the verdict, its checkpoint: {path, how (it was picked),
-    classes, hparams (its recorded settings)}).
-
-    Without a checkpoint the classifier and its record are None: allowed for --backbone
-    random|imagenet, unless --ckpt names one explicitly."""
-    judge = found = None
-    try:
-        path, how = model.find_checkpoint(args.ckpt)
-        ckpt = model.load_checkpoint(path)
-        judge = model.model_from_checkpoint(ckpt, path)
-        found = {"path": path, "how": how, "classes": ckpt["classes"], "hparams": ckpt.get("hparams") or {}}
-    except model.CheckpointError:
-        if args.backbone == "trained" or args.ckpt:
-            raise
-    if args.backbone == "trained":
-        return judge, judge, found
-    if args.backbone == "random":
-        return random_net(judge.arch if judge else Hyperparams.arch, args.seed), judge, found
-    return imagenet_net(args.backbone_weights), judge, found
 
 
 def training_images(recorded):
@@ -310,7 +223,7 @@ def run_group(net, jobs, size, layers, opts, args, info, judge=None):
     results = synthesize(net, [j["target"] for j in jobs], layers, size, dataclasses.replace(opts, levels=levels),
                          seeds=[j["seed"] for j in jobs], callback=progress)
     bar.close()
-    silent = silent_channels(net, [j["target"] for j in jobs], layers, args.pool, args.padding)
+    silent = backbones.silent_channels(net, [j["target"] for j in jobs], layers, args.pool, args.padding)
     for j, r, quiet in zip(jobs, results, silent):
         record = {"target": j["path"], "label": j["label"], "seed": j["seed"], "size": list(size),
                   "layers": layers, "status": "stopped" if r["message"] else "ok", "message": r["message"],
@@ -318,7 +231,7 @@ def run_group(net, jobs, size, layers, opts, args, info, judge=None):
                   "levels": r.get("levels"), "batch": len(jobs), **info, "silent_channels": quiet,
                   "target_in_training": j["in_training"], "settings": vars(args)}
         worst = max(quiet, key=quiet.get)
-        if quiet[worst] >= SILENT_WARNING:
+        if quiet[worst] >= backbones.SILENT_WARNING:
             tqdm.write(f"{j['path']}: {quiet[worst]:.0%} of the {worst} channels of the {args.backbone} network are "
                        "silent on this target, so the loss barely constrains them; train with batch norm "
                        "(train.py --arch vgg19_bn) or try --backbone random", file=sys.stderr)
@@ -412,7 +325,7 @@ def synthesise_share(groups, net, layers, opts, args, info, judge):
 def setup(args, device, dtype):
     """(synthesis network, judge, checkpoint record, layers, options, factor, least side) from the flags."""
     try:
-        net, judge, found = networks(args)
+        net, judge, found = backbones.networks(args)
         net = net.to(device).eval().requires_grad_(False)
         judge = None if judge is None else judge.to(device).eval().requires_grad_(False)
         layers = parse_layers(args.layers, net.names)

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+import backbones
 import dataset
 import gen
 import generator as G
@@ -210,7 +211,7 @@ def train(args):
     dtype = model.pick_dtype(args.dtype, device)
     try:
         layers = gen.parse_layers(args.layers)
-        net = gen.networks(args)[0].to(device).eval().requires_grad_(False)
+        net = backbones.networks(args)[0].to(device).eval().requires_grad_(False)
         layers = gen.parse_layers(args.layers, net.names)
     except (model.CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
@@ -238,7 +239,7 @@ def judge_for(args, ckpt):
     (None if that one is gone: the samples are still written, without a verdict)."""
     path = args.ckpt or ckpt["settings"].get("ckpt") or ""
     try:
-        _, judge, found = gen.networks(argparse.Namespace(ckpt=path, backbone="trained", seed=0,
+        _, judge, found = backbones.networks(argparse.Namespace(ckpt=path, backbone="trained", seed=0,
                                                           backbone_weights=""))
     except model.CheckpointError as e:
         if args.ckpt:

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 
+import backbones
 import gen
 import synthesis
 import model
@@ -49,14 +50,14 @@ def load_grey(path):
 
 
 def normalised_rgb(g):
-    mean = torch.tensor(gen.IMAGENET_MEAN)[None, :, None, None]
-    std = torch.tensor(gen.IMAGENET_STD)[None, :, None, None]
+    mean = torch.tensor(backbones.IMAGENET_MEAN)[None, :, None, None]
+    std = torch.tensor(backbones.IMAGENET_STD)[None, :, None, None]
     return (g.repeat(1, 3, 1, 1) - mean) / std
 
 
 @pytest.fixture(scope="session")
 def grey(vgg):
-    return gen.imagenet_net(vgg[1]).eval()
+    return backbones.imagenet_net(vgg[1]).eval()
 
 
 def test_grey_fold_equals_the_rgb_network_on_normalised_input(vgg, grey):
@@ -66,7 +67,7 @@ def test_grey_fold_equals_the_rgb_network_on_normalised_input(vgg, grey):
     with torch.no_grad():
         conv = rgb_net.features[0]
         # zero padding: equal away from the border (the RGB net pads with the mean grey, ours with black)
-        folded = gen.fold_rgb(conv)(g)
+        folded = backbones.fold_rgb(conv)(g)
         assert torch.allclose(folded[..., 1:-1, 1:-1], conv(normalised_rgb(g))[..., 1:-1, 1:-1], atol=1e-4)
         assert not torch.allclose(folded, conv(normalised_rgb(g)), atol=1e-3)
         # reflect padding (what synthesis uses): equal everywhere, through the whole net to pool3
@@ -85,7 +86,7 @@ def test_grey_fold_equals_the_rgb_network_on_normalised_input(vgg, grey):
 
 
 def test_backbones_have_the_classifier_tap_names(grey):
-    a, b = gen.random_net("vgg19_bn", 3), gen.random_net("vgg19_bn", 3)
+    a, b = backbones.random_net("vgg19_bn", 3), backbones.random_net("vgg19_bn", 3)
     assert "bn1_1" in a.names  # the trained default architecture, batch norm layers named too
     assert {"conv1_1", "relu1_1", "pool1", "pool2", "pool3", "pool4"} <= set(grey.names) <= set(a.names)
     assert torch.equal(a.features[0].weight, b.features[0].weight)  # seeded: reproducible
@@ -103,7 +104,7 @@ def test_random_backbone_runs_without_a_checkpoint_and_skips_the_verdict(firsts,
     for r in results.values():
         assert r["status"] == "ok" and r["backbone"] == "random" and r["checkpoint"] is None
         assert r["verdict"] is None and "no trained checkpoint" in r["verdict_skipped"]
-        assert r["loss"] < 0.9 * r["curve"][0] and max(r["silent_channels"].values()) < gen.SILENT_WARNING
+        assert r["loss"] < 0.9 * r["curve"][0] and max(r["silent_channels"].values()) < backbones.SILENT_WARNING
     assert glob.glob(str(tmp_path / "out" / "*" / "final.png"))
 
 
@@ -153,9 +154,9 @@ def test_trained_recipe_gives_a_backbone_that_sees_contrast_and_keeps_its_channe
     path = model.latest_checkpoint(trained_ckpt)
     trained = model.model_from_checkpoint(model.load_checkpoint(path), path)
     targets = [load_grey(f) for f in firsts]
-    for quiet in gen.silent_channels(trained, targets, LAYERS, "avg", "reflect"):
-        assert max(quiet.values()) < gen.SILENT_WARNING
-    seen, seen_random = half_contrast_loss(trained, targets), half_contrast_loss(gen.random_net(trained.arch, 0), targets)
+    for quiet in backbones.silent_channels(trained, targets, LAYERS, "avg", "reflect"):
+        assert max(quiet.values()) < backbones.SILENT_WARNING
+    seen, seen_random = half_contrast_loss(trained, targets), half_contrast_loss(backbones.random_net(trained.arch, 0), targets)
     for name in LAYERS:
         assert seen[name] > 3 * seen_random[name], (name, seen, seen_random)
 
@@ -168,7 +169,7 @@ def test_trained_backbone_gives_closer_grey_levels_than_random_weights(trained_c
     targets = [load_grey(f) for f in firsts]
     layers, options = gen.default_options(torch.float32)
     hist = {}
-    for name, net in [("trained", trained), ("random", gen.random_net(trained.arch, 0))]:
+    for name, net in [("trained", trained), ("random", backbones.random_net(trained.arch, 0))]:
         out = synthesis.synthesize(net, targets, layers, None, dataclasses.replace(options, steps=40),
                                    seeds=[0] * len(targets))
         hist[name] = sum(quality.hist_distance(r["raw"], t) for r, t in zip(out, targets)) / len(targets)
@@ -186,5 +187,5 @@ def test_a_network_with_silent_taps_is_flagged(ckpt, firsts, tmp_path, capsys):
     gen.main([firsts[0], "--ckpt", path, "--steps", "1", "--gen-dir", str(tmp_path / "g")])
     [r] = read_results(tmp_path / "g").values()
     quiet = r["silent_channels"]  # default taps relu1_1..relu5_1
-    assert r["status"] == "ok" and quiet["relu1_1"] < gen.SILENT_WARNING <= min(quiet["relu3_1"], quiet["relu4_1"])
+    assert r["status"] == "ok" and quiet["relu1_1"] < backbones.SILENT_WARNING <= min(quiet["relu3_1"], quiet["relu4_1"])
     assert re.search(r"\d+% of the relu[345]_1 channels of the trained network are silent", capsys.readouterr().err)
