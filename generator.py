@@ -1,10 +1,11 @@
 """The feed-forward texture generator of texnet.py (Ulyanov et al. 2016, 2017): a noise pyramid in,
 convolution blocks at each scale, upsampled and joined coarse to fine, one grey image out.
 
-Every convolution pads circularly, so a sample is periodic: it tiles. The normalisation is
-instance normalisation while training; `calibrate` then freezes the statistics it computes on one
-large sample (those of the texture as a whole), so that sampling is purely local and a large image
-can be made tile by tile (`sample`) with exactly the result of one pass over the whole image.
+Every convolution pads circularly, so a sample is periodic: it tiles. While training, each
+normalisation runs over all images of a texture in the batch (or over each image, `kind="instance"`);
+`calibrate` then freezes the statistics it computes on one large sample (those of the texture as a
+whole), so that sampling is purely local and a large image can be made tile by tile (`sample`) with
+exactly the result of one pass over the whole image.
 
     g = Generator(scales=5, width=8, noise=3, classes=1)
     noise = noise_pyramid(g, 1024, 1024, seed=0)
