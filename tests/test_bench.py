@@ -13,6 +13,7 @@ import torch
 
 import bench
 import bench_quality
+import bench_synthesis
 import fidelity
 import model as M
 from hyperparams import Hyperparams
@@ -121,14 +122,14 @@ def test_bad_checkpoint_is_a_one_line_error(tmp_path):
         bench.main(["--ckpt", str(tmp_path / "missing.pt")])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="--ckpt.*junk.pt"):
-        bench.synthesis_net(bench.settings(["--ckpt", str(tmp_path / "junk.pt")]), torch.device("cpu"))
+        bench_synthesis.synthesis_net(bench.settings(["--ckpt", str(tmp_path / "junk.pt")]), torch.device("cpu"))
 
 
 def test_synthesis_network_is_the_checkpoint_or_seeded_random(trained_ckpt):
     cpu = torch.device("cpu")
-    net = bench.synthesis_net(bench.settings(["--ckpt", trained_ckpt]), cpu)
+    net = bench_synthesis.synthesis_net(bench.settings(["--ckpt", trained_ckpt]), cpu)
     saved = M.load_checkpoint(M.latest_checkpoint(trained_ckpt))["model"]
     assert all(torch.equal(net.state_dict()[k], v) for k, v in saved.items())
-    a, b = (bench.synthesis_net(bench.settings([]), cpu) for _ in range(2))
+    a, b = (bench_synthesis.synthesis_net(bench.settings([]), cpu) for _ in range(2))
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
     assert not torch.equal(a.features[0].weight, net.features[0].weight)
