@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperparams import save_json
-from local_measures import local_measures
+from local_measures import grey_levels, local_measures
 
 PEAKS = 4  # dominant peaks of the target (each with its mirror image at -f)
 BINS = 32  # radial frequency bins from 0 to the Nyquist frequency
@@ -38,7 +38,7 @@ def quantiles(x, n):
 def hist_distance(a, b):
     """Wasserstein-1 distance between the grey-level distributions of two images in [0, 1], as
     saved (8-bit), in grey levels."""
-    a, b = [(x.detach().float().cpu().clamp(0, 1) * 255).round() for x in (a, b)]
+    a, b = grey_levels(a), grey_levels(b)
     n = max(a.numel(), b.numel())
     return (quantiles(a, n) - quantiles(b, n)).abs().mean().item()
 
