@@ -14,6 +14,7 @@ from PIL import Image
 from skimage import data as samples
 from skimage.color import rgb2gray
 
+from dataset import center_crop
 from hyperparams import PHOTOS  # brick, grass, gravel: 512 px grey; hubble_deep_field: galaxies (RGB, 872x1000)
 
 
@@ -31,9 +32,7 @@ def photograph(name):
     img = getattr(samples, name)()
     if img.ndim == 3:
         img = np.rint(rgb2gray(img[..., :3]) * 255).astype(np.uint8)
-    h, w = img.shape
-    s = min(h, w)
-    return img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return center_crop(img, min(img.shape))
 
 
 def quadrants(img):
