@@ -49,6 +49,7 @@ import dataset
 import model
 import quality
 from hyperparams import GEN_LR, Hyperparams, given, parse_args, save_args, save_json, write_atomic
+from local_measures import grey_levels
 from quality import hist_distance
 from synthesis import Options, auto_levels, downsampling, level_steps, levels_problem, synthesize, taps
 
@@ -78,7 +79,7 @@ def parse_layers(spec, known=None, flag="--layers"):
 # ---- grey levels, verdict, files ------------------------------------------------------------
 
 def to_uint8(img):
-    return (img.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    return grey_levels(img).to(torch.uint8)
 
 
 def write_png(img, path):
