@@ -13,6 +13,7 @@ import dataset
 import fidelity
 import gen
 import generator
+import layer_spec
 import model as M
 import synthesis
 from bench_quality import ORIGINAL, time_to_quality
@@ -89,7 +90,7 @@ def bench_synthesis(args, device, dtype):
     layers, options = methods["default"]
     c = args.bench_chunk
     t = interleave({
-        "original": iteration_times(net, target, gen.parse_layers("original"), ORIGINAL, c + 1, args.seed),
+        "original": iteration_times(net, target, layer_spec.parse_layers("original"), ORIGINAL, c + 1, args.seed),
         **{name: iteration_times(net, target, lay, opt, c + 1, args.seed) for name, (lay, opt) in methods.items()},
         "loss": loss_times(net, target, layers, options, c, device),
         "bare": bare_times(net, layers, options, args.image_size, c, device)}, args.bench_repeats, device)

@@ -35,10 +35,13 @@ import backbones
 import dataset
 import gen
 import generator as G
+import layer_spec
 import model
+import pictures
 import quality
 import synthesis
 from hyperparams import Hyperparams, add_arguments, save_args, save_json
+from targets import label_of, load_target, plan
 from train import Stop
 
 TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
@@ -107,9 +110,9 @@ def save(g, opt, job, args, step, curve, seconds):
 def jobs(args, least):
     """The generators to train: one per target, or one for all (--texnet-mode joint)."""
     found = []
-    for p in gen.plan(args.targets, args.texnet_dir, args.seed):
+    for p in plan(args.targets, args.texnet_dir, args.seed):
         try:
-            found.append({**p, "target": gen.load_target(p["path"], args, least)})
+            found.append({**p, "target": load_target(p["path"], args, least)})
         except dataset.DataError as e:
             raise SystemExit(str(e))
     groups = [[p] for p in found] if args.texnet_mode == "each" else [found]
@@ -195,7 +198,7 @@ def train_one(job, net, layers, args, device, dtype, rank, world):
             save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
             s = args.texnet_size
             img = G.sample(g, G.noise_pyramid(g, s, s, args.seed, device=device), 0, args.texnet_size)
-            gen.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
+            pictures.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
         if done:
             break
     bar.close()
@@ -210,9 +213,9 @@ def train(args):
     rank, world, device = model.distributed(args.device)
     dtype = model.pick_dtype(args.dtype, device)
     try:
-        layers = gen.parse_layers(args.layers)
+        layers = layer_spec.parse_layers(args.layers)
         net = backbones.networks(args)[0].to(device).eval().requires_grad_(False)
-        layers = gen.parse_layers(args.layers, net.names)
+        layers = layer_spec.parse_layers(args.layers, net.names)
     except (model.CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
     least = synthesis.downsampling(net, layers)
@@ -288,7 +291,7 @@ def sample(args):
         if args.label not in (None, label):
             continue
         folder, target = os.path.join(args.sample_dir, label), ckpt["target_images"][c].float() / 255
-        gen.write_png(target, os.path.join(folder, "target.png"))
+        pictures.write_png(target, os.path.join(folder, "target.png"))
         for i in range(args.count):
             seed = zlib.crc32(f"{args.seed}:{i}".encode())
             img, seconds = sample_one(g, c, size, seed, args, device, dtype)
@@ -300,16 +303,16 @@ def sample(args):
             if judge is not None and min(size) >= 32:  # on a target-sized centre crop: VGG over 16 Mpx is too much
                 h, w = min(size[0], max(32, target.shape[0])), min(size[1], max(32, target.shape[1]))
                 crop = img[(size[0] - h) // 2:(size[0] - h) // 2 + h, (size[1] - w) // 2:(size[1] - w) // 2 + w]
-                kind = gen.label_of(ckpt["targets"][c])
+                kind = label_of(ckpt["targets"][c])
                 record["verdict"] = gen.verdict(judge, crop, classes, kind)
                 record["target_verdict"] = gen.verdict(judge, target, classes, kind)
                 record["verdict_crop"] = [h, w]
-            gen.write_png(img, stem + ".png")
+            pictures.write_png(img, stem + ".png")
             save_json(record, stem + ".json")
             records.append({**record, "name": f"{label}/{i}"})
             entries.append((f"{label} {i}", os.path.join(folder, "target.png"), stem + ".png"))
     out = os.path.join(args.sample_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
-    gen.collection(entries, out)
+    pictures.collection(entries, out)
     print(quality.write_report(records, os.path.join(args.sample_dir, "report.json")))
     print(f"collection: {out}")
     return records
