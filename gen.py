@@ -68,14 +68,15 @@ def verdict(net, img, classes, label):
 
 def options(args, dtype, known=None):
     """synthesize's options from the command line (--gen-lr 0: the optimiser's own step size; levels:
-    --levels, 0 is decided per output size); ValueError names a bad --gcd-layers (`known`: the
-    network's tap names)."""
+    --levels, 0 is decided per output size); ValueError names a bad --gcd-layers or --refine-layers
+    (`known`: the network's tap names)."""
     return Options(loss=args.loss, features=args.features, optimizer=args.optimizer,
                    lr=args.gen_lr or GEN_LR[args.optimizer], steps=args.steps, time_budget=args.time_budget,
                    init=args.init, pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile,
                    dtype=dtype, spectrum_weight=args.spectrum_weight, levels=args.levels,
                    gcd_layers=parse_layers(args.gcd_layers, known, "--gcd-layers"), gcd_weight=args.gcd_weight,
-                   occurrence=args.occurrence)
+                   occurrence=args.occurrence, refine_steps=args.refine_steps, refine_lr=args.refine_lr,
+                   refine_layers=parse_layers(args.refine_layers, known, "--refine-layers"))
 
 
 def default_options(dtype):
@@ -107,8 +108,8 @@ def run_group(net, jobs, size, layers, opts, args, info, judge=None):
     jobs = ready
     levels = opts.levels or auto_levels(size, min(min(j["target"].shape) for j in jobs),
                                         downsampling(net, taps(layers, opts)), opts.tile)
-    bar = tqdm(total=sum(level_steps(opts.steps, levels)), desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}",
-               disable=info["rank"] != 0)
+    bar = tqdm(total=sum(level_steps(opts.steps, levels)) + opts.refine_steps,
+               desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}", disable=info["rank"] != 0)
 
     def progress(step, images, losses):
         bar.update()
@@ -126,7 +127,8 @@ def run_group(net, jobs, size, layers, opts, args, info, judge=None):
         record = {"target": j["path"], "label": j["label"], "seed": j["seed"], "size": list(size),
                   "layers": layers, "status": "stopped" if r["message"] else "ok", "message": r["message"],
                   **{k: r[k] for k in ("loss", "final_loss", "layer_losses", "steps", "seconds", "curve")},
-                  "levels": r.get("levels"), "batch": len(jobs), **info, "silent_channels": quiet,
+                  "levels": r.get("levels"), "refine": r.get("refine"), "batch": len(jobs), **info,
+                  "silent_channels": quiet,
                   "target_in_training": j["in_training"], "settings": vars(args)}
         worst = max(quiet, key=quiet.get)
         if quiet[worst] >= backbones.SILENT_WARNING:
@@ -175,6 +177,8 @@ def check_flags(args, given):
         return "--pixels clamp needs --optimizer adam: clamping between L-BFGS steps spoils its curvature pairs"
     if "backbone_weights" in given and args.backbone != "imagenet":
         return "--backbone-weights applies to --backbone imagenet only"
+    if {"refine_lr", "refine_layers"} & given and not args.refine_steps:
+        return "--refine-lr and --refine-layers apply only with --refine-steps above 0"
     return None
 
 

@@ -78,6 +78,9 @@ class Hyperparams:
     gcd_layers: str = "relu2_1,relu3_1,relu4_1"  # taps of the guided correspondence term (--loss gcd, gram+gcd, swd+gcd), name[:weight],..., as Zhou et al.
     gcd_weight: float = 1.0  # weight of the guided correspondence term beside the Gram or SWD term
     occurrence: float = 0.05  # occurrence penalty of the correspondence term: how strongly a target patch already used is avoided (Zhou et al.: 0.05)
+    refine_steps: int = 0  # iterations after --steps that add the guided correspondence term on --refine-layers (with --gcd-weight, --occurrence) to --loss, with Adam, at the output's full size: sharpens the objects of the result where it put them (0: none; docs/correspondence.md)
+    refine_lr: float = 0.05  # Adam step size of the --refine-steps iterations
+    refine_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1"  # taps of the correspondence term during --refine-steps, name[:weight],...
     # == bench ==
     bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
     bench_batch: int = 16  # images per timed training step
@@ -141,7 +144,7 @@ CHOICES = {
 }
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
-           "gen_lr", "bench_orig_seconds", "occurrence",
+           "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps",
            "texnet_snapshot_every"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}

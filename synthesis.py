@@ -49,9 +49,10 @@ def downsampling(net, layers):
 
 def taps(layers, options):
     """Every tap the loss reads: `layers` for the Gram or SWD term, options.gcd_layers for the
-    correspondence term."""
+    correspondence term, options.refine_layers if there is a refinement (see refine)."""
     terms = options.loss.split("+")
-    return {**(layers if terms != ["gcd"] else {}), **(options.gcd_layers if "gcd" in terms else {})}
+    return {**(layers if terms != ["gcd"] else {}), **(options.gcd_layers if "gcd" in terms else {}),
+            **(options.refine_layers if options.refine_steps else {})}
 
 
 def objective(net, targets, layers, size, options):
@@ -111,7 +112,8 @@ class Options:
     network's during synthesis (tile: circular, the output tiles); dtype: autocast dtype;
     spectrum_weight > 0 adds the Fourier spectrum constraint; levels > 1 works coarse to fine (see
     coarse_to_fine); gcd_layers, gcd_weight and occurrence: the taps, weight and occurrence penalty of
-    the correspondence term.
+    the correspondence term; refine_steps > 0 adds a refinement (see refine) with Adam at refine_lr
+    and the correspondence term on refine_layers.
     Defaults as synthesize has always run (gen.py's come from hyperparams.py)."""
     loss: str = "gram"
     features: str = "normalize"
@@ -130,6 +132,10 @@ class Options:
     gcd_layers: dict = dataclasses.field(default_factory=lambda: {"relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0})
     gcd_weight: float = 1.0
     occurrence: float = 0.05
+    refine_steps: int = 0
+    refine_lr: float = 0.05
+    refine_layers: dict = dataclasses.field(
+        default_factory=lambda: {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0})
 
 
 def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None, match=True, callback=None,
@@ -143,6 +149,8 @@ def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None
     `callback(step, images, losses)` is called after every step; `seeds` (one per target) seed the
     start noise; `start` (B, H, W) in [0, 1] replaces it."""
     o = options
+    if o.refine_steps:
+        return refine(net, targets, layers, size, o, seeds=seeds, match=match, callback=callback, start=start)
     if o.levels > 1:
         return coarse_to_fine(net, targets, layers, size, o, seeds=seeds, match=match, callback=callback)
     device = next(net.parameters()).device
@@ -186,6 +194,36 @@ def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None
     return [{"image": final[b, 0].float().cpu(), "raw": best[b, 0].float().cpu(), "loss": best_loss[b].item(),
              "final_loss": final_loss[b].item(), "layer_losses": parts[b], "curve": curves[b], "steps": done,
              "seconds": seconds, "message": messages[b]} for b in range(B)]
+
+
+def refinement(options):
+    """The options of the refinement that follows options.steps: the correspondence term (on
+    refine_layers) added to the loss, Adam at refine_lr, refine_steps iterations at the output's size."""
+    o = options
+    loss = o.loss if "gcd" in o.loss.split("+") else o.loss + "+gcd"
+    return dataclasses.replace(o, loss=loss, gcd_layers=o.refine_layers, optimizer="adam", lr=o.refine_lr,
+                               steps=o.refine_steps, refine_steps=0, levels=1, time_budget=0.0)
+
+
+def refine(net, targets, layers, size, options, *, seeds=None, match=True, callback=None, start=None):
+    """Synthesise as options say without the refinement (coarse to fine if levels > 1), then refine the
+    result at full size with refinement(options). The correspondence term alone reproduces the target
+    (its optimum for an output of the target's size is the target); started from the Gram result it
+    sharpens the objects where that result put them, so the layout stays new. The time budget
+    limits the first part. Returns synthesize's dicts, steps/seconds/curve over both parts and
+    `refine`: the refinement's steps, seconds and best loss."""
+    base = synthesize(net, targets, layers, size, dataclasses.replace(options, refine_steps=0), seeds=seeds,
+                      match=False, callback=callback, start=start)
+    offset = max(r["steps"] for r in base)
+    fine = synthesize(net, targets, layers, size, refinement(options), seeds=seeds, match=match,
+                      start=torch.stack([r["raw"] for r in base]),
+                      callback=callback and (lambda i, im, v: callback(offset + i, im, v)))
+    for b, f in zip(base, fine):
+        f["refine"] = {"steps": f["steps"], "seconds": f["seconds"], "loss": f["loss"]}
+        f["levels"] = b.get("levels")
+        f["steps"], f["seconds"], f["curve"] = b["steps"] + f["steps"], b["seconds"] + f["seconds"], b["curve"] + f["curve"]
+        f["message"] = f["message"] or b["message"]
+    return fine
 
 
 def level_steps(steps, levels):

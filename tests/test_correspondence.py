@@ -1,5 +1,6 @@
 """The guided correspondence loss (correspondence.py, --loss gcd): its formula, chunking, occurrence
 penalty, and synthesis with it on a tiny object texture (discs on a background)."""
+import dataclasses
 import json
 
 import pytest
@@ -109,3 +110,38 @@ def test_cli_combines_gram_and_correspondence_and_names_a_bad_tap(net, tmp_path)
     assert {"relu1_1", "relu5_1", "gcd:relu2_1", "gcd:relu4_1", "spectrum"} <= set(r["layer_losses"])
     with pytest.raises(SystemExit, match="--gcd-layers: unknown layer 'relu9_1'"):
         gen.main([str(path), "--ckpt", ckpt, "--gen-dir", str(out), "--loss", "gcd", "--gcd-layers", "relu9_1"])
+
+
+def test_refinement_sharpens_the_gram_result_where_it_is_without_copying(net):
+    """--refine-steps: the correspondence term after the Gram synthesis improves the patch measures
+    without copying the target."""
+    target, layers = discs(48, 3), {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
+    opts = synthesis.Options(steps=30, dtype=torch.float32, spectrum_weight=0.3)
+    base = synthesis.synthesize(net, [target], layers, None, opts, seeds=[4])[0]
+    r = synthesis.synthesize(net, [target], layers, None, dataclasses.replace(opts, refine_steps=30), seeds=[4])[0]
+    assert r["message"] is None and r["steps"] == base["steps"] + 30 and r["refine"]["steps"] == 30
+    assert r["curve"][:base["steps"]] == base["curve"] and "gcd:relu1_1" in r["layer_losses"]
+    before, after = quality.measures(base["image"], target), quality.measures(r["image"], target)
+    assert after["patch_nn"] < 0.9 * before["patch_nn"] and after["patch_cover"] < 0.9 * before["patch_cover"]
+    assert after["copy_share"] < 0.2
+
+
+def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_refine_flags_without_steps(net, tmp_path, capsys):
+    paths = []
+    for k in (1, 2):
+        paths.append(str(tmp_path / f"discs{k}-a-p001.png"))
+        Image.fromarray((discs(48, k) * 255).round().byte().numpy()).save(paths[-1])
+    ckpt = str(tmp_path / model.ckpt_name(1))
+    model.save_checkpoint({"arch": "vgg19", "classes": ["discs1", "discs2", "y"], "model": net.state_dict()}, ckpt)
+    out = tmp_path / "gen"
+    gen.main([*paths, "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "4", "--refine-steps", "3",
+              "--refine-layers", "relu1_1,relu2_1", "--snapshot-every", "0", "--size", "96", "64", "--tile",
+              "--levels", "2", "--layers", "relu1_1,relu2_1,relu3_1"])
+    for k in (1, 2):
+        r = json.load(open(out / f"discs{k}" / "result.json"))
+        assert r["status"] == "ok" and r["size"] == [96, 64] and r["batch"] == 2
+        assert [lv["size"] for lv in r["levels"]] == [[48, 32], [96, 64]] and r["refine"]["steps"] == 3
+        assert r["steps"] == 4 + 2 + 3 and {"gcd:relu1_1", "gcd:relu2_1", "relu3_1"} <= set(r["layer_losses"])
+    with pytest.raises(SystemExit):
+        gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--refine-lr", "0.1"])
+    assert "--refine-lr and --refine-layers apply only with --refine-steps" in capsys.readouterr().err
