@@ -65,10 +65,11 @@ def contextual(d, penalty):
     return torch.logsumexp((1 - d / (near + 1e-5)) / BANDWIDTH, 0)
 
 
-def image_loss(x, ref, occurrence):
+def image_loss(x, ref, occurrence, best=None):
     """Mean over the output patches of x (1, C, H, W) of contextual(), with the occurrence penalty:
-    each target patch's use as the nearest one, relative to an even use, times `occurrence`."""
-    best = nearest(x, ref)
+    each target patch's use as the nearest one (`best`, else x's nearest() now), relative to an even
+    use, times `occurrence`."""
+    best = nearest(x, ref) if best is None else best
     n_ref = len(ref[0])
     penalty = occurrence * torch.bincount(best, minlength=n_ref).float() * n_ref / len(best)
     parts = [checkpoint(lambda c: contextual(distances(c, ref), penalty), c, use_reentrant=False)
@@ -77,22 +78,27 @@ def image_loss(x, ref, occurrence):
 
 
 def correspondence_loss(target_feats, occurrence):
-    """builder(target_feats) -> loss(feats) -> {layer: (B,) fp32}, as synthesis' losses; features in
-    fp32, one target per image. Patches are PATCH wide, or as wide as the smaller of the two maps."""
-    refs = {}
+    """builder(target_feats) -> loss(feats, renew=True) -> {layer: (B,) fp32}, as synthesis' losses;
+    features in fp32, one target per image. Patches are PATCH wide, or as wide as the smaller of the two
+    maps. The occurrence penalty counts the matches found at the last call with renew=True: held in
+    between, the loss is one smooth function of the features, as a line search needs."""
+    refs, held = {}, {}
 
     def ref(n, b, k):
         if (n, b, k) not in refs:
             refs[n, b, k] = reference(target_feats[b][n].float(), k)
         return refs[n, b, k]
 
-    def loss(feats):
+    def loss(feats, renew=True):
         out = {}
         for n, f in feats.items():
             vals = []
             for b in range(len(f)):
                 k = min(PATCH, *f.shape[2:], *target_feats[b][n].shape[2:])
-                vals.append(image_loss(f[b:b + 1].float(), ref(n, b, k), occurrence))
+                x = f[b:b + 1].float()
+                if renew or (n, b) not in held:
+                    held[n, b] = nearest(x, ref(n, b, k))
+                vals.append(image_loss(x, ref(n, b, k), occurrence, held[n, b]))
             out[n] = torch.stack(vals)
         return out
     return loss

@@ -76,7 +76,8 @@ def options(args, dtype, known=None):
                    dtype=dtype, spectrum_weight=args.spectrum_weight, levels=args.levels,
                    gcd_layers=parse_layers(args.gcd_layers, known, "--gcd-layers"), gcd_weight=args.gcd_weight,
                    occurrence=args.occurrence, refine_steps=args.refine_steps, refine_lr=args.refine_lr,
-                   refine_layers=parse_layers(args.refine_layers, known, "--refine-layers"))
+                   refine_layers=parse_layers(args.refine_layers, known, "--refine-layers"),
+                   occurrence_hold=args.occurrence_hold)
 
 
 def default_options(dtype):
@@ -179,6 +180,8 @@ def check_flags(args, given):
         return "--backbone-weights applies to --backbone imagenet only"
     if {"refine_lr", "refine_layers"} & given and not args.refine_steps:
         return "--refine-lr and --refine-layers apply only with --refine-steps above 0"
+    if "occurrence_hold" in given and args.optimizer != "lbfgs":
+        return "--occurrence-hold applies to --optimizer lbfgs only (Adam takes no line search)"
     return None
 
 

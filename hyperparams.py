@@ -81,6 +81,7 @@ class Hyperparams:
     refine_steps: int = 0  # iterations after --steps that add the guided correspondence term on --refine-layers (with --gcd-weight, --occurrence) to --loss, with Adam, at the output's full size: sharpens the objects of the result where it put them (0: none; docs/correspondence.md)
     refine_lr: float = 0.05  # Adam step size of the --refine-steps iterations
     refine_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1"  # taps of the correspondence term during --refine-steps, name[:weight],...
+    occurrence_hold: int = 5  # with --optimizer lbfgs: evaluations for which the occurrence penalty's matches are held, so that each line search sees one smooth objective (0: found again at every evaluation, which stalls L-BFGS)
     # == bench ==
     bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
     bench_batch: int = 16  # images per timed training step
@@ -144,7 +145,7 @@ CHOICES = {
 }
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
-           "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps",
+           "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold",
            "texnet_snapshot_every"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}

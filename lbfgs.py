@@ -29,6 +29,12 @@ class BatchLBFGS:
             q += s * (a - rho * y.dot(q))
         return -q
 
+    def rebase(self):
+        """The objective has changed (a held term was renewed): the next step takes its point as the
+        new start, without the decrease test against the old objective's value; the curvature
+        history stays, the two objectives being close."""
+        self.last = [None] * len(self.last)
+
     @torch.no_grad()
     def step(self, losses, active):
         for b in torch.nonzero(active).flatten().tolist():

@@ -59,30 +59,31 @@ def objective(net, targets, layers, size, options):
     """What one iteration evaluates, built in one place for synthesize, bench.py and any other caller:
     the frozen network (circular padding with tile), the loss terms built from the targets' taps
     (options.loss: a key of losses.LOSSES, or a statistic and gcd joined by +) and the spectrum term for
-    an output of `size`. Returns evaluate(x (B, 1, H, W)) -> (total (B,), parts {name: (B,)}): per term
-    the weighted mean of its per-layer losses (the gcd term times options.gcd_weight), plus the
-    weighted spectrum term."""
+    an output of `size`. Returns evaluate(x (B, 1, H, W), renew=True) -> (total (B,), parts {name: (B,)}):
+    per term the weighted mean of its per-layer losses (the gcd term times options.gcd_weight, its
+    occurrence penalty's matches found again only if renew), plus the weighted spectrum term."""
     o, every = options, taps(layers, options)
     device = next(net.parameters()).device
     net = model.frozen(net, o.pool, o.padding, o.dtype, keep=every)
     with torch.no_grad(), model.autocast(device, o.dtype):
         tfeats = [net.taps(t.to(device).float()[None, None], every) for t in targets]
-    terms = []  # (weight, {tap: weight}, loss, prefix of its parts); losses in fp32, outside autocast
+    # (weight, {tap: weight}, loss, prefix of its parts, whether it holds matches); losses in fp32, outside autocast
+    terms = []
     for name in o.loss.split("+"):
         own = o.gcd_layers if name == "gcd" else layers
         kw = {"occurrence": o.occurrence} if name == "gcd" else {}
         fn = LOSSES[name]([{n: t[n] for n in own} for t in tfeats], o.features, **kw)
         prefix = "gcd:" if name == "gcd" and o.loss != "gcd" else ""
-        terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix))
+        terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix, name == "gcd"))
     model.set_padding(net, "circular" if o.tile else o.padding)
     spectrum = spectra.spectrum_loss(targets, size, device) if o.spectrum_weight > 0 else None
 
-    def evaluate(x):
+    def evaluate(x, renew=True):
         with model.autocast(x.device, o.dtype):
             feats = net.taps(x, every)
         total, per = 0.0, {}
-        for weight, own, fn, prefix in terms:
-            part = fn({n: feats[n] for n in own})
+        for weight, own, fn, prefix, holds in terms:
+            part = fn({n: feats[n] for n in own}, renew) if holds else fn({n: feats[n] for n in own})
             total = total + weight * sum(w * part[n] for n, w in own.items()) / sum(own.values())
             per.update({prefix + n: v for n, v in part.items()})
         if spectrum is not None:
@@ -113,7 +114,8 @@ class Options:
     spectrum_weight > 0 adds the Fourier spectrum constraint; levels > 1 works coarse to fine (see
     coarse_to_fine); gcd_layers, gcd_weight and occurrence: the taps, weight and occurrence penalty of
     the correspondence term; refine_steps > 0 adds a refinement (see refine) with Adam at refine_lr
-    and the correspondence term on refine_layers.
+    and the correspondence term on refine_layers; occurrence_hold > 0: with L-BFGS, the occurrence
+    penalty's matches are found again only every occurrence_hold evaluations (see synthesize).
     Defaults as synthesize has always run (gen.py's come from hyperparams.py)."""
     loss: str = "gram"
     features: str = "normalize"
@@ -136,6 +138,7 @@ class Options:
     refine_lr: float = 0.05
     refine_layers: dict = dataclasses.field(
         default_factory=lambda: {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0})
+    occurrence_hold: int = 0
 
 
 def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None, match=True, callback=None,
@@ -163,11 +166,15 @@ def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None
     best, best_loss, parts = x0.clone(), torch.full((B,), math.inf), [None] * B
     active, curves, messages = torch.ones(B, dtype=torch.bool), [[] for _ in range(B)], [None] * B
     start, done = time.perf_counter(), 0
+    # a penalty that moves with the matches changes the objective within a line search, which then
+    # fails (measured, docs/correspondence.md): hold it, and let L-BFGS take each renewal as a new start
+    hold = o.occurrence_hold if o.optimizer == "lbfgs" and "gcd" in o.loss.split("+") and o.occurrence else 0
     for step in range(o.steps):
         if o.time_budget and time.perf_counter() - start > o.time_budget:
             break
         x = torch.sigmoid(z) if o.pixels == "sigmoid" else z
-        total, per = evaluate(x)
+        renew = not hold or step % hold == 0
+        total, per = evaluate(x, renew)
         z.grad = None
         total[active].sum().backward()
         values, gfinite = total.detach().cpu(), torch.isfinite(z.grad.flatten(1)).all(1).cpu()
@@ -181,6 +188,8 @@ def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None
         if not active.any():
             break
         z.grad[~active.to(z.device)] = 0
+        if hold and renew:
+            opt.rebase()
         opt.step(values, active) if o.optimizer == "lbfgs" else opt.step()
         if o.pixels == "clamp":
             z.data.clamp_(0, 1)

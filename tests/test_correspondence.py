@@ -126,7 +126,7 @@ def test_refinement_sharpens_the_gram_result_where_it_is_without_copying(net):
     assert after["copy_share"] < 0.2
 
 
-def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_refine_flags_without_steps(net, tmp_path, capsys):
+def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_flags_without_effect(net, tmp_path, capsys):
     paths = []
     for k in (1, 2):
         paths.append(str(tmp_path / f"discs{k}-a-p001.png"))
@@ -145,3 +145,21 @@ def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_refine_flags_w
     with pytest.raises(SystemExit):
         gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--refine-lr", "0.1"])
     assert "--refine-lr and --refine-layers apply only with --refine-steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--optimizer", "adam", "--occurrence-hold", "3"])
+    assert "--occurrence-hold applies to --optimizer lbfgs only" in capsys.readouterr().err
+
+
+def test_held_occurrence_penalty_lets_lbfgs_lower_the_loss_where_a_moving_one_stalls(net):
+    """With the penalty's matches found again at every evaluation, L-BFGS's line search compares
+    values of different objectives and barely moves; held for 5 evaluations it converges."""
+    target = discs(48, 0)
+    final = {}
+    for hold in (0, 5):
+        opts = synthesis.Options(loss="gcd", gcd_layers=GCD, steps=25, dtype=torch.float32, occurrence_hold=hold)
+        r = synthesis.synthesize(net, [target], GCD, None, opts, seeds=[2])[0]
+        evaluate = synthesis.objective(net, [target], GCD, target.shape, opts)
+        with torch.no_grad():  # the loss with the matches of the result itself
+            final[hold] = evaluate(r["raw"][None, None])[0].item()
+        start = r["curve"][0]
+    assert final[5] < 0.5 * final[0] and final[0] > 0.3 * start, (final, start)
