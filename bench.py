@@ -20,7 +20,8 @@ hits both alike):
              speed-up to reach all of them (iteration counts times iteration times timed side by side)
   iteration  one synthesis iteration of gen.py's default vs a bare forward+backward of the same network,
              and the same without the optimiser (forward, loss terms, backward): where the extra time goes;
-             one iteration of --loss gcd (guided correspondence) against the same bare pass
+             one iteration of --loss gcd (guided correspondence) against the same bare pass, and one of
+             the refinement of the fidelity method refine (--refine-steps)
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
              not depend on its weights) vs one iteration of gen.py's default at that size
@@ -198,6 +199,8 @@ def rows(r):
             ("iteration", "iteration / bare", f"{it['ratio']:.2f}x"),
             ("iteration", "--loss gcd iteration (correspondence alone), ms", f"{1e3 * it['gcd_iteration_s']:.1f}"),
             ("iteration", "--loss gcd iteration / bare", f"{it['gcd_ratio']:.2f}x"),
+            ("iteration", "fidelity method refine: refinement iteration, ms", f"{1e3 * it['refine_iteration_s']:.1f}"),
+            ("iteration", "refinement iteration / bare", f"{it['refine_ratio']:.2f}x"),
             ("flops", "training step, GFLOP (counted)", f"{fl['flops_per_step'] / 1e9:.1f}"),
             ("flops", f"default step, GFLOP/s ({m['dtype']})", f"{fl['default_flop_per_s'] / 1e9:.1f}"),
             ("flops", f"peak matmul, GFLOP/s ({m['dtype']})", f"{fl['peak_matmul_flop_per_s'] / 1e9:.1f}"),

@@ -19,6 +19,13 @@ ORIGINAL = synthesis.Options(optimizer="adam", lr=1e-4, init="uniform", features
                              pool="max", padding="zeros", dtype=torch.float32)
 
 
+def timed_methods(dtype):
+    """{name: (layers, options)} of the fidelity.METHODS timed to quality: all but those with a
+    refinement, whose first part is the default's run (bench.py times a refinement's iteration apart)."""
+    methods = {name: fidelity.method_options(name, dtype) for name in fidelity.METHODS}
+    return {name: m for name, m in methods.items() if not m[1].refine_steps}
+
+
 class Reached(Exception):
     """Raised from the progress callback to end a run once every goal is reached."""
 
@@ -73,15 +80,14 @@ def photo_target(args, device):
 
 def time_to_quality(args, net, dtype, device):
     """The original recipe until --bench-orig-steps or --bench-orig-seconds (its plateau), then every method of
-    fidelity.METHODS until it reaches each of the original's final QUALITY measures: the iteration counts."""
+    timed_methods until it reaches each of the original's final QUALITY measures: the iteration counts."""
     target, seed = photo_target(args, device), args.seed
     orig = measured_run(net, target, layer_spec.parse_layers("original"), ORIGINAL, args.bench_orig_steps,
                         args.bench_orig_every, seed, time_budget=args.bench_orig_seconds)
     goal = orig[-1][1]
     out = {"target": args.bench_photo, "goal": goal, "original": {
         "steps": orig[-1][0], "last_quarter_gain": last_quarter_gain(orig), "curve": orig}, "methods": {}}
-    for name in fidelity.METHODS:
-        layers, options = fidelity.method_options(name, dtype)
+    for name, (layers, options) in timed_methods(dtype).items():
         curve = measured_run(net, target, layers, options, args.bench_gen_steps, args.bench_gen_every, seed, goal)
         out["methods"][name] = {"steps_to": first_steps(curve, goal), "final": curve[-1][1], "curve": curve}
     return target, out

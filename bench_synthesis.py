@@ -16,7 +16,7 @@ import generator
 import layer_spec
 import model as M
 import synthesis
-from bench_quality import ORIGINAL, time_to_quality
+from bench_quality import ORIGINAL, time_to_quality, timed_methods
 from hyperparams import Hyperparams
 from timing import interleave, sync
 
@@ -86,12 +86,14 @@ def bench_synthesis(args, device, dtype):
     each recipe from interleaved timed chunks, and of the default's loss alone and of the bare network."""
     net = synthesis_net(args, device)
     target, quality = time_to_quality(args, net, dtype, device)
-    methods = {name: fidelity.method_options(name, dtype) for name in fidelity.METHODS}
+    methods = timed_methods(dtype)
     layers, options = methods["default"]
+    refine_layers, refine = fidelity.method_options("refine", dtype)
     c = args.bench_chunk
     t = interleave({
         "original": iteration_times(net, target, layer_spec.parse_layers("original"), ORIGINAL, c + 1, args.seed),
         **{name: iteration_times(net, target, lay, opt, c + 1, args.seed) for name, (lay, opt) in methods.items()},
+        "refine": iteration_times(net, target, refine_layers, synthesis.refinement(refine), c + 1, args.seed),
         "loss": loss_times(net, target, layers, options, c, device),
         "bare": bare_times(net, layers, options, args.image_size, c, device)}, args.bench_repeats, device)
     orig = quality["original"]
@@ -107,7 +109,8 @@ def bench_synthesis(args, device, dtype):
              "network": args.ckpt or f"random {net.arch}", **quality}
     iteration = {"default_iteration_s": t["default"], "loss_s": t["loss"], "bare_forward_backward_s": t["bare"],
                  "ratio": t.ratio("default", "bare"), "loss_ratio": t.ratio("loss", "bare"),
-                 "gcd_iteration_s": t["gcd"], "gcd_ratio": t.ratio("gcd", "bare")}
+                 "gcd_iteration_s": t["gcd"], "gcd_ratio": t.ratio("gcd", "bare"),
+                 "refine_iteration_s": t["refine"], "refine_ratio": t.ratio("refine", "bare")}
     return synth, iteration
 
 
