@@ -122,7 +122,7 @@ def bench_texnet(args, device, dtype, data_dir):
     generator.calibrate(g, generator.noise_pyramid(g, g.factor * 4, g.factor * 4, args.seed, device=device))
     g.eval()
     data = dataset.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
-    target = (data.train_images[0][:args.image_size, :args.image_size].float() / 255).to(device)
+    target = (dataset.center_crop(data.train_images[0], args.image_size).float() / 255).to(device)
     net = synthesis_net(args, device)
     layers, options = gen.default_options(dtype)
 

@@ -163,31 +163,33 @@ def train_one(job, net, layers, args, device, dtype, rank, world):
     ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
     bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
     t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave
-    while step < args.texnet_steps:
-        loss = step_loss(ddp, objs, args, step, rank, world, device, dtype)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        over = args.time_budget and time.perf_counter() - t0 > args.time_budget or stop.signum is not None
-        sync = torch.tensor([loss.item(), float(bool(over))])
-        if world > 1:
-            dist.all_reduce(sync)
-        if not math.isfinite(sync[0]):
-            raise SystemExit(f"{job['dir']}: loss is {sync[0].item()} at step {step}; try a lower --texnet-lr")
-        opt.step()
-        step += 1
-        curve.append(sync[0].item() / world)
-        bar.update()
-        bar.set_postfix(loss=f"{curve[-1]:.4g}")
-        done = step == args.texnet_steps or sync[1] > 0
-        if rank == 0 and (done or args.texnet_snapshot_every and step % args.texnet_snapshot_every == 0):
-            save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
-            s = args.texnet_size
-            img = G.sample(g, G.noise_pyramid(g, s, s, args.seed, device=device), 0, args.texnet_size)
-            pictures.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
-        if done:
-            break
-    bar.close()
-    stop.restore()
+    try:
+        while step < args.texnet_steps:
+            loss = step_loss(ddp, objs, args, step, rank, world, device, dtype)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            over = args.time_budget and time.perf_counter() - t0 > args.time_budget or stop.signum is not None
+            sync = torch.tensor([loss.item(), float(bool(over))])
+            if world > 1:
+                dist.all_reduce(sync)
+            if not math.isfinite(sync[0]):
+                raise SystemExit(f"{job['dir']}: loss is {sync[0].item()} at step {step}; try a lower --texnet-lr")
+            opt.step()
+            step += 1
+            curve.append(sync[0].item() / world)
+            bar.update()
+            bar.set_postfix(loss=f"{curve[-1]:.4g}")
+            done = step == args.texnet_steps or sync[1] > 0
+            if rank == 0 and (done or args.texnet_snapshot_every and step % args.texnet_snapshot_every == 0):
+                save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
+                s = args.texnet_size
+                img = G.sample(g, G.noise_pyramid(g, s, s, args.seed, device=device), 0, args.texnet_size)
+                pictures.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
+            if done:
+                break
+    finally:  # also after a failure: Ctrl-C must work again in the caller
+        bar.close()
+        stop.restore()
     if stop.signum is not None:
         raise SystemExit(f"stopped at step {step}: saved {job['ckpt']}; continue with --resume")
     return {"label": job["dir"], "steps": step, "seconds": seconds + time.perf_counter() - t0,
