@@ -8,7 +8,7 @@ import torch
 
 import dataset
 import fidelity
-import gen
+import layer_spec
 import photos
 import synthesis
 from local_measures import local_measures
@@ -75,7 +75,7 @@ def time_to_quality(args, net, dtype, device):
     """The original recipe until --bench-orig-steps or --bench-orig-seconds (its plateau), then every method of
     fidelity.METHODS until it reaches each of the original's final QUALITY measures: the iteration counts."""
     target, seed = photo_target(args, device), args.seed
-    orig = measured_run(net, target, gen.parse_layers("original"), ORIGINAL, args.bench_orig_steps,
+    orig = measured_run(net, target, layer_spec.parse_layers("original"), ORIGINAL, args.bench_orig_steps,
                         args.bench_orig_every, seed, time_budget=args.bench_orig_seconds)
     goal = orig[-1][1]
     out = {"target": args.bench_photo, "goal": goal, "original": {

@@ -13,6 +13,7 @@ import dataset
 import fidelity
 import gen
 import generator
+import layer_spec
 import model as M
 import synthesis
 from bench_quality import ORIGINAL, time_to_quality
@@ -89,7 +90,7 @@ def bench_synthesis(args, device, dtype):
     layers, options = methods["default"]
     c = args.bench_chunk
     t = interleave({
-        "original": iteration_times(net, target, gen.parse_layers("original"), ORIGINAL, c + 1, args.seed),
+        "original": iteration_times(net, target, layer_spec.parse_layers("original"), ORIGINAL, c + 1, args.seed),
         **{name: iteration_times(net, target, lay, opt, c + 1, args.seed) for name, (lay, opt) in methods.items()},
         "loss": loss_times(net, target, layers, options, c, device),
         "bare": bare_times(net, layers, options, args.image_size, c, device)}, args.bench_repeats, device)
@@ -118,7 +119,7 @@ def bench_texnet(args, device, dtype, data_dir):
     generator.calibrate(g, generator.noise_pyramid(g, g.factor * 4, g.factor * 4, args.seed, device=device))
     g.eval()
     data = dataset.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
-    target = (data.train_images[0][:args.image_size, :args.image_size].float() / 255).to(device)
+    target = (dataset.center_crop(data.train_images[0], args.image_size).float() / 255).to(device)
     net = synthesis_net(args, device)
     layers, options = gen.default_options(dtype)
 

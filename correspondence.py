@@ -7,7 +7,7 @@ patch's distance how often it is already the nearest one, relative to an even us
 output does not build itself from a few target patches. Distances are normalised by each output
 patch's nearest one (contextual normalisation) and the loss is, per output patch,
 -log of its contextual similarity to its best match: low when each output patch has one clear match
-in the target. synthesis.gcd_loss scales the features and registers it.
+in the target. losses.gcd_loss scales the features and registers it.
 
 The dot products with every target patch are one convolution with the target's patches as kernels,
 so the output's unfolded patches are never stored, and the distance matrix is evaluated in chunks of

@@ -27,17 +27,20 @@ from PIL import Image, ImageDraw
 import dataset
 import demo
 import gen
+import layer_spec
+import losses
 import model
 import photos
+import pictures
 import quality
-import synthesis
 import train
 from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json, write_atomic
+from targets import plan
 
 GROUPS = ["device", "seed", "demo", "fidelity"]
-# name -> gen.py flags; the first is today's default. Every feature loss of synthesis.LOSSES is one.
+# name -> gen.py flags; the first is today's default. Every feature loss of losses.LOSSES is one.
 METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
-           **{k: ["--loss", k] for k in synthesis.LOSSES if k != Hyperparams.loss},
+           **{k: ["--loss", k] for k in losses.LOSSES if k != Hyperparams.loss},
            # the occurrence penalty changes with the matches between evaluations: Adam, not L-BFGS
            "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1"],
            "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1"]}
@@ -59,7 +62,7 @@ def method_options(name, dtype):
     as large as the target."""
     given = vars(add_arguments(argparse.ArgumentParser(), ["gen"]).parse_args(METHODS[name]))
     args = argparse.Namespace(**{**dataclasses.asdict(Hyperparams()), **given, "tile": False})
-    return gen.parse_layers(args.layers), gen.options(args, dtype)
+    return layer_spec.parse_layers(args.layers), gen.options(args, dtype)
 
 
 def build_data(args, folder):
@@ -113,7 +116,7 @@ def synthesise(args, method, seed, targets, ckpt):
     except SystemExit as e:  # some targets failed: the others are still reported
         print(f"{method}, seed {seed}: {e}", file=sys.stderr)
     results = []
-    for job in gen.plan(targets, out, seed):
+    for job in plan(targets, out, seed):
         path = os.path.join(job["dir"], "result.json")
         with open(path, encoding="utf-8") as f:
             r = json.load(f)
@@ -161,7 +164,7 @@ def picture(targets, outputs, methods, path):
             img = t if name == "target" else outputs.get((name, label))
             draw.text((x + 1, y), f"{label[:14]}" if name == "target" else name[:14], fill=0)
             if img is not None:
-                grid.paste(Image.fromarray(gen.to_uint8(img).numpy()), (x, y + band))
+                grid.paste(Image.fromarray(pictures.to_uint8(img).numpy()), (x, y + band))
     write_atomic(path, lambda tmp: grid.save(tmp, format="PNG", optimize=True))
 
 

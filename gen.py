@@ -35,58 +35,23 @@ import os
 import sys
 import time
 import traceback
-import zlib
 
 import torch
 import torch.distributed as dist
-from PIL import Image, ImageDraw
-from torchvision.transforms.functional import pil_to_tensor
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
 import backbones
 import dataset
 import model
 import quality
-from hyperparams import GEN_LR, Hyperparams, given, parse_args, save_args, save_json, write_atomic
-from local_measures import grey_levels
+from hyperparams import GEN_LR, Hyperparams, given, parse_args, save_args, save_json
+from layer_spec import parse_layers
+from pictures import collection, write_png
 from quality import hist_distance
 from synthesis import Options, auto_levels, downsampling, level_steps, levels_problem, synthesize, taps
+from targets import load_target, plan, training_images
 
-# blocks: the first ReLU of each of the five blocks, the default: measured better than pool1..pool4 for the
-# trained classifier, whose last layer in each block has the most silent channels (docs/backbones.md)
-LAYER_PRESETS = {"original": "pool1,pool2,pool3,pool4", "gatys": "conv1_1,pool1,pool2,pool3,pool4",
-                 "blocks": "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"}
-
-
-def parse_layers(spec, known=None, flag="--layers"):
-    """'pool1,pool2:0.5' (or a preset name) -> {'pool1': 1.0, 'pool2': 0.5}; ValueError names the flag."""
-    text, out = LAYER_PRESETS.get(spec, spec), {}
-    for item in text.split(","):
-        name, _, weight = item.strip().partition(":")
-        try:
-            w = float(weight) if weight else 1.0
-        except ValueError:
-            raise ValueError(f"{flag}: weight {weight!r} of {name!r} is not a number")
-        if not name or name in out or not (w > 0 and math.isfinite(w)):
-            raise ValueError(f"{flag}: bad entry {item!r} in {spec!r} (want name[:weight>0], each name once)")
-        if known is not None and name not in known:
-            raise ValueError(f"{flag}: unknown layer {name!r}; known: {','.join(known)}")
-        out[name] = w
-    return out
-
-
-# ---- grey levels, verdict, files ------------------------------------------------------------
-
-def to_uint8(img):
-    return grey_levels(img).to(torch.uint8)
-
-
-def write_png(img, path):
-    """Save a (H, W) image in [0, 1] or a PIL image atomically."""
-    pil = img if isinstance(img, Image.Image) else Image.fromarray(to_uint8(img).numpy())
-    write_atomic(path, lambda tmp: pil.save(tmp, format="PNG"))
-
+# ---- the classifier's verdict -------------------------------------------------------------
 
 @torch.no_grad()
 def verdict(net, img, classes, label):
@@ -99,75 +64,7 @@ def verdict(net, img, classes, label):
             "recognised": classes[k] == label if known else None}
 
 
-def collection(entries, path):
-    """Target (labelled with its name) and generated texture side by side, one pair per row."""
-    band, cells, names = 14, [], []
-    imgs = [(Image.open(t), Image.open(g)) for _, t, g in entries]
-    h = max(i.height for pair in imgs for i in pair) + band
-    w = max(i.width for pair in imgs for i in pair)
-    for (name, _, _), pair in zip(entries, imgs):
-        for tag, im in zip((name, "generated"), pair):  # short tags: they must fit over a 64 px cell
-            cell = torch.ones(1, h, w)
-            cell[:, band:band + im.height, :im.width] = pil_to_tensor(im.convert("L")).float() / 255
-            cells.append(cell)
-            names.append(tag)
-    pad = 4
-    grid = Image.fromarray(to_uint8(make_grid(torch.stack(cells), nrow=2, padding=pad, pad_value=1)[0]).numpy())
-    draw = ImageDraw.Draw(grid)
-    for i, text in enumerate(names):
-        draw.text((pad + (i % 2) * (w + pad) + 2, pad + (i // 2) * (h + pad) + 1), text, fill=0)
-    write_png(grid, path)
-
-
-def training_images(recorded):
-    """Real paths of the images the checkpoint trained on, from its recorded split settings (None:
-    they cannot tell)."""
-    try:
-        return dataset.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
-                                      recorded["seed"])
-    except (KeyError, dataset.DataError):
-        return None
-
-
 # ---- command line ---------------------------------------------------------------------------
-
-def label_of(path):
-    """Kylberg class from the file name ('blanket1-a-p001.png' -> 'blanket1'), else the file stem."""
-    name = os.path.basename(path)
-    try:
-        label = dataset.label_from_filename(name)
-    except (ValueError, dataset.DataError):
-        label = ""
-    return label or os.path.splitext(name)[0]
-
-
-def plan(paths, gen_dir, seed):
-    """Folder and seed of every target: same-label targets get label, label-2, ...; each target's
-    noise depends on --seed and its file name only, so batching and sharding do not change it."""
-    jobs, used = [], {}
-    for path in paths:
-        label = label_of(path)
-        used[label] = used.get(label, 0) + 1
-        folder = label if used[label] == 1 else f"{label}-{used[label]}"
-        key = f"{seed}:{os.path.basename(path)}:{used[label]}"
-        jobs.append({"path": path, "label": label, "dir": os.path.join(gen_dir, folder),
-                     "seed": zlib.crc32(key.encode())})
-    return jobs
-
-
-def load_target(path, args, min_side):
-    """8-bit grey in [0, 1]; the centre --image-size crop unless --full or the image is smaller."""
-    img = dataset.load_gray(path).float() / 255
-    h, w = img.shape
-    s = args.image_size
-    if not args.full and min(h, w) >= s:
-        img = dataset.center_crop(img, s)
-    elif not args.full:
-        tqdm.write(f"{path}: {w}x{h} is smaller than --image-size {s}; using the whole image", file=sys.stderr)
-    if min(img.shape) < min_side:
-        raise dataset.DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
-    return img
-
 
 def options(args, dtype, known=None):
     """synthesize's options from the command line (--gen-lr 0: the optimiser's own step size; levels:

@@ -203,7 +203,7 @@ def load_checkpoint(path, map_location="cpu"):
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         what = f" ({found.group(1)})" if found else ""
@@ -211,6 +211,9 @@ def load_checkpoint(path, map_location="cpu"):
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: unreadable checkpoint, truncated or corrupt ({first})")
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a checkpoint, it holds a {type(ckpt).__name__} instead of a dictionary")
+    return ckpt
 
 
 def model_from_checkpoint(ckpt, path="checkpoint", num_classes=None):

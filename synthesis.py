@@ -1,10 +1,9 @@
-"""Texture synthesis by feature statistics: losses and the loops (the optimiser is lbfgs.py, the
-Fourier spectrum term spectrum.py).
+"""Texture synthesis by feature statistics: the objective and the loops (the feature losses are
+losses.py, the optimiser lbfgs.py, the Fourier spectrum term spectrum.py).
 
-gen.py is the command line around this module; bench.py times it. A loss builder takes the target's
-features and returns a function of the current features giving one loss per image and layer;
-`synthesize` optimises a batch of images from noise against them, `coarse_to_fine` does so over
-several sizes for large outputs.
+gen.py is the command line around this module; bench.py times it. `objective` combines the loss
+terms built from the targets' features; `synthesize` optimises a batch of images from noise against
+them, `coarse_to_fine` does so over several sizes for large outputs.
 """
 import dataclasses
 import math
@@ -12,11 +11,11 @@ import time
 
 import torch
 
-import correspondence
 import lbfgs
 import model
 import spectrum as spectra
-from quality import quantiles, sorted_quantiles
+from losses import LOSSES
+from quality import quantiles
 
 
 def auto_levels(size, target_side, factor, tile):
@@ -46,128 +45,6 @@ def downsampling(net, layers):
     return 2 ** sum(n.startswith("pool") for n in net.names[: deepest + 1])
 
 
-# ---- losses: builder(target_feats, features) -> loss(feats) -> {layer: (B,) fp32} --------------
-
-def channel_scale(f):
-    """Per image and channel, 1 / max(mean activation, median of the layer's non-zero means).
-
-    In a network trained from scratch a few channels are orders of magnitude stronger than the
-    rest and make up nearly all of a raw Gram loss; Gatys' normalised VGG divides each by its mean.
-    Dividing weak or silent channels by their own tiny mean amplifies them into noise and stalls
-    the optimiser (measured, docs/design.md), so the strong half is brought to a common level and the
-    weak half keeps its relative size."""
-    m = f.float().mean((2, 3))
-    floor = torch.stack([r[r > 0].median() if (r > 0).any() else r.new_zeros(()) for r in m])
-    return 1.0 / torch.maximum(m, floor[:, None]).clamp_min(1e-12)
-
-
-def _scaled(f, features, scale):
-    f = f.float()
-    if features == "standardize":
-        return (f - f.mean((2, 3), keepdim=True)) / (f.std((2, 3), keepdim=True) + 1e-5)
-    return f * scale[:, :, None, None] if features == "normalize" else f
-
-
-def _gram(f, features, scale):
-    return model.gram(_scaled(f, features, scale))
-
-
-class _GramDistance(torch.autograd.Function):
-    """Per image ||W * F F^T - T||^2 / norm in fp32, F (B, C, H, W) possibly bf16, W = s s^T / (H W)
-    with s the channel scale, T the target's scaled Gram matrix.
-
-    Autograd would run a dozen C x C operations forward and back (at 512 channels each costs as much
-    as the small matmuls) and two fp32 matmuls for the gradient. Fused: the gradient is
-    4 (W * D) F / norm with D the difference, one matmul in F's dtype (it is rounded to that dtype
-    on its way into the network anyway)."""
-
-    @staticmethod
-    def forward(ctx, f, weight, target, norm):
-        x = f.float().flatten(2)
-        d = (x @ x.transpose(1, 2)).mul_(weight).sub_(target)
-        loss = torch.linalg.vector_norm(d.flatten(1), dim=1).square() / norm
-        ctx.save_for_backward(f, d.mul_(weight), norm)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad):
-        f, wd, norm = ctx.saved_tensors
-        dtype = torch.float32 if f.dtype == torch.float16 else f.dtype  # fp16 could underflow
-        g = (wd * (4 * grad / norm)[:, None, None]).to(dtype) @ f.flatten(2).to(dtype)
-        return g.view_as(f).to(f.dtype), None, None, None
-
-
-def gram_loss(target_feats, features="normalize"):
-    """Per layer and image ||G(x) - G(t)||^2 / ||G(t)||^2: relative, so no layer dominates by scale."""
-    scales, grams = {}, {}
-    for name in target_feats[0]:
-        fs = [t[name] for t in target_feats]  # targets may differ in size: one at a time
-        scales[name] = torch.cat([channel_scale(f) for f in fs])
-        grams[name] = torch.cat([_gram(f, features, s[None]) for f, s in zip(fs, scales[name])])
-    norms = {n: g.square().sum((1, 2)) for n, g in grams.items()}
-    weights = {}  # per layer and number of positions
-
-    def loss(feats):
-        out = {}
-        for n, f in feats.items():
-            key = n, f.shape[2] * f.shape[3]
-            if key not in weights:
-                s = scales[n] if features == "normalize" else torch.ones_like(scales[n])
-                weights[key] = s[:, :, None] * s[:, None, :] / key[1]
-            if features == "standardize":
-                f = _scaled(f, features, None)
-            out[n] = _GramDistance.apply(f, weights[key], grams[n], norms[n])
-        return out
-    return loss
-
-
-def swd_loss(target_feats, features="normalize", projections=None):
-    """Sliced Wasserstein distance (Heitz et al. 2021) per layer and image: the features are projected
-    on fixed random unit directions (as many as channels, unless `projections`) and each projection's
-    sorted values are compared with the target's, resampled to the output's pixel count. This matches
-    the whole distribution of the features, not only its second moments. The directions are fixed for
-    the run, so L-BFGS sees a deterministic objective. Relative to the target's projected variance."""
-    scales, dirs, sorts = {}, {}, {}
-    for name in target_feats[0]:
-        fs = [t[name] for t in target_feats]
-        c = fs[0].shape[1]
-        g = torch.Generator().manual_seed(c)
-        d = torch.randn(c, projections or c, generator=g)
-        dirs[name] = (d / d.norm(dim=0, keepdim=True)).to(fs[0].device)
-        scales[name] = torch.cat([channel_scale(f) for f in fs])
-        sorts[name] = [(dirs[name].T @ _scaled(f, features, s[None]).flatten(2)[0]).sort(-1).values
-                       for f, s in zip(fs, scales[name])]
-    var = {n: torch.stack([v.var(-1).mean() for v in vs]).clamp_min(1e-12) for n, vs in sorts.items()}
-    cache = {}
-
-    def loss(feats):
-        out = {}
-        for n, f in feats.items():
-            p = (dirs[n].T @ _scaled(f, features, scales[n]).flatten(2)).sort(-1).values  # (B, P, N)
-            if (n, p.shape[-1]) not in cache:
-                cache[n, p.shape[-1]] = torch.stack([sorted_quantiles(v, p.shape[-1]) for v in sorts[n]])
-            out[n] = (p - cache[n, p.shape[-1]]).square().mean((1, 2)) / var[n]
-        return out
-    return loss
-
-
-def gcd_loss(target_feats, features="normalize", occurrence=0.05):
-    """Guided correspondence of feature patches (correspondence.py) with the occurrence penalty's
-    weight, on the features scaled as for the Gram loss: a few strong channels would otherwise
-    decide every cosine distance."""
-    scales = {n: torch.cat([channel_scale(t[n]) for t in target_feats]) for n in target_feats[0]}
-    fn = correspondence.correspondence_loss(
-        [{n: _scaled(f, features, scales[n][b:b + 1]) for n, f in t.items()} for b, t in enumerate(target_feats)],
-        occurrence)
-
-    def loss(feats):
-        return fn({n: _scaled(f, features, scales[n]) for n, f in feats.items()})
-    return loss
-
-
-LOSSES = {"gram": gram_loss, "swd": swd_loss, "gcd": gcd_loss}
-
-
 # ---- optimisation ---------------------------------------------------------------------------
 
 def taps(layers, options):
@@ -180,8 +57,8 @@ def taps(layers, options):
 def objective(net, targets, layers, size, options):
     """What one iteration evaluates, built in one place for synthesize, bench.py and any other caller:
     the frozen network (circular padding with tile), the loss terms built from the targets' taps
-    (options.loss: a key of LOSSES, or a statistic and gcd joined by +) and the spectrum term for an
-    output of `size`. Returns evaluate(x (B, 1, H, W)) -> (total (B,), parts {name: (B,)}): per term
+    (options.loss: a key of losses.LOSSES, or a statistic and gcd joined by +) and the spectrum term for
+    an output of `size`. Returns evaluate(x (B, 1, H, W)) -> (total (B,), parts {name: (B,)}): per term
     the weighted mean of its per-layer losses (the gcd term times options.gcd_weight), plus the
     weighted spectrum term."""
     o, every = options, taps(layers, options)
@@ -228,12 +105,13 @@ def init_image(target, size, kind, seed):
 class Options:
     """How synthesize optimises: built once (gen.options from the command line) and handed along.
 
-    loss: a key of LOSSES; features: normalize|standardize|raw (see _scaled); optimizer: lbfgs|adam,
-    with step size lr, for `steps` iterations or `time_budget` seconds (0: no limit); init: the start
-    noise (init_image); pixels: sigmoid (optimise logits) or clamp; pool, padding: the network's during
-    synthesis (tile: circular, the output tiles); dtype: autocast dtype; spectrum_weight > 0 adds the
-    Fourier spectrum constraint; levels > 1 works coarse to fine (see coarse_to_fine); gcd_layers,
-    gcd_weight and occurrence: the taps, weight and occurrence penalty of the correspondence term.
+    loss: a key of losses.LOSSES; features: normalize|standardize|raw (see losses._scaled); optimizer:
+    lbfgs|adam, with step size lr, for `steps` iterations or `time_budget` seconds (0: no limit); init:
+    the start noise (init_image); pixels: sigmoid (optimise logits) or clamp; pool, padding: the
+    network's during synthesis (tile: circular, the output tiles); dtype: autocast dtype;
+    spectrum_weight > 0 adds the Fourier spectrum constraint; levels > 1 works coarse to fine (see
+    coarse_to_fine); gcd_layers, gcd_weight and occurrence: the taps, weight and occurrence penalty of
+    the correspondence term.
     Defaults as synthesize has always run (gen.py's come from hyperparams.py)."""
     loss: str = "gram"
     features: str = "normalize"

@@ -24,7 +24,7 @@ import dataset
 import hyperparams
 import model as M
 from batches import Batches
-from train import cross_entropy_sum, predict
+from evaluation import cross_entropy_sum, predict
 
 GROUPS = ["device", "seed", "data", "crop", "eval", "ckpt", "test"]
 # What decides which images are evaluated and how: taken from the checkpoint unless given.

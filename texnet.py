@@ -1,6 +1,6 @@
 """Instant textures of any size: train a feed-forward generator (generator.py, Ulyanov et al. 2016)
 against the frozen classifier and gen.py's loss, once per texture; then sample new, tileable
-textures of any size in one forward pass.
+textures of any size in one forward pass (texsample.py).
 
     python texnet.py train data/kylberg/blanket1/blanket1-a-p001.png          # asset/texnet/blanket1/texnet.pt
     python texnet.py train a.png b.png --time-budget 600                    # one generator each, 10 min each
@@ -22,7 +22,6 @@ names another), --sample-dir/report.json and a collection image.
 import argparse
 import math
 import os
-import sys
 import time
 import zlib
 
@@ -35,11 +34,14 @@ import backbones
 import dataset
 import gen
 import generator as G
+import layer_spec
 import model
-import quality
+import pictures
 import synthesis
-from hyperparams import Hyperparams, add_arguments, save_args, save_json
-from train import Stop
+import texsample
+from hyperparams import Hyperparams, add_arguments, save_args
+from interrupt import Stop
+from targets import load_target, plan
 
 TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
 SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
@@ -74,25 +76,11 @@ def parse(argv=None):
     return args
 
 
-# ---- checkpoints ----------------------------------------------------------------------------
-
-def load(path):
-    """A texnet checkpoint, checked; a missing, damaged or foreign file is a one-line CheckpointError."""
-    ckpt = model.load_checkpoint(path)
-    try:
-        g = G.Generator(**ckpt["generator"])
-        g.load_state_dict(ckpt["model"])
-        labels, targets, _, _ = list(ckpt["labels"]), ckpt["target_images"], ckpt["settings"], ckpt["step"]
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        why = " ".join(f"{type(e).__name__}: {e}".split())[:120]
-        raise model.CheckpointError(f"{path}: not a texnet.py generator checkpoint ({why})")
-    if len(labels) != g.classes or len(targets) != g.classes:
-        raise model.CheckpointError(f"{path}: {g.classes} classes but {len(labels)} labels")
-    return g, ckpt
-
+# ---- checkpoint -----------------------------------------------------------------------------
 
 def save(g, opt, job, args, step, curve, seconds):
-    """Freeze the normalisation statistics (generator.calibrate), then write texnet.pt atomically."""
+    """Freeze the normalisation statistics (generator.calibrate), then write texnet.pt atomically
+    (texsample.load reads it back)."""
     side = args.texnet_calibrate - args.texnet_calibrate % g.factor or g.factor
     G.calibrate(g, G.noise_pyramid(g, side, side, args.seed, device=next(g.parameters()).device))
     state = {"generator": g.config(), "model": g.state_dict(), "optimizer": opt.state_dict(), "step": step,
@@ -107,9 +95,9 @@ def save(g, opt, job, args, step, curve, seconds):
 def jobs(args, least):
     """The generators to train: one per target, or one for all (--texnet-mode joint)."""
     found = []
-    for p in gen.plan(args.targets, args.texnet_dir, args.seed):
+    for p in plan(args.targets, args.texnet_dir, args.seed):
         try:
-            found.append({**p, "target": gen.load_target(p["path"], args, least)})
+            found.append({**p, "target": load_target(p["path"], args, least)})
         except dataset.DataError as e:
             raise SystemExit(str(e))
     groups = [[p] for p in found] if args.texnet_mode == "each" else [found]
@@ -151,7 +139,7 @@ def start(job, args, device):
         raise SystemExit(f"{job['ckpt']}: a generator is already there: continue with --resume, "
                          "or pick another --texnet-dir")
     try:
-        old, ckpt = load(job["ckpt"])
+        old, ckpt = texsample.load(job["ckpt"])
     except model.CheckpointError as e:
         raise SystemExit(str(e))
     if old.config() != g.config() or ckpt["labels"] != job["labels"]:
@@ -175,31 +163,33 @@ def train_one(job, net, layers, args, device, dtype, rank, world):
     ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
     bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
     t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave
-    while step < args.texnet_steps:
-        loss = step_loss(ddp, objs, args, step, rank, world, device, dtype)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        over = args.time_budget and time.perf_counter() - t0 > args.time_budget or stop.signum is not None
-        sync = torch.tensor([loss.item(), float(bool(over))])
-        if world > 1:
-            dist.all_reduce(sync)
-        if not math.isfinite(sync[0]):
-            raise SystemExit(f"{job['dir']}: loss is {sync[0].item()} at step {step}; try a lower --texnet-lr")
-        opt.step()
-        step += 1
-        curve.append(sync[0].item() / world)
-        bar.update()
-        bar.set_postfix(loss=f"{curve[-1]:.4g}")
-        done = step == args.texnet_steps or sync[1] > 0
-        if rank == 0 and (done or args.texnet_snapshot_every and step % args.texnet_snapshot_every == 0):
-            save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
-            s = args.texnet_size
-            img = G.sample(g, G.noise_pyramid(g, s, s, args.seed, device=device), 0, args.texnet_size)
-            gen.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
-        if done:
-            break
-    bar.close()
-    stop.restore()
+    try:
+        while step < args.texnet_steps:
+            loss = step_loss(ddp, objs, args, step, rank, world, device, dtype)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            over = args.time_budget and time.perf_counter() - t0 > args.time_budget or stop.signum is not None
+            sync = torch.tensor([loss.item(), float(bool(over))])
+            if world > 1:
+                dist.all_reduce(sync)
+            if not math.isfinite(sync[0]):
+                raise SystemExit(f"{job['dir']}: loss is {sync[0].item()} at step {step}; try a lower --texnet-lr")
+            opt.step()
+            step += 1
+            curve.append(sync[0].item() / world)
+            bar.update()
+            bar.set_postfix(loss=f"{curve[-1]:.4g}")
+            done = step == args.texnet_steps or sync[1] > 0
+            if rank == 0 and (done or args.texnet_snapshot_every and step % args.texnet_snapshot_every == 0):
+                save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
+                s = args.texnet_size
+                img = G.sample(g, G.noise_pyramid(g, s, s, args.seed, device=device), 0, args.texnet_size)
+                pictures.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
+            if done:
+                break
+    finally:  # also after a failure: Ctrl-C must work again in the caller
+        bar.close()
+        stop.restore()
     if stop.signum is not None:
         raise SystemExit(f"stopped at step {step}: saved {job['ckpt']}; continue with --resume")
     return {"label": job["dir"], "steps": step, "seconds": seconds + time.perf_counter() - t0,
@@ -210,9 +200,9 @@ def train(args):
     rank, world, device = model.distributed(args.device)
     dtype = model.pick_dtype(args.dtype, device)
     try:
-        layers = gen.parse_layers(args.layers)
+        layers = layer_spec.parse_layers(args.layers)
         net = backbones.networks(args)[0].to(device).eval().requires_grad_(False)
-        layers = gen.parse_layers(args.layers, net.names)
+        layers = layer_spec.parse_layers(args.layers, net.names)
     except (model.CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
     least = synthesis.downsampling(net, layers)
@@ -232,93 +222,10 @@ def train(args):
             dist.destroy_process_group()
 
 
-# ---- sampling -------------------------------------------------------------------------------
-
-def judge_for(args, ckpt):
-    """The classifier for the verdict and its classes: --ckpt, else the one the generator trained with
-    (None if that one is gone: the samples are still written, without a verdict)."""
-    path = args.ckpt or ckpt["settings"].get("ckpt") or ""
-    try:
-        _, judge, found = backbones.networks(argparse.Namespace(ckpt=path, backbone="trained", seed=0,
-                                                          backbone_weights=""))
-    except model.CheckpointError as e:
-        if args.ckpt:
-            raise SystemExit(str(e))
-        tqdm.write(f"no verdict: {e}", file=sys.stderr)
-        return None, None
-    return judge, found["classes"]
-
-
-def sample_one(g, c, size, seed, args, device, dtype):
-    """One sample of class c, and the seconds it took (noise included)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    noise = G.noise_pyramid(g, *size, seed, device=device)
-    with model.autocast(device, dtype):
-        img = G.sample(g, noise, c, args.sample_tile).float().cpu()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return img, time.perf_counter() - t0
-
-
-def sample(args):
-    """Write --count samples of each chosen texture, their result records, the report and a collection."""
-    device = model.pick_device(args.device)
-    dtype = model.pick_dtype(args.dtype, device)
-    try:
-        g, ckpt = load(args.generator)
-    except model.CheckpointError as e:
-        raise SystemExit(str(e))
-    g = g.to(device).eval()
-    labels = ckpt["labels"]
-    if args.label is not None and args.label not in labels:
-        raise SystemExit(f"--label {args.label}: {args.generator} knows {', '.join(labels)}")
-    size = tuple(args.size or (ckpt["settings"]["texnet_size"],) * 2)
-    if min(size) < g.factor or any(s % g.factor for s in size) or args.sample_tile % g.factor:
-        raise SystemExit(f"--size {size[0]} {size[1]} / --sample-tile {args.sample_tile}: must be multiples of "
-                         f"{g.factor} for this generator ({g.scales} scales)")
-    if args.count < 1:
-        raise SystemExit(f"--count {args.count}: must be at least 1")
-    judge, classes = judge_for(args, ckpt)
-    if judge is not None:
-        judge = judge.to(device).eval().requires_grad_(False)
-    records, entries = [], []
-    for c, label in enumerate(labels):
-        if args.label not in (None, label):
-            continue
-        folder, target = os.path.join(args.sample_dir, label), ckpt["target_images"][c].float() / 255
-        gen.write_png(target, os.path.join(folder, "target.png"))
-        for i in range(args.count):
-            seed = zlib.crc32(f"{args.seed}:{i}".encode())
-            img, seconds = sample_one(g, c, size, seed, args, device, dtype)
-            stem = os.path.join(folder, f"{size[0]}x{size[1]}_seed{args.seed}_{i}")
-            record = {"generator": args.generator, "target": ckpt["targets"][c], "label": label, "seed": args.seed,
-                      "index": i, "size": list(size), "seconds": seconds, "device": str(device),
-                      "dtype": str(dtype).replace("torch.", ""), "hist_distance": quality.hist_distance(img, target),
-                      "quality": quality.measures(img, target), "settings": vars(args)}
-            if judge is not None and min(size) >= 32:  # on a target-sized centre crop: VGG over 16 Mpx is too much
-                h, w = min(size[0], max(32, target.shape[0])), min(size[1], max(32, target.shape[1]))
-                crop = img[(size[0] - h) // 2:(size[0] - h) // 2 + h, (size[1] - w) // 2:(size[1] - w) // 2 + w]
-                kind = gen.label_of(ckpt["targets"][c])
-                record["verdict"] = gen.verdict(judge, crop, classes, kind)
-                record["target_verdict"] = gen.verdict(judge, target, classes, kind)
-                record["verdict_crop"] = [h, w]
-            gen.write_png(img, stem + ".png")
-            save_json(record, stem + ".json")
-            records.append({**record, "name": f"{label}/{i}"})
-            entries.append((f"{label} {i}", os.path.join(folder, "target.png"), stem + ".png"))
-    out = os.path.join(args.sample_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
-    gen.collection(entries, out)
-    print(quality.write_report(records, os.path.join(args.sample_dir, "report.json")))
-    print(f"collection: {out}")
-    return records
-
-
 def main(argv=None):
     args = parse(argv)
     try:
-        return train(args) if args.command == "train" else sample(args)
+        return train(args) if args.command == "train" else texsample.sample(args)
     except OSError as e:  # every file is replaced whole, so earlier outputs stay as they were
         raise SystemExit(f"cannot write output ({e.strerror or e}: {e.filename})")
 

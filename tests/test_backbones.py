@@ -11,13 +11,15 @@ import torchvision
 
 import backbones
 import gen
+import layer_spec
+import losses
 import synthesis
 import model
 import dataset
 import quality
 from hyperparams import Hyperparams
 
-LAYERS = gen.parse_layers(Hyperparams.layers)  # the default taps
+LAYERS = layer_spec.parse_layers(Hyperparams.layers)  # the default taps
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +141,7 @@ def half_contrast_loss(net, targets):
     total = dict.fromkeys(LAYERS, 0.0)
     with torch.no_grad():
         for t in targets:
-            loss = synthesis.gram_loss([probe.taps(t[None, None], list(LAYERS))])
+            loss = losses.gram_loss([probe.taps(t[None, None], list(LAYERS))])
             flat = t.mean() + 0.5 * (t - t.mean())
             for name, v in loss(probe.taps(flat[None, None], list(LAYERS))).items():
                 total[name] += v.item() / len(targets)

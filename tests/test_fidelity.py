@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import gen
+import losses
 import synthesis
 import spectrum
 import model
@@ -67,7 +68,7 @@ def test_histogram_matching_makes_the_distance_about_zero(dots):
 def test_swd_is_zero_on_the_target_and_on_its_tiling(net, dots):
     with torch.no_grad():
         t = net.taps(dots[None, None], ["pool1", "pool2"])
-        loss = synthesis.swd_loss([t])
+        loss = losses.swd_loss([t])
         assert all(v.item() < 1e-6 for v in loss(t).values())
         # tiled twice each way: the same distribution with 4x the positions (border effects aside)
         tiled = net.taps(dots.repeat(2, 2)[None, None], ["pool1", "pool2"])

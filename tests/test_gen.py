@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 
 import gen
+import layer_spec
+import losses
 import synthesis
 import lbfgs
 import model
@@ -70,30 +72,30 @@ def runs(net, firsts):
 # ---- pure pieces ----------------------------------------------------------------------------
 
 def test_parse_layers_weights_presets_and_errors(net):
-    assert gen.parse_layers("pool1,pool2:0.5") == {"pool1": 1.0, "pool2": 0.5}
-    assert list(gen.parse_layers("gatys")) == ["conv1_1", "pool1", "pool2", "pool3", "pool4"]
-    assert gen.parse_layers("original") == LAYERS
+    assert layer_spec.parse_layers("pool1,pool2:0.5") == {"pool1": 1.0, "pool2": 0.5}
+    assert list(layer_spec.parse_layers("gatys")) == ["conv1_1", "pool1", "pool2", "pool3", "pool4"]
+    assert layer_spec.parse_layers("original") == LAYERS
     for bad, why in [("pool1:x", "not a number"), ("pool1:-1", "bad entry"), ("pool1,pool1", "bad entry"),
                      ("pool1,", "bad entry"), ("pool1:inf", "bad entry")]:
         with pytest.raises(ValueError, match=f"--layers: .*{why}"):
-            gen.parse_layers(bad)
+            layer_spec.parse_layers(bad)
     with pytest.raises(ValueError, match="unknown layer 'pool9'"):
-        gen.parse_layers("pool1,pool9", net.names)
+        layer_spec.parse_layers("pool1,pool9", net.names)
 
 
 def test_gram_loss_and_its_gradient_match_the_plain_formula():
     torch.manual_seed(0)
     t, x = torch.rand(2, 6, 5, 4), torch.rand(2, 6, 5, 4)
     for features in ("normalize", "standardize", "raw"):
-        s = synthesis.channel_scale(t) if features == "normalize" else torch.ones(2, 6)
+        s = losses.channel_scale(t) if features == "normalize" else torch.ones(2, 6)
 
         def plain(f):
-            f = synthesis._scaled(f, features, s).flatten(2)
+            f = losses._scaled(f, features, s).flatten(2)
             return f @ f.transpose(1, 2) / 20
         goal = plain(t)
         for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)]:
             a, b = x.clone().to(dtype).requires_grad_(), x.clone().requires_grad_()
-            loss = synthesis.gram_loss([{"a": t[i:i + 1]} for i in range(2)], features)({"a": a})["a"]
+            loss = losses.gram_loss([{"a": t[i:i + 1]} for i in range(2)], features)({"a": a})["a"]
             ref = (plain(b) - goal).square().sum((1, 2)) / goal.square().sum((1, 2))
             assert loss.shape == (2,) and torch.allclose(loss, ref.detach(), rtol=tol), (features, dtype)
             (loss * torch.tensor([1.0, 3.0])).sum().backward()
@@ -106,10 +108,10 @@ def test_gram_loss_is_relative_and_no_channel_dominates():
     torch.manual_seed(0)
     t, x = torch.rand(1, 8, 6, 6), torch.rand(1, 8, 6, 6)
     for features in ("normalize", "standardize", "raw"):
-        loss = synthesis.gram_loss([{"a": t}], features)
+        loss = losses.gram_loss([{"a": t}], features)
         assert loss({"a": t})["a"].item() == pytest.approx(0, abs=1e-6)
         # the same scale on target and texture (a layer's magnitude) leaves its loss unchanged
-        scaled = synthesis.gram_loss([{"a": 1e3 * t}], features)({"a": 1e3 * x})["a"]
+        scaled = losses.gram_loss([{"a": 1e3 * t}], features)({"a": 1e3 * x})["a"]
         assert scaled.item() == pytest.approx(loss({"a": x})["a"].item(), rel=1e-4)
     # channel 0 is 1000x stronger: raw, a 10% error there outweighs the same error elsewhere by
     # orders of magnitude; normalised, the two errors cost about the same
@@ -118,7 +120,7 @@ def test_gram_loss_is_relative_and_no_channel_dominates():
     t = t * strong
     ratios = {}
     for features in ("normalize", "raw"):
-        loss = synthesis.gram_loss([{"a": t}], features)
+        loss = losses.gram_loss([{"a": t}], features)
         errs = []
         for c in (0, 5):
             x = t.clone()

@@ -15,6 +15,7 @@ from PIL import Image
 import generator as G
 import model
 import texnet
+import texsample
 
 ARCHS = dict(model.ARCHS)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,7 +131,7 @@ def test_calibrated_eval_equals_training_mode_on_the_calibration_sample(norm):
 
 def test_checkpoint_round_trip_and_bad_checkpoints(trained, tmp_path, trained_ckpt):
     path, label = trained
-    g, ckpt = texnet.load(path)
+    g, ckpt = texsample.load(path)
     assert all(torch.equal(v, ckpt["model"][k]) for k, v in g.state_dict().items())
     assert g.config() == {"scales": 3, "width": 4, "noise": 2, "classes": 1, "norm": "batch"}
     assert ckpt["target_images"][0].dtype == torch.uint8 and ckpt["target_images"][0].shape == (32, 32)
@@ -147,7 +148,7 @@ def test_joint_generator_and_unknown_label(firsts, tmp_path):
     train(firsts[:2], tmp_path / "t", "--texnet-steps", 2, "--texnet-mode", "joint")
     path = tmp_path / "t" / "joint" / "texnet.pt"
     labels = [os.path.basename(os.path.dirname(f)) for f in firsts[:2]]
-    assert texnet.load(path)[1]["labels"] == labels
+    assert texsample.load(path)[1]["labels"] == labels
     with pytest.raises(SystemExit, match=f"--label nope: .* knows {labels[0]}, {labels[1]}$"):
         sample(path, tmp_path / "s", "--label", "nope")
     records = sample(path, tmp_path / "s", "--label", labels[1], "--size", 32, 32)
@@ -159,11 +160,11 @@ def test_time_budget_then_resume_equals_an_uninterrupted_run(firsts, tmp_path):
     train(firsts[:1], tmp_path / "a", "--texnet-steps", 3)
     train(firsts[:1], tmp_path / "b", "--texnet-steps", 3, "--time-budget", 1e-9)  # stops after one step
     label = os.path.basename(os.path.dirname(firsts[0]))
-    assert texnet.load(tmp_path / "b" / label / "texnet.pt")[1]["step"] == 1
+    assert texsample.load(tmp_path / "b" / label / "texnet.pt")[1]["step"] == 1
     with pytest.raises(SystemExit, match="continue with --resume"):
         train(firsts[:1], tmp_path / "b", "--texnet-steps", 3)
     train(firsts[:1], tmp_path / "b", "--texnet-steps", 3, "--resume")
-    a, b = (texnet.load(tmp_path / d / label / "texnet.pt")[1] for d in "ab")
+    a, b = (texsample.load(tmp_path / d / label / "texnet.pt")[1] for d in "ab")
     assert b["step"] == 3 and a["curve"] == b["curve"]
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
 
@@ -184,5 +185,5 @@ def test_torchrun_trains_one_generator_on_two_processes(firsts, tmp_path):
                         firsts[0], *TINY, "--backbone", "random", "--texnet-steps", "2", "--texnet-dir", str(tmp_path)],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    ckpt = texnet.load(glob.glob(str(tmp_path / "*" / "texnet.pt"))[0])[1]
+    ckpt = texsample.load(glob.glob(str(tmp_path / "*" / "texnet.pt"))[0])[1]
     assert ckpt["step"] == 2 and len(ckpt["curve"]) == 2

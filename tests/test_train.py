@@ -17,6 +17,7 @@ import torch
 
 import model as M
 import demo
+import evaluation
 import test as T
 import train
 
@@ -151,8 +152,8 @@ def test_batch_norm_statistics_averaged_over_processes_equal_one_process_over_al
                              m.num_batches_tracked.float().view(1)]) for m in (p[1] for p in parts))
     all_reduce = lambda t: t.copy_(reduced)
     for p in parts:
-        with mock.patch.object(train.dist, "all_reduce", all_reduce):
-            train.average_batch_norm(p)
+        with mock.patch.object(evaluation.dist, "all_reduce", all_reduce):
+            evaluation.average_batch_norm(p)
         for k, v in p[1].state_dict().items():
             torch.testing.assert_close(v, whole[k], rtol=1e-5, atol=1e-6)
 

@@ -1,0 +1,43 @@
+"""The pictures gen.py, texnet.py and fidelity.py write: an image in [0, 1] as its saved 8-bit grey
+levels, a PNG written atomically, and a collection of targets beside what was made from them.
+
+    python -c "import torch, pictures; pictures.write_png(torch.rand(64, 64), 'noise.png')"
+"""
+import torch
+from PIL import Image, ImageDraw
+from torchvision.transforms.functional import pil_to_tensor
+from torchvision.utils import make_grid
+
+from hyperparams import write_atomic
+from local_measures import grey_levels
+
+
+def to_uint8(img):
+    """(H, W) in [0, 1] -> the 8-bit grey levels a PNG of it holds."""
+    return grey_levels(img).to(torch.uint8)
+
+
+def write_png(img, path):
+    """Save a (H, W) image in [0, 1] or a PIL image atomically."""
+    pil = img if isinstance(img, Image.Image) else Image.fromarray(to_uint8(img).numpy())
+    write_atomic(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def collection(entries, path):
+    """Target (labelled with its name) and generated texture side by side, one pair per row."""
+    band, cells, names = 14, [], []
+    imgs = [(Image.open(t), Image.open(g)) for _, t, g in entries]
+    h = max(i.height for pair in imgs for i in pair) + band
+    w = max(i.width for pair in imgs for i in pair)
+    for (name, _, _), pair in zip(entries, imgs):
+        for tag, im in zip((name, "generated"), pair):  # short tags: they must fit over a 64 px cell
+            cell = torch.ones(1, h, w)
+            cell[:, band:band + im.height, :im.width] = pil_to_tensor(im.convert("L")).float() / 255
+            cells.append(cell)
+            names.append(tag)
+    pad = 4
+    grid = Image.fromarray(to_uint8(make_grid(torch.stack(cells), nrow=2, padding=pad, pad_value=1)[0]).numpy())
+    draw = ImageDraw.Draw(grid)
+    for i, text in enumerate(names):
+        draw.text((pad + (i % 2) * (w + pad) + 2, pad + (i // 2) * (h + pad) + 1), text, fill=0)
+    write_png(grid, path)

@@ -1,0 +1,98 @@
+"""texnet.py's remaining failure paths: each is one line, exit status 1, and keeps what was written."""
+import os
+import signal
+
+import pytest
+import torch
+
+import gen
+import texnet
+import texsample
+from test_texnet import firsts, quick_vgg, sample, train  # noqa: F401  (fixtures and helpers)
+
+
+def label_of(path):
+    return os.path.basename(os.path.dirname(path))
+
+
+@pytest.fixture
+def one_step(firsts, tmp_path):
+    """A generator trained for one step: (its checkpoint, the target)."""
+    train(firsts[:1], tmp_path, "--texnet-steps", 1)
+    return tmp_path / label_of(firsts[0]) / "texnet.pt", firsts[0]
+
+
+def test_resume_with_other_settings_is_refused_and_keeps_the_generator(one_step, tmp_path):
+    path, target = one_step
+    before = path.read_bytes()
+    with pytest.raises(SystemExit, match=r"texnet.pt: trained as \{.*'width': 4.*\} on .*, not \{.*'width': 8") as e:
+        train([target], tmp_path, "--texnet-steps", 2, "--texnet-width", 8, "--resume")
+    assert "\n" not in str(e.value) and path.read_bytes() == before
+
+
+def test_texnet_size_below_the_layers_reach_is_refused(firsts, tmp_path):
+    with pytest.raises(SystemExit, match="--texnet-size 8: must be at least 16 for --layers relu1_1,.*relu5_1"):
+        train(firsts[:1], tmp_path, "--texnet-size", 8, "--layers", "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
+    assert not os.listdir(tmp_path)
+
+
+def test_count_zero_is_refused_and_writes_nothing(one_step, tmp_path):
+    with pytest.raises(SystemExit, match="^--count 0: must be at least 1$"):
+        sample(one_step[0], tmp_path / "out", "--count", 0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(one_step, tmp_path, monkeypatch):
+    path, target = one_step
+    before = path.read_bytes()
+    real = texnet.step_loss
+    monkeypatch.setattr(texnet, "step_loss", lambda *a: real(*a) * float("nan"))
+    with pytest.raises(SystemExit, match=r"loss is nan at step 1; try a lower --texnet-lr$"):
+        train([target], tmp_path, "--texnet-steps", 3, "--resume")
+    assert path.read_bytes() == before
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Ctrl-C/SIGTERM handlers given back
+
+
+def test_sigterm_saves_the_step_reached_and_resume_continues(firsts, tmp_path, monkeypatch):
+    real = texnet.step_loss
+
+    def terminated_at_step_two(g, objs, args, step, *rest):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # caught by interrupt.Stop until the loop has saved
+        return real(g, objs, args, step, *rest)
+    monkeypatch.setattr(texnet, "step_loss", terminated_at_step_two)
+    with pytest.raises(SystemExit, match=r"^stopped at step 2: saved .*texnet.pt; continue with --resume$"):
+        train(firsts[:1], tmp_path, "--texnet-steps", 5)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    path = tmp_path / label_of(firsts[0]) / "texnet.pt"
+    assert texsample.load(path)[1]["step"] == 2
+    monkeypatch.setattr(texnet, "step_loss", real)
+    train(firsts[:1], tmp_path, "--texnet-steps", 3, "--resume")
+    assert texsample.load(path)[1]["step"] == 3
+
+
+def test_unwritable_texnet_dir_is_one_line(firsts, tmp_path):
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    with pytest.raises(SystemExit, match=f"^--texnet-dir {blocked}: cannot write there") as e:
+        train(firsts[:1], blocked, "--texnet-steps", 1)
+    assert "\n" not in str(e.value) and blocked.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("flag, value, message", [("--gcd-weight", "0", "must be > 0, got 0"),
+                                                  ("--occurrence", "-1", "must be >= 0, got -1")])
+def test_correspondence_flags_out_of_range(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        gen.main(["x.png", "--backbone", "random", flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"argument {flag}: {message}")
+
+
+def test_a_saved_tensor_is_not_taken_for_a_generator(tmp_path):
+    """A file torch.load reads that is not a checkpoint is one line, not a crash."""
+    bad = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), bad)
+    with pytest.raises(SystemExit, match="tensor.pt: not a checkpoint, it holds a Tensor instead of a dictionary$"):
+        sample(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
