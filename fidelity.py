@@ -44,8 +44,8 @@ METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
            # the occurrence penalty changes with the matches between evaluations: Adam, not L-BFGS
            "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1"],
            "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1"]}
-MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "lbp_distance", "patch_nn", "patch_cover",
-            "copy_share"]
+MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn",
+            "patch_cover", "copy_share"]
 REFERENCE = "sample c (reference)"
 
 
