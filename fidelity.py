@@ -43,7 +43,8 @@ METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
            **{k: ["--loss", k] for k in losses.LOSSES if k != Hyperparams.loss},
            # the occurrence penalty changes with the matches between evaluations: Adam, not L-BFGS
            "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1"],
-           "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1"]}
+           "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1"],
+           "spectrum-relative": ["--spectrum-scale", "relative"]}
 MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn",
             "patch_cover", "copy_share"]
 REFERENCE = "sample c (reference)"

@@ -75,7 +75,7 @@ def options(args, dtype, known=None):
                    init=args.init, pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile,
                    dtype=dtype, spectrum_weight=args.spectrum_weight, levels=args.levels,
                    gcd_layers=parse_layers(args.gcd_layers, known, "--gcd-layers"), gcd_weight=args.gcd_weight,
-                   occurrence=args.occurrence)
+                   occurrence=args.occurrence, spectrum_scale=args.spectrum_scale)
 
 
 def default_options(dtype):

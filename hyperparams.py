@@ -78,6 +78,7 @@ class Hyperparams:
     gcd_layers: str = "relu2_1,relu3_1,relu4_1"  # taps of the guided correspondence term (--loss gcd, gram+gcd, swd+gcd), name[:weight],..., as Zhou et al.
     gcd_weight: float = 1.0  # weight of the guided correspondence term beside the Gram or SWD term
     occurrence: float = 0.05  # occurrence penalty of the correspondence term: how strongly a target patch already used is avoided (Zhou et al.: 0.05)
+    spectrum_scale: str = "absolute"  # absolute|relative: the spectrum term's error per frequency as is, or relative to the target's power there (weighs a smooth target's top frequencies; docs/correspondence.md)
     # == bench ==
     bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
     bench_batch: int = 16  # images per timed training step
@@ -133,6 +134,7 @@ CHOICES = {
     "features": ["normalize", "standardize", "raw"],
     "init": ["shuffle", "gauss", "uniform"],
     "pixels": ["sigmoid", "clamp"],
+    "spectrum_scale": ["absolute", "relative"],
     "padding": ["reflect", "zeros", "circular"],
     "backbone": ["trained", "random", "imagenet"],
     "bench_photo": list(PHOTOS),

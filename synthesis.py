@@ -74,7 +74,7 @@ def objective(net, targets, layers, size, options):
         prefix = "gcd:" if name == "gcd" and o.loss != "gcd" else ""
         terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix))
     model.set_padding(net, "circular" if o.tile else o.padding)
-    spectrum = spectra.spectrum_loss(targets, size, device) if o.spectrum_weight > 0 else None
+    spectrum = spectra.spectrum_loss(targets, size, device, o.spectrum_scale) if o.spectrum_weight > 0 else None
 
     def evaluate(x):
         with model.autocast(x.device, o.dtype):
@@ -109,7 +109,8 @@ class Options:
     lbfgs|adam, with step size lr, for `steps` iterations or `time_budget` seconds (0: no limit); init:
     the start noise (init_image); pixels: sigmoid (optimise logits) or clamp; pool, padding: the
     network's during synthesis (tile: circular, the output tiles); dtype: autocast dtype;
-    spectrum_weight > 0 adds the Fourier spectrum constraint; levels > 1 works coarse to fine (see
+    spectrum_weight > 0 adds the Fourier spectrum constraint, its errors absolute or relative
+    (spectrum_scale, see spectrum.spectrum_loss); levels > 1 works coarse to fine (see
     coarse_to_fine); gcd_layers, gcd_weight and occurrence: the taps, weight and occurrence penalty of
     the correspondence term.
     Defaults as synthesize has always run (gen.py's come from hyperparams.py)."""
@@ -130,6 +131,7 @@ class Options:
     gcd_layers: dict = dataclasses.field(default_factory=lambda: {"relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0})
     gcd_weight: float = 1.0
     occurrence: float = 0.05
+    spectrum_scale: str = "absolute"
 
 
 def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None, match=True, callback=None,

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
+import fidelity
 import quality
+import spectrum
 
 
 def smooth_texture(side=64, seed=0, shift=0):
@@ -37,3 +39,26 @@ def test_hf_excess_sees_streaks_along_their_axis_and_not_the_edges():
     # a ramp is smooth, but the jump between its opposite edges is not: the periodic component drops it
     ramp = (rows + rows.T) / 600
     assert quality.hf_excess(t + ramp - ramp.mean(), t) == pytest.approx((1, 1, 1), abs=0.1)
+
+
+def test_relative_spectrum_term_weighs_fine_ripples_on_a_smooth_target_more_than_coarse_changes():
+    """The absolute spectrum error prices a few grey levels of ripples at the top frequencies of a
+    smooth target like a change of its low frequencies; the relative one (--spectrum-scale relative)
+    prices the ripples far higher, and its gradient passes."""
+    t = smooth_texture()
+    rows = torch.arange(64.0)[:, None].expand(64, 64)
+    ripples = (t + 0.01 * torch.cos(torch.pi * 0.8 * rows))[None, None]
+    contrast = (0.5 + (t - 0.5) * 1.2)[None, None]  # the target's own frequencies, 20% stronger
+    absolute = spectrum.spectrum_loss([t], (64, 64), "cpu")
+    relative = spectrum.spectrum_loss([t], (64, 64), "cpu", "relative")
+    assert absolute(t[None, None]).item() < 1e-8 and relative(t[None, None]).item() < 1e-8
+    by_absolute = absolute(ripples).item() / absolute(contrast).item()
+    assert relative(ripples).item() / relative(contrast).item() > 100 * by_absolute
+    x = ripples.clone().requires_grad_()
+    relative(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_spectrum_scale_flag_reaches_the_synthesis_options():
+    assert fidelity.method_options("spectrum-relative", torch.float32)[1].spectrum_scale == "relative"
+    assert fidelity.method_options("default", torch.float32)[1].spectrum_scale == "absolute"
