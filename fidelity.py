@@ -45,9 +45,10 @@ METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
            "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1"],
            "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1"],
            # the default's result, then the correspondence term from relu1_1 on: objects where it put them
-           "refine": ["--refine-steps", "100", "--gcd-weight", "0.3"]}
-MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "lbp_distance", "patch_nn", "patch_cover",
-            "copy_share"]
+           "refine": ["--refine-steps", "100", "--gcd-weight", "0.3"],
+           "spectrum-relative": ["--spectrum-scale", "relative"]}
+MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn",
+            "patch_cover", "copy_share"]
 REFERENCE = "sample c (reference)"
 
 

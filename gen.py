@@ -77,7 +77,7 @@ def options(args, dtype, known=None):
                    gcd_layers=parse_layers(args.gcd_layers, known, "--gcd-layers"), gcd_weight=args.gcd_weight,
                    occurrence=args.occurrence, refine_steps=args.refine_steps, refine_lr=args.refine_lr,
                    refine_layers=parse_layers(args.refine_layers, known, "--refine-layers"),
-                   occurrence_hold=args.occurrence_hold)
+                   occurrence_hold=args.occurrence_hold, spectrum_scale=args.spectrum_scale)
 
 
 def default_options(dtype):

@@ -6,6 +6,8 @@ Pure functions of two (H, W) images in [0, 1] (sizes may differ), and the run re
     peak_energy        share of the energy of the target's dominant spectral peaks that the texture
                        has at the same 2-D frequencies (1: periodic structure kept, ~0: lost)
     target_peak_share  share of the target's energy in those peaks (how periodic the target is)
+    hf_excess          power at the upper half of the frequencies relative to the target's (1: as much
+                       fine detail; above 1: ripples, streaks or specks the target lacks; below 1: blur)
 and local_measures.py's measures of micro-texture and objects: lbp_distance, patch_nn (are the
 structures real?), patch_cover (is every structure present?) and copy_share (copied verbatim?).
 """
@@ -15,10 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from hyperparams import save_json
+from spectrum import periodic_component
 from local_measures import grey_levels, local_measures
 
 PEAKS = 4  # dominant peaks of the target (each with its mirror image at -f)
 BINS = 32  # radial frequency bins from 0 to the Nyquist frequency
+HF_LOW = 0.25  # cycles per pixel: hf_excess looks from here to the Nyquist frequency, along x and y
 
 
 def sorted_quantiles(v, n):
@@ -113,16 +117,37 @@ def peak_energy(img, target):
     return sum(min(g, t) for g, t in zip(got, want)) / max(sum(want), 1e-20), sum(want)
 
 
+def high_power(img, low=HF_LOW):
+    """Mean power per pixel of the image's periodic component (as saved, 8-bit) at the frequencies
+    whose x component is at least `low` cycles per pixel, whose y component is, and either: (x, y, both).
+
+    The periodic component (spectrum.periodic_component) leaves out the jumps between opposite
+    edges, which would otherwise add a cross of energy along the frequency axes."""
+    x = periodic_component(grey_levels(img) / 255)
+    p = torch.fft.fft2(x - x.mean()).abs().square() / x.numel()
+    fy = torch.fft.fftfreq(x.shape[0]).abs()[:, None].expand_as(p) >= low
+    fx = torch.fft.fftfreq(x.shape[1]).abs()[None].expand_as(p) >= low
+    return p[fx].mean(), p[fy].mean(), p[fx | fy].mean()
+
+
+def hf_excess(img, target, low=HF_LOW):
+    """The image's power at the upper frequencies relative to the target's (high_power), along x, along y
+    and both: 1 when the image has as much fine detail as its target; fine ripples, streaks or specks
+    raise it (white noise on a smooth photograph by orders of magnitude), blur lowers it."""
+    return tuple((a / b.clamp_min(1e-12)).item() for a, b in zip(high_power(img, low), high_power(target, low)))
+
+
 def measures(img, target):
     """Every measure of one texture against its target."""
     pe, share = peak_energy(img, target)
     return {"hist_distance": hist_distance(img, target), "spectrum_distance": spectrum_distance(img, target),
-            "peak_energy": pe, "target_peak_share": share, **local_measures(img, target)}
+            "peak_energy": pe, "target_peak_share": share, "hf_excess": hf_excess(img, target)[2],
+            **local_measures(img, target)}
 
 
 # ---- the run report -------------------------------------------------------------------------
 
-COLUMNS = ["hist_distance", "spectrum_distance", "peak_energy", "lbp_distance", "patch_nn", "patch_cover",
+COLUMNS = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn", "patch_cover",
            "copy_share", "recognised", "seconds"]
 
 

@@ -51,18 +51,32 @@ def target_amplitude(t, size):
     return (q * (size[0] * size[1]) / (h * w)).sqrt()
 
 
-def spectrum_loss(targets, size, device):
+def spectrum_loss(targets, size, device, scale="absolute"):
     """Fourier spectrum constraint (Liu et al. 2016): the image projected on the target's amplitude
     spectrum, keeping its own phase, is the nearest image with the target's spectrum; the loss is
     the squared distance to it (projection held fixed), relative to the target's variance. Both
-    spectra are those of the periodic components (periodic_component)."""
+    spectra are those of the periodic components (periodic_component).
+
+    scale "relative" weighs each frequency's error by 1 / the target's power there (floored at 1e-3
+    of its mean), the weights scaled to mean 1: errors count less where the target is strong (its low
+    frequencies, its peaks) and more where it is faint. With absolute errors a smooth target's top
+    frequencies, where its power is tiny, fill with the Gram loss's fine ripples at almost no cost
+    (docs/correspondence.md)."""
     amps = torch.stack([target_amplitude(t.cpu(), size) for t in targets]).to(device)
     var = torch.stack([t.float().var() for t in targets]).to(device).clamp_min(1e-12)
+    power = amps.square()
+    weight = None
+    if scale == "relative":
+        weight = 1 / (power + 1e-3 * power.mean((1, 2), keepdim=True))
+        weight = weight / weight.mean((1, 2), keepdim=True)
 
     def loss(x):
         x = periodic_component(x[:, 0].float())
         x = x - x.mean((1, 2), keepdim=True)
         f = torch.fft.fft2(x)
         proj = torch.fft.ifft2(amps * f / f.abs().clamp_min(1e-12)).real.detach()
-        return (x - proj).square().mean((1, 2)) / var
+        if weight is None:
+            return (x - proj).square().mean((1, 2)) / var
+        # Parseval: with weights 1 this would be the line above
+        return ((f - torch.fft.fft2(proj)).abs().square() * weight).mean((1, 2)) / x[0].numel() / var
     return loss

@@ -76,7 +76,7 @@ def objective(net, targets, layers, size, options):
         prefix = "gcd:" if name == "gcd" and o.loss != "gcd" else ""
         terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix, name == "gcd"))
     model.set_padding(net, "circular" if o.tile else o.padding)
-    spectrum = spectra.spectrum_loss(targets, size, device) if o.spectrum_weight > 0 else None
+    spectrum = spectra.spectrum_loss(targets, size, device, o.spectrum_scale) if o.spectrum_weight > 0 else None
 
     def evaluate(x, renew=True):
         with model.autocast(x.device, o.dtype):
@@ -111,7 +111,8 @@ class Options:
     lbfgs|adam, with step size lr, for `steps` iterations or `time_budget` seconds (0: no limit); init:
     the start noise (init_image); pixels: sigmoid (optimise logits) or clamp; pool, padding: the
     network's during synthesis (tile: circular, the output tiles); dtype: autocast dtype;
-    spectrum_weight > 0 adds the Fourier spectrum constraint; levels > 1 works coarse to fine (see
+    spectrum_weight > 0 adds the Fourier spectrum constraint, its errors absolute or relative
+    (spectrum_scale, see spectrum.spectrum_loss); levels > 1 works coarse to fine (see
     coarse_to_fine); gcd_layers, gcd_weight and occurrence: the taps, weight and occurrence penalty of
     the correspondence term; refine_steps > 0 adds a refinement (see refine) with Adam at refine_lr
     and the correspondence term on refine_layers; occurrence_hold > 0: with L-BFGS, the occurrence
@@ -139,6 +140,7 @@ class Options:
     refine_layers: dict = dataclasses.field(
         default_factory=lambda: {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0})
     occurrence_hold: int = 0
+    spectrum_scale: str = "absolute"
 
 
 def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None, match=True, callback=None,

@@ -164,7 +164,7 @@ def test_cli_writes_quality_and_the_run_report(net, tmp_path, capsys):
     for name in ("dots0", "dots1"):
         r = json.load(open(out / name / "result.json"))
         assert set(r["quality"]) == {"hist_distance", "spectrum_distance", "peak_energy", "target_peak_share",
-                                     "lbp_distance", "patch_nn", "patch_cover", "copy_share"}
+                                     "hf_excess", "lbp_distance", "patch_nn", "patch_cover", "copy_share"}
         assert r["quality"]["hist_distance"] < 0.5 and "spectrum" in r["layer_losses"]
         assert r["hist_distance"] == r["quality"]["hist_distance"]  # one measure, recorded under both names
         final = dataset.load_gray(str(out / name / "final.png")).float() / 255
