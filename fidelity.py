@@ -46,6 +46,8 @@ METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
            "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1"],
            # the default's result, then the correspondence term from relu1_1 on: objects where it put them
            "refine": ["--refine-steps", "100", "--gcd-weight", "0.3"],
+           # then the default's loss again: no verbatim copies left
+           "refine-polish": ["--refine-steps", "100", "--gcd-weight", "0.3", "--polish-steps", "30"],
            "spectrum-relative": ["--spectrum-scale", "relative"]}
 MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn",
             "patch_cover", "copy_share"]

@@ -77,7 +77,8 @@ def options(args, dtype, known=None):
                    gcd_layers=parse_layers(args.gcd_layers, known, "--gcd-layers"), gcd_weight=args.gcd_weight,
                    occurrence=args.occurrence, refine_steps=args.refine_steps, refine_lr=args.refine_lr,
                    refine_layers=parse_layers(args.refine_layers, known, "--refine-layers"),
-                   occurrence_hold=args.occurrence_hold, spectrum_scale=args.spectrum_scale)
+                   occurrence_hold=args.occurrence_hold, spectrum_scale=args.spectrum_scale,
+                   polish_steps=args.polish_steps)
 
 
 def default_options(dtype):
@@ -109,7 +110,8 @@ def run_group(net, jobs, size, layers, opts, args, info, judge=None):
     jobs = ready
     levels = opts.levels or auto_levels(size, min(min(j["target"].shape) for j in jobs),
                                         downsampling(net, taps(layers, opts)), opts.tile)
-    bar = tqdm(total=sum(level_steps(opts.steps, levels)) + opts.refine_steps,
+    after = opts.refine_steps + opts.polish_steps if opts.refine_steps else 0
+    bar = tqdm(total=sum(level_steps(opts.steps, levels)) + after,
                desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}", disable=info["rank"] != 0)
 
     def progress(step, images, losses):
@@ -128,8 +130,8 @@ def run_group(net, jobs, size, layers, opts, args, info, judge=None):
         record = {"target": j["path"], "label": j["label"], "seed": j["seed"], "size": list(size),
                   "layers": layers, "status": "stopped" if r["message"] else "ok", "message": r["message"],
                   **{k: r[k] for k in ("loss", "final_loss", "layer_losses", "steps", "seconds", "curve")},
-                  "levels": r.get("levels"), "refine": r.get("refine"), "batch": len(jobs), **info,
-                  "silent_channels": quiet,
+                  "levels": r.get("levels"), "refine": r.get("refine"), "polish": r.get("polish"), "batch": len(jobs),
+                  **info, "silent_channels": quiet,
                   "target_in_training": j["in_training"], "settings": vars(args)}
         worst = max(quiet, key=quiet.get)
         if quiet[worst] >= backbones.SILENT_WARNING:
@@ -178,8 +180,8 @@ def check_flags(args, given):
         return "--pixels clamp needs --optimizer adam: clamping between L-BFGS steps spoils its curvature pairs"
     if "backbone_weights" in given and args.backbone != "imagenet":
         return "--backbone-weights applies to --backbone imagenet only"
-    if {"refine_lr", "refine_layers"} & given and not args.refine_steps:
-        return "--refine-lr and --refine-layers apply only with --refine-steps above 0"
+    if {"refine_lr", "refine_layers", "polish_steps"} & given and not args.refine_steps:
+        return "--refine-lr, --refine-layers and --polish-steps apply only with --refine-steps above 0"
     if "occurrence_hold" in given and args.optimizer != "lbfgs":
         return "--occurrence-hold applies to --optimizer lbfgs only (Adam takes no line search)"
     return None

@@ -81,6 +81,7 @@ class Hyperparams:
     refine_steps: int = 0  # iterations after --steps that add the guided correspondence term on --refine-layers (with --gcd-weight, --occurrence) to --loss, with Adam, at the output's full size: sharpens the objects of the result where it put them (0: none; docs/correspondence.md)
     refine_lr: float = 0.05  # Adam step size of the --refine-steps iterations
     refine_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1"  # taps of the correspondence term during --refine-steps, name[:weight],...
+    polish_steps: int = 0  # iterations after --refine-steps with --loss and --optimizer again: they take back what the refinement copied verbatim and keep part of its gain (0: none; docs/correspondence.md)
     occurrence_hold: int = 5  # with --optimizer lbfgs: evaluations for which the occurrence penalty's matches are held, so that each line search sees one smooth objective (0: found again at every evaluation, which stalls L-BFGS)
     spectrum_scale: str = "absolute"  # absolute|relative: the spectrum term's error per frequency as is, or relative to the target's power there (weighs a smooth target's top frequencies; docs/correspondence.md)
     # == bench ==
@@ -147,7 +148,7 @@ CHOICES = {
 }
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
-           "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold",
+           "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
            "texnet_snapshot_every"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}

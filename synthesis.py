@@ -140,6 +140,7 @@ class Options:
     refine_layers: dict = dataclasses.field(
         default_factory=lambda: {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0})
     occurrence_hold: int = 0
+    polish_steps: int = 0
     spectrum_scale: str = "absolute"
 
 
@@ -216,25 +217,39 @@ def refinement(options):
                                steps=o.refine_steps, refine_steps=0, levels=1, time_budget=0.0)
 
 
+def polish(options):
+    """The options of the iterations after the refinement: the first part's loss and optimiser again,
+    polish_steps of them at the output's size."""
+    return dataclasses.replace(options, steps=options.polish_steps, refine_steps=0, levels=1, time_budget=0.0)
+
+
 def refine(net, targets, layers, size, options, *, seeds=None, match=True, callback=None, start=None):
     """Synthesise as options say without the refinement (coarse to fine if levels > 1), then refine the
-    result at full size with refinement(options). The correspondence term alone reproduces the target
-    (its optimum for an output of the target's size is the target); started from the Gram result it
-    sharpens the objects where that result put them, so the layout stays new. The time budget
-    limits the first part. Returns synthesize's dicts, steps/seconds/curve over both parts and
-    `refine`: the refinement's steps, seconds and best loss."""
-    base = synthesize(net, targets, layers, size, dataclasses.replace(options, refine_steps=0), seeds=seeds,
-                      match=False, callback=callback, start=start)
-    offset = max(r["steps"] for r in base)
-    fine = synthesize(net, targets, layers, size, refinement(options), seeds=seeds, match=match,
-                      start=torch.stack([r["raw"] for r in base]),
-                      callback=callback and (lambda i, im, v: callback(offset + i, im, v)))
-    for b, f in zip(base, fine):
-        f["refine"] = {"steps": f["steps"], "seconds": f["seconds"], "loss": f["loss"]}
-        f["levels"] = b.get("levels")
-        f["steps"], f["seconds"], f["curve"] = b["steps"] + f["steps"], b["seconds"] + f["seconds"], b["curve"] + f["curve"]
-        f["message"] = f["message"] or b["message"]
-    return fine
+    result at full size with refinement(options), then, if polish_steps, go on with the first part's
+    loss (polish(options)). The correspondence term alone reproduces the target (its optimum for an
+    output of the target's size is the target); started from the Gram result it sharpens the objects
+    where that result put them, so the layout stays new; the polish takes back the stretches it
+    copied (docs/correspondence.md). The time budget limits the first part. Returns the last part's
+    dicts with steps/seconds/curve over all parts, and `refine` (and `polish`): that part's steps,
+    seconds and best loss."""
+    parts = {"base": dataclasses.replace(options, refine_steps=0), "refine": refinement(options)}
+    if options.polish_steps:
+        parts["polish"] = polish(options)
+    runs, offset, x = {}, 0, start
+    for i, (name, o) in enumerate(parts.items()):
+        runs[name] = synthesize(net, targets, layers, size, o, seeds=seeds, match=match and i == len(parts) - 1,
+                                start=x, callback=callback and (lambda k, im, v, at=offset: callback(at + k, im, v)))
+        offset += max(r["steps"] for r in runs[name])
+        x = torch.stack([r["raw"] for r in runs[name]])
+    out = runs[name]
+    for b, r in enumerate(out):
+        done = [runs[n][b] for n in parts]
+        r.update({n: {"steps": d["steps"], "seconds": d["seconds"], "loss": d["loss"]} for n, d in zip(parts, done)
+                  if n != "base"})
+        r.update(levels=done[0].get("levels"), steps=sum(d["steps"] for d in done),
+                 seconds=sum(d["seconds"] for d in done), curve=[c for d in done for c in d["curve"]],
+                 message=next((d["message"] for d in done if d["message"]), None))
+    return out
 
 
 def level_steps(steps, levels):

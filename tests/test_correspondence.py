@@ -142,9 +142,10 @@ def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_flags_without_
         assert r["status"] == "ok" and r["size"] == [96, 64] and r["batch"] == 2
         assert [lv["size"] for lv in r["levels"]] == [[48, 32], [96, 64]] and r["refine"]["steps"] == 3
         assert r["steps"] == 4 + 2 + 3 and {"gcd:relu1_1", "gcd:relu2_1", "relu3_1"} <= set(r["layer_losses"])
-    with pytest.raises(SystemExit):
-        gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--refine-lr", "0.1"])
-    assert "--refine-lr and --refine-layers apply only with --refine-steps" in capsys.readouterr().err
+    for flag, value in (("--refine-lr", "0.1"), ("--polish-steps", "5")):
+        with pytest.raises(SystemExit):
+            gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), flag, value])
+        assert "--polish-steps apply only with --refine-steps above 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--optimizer", "adam", "--occurrence-hold", "3"])
     assert "--occurrence-hold applies to --optimizer lbfgs only" in capsys.readouterr().err
@@ -163,3 +164,22 @@ def test_held_occurrence_penalty_lets_lbfgs_lower_the_loss_where_a_moving_one_st
             final[hold] = evaluate(r["raw"][None, None])[0].item()
         start = r["curve"][0]
     assert final[5] < 0.5 * final[0] and final[0] > 0.3 * start, (final, start)
+
+
+def test_polish_after_the_refinement_goes_back_to_the_gram_loss_and_keeps_part_of_the_gain(net):
+    """--polish-steps: the first part's loss again after the refinement, from the refined image."""
+    target, layers = discs(48, 3), {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
+    opts = synthesis.Options(steps=30, dtype=torch.float32, spectrum_weight=0.3)
+    base = synthesis.synthesize(net, [target], layers, None, opts, seeds=[4])[0]
+    fine = synthesis.synthesize(net, [target], layers, None, dataclasses.replace(opts, refine_steps=30), seeds=[4])[0]
+    r = synthesis.synthesize(net, [target], layers, None, dataclasses.replace(opts, refine_steps=30, polish_steps=15),
+                             seeds=[4])[0]
+    assert r["message"] is None and r["steps"] == fine["steps"] + 15 and r["polish"]["steps"] == 15
+    assert r["refine"]["loss"] == fine["refine"]["loss"] and r["curve"][:fine["steps"]] == fine["curve"]
+    assert not any(k.startswith("gcd:") for k in r["layer_losses"])
+    gram = synthesis.objective(net, [target], layers, target.shape, opts)
+    with torch.no_grad():
+        refined, polished = (gram(x.float()[None, None])[0].item() for x in (fine["raw"], r["raw"]))
+    assert polished < 0.8 * refined
+    m = {k: quality.measures(x["image"], target) for k, x in (("base", base), ("polished", r))}
+    assert m["polished"]["patch_nn"] < m["base"]["patch_nn"] and m["polished"]["copy_share"] < 0.2
