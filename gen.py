@@ -48,7 +48,8 @@ from hyperparams import GEN_LR, Hyperparams, given, parse_args, save_args, save_
 from layer_spec import parse_layers
 from pictures import collection, write_png
 from quality import hist_distance
-from synthesis import Options, auto_levels, downsampling, level_steps, levels_problem, synthesize, taps
+from levels import auto_levels, level_steps, levels_problem
+from synthesis import Options, downsampling, synthesize, taps
 from targets import load_target, plan, training_images
 
 # ---- the classifier's verdict -------------------------------------------------------------

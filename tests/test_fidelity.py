@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import gen
+import levels
 import losses
 import synthesis
 import spectrum
@@ -112,14 +113,14 @@ def test_spectrum_constraint_keeps_more_of_the_lattice_than_gram_alone(runs, dot
 # ---- coarse to fine ---------------------------------------------------------------------------
 
 def test_levels_choice_and_periodic_upsampling():
-    assert synthesis.auto_levels((1024, 1024), 224, 16, False) == 3 and synthesis.auto_levels((224, 224), 224, 16, False) == 1
-    assert synthesis.level_steps(100, 3) == [100, 50, 25]
-    assert "multiples of 64" in synthesis.levels_problem((96, 96), (64, 64), 3, 16, True)
-    assert "below 16 px" in synthesis.levels_problem((128, 128), (32, 32), 3, 16, False)
+    assert levels.auto_levels((1024, 1024), 224, 16, False) == 3 and levels.auto_levels((224, 224), 224, 16, False) == 1
+    assert levels.level_steps(100, 3) == [100, 50, 25]
+    assert "multiples of 64" in levels.levels_problem((96, 96), (64, 64), 3, 16, True)
+    assert "below 16 px" in levels.levels_problem((128, 128), (32, 32), 3, 16, False)
     img = lattice((32, 32), period=8.0, angle=0.0)  # exactly periodic in 32 px
-    up = synthesis.upsample(img, (64, 64), tile=True)
+    up = levels.upsample(img, (64, 64), tile=True)
     assert up.shape == (64, 64)
-    assert torch.allclose(up, torch.roll(synthesis.upsample(torch.roll(img, 5, 1), (64, 64), True), -10, 1), atol=1e-5)
+    assert torch.allclose(up, torch.roll(levels.upsample(torch.roll(img, 5, 1), (64, 64), True), -10, 1), atol=1e-5)
 
 
 RSS_SCRIPT = """
