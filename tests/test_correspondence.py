@@ -110,6 +110,8 @@ def test_cli_combines_gram_and_correspondence_and_names_a_bad_tap(net, tmp_path)
     assert {"relu1_1", "relu5_1", "gcd:relu2_1", "gcd:relu4_1", "spectrum"} <= set(r["layer_losses"])
     with pytest.raises(SystemExit, match="--gcd-layers: unknown layer 'relu9_1'"):
         gen.main([str(path), "--ckpt", ckpt, "--gen-dir", str(out), "--loss", "gcd", "--gcd-layers", "relu9_1"])
+    with pytest.raises(SystemExit, match="--refine-layers: unknown layer 'relu9_1'"):
+        gen.main([str(path), "--ckpt", ckpt, "--gen-dir", str(out), "--refine-steps", "2", "--refine-layers", "relu9_1"])
 
 
 def test_refinement_sharpens_the_gram_result_where_it_is_without_copying(net):
@@ -183,3 +185,17 @@ def test_polish_after_the_refinement_goes_back_to_the_gram_loss_and_keeps_part_o
     assert polished < 0.8 * refined
     m = {k: quality.measures(x["image"], target) for k, x in (("base", base), ("polished", r))}
     assert m["polished"]["patch_nn"] < m["base"]["patch_nn"] and m["polished"]["copy_share"] < 0.2
+
+
+@pytest.mark.parametrize("flag, value, message", [("--gcd-weight", "0", "must be > 0, got 0"),
+                                                  ("--occurrence", "-1", "must be >= 0, got -1"),
+                                                  ("--refine-steps", "-1", "must be >= 0, got -1"),
+                                                  ("--polish-steps", "-2", "must be >= 0, got -2"),
+                                                  ("--occurrence-hold", "-1", "must be >= 0, got -1"),
+                                                  ("--spectrum-scale", "rel", "invalid choice: 'rel' (choose from 'absolute', 'relative')")])
+def test_correspondence_flags_out_of_range(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        gen.main(["x.png", "--backbone", "random", flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"argument {flag}: {message}")

@@ -5,14 +5,10 @@ import signal
 import pytest
 import torch
 
-import gen
 import texnet
 import texsample
+from targets import label_of
 from test_texnet import firsts, quick_vgg, sample, train  # noqa: F401  (fixtures and helpers)
-
-
-def label_of(path):
-    return os.path.basename(os.path.dirname(path))
 
 
 @pytest.fixture
@@ -77,16 +73,6 @@ def test_unwritable_texnet_dir_is_one_line(firsts, tmp_path):
     with pytest.raises(SystemExit, match=f"^--texnet-dir {blocked}: cannot write there") as e:
         train(firsts[:1], blocked, "--texnet-steps", 1)
     assert "\n" not in str(e.value) and blocked.read_text() == "not a folder"
-
-
-@pytest.mark.parametrize("flag, value, message", [("--gcd-weight", "0", "must be > 0, got 0"),
-                                                  ("--occurrence", "-1", "must be >= 0, got -1")])
-def test_correspondence_flags_out_of_range(flag, value, message, capsys):
-    with pytest.raises(SystemExit) as e:
-        gen.main(["x.png", "--backbone", "random", flag, value])
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.endswith(f"argument {flag}: {message}")
 
 
 def test_a_saved_tensor_is_not_taken_for_a_generator(tmp_path):
