@@ -21,13 +21,17 @@ from torch.utils.checkpoint import checkpoint
 PATCH, STRIDE = 7, 3  # patch side and step in feature pixels, as Zhou et al.
 BANDWIDTH = 0.5  # h of the contextual similarity exp((1 - d / d_min) / h), as Zhou et al.
 CHUNK = 1 << 21  # entries of the distance matrix evaluated at once (8 MB in fp32)
+REF_PATCHES = 1024  # most target patches per tap: beyond, a fixed random sample of them, so that the cost grows with the output's size alone
 
 
 def reference(f, k):
     """The target's patches (f: (1, C, H, W)) as unit-norm kernels after removing their mean patch:
-    (kernels (N, C, k, k), mean patch (1, C, k, k), each kernel's dot product with the mean (N,))."""
+    (kernels (N, C, k, k), mean patch (1, C, k, k), each kernel's dot product with the mean (N,)).
+    N is at most REF_PATCHES: a larger target gives the same random sample of them on every call."""
     q = F.unfold(f, k, stride=STRIDE)[0].T  # (N, C k k)
     m = q.mean(0)
+    if len(q) > REF_PATCHES:
+        q = q[torch.randperm(len(q), generator=torch.Generator().manual_seed(0))[:REF_PATCHES].to(q.device)]
     q = q - m
     q = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return q.view(len(q), f.shape[1], k, k), m.view(1, f.shape[1], k, k), q @ m

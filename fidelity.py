@@ -48,7 +48,10 @@ METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
            "refine": ["--refine-steps", "100", "--gcd-weight", "0.3"],
            # then the default's loss again: no verbatim copies left
            "refine-polish": ["--refine-steps", "100", "--gcd-weight", "0.3", "--polish-steps", "30"],
-           "spectrum-relative": ["--spectrum-scale", "relative"]}
+           "spectrum-relative": ["--spectrum-scale", "relative"],
+           # both: the relative spectrum term takes the ripples, the refinement keeps the demo's peaks
+           "refine-polish-relative": ["--refine-steps", "100", "--gcd-weight", "0.3", "--polish-steps", "30",
+                                      "--spectrum-scale", "relative"]}
 MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn",
             "patch_cover", "copy_share"]
 REFERENCE = "sample c (reference)"

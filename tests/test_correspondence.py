@@ -42,6 +42,18 @@ def test_loss_and_gradient_match_the_plain_formula_chunked_or_not(monkeypatch):
         assert (grad - grad_want).abs().max() < 1e-4 * grad_want.abs().max()
 
 
+def test_a_large_target_gives_a_fixed_sample_of_its_patches(monkeypatch):
+    """Beyond REF_PATCHES target patches, the same random sample of them on every call: the loss stays
+    one function and its cost grows with the output alone."""
+    t = torch.rand(1, 4, 40, 40, generator=torch.Generator().manual_seed(0))  # 12 x 12 patches
+    full = correspondence.reference(t, correspondence.PATCH)
+    monkeypatch.setattr(correspondence, "REF_PATCHES", 50)
+    a, b = (correspondence.reference(t, correspondence.PATCH) for _ in range(2))
+    assert len(full[0]) == 144 and len(a[0]) == 50 and torch.equal(a[0], b[0]) and torch.equal(a[1], full[1])
+    nearest = torch.cdist(a[0].flatten(1), full[0].flatten(1)).min(1)  # each sampled patch is one of the target's
+    assert nearest.values.max() < 1e-5 and len(nearest.indices.unique()) == 50
+
+
 def discs(size, seed, n=10, radius=4.5):
     """Bright discs scattered on a dark textured background, in [0, 1]: a small object texture."""
     g = torch.Generator().manual_seed(seed)
@@ -114,9 +126,11 @@ def test_cli_combines_gram_and_correspondence_and_names_a_bad_tap(net, tmp_path)
         gen.main([str(path), "--ckpt", ckpt, "--gen-dir", str(out), "--refine-steps", "2", "--refine-layers", "relu9_1"])
 
 
-def test_refinement_sharpens_the_gram_result_where_it_is_without_copying(net):
+@pytest.mark.parametrize("ref_patches", [correspondence.REF_PATCHES, 64])
+def test_refinement_sharpens_the_gram_result_where_it_is_without_copying(net, ref_patches, monkeypatch):
     """--refine-steps: the correspondence term after the Gram synthesis improves the patch measures
-    without copying the target."""
+    without copying the target, also from a sample of the target's patches (64 of relu1_1's 196)."""
+    monkeypatch.setattr(correspondence, "REF_PATCHES", ref_patches)
     target, layers = discs(48, 3), {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
     opts = synthesis.Options(steps=30, dtype=torch.float32, spectrum_weight=0.3)
     base = synthesis.synthesize(net, [target], layers, None, opts, seeds=[4])[0]
