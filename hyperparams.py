@@ -64,7 +64,7 @@ class Hyperparams:
     optimizer: str = "lbfgs"  # lbfgs|adam
     gen_lr: float = 0.0  # optimiser step size (0: the optimiser's own, see GEN_LR: L-BFGS 1, Adam 0.02)
     steps: int = 300  # optimiser iterations per target
-    time_budget: float = 0.0  # stop each batch after this many seconds (0: no limit)
+    time_budget: float = 0.0  # stop each batch after this many seconds, refinement and polish included (0: no limit)
     snapshot_every: int = 50  # iterations between snapshots (0: none)
     loss: str = "gram"  # gram|swd|gcd|gram+gcd|swd+gcd: Gram matrices (Gatys), sliced Wasserstein distance of the whole feature distribution (Heitz et al.), guided correspondence of feature patches (Zhou et al.), or a statistic plus the correspondence term
     spectrum_weight: float = 0.3  # weight of the Fourier amplitude-spectrum constraint (Liu et al. 2016; 0: off); 0.3 measured best (docs/losses.md)

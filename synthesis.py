@@ -194,13 +194,13 @@ def refinement(options):
     o = options
     loss = o.loss if "gcd" in o.loss.split("+") else o.loss + "+gcd"
     return dataclasses.replace(o, loss=loss, gcd_layers=o.refine_layers, optimizer="adam", lr=o.refine_lr,
-                               steps=o.refine_steps, refine_steps=0, levels=1, time_budget=0.0)
+                               steps=o.refine_steps, refine_steps=0, levels=1)
 
 
 def polish(options):
     """The options of the iterations after the refinement: the first part's loss and optimiser again,
     polish_steps of them at the output's size."""
-    return dataclasses.replace(options, steps=options.polish_steps, refine_steps=0, levels=1, time_budget=0.0)
+    return dataclasses.replace(options, steps=options.polish_steps, refine_steps=0, levels=1)
 
 
 def refine(net, targets, layers, size, options, *, seeds=None, match=True, callback=None, start=None):
@@ -209,14 +209,20 @@ def refine(net, targets, layers, size, options, *, seeds=None, match=True, callb
     loss (polish(options)). The correspondence term alone reproduces the target (its optimum for an
     output of the target's size is the target); started from the Gram result it sharpens the objects
     where that result put them, so the layout stays new; the polish takes back the stretches it
-    copied (docs/correspondence.md). The time budget limits the first part. Returns the last part's
-    dicts with steps/seconds/curve over all parts, and `refine` (and `polish`): that part's steps,
-    seconds and best loss."""
+    copied (docs/correspondence.md). The time budget covers all parts: each gets its iterations' share
+    of the time left (at least a microsecond: 0 would mean no limit). Returns the last part's dicts
+    with steps/seconds/curve over all parts, and `refine` (and `polish`): that part's steps, seconds
+    and best loss."""
     parts = {"base": dataclasses.replace(options, refine_steps=0), "refine": refinement(options)}
     if options.polish_steps:
         parts["polish"] = polish(options)
     runs, offset, x = {}, 0, start
+    steps_left, deadline = sum(p.steps for p in parts.values()), time.perf_counter() + options.time_budget
     for i, (name, o) in enumerate(parts.items()):
+        if options.time_budget:
+            share = (deadline - time.perf_counter()) * o.steps / steps_left
+            o = dataclasses.replace(o, time_budget=max(1e-6, share))
+        steps_left -= o.steps
         runs[name] = synthesize(net, targets, layers, size, o, seeds=seeds, match=match and i == len(parts) - 1,
                                 start=x, callback=callback and (lambda k, im, v, at=offset: callback(at + k, im, v)))
         offset += max(r["steps"] for r in runs[name])

@@ -202,6 +202,14 @@ def test_polish_after_the_refinement_goes_back_to_the_gram_loss_and_keeps_part_o
     assert m["polished"]["patch_nn"] < m["base"]["patch_nn"] and m["polished"]["copy_share"] < 0.2
 
 
+def test_time_budget_covers_the_refinement_and_the_polish(net):
+    """A budget spent before the first iteration leaves none to the later parts either."""
+    target, layers = discs(32, 3), {"relu1_1": 1.0, "relu2_1": 1.0}
+    opts = synthesis.Options(steps=5, dtype=torch.float32, refine_steps=5, polish_steps=5, time_budget=1e-9)
+    r = synthesis.synthesize(net, [target], layers, None, opts, seeds=[4])[0]
+    assert r["steps"] == 0 and r["refine"]["steps"] == 0 and r["polish"]["steps"] == 0
+
+
 @pytest.mark.parametrize("flag, value, message", [("--gcd-weight", "0", "must be > 0, got 0"),
                                                   ("--occurrence", "-1", "must be >= 0, got -1"),
                                                   ("--refine-steps", "-1", "must be >= 0, got -1"),
