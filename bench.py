@@ -22,6 +22,9 @@ hits both alike):
              and the same without the optimiser (forward, loss terms, backward): where the extra time goes;
              one iteration of --loss gcd (guided correspondence) against the same bare pass, and one of
              the refinement of the fidelity method refine (--refine-steps)
+  refine     that refinement's iteration vs the Gram + spectrum iteration before it, at each side of
+             --bench-refine-sizes (output = target), and up to 192 px the same with every target patch:
+             its cost grows with the output alone
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
              not depend on its weights) vs one iteration of gen.py's default at that size
@@ -41,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import model as M
 import train
 from bench_quality import QUALITY
-from bench_synthesis import bench_synthesis, bench_texnet
+from bench_synthesis import bench_refine_sizes, bench_synthesis, bench_texnet, synthesis_net
 from demo import make_demo
 from kylberg import KYLBERG
 from hyperparams import Hyperparams, given, parse_args, save_args, save_json
@@ -51,7 +54,7 @@ GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
 # --quick replaces these defaults (flags given explicitly still win).
 QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 1000,
          "bench_gen_steps": 100, "bench_chunk": 4, "bench_matmul": 1024,
-         "bench_texnet_size": 256}
+         "bench_texnet_size": 256, "bench_refine_sizes": "64,128"}
 
 
 def machine(device, dtype):
@@ -206,6 +209,10 @@ def rows(r):
             ("flops", f"peak matmul, GFLOP/s ({m['dtype']})", f"{fl['peak_matmul_flop_per_s'] / 1e9:.1f}"),
             ("flops", "default step / peak", f"{fl['default_share_of_peak']:.1%}"),
             ("flops", "fp32 eager step / fp32 peak", f"{fl['fp32_eager_share_of_peak']:.1%}")]
+    for x in r["refine"]:
+        out += [("refine", f"{x['side']} px: refinement iteration / Gram + spectrum's", f"{x['ratio']:.2f}x"),
+                ("refine", f"{x['side']} px: the same with every target patch",
+                 "-" if x["all_patches_ratio"] is None else f"{x['all_patches_ratio']:.2f}x")]
     tx = r["texnet"]
     out += [("texnet", f"texnet.py sample {tx['size']}x{tx['size']}, s", f"{tx['sample_s']:.3f}"),
             ("texnet", f"gen.py default iteration at {tx['size']}x{tx['size']}, s", f"{tx['gen_iteration_s']:.3f}"),
@@ -241,6 +248,13 @@ def settings(argv):
                 setattr(args, k, v)
     if args.image_size < 32:
         raise SystemExit(f"--image-size {args.image_size}: the network needs at least 32 px")
+    spec = args.bench_refine_sizes
+    try:
+        args.bench_refine_sizes = [int(s) for s in spec.split(",")]
+    except ValueError:
+        args.bench_refine_sizes = [0]
+    if min(args.bench_refine_sizes) < 32:
+        raise SystemExit(f"--bench-refine-sizes {spec}: comma-separated sides of at least 32 px")
     if args.ckpt:
         try:
             path = M.find_checkpoint(args.ckpt)[0]
@@ -270,6 +284,8 @@ def main(argv=None):
         say(f"epoch / model-alone {results['data']['ratio']:.3f}; synthesis: original recipe vs gen.py's "
             "default, iteration vs bare network")
         results["synthesis"], results["iteration"] = bench_synthesis(args, device, dtype)
+        say(f"refinement iteration vs the Gram + spectrum one at {args.bench_refine_sizes} px")
+        results["refine"] = bench_refine_sizes(args, synthesis_net(args, device), dtype, device)
         say(f"texnet.py sample vs gen.py iteration at {args.bench_texnet_size} px")
         results["texnet"] = bench_texnet(args, device, dtype, data_dir)
         say("done")

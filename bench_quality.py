@@ -72,16 +72,16 @@ def last_quarter_gain(curve):
     return {k: (mid[k] - final[k]) / (first[k] - final[k]) if first[k] != final[k] else 0.0 for k in QUALITY}
 
 
-def photo_target(args, device):
-    """The centre --image-size crop of the --bench-photo photograph, in [0, 1] on the device."""
-    img = torch.from_numpy(photos.photograph(args.bench_photo))
-    return (dataset.center_crop(img, args.image_size).float() / 255).to(device)
+def photo_target(name, side, device):
+    """The centre side x side crop of a photograph (photos.PHOTOS), in [0, 1] on the device."""
+    img = torch.from_numpy(photos.photograph(name))
+    return (dataset.center_crop(img, side).float() / 255).to(device)
 
 
 def time_to_quality(args, net, dtype, device):
     """The original recipe until --bench-orig-steps or --bench-orig-seconds (its plateau), then every method of
     timed_methods until it reaches each of the original's final QUALITY measures: the iteration counts."""
-    target, seed = photo_target(args, device), args.seed
+    target, seed = photo_target(args.bench_photo, args.image_size, device), args.seed
     orig = measured_run(net, target, layer_spec.parse_layers("original"), ORIGINAL, args.bench_orig_steps,
                         args.bench_orig_every, seed, time_budget=args.bench_orig_seconds)
     goal = orig[-1][1]

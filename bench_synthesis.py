@@ -4,11 +4,13 @@ against a gen.py iteration at the same size; every comparison timed side by side
 """
 import argparse
 import dataclasses
+import sys
 import time
 
 import torch
 
 import backbones
+import correspondence
 import dataset
 import fidelity
 import gen
@@ -16,7 +18,7 @@ import generator
 import layer_spec
 import model as M
 import synthesis
-from bench_quality import ORIGINAL, time_to_quality, timed_methods
+from bench_quality import ORIGINAL, photo_target, time_to_quality, timed_methods
 from hyperparams import Hyperparams
 from timing import interleave, sync
 
@@ -112,6 +114,41 @@ def bench_synthesis(args, device, dtype):
                  "gcd_iteration_s": t["gcd"], "gcd_ratio": t.ratio("gcd", "bare"),
                  "refine_iteration_s": t["refine"], "refine_ratio": t.ratio("refine", "bare")}
     return synth, iteration
+
+
+ALL_PATCHES_UP_TO = 192  # side up to which the refinement is also timed with every target patch (beyond: minutes)
+
+
+def with_all_target_patches(fn):
+    """fn run with correspondence.REF_PATCHES lifted: the refinement as it would cost without its sample."""
+    def run():
+        kept, correspondence.REF_PATCHES = correspondence.REF_PATCHES, sys.maxsize
+        try:
+            return fn()
+        finally:
+            correspondence.REF_PATCHES = kept
+    return run
+
+
+def bench_refine_sizes(args, net, dtype, device):
+    """Section refine: per side of --bench-refine-sizes (output = target, a centre crop of --bench-photo),
+    the refinement's iteration (fidelity method refine) against the iteration before it (Gram +
+    spectrum), interleaved; up to ALL_PATCHES_UP_TO px also with every target patch instead of at most
+    correspondence.REF_PATCHES of them."""
+    layers, options = fidelity.method_options("refine", dtype)
+    first, refine = dataclasses.replace(options, refine_steps=0), synthesis.refinement(options)
+    c, out = args.bench_chunk, []
+    for side in args.bench_refine_sizes:
+        target = photo_target(args.bench_photo, side, device)
+        fns = {name: iteration_times(net, target, layers, o, c + 1, args.seed)
+               for name, o in (("first", first), ("refine", refine))}
+        if side <= ALL_PATCHES_UP_TO:
+            fns["all"] = with_all_target_patches(fns["refine"])
+        t = interleave(fns, args.bench_repeats, device)
+        out.append({"side": side, "first_iteration_s": t["first"], "refine_iteration_s": t["refine"],
+                    "ratio": t.ratio("refine", "first"),
+                    "all_patches_ratio": t.ratio("all", "first") if "all" in fns else None})
+    return out
 
 
 def bench_texnet(args, device, dtype, data_dir):

@@ -99,6 +99,7 @@ class Hyperparams:
     bench_orig_seconds: float = 3600.0  # stop the original recipe after this many seconds, its own rule (0: --bench-orig-steps only)
     bench_orig_every: int = 250  # original recipe's iterations between quality measurements
     bench_gen_every: int = 5  # each method's iterations between quality measurements
+    bench_refine_sizes: str = "96,192,288"  # output sides (= target's) at which the refinement's iteration (fidelity method refine) is timed against the Gram + spectrum iteration
     # == fidelity ==
     fidelity_dir: str = "asset/fidelity"  # fidelity.py's data, classifier, outputs, tables, pictures and JSON
     fidelity_methods: str = ""  # methods of fidelity.METHODS to run, comma-separated (empty: all)

@@ -210,7 +210,7 @@ def refine(net, targets, layers, size, options, *, seeds=None, match=True, callb
     output of the target's size is the target); started from the Gram result it sharpens the objects
     where that result put them, so the layout stays new; the polish takes back the stretches it
     copied (docs/correspondence.md). The time budget covers all parts: each gets its iterations' share
-    of the time left (at least a microsecond: 0 would mean no limit). Returns the last part's dicts
+    of the time left, and no iteration once it is spent. Returns the last part's dicts
     with steps/seconds/curve over all parts, and `refine` (and `polish`): that part's steps, seconds
     and best loss."""
     parts = {"base": dataclasses.replace(options, refine_steps=0), "refine": refinement(options)}
@@ -220,9 +220,10 @@ def refine(net, targets, layers, size, options, *, seeds=None, match=True, callb
     steps_left, deadline = sum(p.steps for p in parts.values()), time.perf_counter() + options.time_budget
     for i, (name, o) in enumerate(parts.items()):
         if options.time_budget:
-            share = (deadline - time.perf_counter()) * o.steps / steps_left
-            o = dataclasses.replace(o, time_budget=max(1e-6, share))
-        steps_left -= o.steps
+            left = deadline - time.perf_counter()
+            o = dataclasses.replace(o, time_budget=left * o.steps / steps_left) if left > 0 else \
+                dataclasses.replace(o, steps=0)
+        steps_left -= parts[name].steps
         runs[name] = synthesize(net, targets, layers, size, o, seeds=seeds, match=match and i == len(parts) - 1,
                                 start=x, callback=callback and (lambda k, im, v, at=offset: callback(at + k, im, v)))
         offset += max(r["steps"] for r in runs[name])

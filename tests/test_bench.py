@@ -21,7 +21,8 @@ from hyperparams import Hyperparams
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images", "8", "--bench-steps", "1",
         "--bench-repeats", "1", "--bench-orig-steps", "5", "--bench-orig-every", "2", "--bench-gen-steps", "3",
-        "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-texnet-size", "64", "--bench-dir", "out"]
+        "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-texnet-size", "64", "--bench-refine-sizes", "32,48",
+        "--bench-dir", "out"]
 SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds", "iteration": "ratio",
             "flops": "default_share_of_peak", "texnet": "ratio"}
 
@@ -52,6 +53,7 @@ def test_quick_run_prints_the_table(quick_run):
     assert "speed-up" in out and "iteration / bare" in out
     assert "--loss gcd iteration / bare" in out and "refinement iteration / bare" in out
     assert "iteration / sample" in out
+    assert "48 px: refinement iteration / Gram + spectrum's" in out and "48 px: the same with every target patch" in out
     assert "original recipe on gravel, 5 Adam steps" in out and "default: speed-up to all" in out
 
 
@@ -104,6 +106,10 @@ def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
     settings = result["settings"]
     assert settings["quick"] and settings["image_size"] == 32  # explicit flags win over --quick
     assert settings["bench_matmul"] == 128 and settings["bench_gen_steps"] == 3
+    assert [x["side"] for x in result["refine"]] == [32, 48]
+    for x in result["refine"]:  # at most REF_PATCHES target patches, at 32 and 48 px all of them: the same cost
+        assert all(math.isfinite(x[k]) and x[k] > 0 for k in ("first_iteration_s", "refine_iteration_s", "ratio"))
+        assert x["all_patches_ratio"] > 0
 
 
 def test_quick_fills_in_only_what_was_not_given():
@@ -115,6 +121,9 @@ def test_quick_fills_in_only_what_was_not_given():
 def test_too_small_image_is_a_one_line_error():
     with pytest.raises(SystemExit, match="--image-size 16"):
         bench.main(["--image-size", "16"])
+    for sizes in ("64,16", "64,x", ""):
+        with pytest.raises(SystemExit, match=f"--bench-refine-sizes {sizes}: comma-separated sides of at least 32 px"):
+            bench.main(["--bench-refine-sizes", sizes])
 
 
 def test_bad_checkpoint_is_a_one_line_error(tmp_path):
