@@ -10,7 +10,6 @@ import time
 import torch
 
 import backbones
-import correspondence
 import dataset
 import fidelity
 import gen
@@ -119,22 +118,11 @@ def bench_synthesis(args, device, dtype):
 ALL_PATCHES_UP_TO = 192  # side up to which the refinement is also timed with every target patch (beyond: minutes)
 
 
-def with_all_target_patches(fn):
-    """fn run with correspondence.REF_PATCHES lifted: the refinement as it would cost without its sample."""
-    def run():
-        kept, correspondence.REF_PATCHES = correspondence.REF_PATCHES, sys.maxsize
-        try:
-            return fn()
-        finally:
-            correspondence.REF_PATCHES = kept
-    return run
-
-
 def bench_refine_sizes(args, net, dtype, device):
     """Section refine: per side of --bench-refine-sizes (output = target, a centre crop of --bench-photo),
     the refinement's iteration (fidelity method refine) against the iteration before it (Gram +
     spectrum), interleaved; up to ALL_PATCHES_UP_TO px also with every target patch instead of at most
-    correspondence.REF_PATCHES of them."""
+    --gcd-patches of them."""
     layers, options = fidelity.method_options("refine", dtype)
     first, refine = dataclasses.replace(options, refine_steps=0), synthesis.refinement(options)
     c, out = args.bench_chunk, []
@@ -143,7 +131,8 @@ def bench_refine_sizes(args, net, dtype, device):
         fns = {name: iteration_times(net, target, layers, o, c + 1, args.seed)
                for name, o in (("first", first), ("refine", refine))}
         if side <= ALL_PATCHES_UP_TO:
-            fns["all"] = with_all_target_patches(fns["refine"])
+            every = dataclasses.replace(refine, gcd_patches=sys.maxsize)
+            fns["all"] = iteration_times(net, target, layers, every, c + 1, args.seed)
         t = interleave(fns, args.bench_repeats, device)
         out.append({"side": side, "first_iteration_s": t["first"], "refine_iteration_s": t["refine"],
                     "ratio": t.ratio("refine", "first"),

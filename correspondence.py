@@ -21,17 +21,17 @@ from torch.utils.checkpoint import checkpoint
 PATCH, STRIDE = 7, 3  # patch side and step in feature pixels, as Zhou et al.
 BANDWIDTH = 0.5  # h of the contextual similarity exp((1 - d / d_min) / h), as Zhou et al.
 CHUNK = 1 << 21  # entries of the distance matrix evaluated at once (8 MB in fp32)
-REF_PATCHES = 1024  # most target patches per tap: beyond, a fixed random sample of them, so that the cost grows with the output's size alone
 
 
-def reference(f, k):
+def reference(f, k, most):
     """The target's patches (f: (1, C, H, W)) as unit-norm kernels after removing their mean patch:
     (kernels (N, C, k, k), mean patch (1, C, k, k), each kernel's dot product with the mean (N,)).
-    N is at most REF_PATCHES: a larger target gives the same random sample of them on every call."""
+    N is at most `most`: beyond, the same random sample of them on every call, so the loss stays one
+    function and its cost grows with the output alone."""
     q = F.unfold(f, k, stride=STRIDE)[0].T  # (N, C k k)
     m = q.mean(0)
-    if len(q) > REF_PATCHES:
-        q = q[torch.randperm(len(q), generator=torch.Generator().manual_seed(0))[:REF_PATCHES].to(q.device)]
+    if len(q) > most:
+        q = q[torch.randperm(len(q), generator=torch.Generator().manual_seed(0))[:most].to(q.device)]
     q = q - m
     q = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return q.view(len(q), f.shape[1], k, k), m.view(1, f.shape[1], k, k), q @ m
@@ -81,16 +81,16 @@ def image_loss(x, ref, occurrence, best=None):
     return torch.cat(parts).mean()
 
 
-def correspondence_loss(target_feats, occurrence):
+def correspondence_loss(target_feats, occurrence, patches):
     """builder(target_feats) -> loss(feats, renew=True) -> {layer: (B,) fp32}, as synthesis' losses;
     features in fp32, one target per image. Patches are PATCH wide, or as wide as the smaller of the two
-    maps. The occurrence penalty counts the matches found at the last call with renew=True: held in
+    maps, compared with at most `patches` target patches per tap (reference). The occurrence penalty counts the matches found at the last call with renew=True: held in
     between, the loss is one smooth function of the features, as a line search needs."""
     refs, held = {}, {}
 
     def ref(n, b, k):
         if (n, b, k) not in refs:
-            refs[n, b, k] = reference(target_feats[b][n].float(), k)
+            refs[n, b, k] = reference(target_feats[b][n].float(), k, patches)
         return refs[n, b, k]
 
     def loss(feats, renew=True):

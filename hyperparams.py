@@ -77,6 +77,7 @@ class Hyperparams:
     backbone_weights: str = ""  # --backbone imagenet: local copy of torchvision's VGG-19 ImageNet state_dict (empty: torchvision fetches it)
     gcd_layers: str = "relu2_1,relu3_1,relu4_1"  # taps of the guided correspondence term (--loss gcd, gram+gcd, swd+gcd), name[:weight],..., as Zhou et al.
     gcd_weight: float = 1.0  # weight of the guided correspondence term beside the Gram or SWD term
+    gcd_patches: int = 1024  # most target patches per tap the correspondence term compares with: beyond, a fixed random sample of them, so its cost grows with the output alone (docs/correspondence.md)
     occurrence: float = 0.05  # occurrence penalty of the correspondence term: how strongly a target patch already used is avoided (Zhou et al.: 0.05)
     refine_steps: int = 0  # iterations after --steps that add the guided correspondence term on --refine-layers (with --gcd-weight, --occurrence) to --loss, with Adam, at the output's full size: sharpens the objects of the result where it put them (0: none; docs/correspondence.md)
     refine_lr: float = 0.05  # Adam step size of the --refine-steps iterations

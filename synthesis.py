@@ -51,7 +51,7 @@ def objective(net, targets, layers, size, options):
     terms = []
     for name in o.loss.split("+"):
         own = o.gcd_layers if name == "gcd" else layers
-        kw = {"occurrence": o.occurrence} if name == "gcd" else {}
+        kw = {"occurrence": o.occurrence, "patches": o.gcd_patches} if name == "gcd" else {}
         fn = LOSSES[name]([{n: t[n] for n in own} for t in tfeats], o.features, **kw)
         prefix = "gcd:" if name == "gcd" and o.loss != "gcd" else ""
         terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix, name == "gcd"))
@@ -94,7 +94,7 @@ class Options:
     spectrum_weight > 0 adds the Fourier spectrum constraint, its errors absolute or relative
     (spectrum_scale, see spectrum.spectrum_loss); levels > 1 works coarse to fine (see
     coarse_to_fine); gcd_layers, gcd_weight and occurrence: the taps, weight and occurrence penalty of
-    the correspondence term; refine_steps > 0 adds a refinement (see refine) with Adam at refine_lr
+    the correspondence term, which compares with at most gcd_patches target patches per tap; refine_steps > 0 adds a refinement (see refine) with Adam at refine_lr
     and the correspondence term on refine_layers; occurrence_hold > 0: with L-BFGS, the occurrence
     penalty's matches are found again only every occurrence_hold evaluations (see synthesize).
     Defaults as synthesize has always run (gen.py's come from hyperparams.py)."""
@@ -115,6 +115,7 @@ class Options:
     gcd_layers: dict = dataclasses.field(default_factory=lambda: {"relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0})
     gcd_weight: float = 1.0
     occurrence: float = 0.05
+    gcd_patches: int = 1024
     refine_steps: int = 0
     refine_lr: float = 0.05
     refine_layers: dict = dataclasses.field(

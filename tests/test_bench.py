@@ -107,7 +107,7 @@ def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
     assert settings["quick"] and settings["image_size"] == 32  # explicit flags win over --quick
     assert settings["bench_matmul"] == 128 and settings["bench_gen_steps"] == 3
     assert [x["side"] for x in result["refine"]] == [32, 48]
-    for x in result["refine"]:  # at most REF_PATCHES target patches, at 32 and 48 px all of them: the same cost
+    for x in result["refine"]:  # at most --gcd-patches target patches, at 32 and 48 px all of them anyway
         assert all(math.isfinite(x[k]) and x[k] > 0 for k in ("first_iteration_s", "refine_iteration_s", "ratio"))
         assert x["all_patches_ratio"] > 0
 

@@ -33,7 +33,7 @@ def test_loss_and_gradient_match_the_plain_formula_chunked_or_not(monkeypatch):
     t, x = torch.rand(1, 6, 26, 29, generator=g), torch.rand(1, 6, 31, 25, generator=g).requires_grad_()
     want = plain_loss(x, t, 0.3)
     grad_want, = torch.autograd.grad(want, x)
-    ref = correspondence.reference(t, correspondence.PATCH)
+    ref = correspondence.reference(t, correspondence.PATCH, 1024)
     for chunk in (1 << 21, 40):  # one chunk, and a chunk per output row of patches
         monkeypatch.setattr(correspondence, "CHUNK", chunk)
         got = correspondence.image_loss(x, ref, 0.3)
@@ -42,13 +42,12 @@ def test_loss_and_gradient_match_the_plain_formula_chunked_or_not(monkeypatch):
         assert (grad - grad_want).abs().max() < 1e-4 * grad_want.abs().max()
 
 
-def test_a_large_target_gives_a_fixed_sample_of_its_patches(monkeypatch):
-    """Beyond REF_PATCHES target patches, the same random sample of them on every call: the loss stays
+def test_a_large_target_gives_a_fixed_sample_of_its_patches():
+    """Beyond --gcd-patches target patches, the same random sample of them on every call: the loss stays
     one function and its cost grows with the output alone."""
     t = torch.rand(1, 4, 40, 40, generator=torch.Generator().manual_seed(0))  # 12 x 12 patches
-    full = correspondence.reference(t, correspondence.PATCH)
-    monkeypatch.setattr(correspondence, "REF_PATCHES", 50)
-    a, b = (correspondence.reference(t, correspondence.PATCH) for _ in range(2))
+    full = correspondence.reference(t, correspondence.PATCH, 1024)
+    a, b = (correspondence.reference(t, correspondence.PATCH, 50) for _ in range(2))
     assert len(full[0]) == 144 and len(a[0]) == 50 and torch.equal(a[0], b[0]) and torch.equal(a[1], full[1])
     # each sampled patch is one of the target's, none twice
     nearest = torch.cdist(a[0].flatten(1), full[0].flatten(1), compute_mode="donot_use_mm_for_euclid_dist").min(1)
@@ -96,7 +95,7 @@ def test_occurrence_penalty_spreads_the_matches():
     they come to use many more distinct target patches than without it."""
     g = torch.Generator().manual_seed(0)
     t = torch.rand(1, 8, 31, 31, generator=g)
-    ref = correspondence.reference(t, correspondence.PATCH)
+    ref = correspondence.reference(t, correspondence.PATCH, 1024)
     start = t.mean((2, 3), keepdim=True) + 0.05 * torch.randn(1, 8, 31, 31, generator=g)
     used = {}
     for occurrence in (0.0, 0.05):
@@ -127,13 +126,12 @@ def test_cli_combines_gram_and_correspondence_and_names_a_bad_tap(net, tmp_path)
         gen.main([str(path), "--ckpt", ckpt, "--gen-dir", str(out), "--refine-steps", "2", "--refine-layers", "relu9_1"])
 
 
-@pytest.mark.parametrize("ref_patches", [correspondence.REF_PATCHES, 64])
-def test_refinement_sharpens_the_gram_result_where_it_is_without_copying(net, ref_patches, monkeypatch):
+@pytest.mark.parametrize("patches", [1024, 64])
+def test_refinement_sharpens_the_gram_result_where_it_is_without_copying(net, patches):
     """--refine-steps: the correspondence term after the Gram synthesis improves the patch measures
     without copying the target, also from a sample of the target's patches (64 of relu1_1's 196)."""
-    monkeypatch.setattr(correspondence, "REF_PATCHES", ref_patches)
     target, layers = discs(48, 3), {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
-    opts = synthesis.Options(steps=30, dtype=torch.float32, spectrum_weight=0.3)
+    opts = synthesis.Options(steps=30, dtype=torch.float32, spectrum_weight=0.3, gcd_patches=patches)
     base = synthesis.synthesize(net, [target], layers, None, opts, seeds=[4])[0]
     r = synthesis.synthesize(net, [target], layers, None, dataclasses.replace(opts, refine_steps=30), seeds=[4])[0]
     assert r["message"] is None and r["steps"] == base["steps"] + 30 and r["refine"]["steps"] == 30
@@ -212,6 +210,7 @@ def test_time_budget_covers_the_refinement_and_the_polish(net):
 
 @pytest.mark.parametrize("flag, value, message", [("--gcd-weight", "0", "must be > 0, got 0"),
                                                   ("--occurrence", "-1", "must be >= 0, got -1"),
+                                                  ("--gcd-patches", "0", "must be > 0, got 0"),
                                                   ("--refine-steps", "-1", "must be >= 0, got -1"),
                                                   ("--polish-steps", "-2", "must be >= 0, got -2"),
                                                   ("--occurrence-hold", "-1", "must be >= 0, got -1"),
