@@ -84,8 +84,9 @@ def image_loss(x, ref, occurrence, best=None):
 def correspondence_loss(target_feats, occurrence, patches):
     """builder(target_feats) -> loss(feats, renew=True) -> {layer: (B,) fp32}, as synthesis' losses;
     features in fp32, one target per image. Patches are PATCH wide, or as wide as the smaller of the two
-    maps, compared with at most `patches` target patches per tap (reference). The occurrence penalty counts the matches found at the last call with renew=True: held in
-    between, the loss is one smooth function of the features, as a line search needs."""
+    maps, compared with at most `patches` target patches per tap (reference). The occurrence penalty
+    counts the matches found at the last call with renew=True: held in between, the loss is one smooth
+    function of the features, as a line search needs."""
     refs, held = {}, {}
 
     def ref(n, b, k):

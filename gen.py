@@ -76,7 +76,8 @@ def options(args, dtype, known=None):
                    init=args.init, pixels=args.pixels, pool=args.pool, padding=args.padding, tile=args.tile,
                    dtype=dtype, spectrum_weight=args.spectrum_weight, levels=args.levels,
                    gcd_layers=parse_layers(args.gcd_layers, known, "--gcd-layers"), gcd_weight=args.gcd_weight,
-                   occurrence=args.occurrence, gcd_patches=args.gcd_patches, refine_steps=args.refine_steps, refine_lr=args.refine_lr,
+                   occurrence=args.occurrence, gcd_patches=args.gcd_patches, refine_steps=args.refine_steps,
+                   refine_lr=args.refine_lr,
                    refine_layers=parse_layers(args.refine_layers, known, "--refine-layers"),
                    occurrence_hold=args.occurrence_hold, spectrum_scale=args.spectrum_scale,
                    polish_steps=args.polish_steps)

@@ -118,9 +118,9 @@ def swd_loss(target_feats, features="normalize", projections=None):
 
 def gcd_loss(target_feats, features="normalize", occurrence=0.05, patches=1024):
     """Guided correspondence of feature patches (correspondence.py) with the occurrence penalty's
-    weight and at most `patches` target patches per tap, on the features scaled as for the Gram loss: a few strong channels would otherwise
-    decide every cosine distance. loss(feats, renew=False) keeps the penalty's matches of the last
-    renewal (correspondence.correspondence_loss)."""
+    weight and at most `patches` target patches per tap, on the features scaled as for the Gram loss:
+    a few strong channels would otherwise decide every cosine distance. loss(feats, renew=False) keeps
+    the penalty's matches of the last renewal (correspondence.correspondence_loss)."""
     scales = {n: torch.cat([channel_scale(t[n]) for t in target_feats]) for n in target_feats[0]}
     fn = correspondence.correspondence_loss(
         [{n: _scaled(f, features, scales[n][b:b + 1]) for n, f in t.items()} for b, t in enumerate(target_feats)],

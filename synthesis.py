@@ -94,9 +94,10 @@ class Options:
     spectrum_weight > 0 adds the Fourier spectrum constraint, its errors absolute or relative
     (spectrum_scale, see spectrum.spectrum_loss); levels > 1 works coarse to fine (see
     coarse_to_fine); gcd_layers, gcd_weight and occurrence: the taps, weight and occurrence penalty of
-    the correspondence term, which compares with at most gcd_patches target patches per tap; refine_steps > 0 adds a refinement (see refine) with Adam at refine_lr
-    and the correspondence term on refine_layers; occurrence_hold > 0: with L-BFGS, the occurrence
-    penalty's matches are found again only every occurrence_hold evaluations (see synthesize).
+    the correspondence term, which compares with at most gcd_patches target patches per tap;
+    refine_steps > 0 adds a refinement (see refine) with Adam at refine_lr and the correspondence term
+    on refine_layers; occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found
+    again only every occurrence_hold evaluations (see synthesize).
     Defaults as synthesize has always run (gen.py's come from hyperparams.py)."""
     loss: str = "gram"
     features: str = "normalize"
@@ -211,9 +212,9 @@ def refine(net, targets, layers, size, options, *, seeds=None, match=True, callb
     output of the target's size is the target); started from the Gram result it sharpens the objects
     where that result put them, so the layout stays new; the polish takes back the stretches it
     copied (docs/correspondence.md). The time budget covers all parts: each gets its iterations' share
-    of the time left, and no iteration once it is spent. Returns the last part's dicts
-    with steps/seconds/curve over all parts, and `refine` (and `polish`): that part's steps, seconds
-    and best loss."""
+    of the time left, and no iteration once it is spent. Returns the last part's dicts with
+    steps/seconds/curve over all parts, and `refine` (and `polish`): that part's steps, seconds and
+    best loss."""
     parts = {"base": dataclasses.replace(options, refine_steps=0), "refine": refinement(options)}
     if options.polish_steps:
         parts["polish"] = polish(options)

@@ -21,8 +21,8 @@ from hyperparams import Hyperparams
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images", "8", "--bench-steps", "1",
         "--bench-repeats", "1", "--bench-orig-steps", "5", "--bench-orig-every", "2", "--bench-gen-steps", "3",
-        "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-texnet-size", "64", "--bench-refine-sizes", "32,48",
-        "--bench-dir", "out"]
+        "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-texnet-size", "64",
+        "--bench-refine-sizes", "32,48", "--bench-dir", "out"]
 SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds", "iteration": "ratio",
             "flops": "default_share_of_peak", "texnet": "ratio"}
 
