@@ -49,6 +49,7 @@ METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
            # then the default's loss again: no verbatim copies left
            "refine-polish": ["--refine-steps", "100", "--gcd-weight", "0.3", "--polish-steps", "30"],
            "spectrum-relative": ["--spectrum-scale", "relative"],
+           "spectrum-hybrid": ["--spectrum-scale", "hybrid"],
            # both: the relative spectrum term takes the ripples, the refinement keeps the demo's peaks
            "refine-polish-relative": ["--refine-steps", "100", "--gcd-weight", "0.3", "--polish-steps", "30",
                                       "--spectrum-scale", "relative"]}

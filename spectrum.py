@@ -61,13 +61,16 @@ def spectrum_loss(targets, size, device, scale="absolute"):
     of its mean), the weights scaled to mean 1: errors count less where the target is strong (its low
     frequencies, its peaks) and more where it is faint. With absolute errors a smooth target's top
     frequencies, where its power is tiny, fill with the Gram loss's fine ripples at almost no cost
-    (docs/correspondence.md)."""
+    (docs/correspondence.md). Scale "hybrid" is relative with powers above the target's mean counted
+    as the mean: its strong frequencies (a regular texture's peaks) are charged more than by the
+    relative scale, which barely sees their errors."""
     amps = torch.stack([target_amplitude(t.cpu(), size) for t in targets]).to(device)
     var = torch.stack([t.float().var() for t in targets]).to(device).clamp_min(1e-12)
     power = amps.square()
     weight = None
-    if scale == "relative":
-        weight = 1 / (power + 1e-3 * power.mean((1, 2), keepdim=True))
+    if scale != "absolute":
+        mean = power.mean((1, 2), keepdim=True)
+        weight = 1 / ((power.clamp_max(mean) if scale == "hybrid" else power) + 1e-3 * mean)
         weight = weight / weight.mean((1, 2), keepdim=True)
 
     def loss(x):

@@ -214,7 +214,7 @@ def test_time_budget_covers_the_refinement_and_the_polish(net):
                                                   ("--refine-steps", "-1", "must be >= 0, got -1"),
                                                   ("--polish-steps", "-2", "must be >= 0, got -2"),
                                                   ("--occurrence-hold", "-1", "must be >= 0, got -1"),
-                                                  ("--spectrum-scale", "rel", "invalid choice: 'rel' (choose from 'absolute', 'relative')")])
+                                                  ("--spectrum-scale", "rel", "invalid choice: 'rel' (choose from 'absolute', 'relative', 'hybrid')")])
 def test_correspondence_flags_out_of_range(flag, value, message, capsys):
     with pytest.raises(SystemExit) as e:
         gen.main(["x.png", "--backbone", "random", flag, value])

@@ -59,6 +59,21 @@ def test_relative_spectrum_term_weighs_fine_ripples_on_a_smooth_target_more_than
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+def test_hybrid_spectrum_term_prices_ripples_as_the_relative_one_and_a_weakened_peak_far_higher():
+    """--spectrum-scale hybrid: relative errors, but frequencies stronger than the target's mean power
+    count as that mean, so a weakened spectral peak (stripes at 20% less contrast) costs more than
+    under the relative scale, which barely sees it, while ripples on the smooth rest cost the same."""
+    cols = torch.arange(64.0)[None, :].expand(64, 64)
+    stripes = 0.1 * torch.cos(2 * torch.pi * 8 * cols / 64)
+    t = smooth_texture() + stripes
+    rows = torch.arange(64.0)[:, None].expand(64, 64)
+    ripples = (t + 0.01 * torch.cos(torch.pi * 0.8 * rows))[None, None]
+    weak = (t - 0.2 * stripes)[None, None]
+    relative, hybrid = (spectrum.spectrum_loss([t], (64, 64), "cpu", s) for s in ("relative", "hybrid"))
+    assert hybrid(ripples).item() == pytest.approx(relative(ripples).item(), rel=0.05)
+    assert hybrid(weak).item() > 10 * relative(weak).item()
+
+
 def test_spectrum_scale_flag_reaches_the_synthesis_options():
     assert fidelity.method_options("spectrum-relative", torch.float32)[1].spectrum_scale == "relative"
     assert fidelity.method_options("default", torch.float32)[1].spectrum_scale == "absolute"
