@@ -172,6 +172,8 @@ def test_time_budget_then_resume_equals_an_uninterrupted_run(firsts, tmp_path):
 def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, trained, tmp_path):
     with pytest.raises(SystemExit, match="--steps: gen.py's flag"):
         texnet.main(["train", firsts[0], "--steps", "5"])
+    with pytest.raises(SystemExit, match="--refine-steps: gen.py's flag"):  # a generator has no result to refine
+        texnet.main(["train", firsts[0], "--refine-steps", "10"])
     with pytest.raises(SystemExit, match="--texnet-size 40: must be a multiple of 16"):
         texnet.main(["train", firsts[0], "--texnet-size", "40"])
     with pytest.raises(SystemExit, match="--size 34 32 .* multiples of 4"):
