@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import model as M
 import train
 from bench_quality import QUALITY
-from bench_synthesis import bench_refine_sizes, bench_synthesis, bench_texnet, synthesis_net
+from bench_synthesis import bench_refine_sizes, bench_synthesis, bench_texnet
 from demo import make_demo
 from kylberg import KYLBERG
 from hyperparams import Hyperparams, given, parse_args, save_args, save_json
@@ -285,7 +285,7 @@ def main(argv=None):
             "default, iteration vs bare network")
         results["synthesis"], results["iteration"] = bench_synthesis(args, device, dtype)
         say(f"refinement iteration vs the Gram + spectrum one at {args.bench_refine_sizes} px")
-        results["refine"] = bench_refine_sizes(args, synthesis_net(args, device), dtype, device)
+        results["refine"] = bench_refine_sizes(args, device, dtype)
         say(f"texnet.py sample vs gen.py iteration at {args.bench_texnet_size} px")
         results["texnet"] = bench_texnet(args, device, dtype, data_dir)
         say("done")

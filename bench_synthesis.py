@@ -118,11 +118,12 @@ def bench_synthesis(args, device, dtype):
 ALL_PATCHES_UP_TO = 192  # side up to which the refinement is also timed with every target patch (beyond: minutes)
 
 
-def bench_refine_sizes(args, net, dtype, device):
+def bench_refine_sizes(args, device, dtype):
     """Section refine: per side of --bench-refine-sizes (output = target, a centre crop of --bench-photo),
     the refinement's iteration (fidelity method refine) against the iteration before it (Gram +
     spectrum), interleaved; up to ALL_PATCHES_UP_TO px also with every target patch instead of at most
     --gcd-patches of them."""
+    net = synthesis_net(args, device)
     layers, options = fidelity.method_options("refine", dtype)
     first, refine = dataclasses.replace(options, refine_steps=0), synthesis.refinement(options)
     c, out = args.bench_chunk, []
