@@ -126,14 +126,30 @@ def test_cli_combines_gram_and_correspondence_and_names_a_bad_tap(net, tmp_path)
         gen.main([str(path), "--ckpt", ckpt, "--gen-dir", str(out), "--refine-steps", "2", "--refine-layers", "relu9_1"])
 
 
+REFINED = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
+
+
+@pytest.fixture(scope="module")
+def gram_run(net):
+    """Discs, the Gram + spectrum options, and their result without a refinement."""
+    target, opts = discs(48, 3), synthesis.Options(steps=30, dtype=torch.float32, spectrum_weight=0.3)
+    return target, opts, synthesis.synthesize(net, [target], REFINED, None, opts, seeds=[4])[0]
+
+
+@pytest.fixture(scope="module")
+def refined(net, gram_run):
+    """{--gcd-patches: the same run with a 30-iteration refinement}."""
+    target, opts, _ = gram_run
+    return {n: synthesis.synthesize(net, [target], REFINED, None,
+                                    dataclasses.replace(opts, refine_steps=30, gcd_patches=n), seeds=[4])[0]
+            for n in (1024, 64)}
+
+
 @pytest.mark.parametrize("patches", [1024, 64])
-def test_refinement_sharpens_the_gram_result_where_it_is_without_copying(net, patches):
+def test_refinement_sharpens_the_gram_result_where_it_is_without_copying(gram_run, refined, patches):
     """--refine-steps: the correspondence term after the Gram synthesis improves the patch measures
     without copying the target, also from a sample of the target's patches (64 of relu1_1's 196)."""
-    target, layers = discs(48, 3), {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
-    opts = synthesis.Options(steps=30, dtype=torch.float32, spectrum_weight=0.3, gcd_patches=patches)
-    base = synthesis.synthesize(net, [target], layers, None, opts, seeds=[4])[0]
-    r = synthesis.synthesize(net, [target], layers, None, dataclasses.replace(opts, refine_steps=30), seeds=[4])[0]
+    (target, _, base), r = gram_run, refined[patches]
     assert r["message"] is None and r["steps"] == base["steps"] + 30 and r["refine"]["steps"] == 30
     assert r["curve"][:base["steps"]] == base["curve"] and "gcd:relu1_1" in r["layer_losses"]
     before, after = quality.measures(base["image"], target), quality.measures(r["image"], target)
@@ -181,12 +197,9 @@ def test_held_occurrence_penalty_lets_lbfgs_lower_the_loss_where_a_moving_one_st
     assert final[5] < 0.5 * final[0] and final[0] > 0.3 * start, (final, start)
 
 
-def test_polish_after_the_refinement_goes_back_to_the_gram_loss_and_keeps_part_of_the_gain(net):
+def test_polish_after_the_refinement_goes_back_to_the_gram_loss_and_keeps_part_of_the_gain(net, gram_run, refined):
     """--polish-steps: the first part's loss again after the refinement, from the refined image."""
-    target, layers = discs(48, 3), {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
-    opts = synthesis.Options(steps=30, dtype=torch.float32, spectrum_weight=0.3)
-    base = synthesis.synthesize(net, [target], layers, None, opts, seeds=[4])[0]
-    fine = synthesis.synthesize(net, [target], layers, None, dataclasses.replace(opts, refine_steps=30), seeds=[4])[0]
+    (target, opts, base), fine, layers = gram_run, refined[1024], REFINED
     r = synthesis.synthesize(net, [target], layers, None, dataclasses.replace(opts, refine_steps=30, polish_steps=15),
                              seeds=[4])[0]
     assert r["message"] is None and r["steps"] == fine["steps"] + 15 and r["polish"]["steps"] == 15
