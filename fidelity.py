@@ -52,7 +52,10 @@ METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
            "spectrum-hybrid": ["--spectrum-scale", "hybrid"],
            # both: the relative spectrum term takes the ripples, the refinement keeps the demo's peaks
            "refine-polish-relative": ["--refine-steps", "100", "--gcd-weight", "0.3", "--polish-steps", "30",
-                                      "--spectrum-scale", "relative"]}
+                                      "--spectrum-scale", "relative"],
+           # the same with the hybrid scale: the demo's peaks kept best
+           "refine-polish-hybrid": ["--refine-steps", "100", "--gcd-weight", "0.3", "--polish-steps", "30",
+                                    "--spectrum-scale", "hybrid"]}
 MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn",
             "patch_cover", "copy_share"]
 REFERENCE = "sample c (reference)"
