@@ -49,7 +49,7 @@ from layer_spec import parse_layers
 from pictures import collection, write_png
 from quality import hist_distance
 from levels import auto_levels, level_steps, levels_problem
-from synthesis import Options, downsampling, synthesize, taps
+from synthesis import Options, downsampling, smallest_side, synthesize, taps
 from targets import load_target, plan, training_images
 
 # ---- the classifier's verdict -------------------------------------------------------------
@@ -189,7 +189,7 @@ def check_flags(args, given):
     return None
 
 
-def prepare(jobs, args, least, factor, train_set):
+def prepare(jobs, args, least, factor, coarsest, train_set):
     """Load this process's targets and group them by output size; returns (groups, {failed path: why})."""
     groups, failed = {}, {}
     for job in jobs:
@@ -203,7 +203,7 @@ def prepare(jobs, args, least, factor, train_set):
         why = f"--tile needs sides that are multiples of {factor}; pass --size" \
             if args.tile and any(s % factor for s in size) else None
         if not why and args.levels > 1 and (problem := levels_problem(size, job["target"].shape, args.levels,
-                                                                      factor, args.tile)):
+                                                                      factor, args.tile, coarsest)):
             why = f"--levels {args.levels}: {problem}"
         if why:
             tqdm.write(f"{job['path']}: {why}", file=sys.stderr)
@@ -232,7 +232,8 @@ def synthesise_share(groups, net, layers, opts, args, info, judge):
 
 
 def setup(args, device, dtype):
-    """(synthesis network, judge, checkpoint record, layers, options, factor, least side) from the flags."""
+    """(synthesis network, judge, checkpoint record, layers, options, factor, least side, least side of a
+    coarse level) from the flags."""
     try:
         net, judge, found = backbones.networks(args)
         net = net.to(device).eval().requires_grad_(False)
@@ -246,12 +247,12 @@ def setup(args, device, dtype):
     if args.size and (min(args.size) < least or (args.tile and any(s % factor for s in args.size))):
         raise SystemExit(f"--size {args.size[0]} {args.size[1]}: must be at least {least}"
                          f"{f' and a multiple of {factor} with --tile' if args.tile else ''} for {args.layers}")
-    return net, judge, found, layers, opts, factor, least
+    return net, judge, found, layers, opts, factor, least, smallest_side(net, taps(layers, opts))
 
 
 def run(args, explicit, rank, world, device):
     dtype = model.pick_dtype(args.dtype, device)
-    net, judge, found, layers, opts, factor, least = setup(args, device, dtype)
+    net, judge, found, layers, opts, factor, least, coarsest = setup(args, device, dtype)
     if found and "image_size" not in explicit and "image_size" in found["hparams"]:
         args.image_size = found["hparams"]["image_size"]  # the crop the classifier was trained on
     if found and rank == 0:
@@ -265,7 +266,7 @@ def run(args, explicit, rank, world, device):
     start = time.time()
     jobs = plan(args.targets, args.gen_dir, args.seed)
     train_set = training_images(found["hparams"]) if found else None
-    groups, failed = prepare(jobs[rank::world], args, least, factor, train_set)
+    groups, failed = prepare(jobs[rank::world], args, least, factor, coarsest, train_set)
     failed.update(synthesise_share(groups, net, layers, opts, args, info, judge))
     if world > 1:  # every process gets here, whatever failed on it
         everyone = [None] * world

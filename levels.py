@@ -10,16 +10,17 @@ def auto_levels(size, target_side, factor, tile):
     levels = 1
     if min(size) >= 2 * target_side:
         while (levels < 4 and target_side >> levels >= max(2 * factor, 48)
-               and not levels_problem(size, (target_side,), levels + 1, factor, tile)):
+               and not levels_problem(size, (target_side,), levels + 1, factor, tile, 2 * factor)):
             levels += 1
     return levels
 
 
-def levels_problem(size, target_shape, levels, factor, tile):
-    """Why `levels` cannot work for this output size and target (None if it can)."""
+def levels_problem(size, target_shape, levels, factor, tile, least):
+    """Why `levels` cannot work for this output size and target (None if it can): the coarsest level
+    must be at least `least` px (synthesis.smallest_side), and with tile a multiple of `factor`."""
     k = 2 ** (levels - 1)
-    if min(target_shape) // k < factor or min(size) // k < factor:
-        return f"the coarsest level would be below {factor} px (output {min(size) // k}, target {min(target_shape) // k})"
+    if min(target_shape) // k < least or min(size) // k < least:
+        return f"the coarsest level would be below {least} px (output {min(size) // k}, target {min(target_shape) // k})"
     if tile and any(s % (factor * k) for s in size):
         return f"--tile needs sides that are multiples of {factor * k} with {levels} levels"
     return None

@@ -25,6 +25,14 @@ def downsampling(net, layers):
     return 2 ** sum(n.startswith("pool") for n in net.names[: deepest + 1])
 
 
+def smallest_side(net, layers):
+    """The smallest input side the taps can be computed on: downsampling(), twice that if a
+    convolution runs on the last pooled map (its reflect or circular padding needs 2 px)."""
+    names = net.names[: max(net.names.index(n) for n in layers) + 1]
+    last_pool = max((i for i, n in enumerate(names) if n.startswith("pool")), default=-1)
+    return downsampling(net, layers) * (2 if any(n.startswith("conv") for n in names[last_pool + 1:]) else 1)
+
+
 # ---- optimisation ---------------------------------------------------------------------------
 
 def taps(layers, options):

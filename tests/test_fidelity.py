@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import gen
+import layer_spec
 import levels
 import losses
 import synthesis
@@ -115,8 +116,9 @@ def test_spectrum_constraint_keeps_more_of_the_lattice_than_gram_alone(runs, dot
 def test_levels_choice_and_periodic_upsampling():
     assert levels.auto_levels((1024, 1024), 224, 16, False) == 3 and levels.auto_levels((224, 224), 224, 16, False) == 1
     assert levels.level_steps(100, 3) == [100, 50, 25]
-    assert "multiples of 64" in levels.levels_problem((96, 96), (64, 64), 3, 16, True)
-    assert "below 16 px" in levels.levels_problem((128, 128), (32, 32), 3, 16, False)
+    assert "multiples of 64" in levels.levels_problem((96, 96), (64, 64), 3, 16, True, 16)
+    assert "below 16 px" in levels.levels_problem((128, 128), (32, 32), 3, 16, False, 16)
+    assert levels.levels_problem((64, 64), (64, 64), 2, 16, False, 32) is None
     img = lattice((32, 32), period=8.0, angle=0.0)  # exactly periodic in 32 px
     up = levels.upsample(img, (64, 64), tile=True)
     assert up.shape == (64, 64)
@@ -146,6 +148,12 @@ def test_coarse_to_fine_gives_the_asked_size_within_a_memory_bound():
     assert line.startswith("(128, 128) [[32, 32], [64, 64], [128, 128]] [4, 2, 1] ")
     grow_mb = int(line.rsplit(" ", 1)[1])
     assert grow_mb < 256  # VGG-19 to pool2 on 128x128 in fp32 with its backward pass: tens of MB
+
+
+def test_smallest_side_leaves_the_convolutions_after_the_last_pooling_two_pixels(net):
+    assert synthesis.smallest_side(net, layer_spec.parse_layers("relu1_1,relu5_1")) == 32
+    assert synthesis.smallest_side(net, layer_spec.parse_layers("original")) == 16  # ends at pool4
+    assert synthesis.smallest_side(net, {"relu1_1": 1.0}) == 2
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -179,5 +187,6 @@ def test_cli_writes_quality_and_the_run_report(net, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "spectrum_distance" in table and "copy_share" in table and "\nmean " in table
     with pytest.raises(SystemExit, match="1 of 1 target"):
-        gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "1", "--levels", "3"])
-    assert "--levels 3: the coarsest level would be below 16 px" in capsys.readouterr().err
+        gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "1", "--levels", "2"])
+    # 24 px: pool4 would leave 1 px for conv5_1's padding
+    assert "--levels 2: the coarsest level would be below 32 px" in capsys.readouterr().err
