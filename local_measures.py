@@ -9,7 +9,8 @@ uses the network or a loss. quality.measures reports them:
     patch_cover    each 7x7 target patch to its nearest patch of the image, the same: is every
                    structure of the target present (0: all of them)?
     copy_share     share of the image's textured 16x16 patches that are near-exact copies of a
-                   target patch (a method that copies the target scores 1; new texture about 0)
+                   target patch, nearer to it than the target's own repeats of it are (a method that
+                   copies the target scores 1; new texture about 0)
 """
 import numpy as np
 import torch
@@ -55,7 +56,8 @@ def patches(grey, size, stride):
 
 
 def nearest(queries, pool):
-    """RMS distance (per pixel) from each query patch to its nearest patch of the pool.
+    """(distance, index): RMS distance (per pixel) from each query patch to its nearest patch of the
+    pool, and that patch's row in the pool.
 
     The argmin comes from matmul distances in blocks of queries and pool patches (the distance
     matrix of a 256 px image would not fit in the cache, and writing it costs more than computing
@@ -71,26 +73,45 @@ def nearest(queries, pool):
             closer = d < best_d[rows]
             best_d[rows] = torch.where(closer, d, best_d[rows])
             best[rows] = torch.where(closer, k + j, best[rows])
-    return (queries - pool[best]).square().mean(1).sqrt()
+    return (queries - pool[best]).square().mean(1).sqrt(), best
 
 
 def patch_distances(img, target, size=NN_PATCH, stride=NN_STRIDE):
     """(patch_nn, patch_cover): mean nearest-patch RMS distance in grey levels, image to target and back.
     Every patch (stride 1) of the other image is a candidate, so a shifted copy scores 0."""
     a, b = grey_levels(img), grey_levels(target)
-    there = nearest(patches(a, size, stride), patches(b, size, 1)).mean().item()
-    back = nearest(patches(b, size, stride), patches(a, size, 1)).mean().item()
+    there = nearest(patches(a, size, stride), patches(b, size, 1))[0].mean().item()
+    back = nearest(patches(b, size, stride), patches(a, size, 1))[0].mean().item()
     return there, back
 
 
+def own_repeat(pool, rows, width, size):
+    """RMS distance from each of the pool's patches `rows` (stride 1, `width` per image row) to its
+    nearest patch of the pool that does not overlap it: how closely the image repeats that patch."""
+    y, x = torch.arange(len(pool)) // width, torch.arange(len(pool)) % width
+    out = []
+    for r in rows.split(16):
+        d = torch.cdist(pool[r], pool).square() / pool.shape[1]
+        overlap = ((y[r, None] - y).abs() < size) & ((x[r, None] - x).abs() < size)
+        out.append(d.masked_fill(overlap, float("inf")).min(1).values.sqrt())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
 def copy_share(img, target, size=COPY_PATCH, stride=COPY_STRIDE, min_std=COPY_STD, max_rms=COPY_RMS):
-    """Share of the image's textured patches (std > min_std grey levels) whose nearest target patch
-    is within max_rms grey levels RMS: copied verbatim. 0 when the image has no textured patch."""
+    """Share of the image's textured patches (std > min_std grey levels) that copy a target patch:
+    within max_rms grey levels RMS of it, and nearer to it than the target's nearest other
+    (non-overlapping) patch is. A structure the target itself repeats that closely, such as a
+    brick's straight mortar segments, is drawn, not copied. 0 when the image has no textured patch."""
     q = patches(grey_levels(img), size, stride)
     q = q[q.std(1) > min_std]
     if not len(q):
         return 0.0
-    return (nearest(q, patches(grey_levels(target), size, 1)) < max_rms).float().mean().item()
+    t = grey_levels(target)
+    pool = patches(t, size, 1)
+    d, best = nearest(q, pool)
+    close = torch.nonzero(d < max_rms).flatten()
+    copied = d[close] < own_repeat(pool, best[close], t.shape[1] - size + 1, size)
+    return copied.sum().item() / len(q)
 
 
 def local_measures(img, target):

@@ -61,6 +61,20 @@ def test_wholesale_copy_in_a_larger_output_scores_badly():
     assert L.copy_share(texture("blobs", 5, 128), target) < 0.1
 
 
+def test_a_structure_the_target_repeats_is_drawn_not_copied():
+    """An element the target shows twice (a brick's mortar segment) is the texture's own: an output
+    patch that matches it is no copy. An element the target shows once is copied."""
+    g = torch.Generator().manual_seed(4)
+    repeated, unique = torch.rand(16, 16, generator=g), torch.rand(16, 16, generator=g)
+    target = texture("blobs", 0, 64)
+    target[0:16, 0:16] = target[40:56, 40:56] = repeated
+    target[0:16, 40:56] = unique
+    pool = L.patches(L.grey_levels(target), 16, 1)
+    for element, share in ((repeated, 0.0), (unique, 1.0)):
+        assert L.nearest(L.patches(L.grey_levels(element), 16, 1), pool)[0].item() == 0  # both within max_rms
+        assert L.copy_share(element, target) == share
+
+
 def test_flat_image_has_no_textured_patch_to_copy():
     assert L.copy_share(torch.full((48, 48), 0.5), texture("blobs", 0, 48)) == 0.0
 
@@ -70,7 +84,7 @@ def test_blocked_nearest_search_matches_brute_force(monkeypatch):
     g = torch.Generator().manual_seed(0)
     queries, pool = torch.rand(300, 49, generator=g) * 255, torch.rand(500, 49, generator=g) * 255
     want = torch.cdist(queries.double(), pool.double()).min(1).values / 7
-    assert torch.allclose(L.nearest(queries, pool).double(), want, rtol=1e-5)
+    assert torch.allclose(L.nearest(queries, pool)[0].double(), want, rtol=1e-5)
 
 
 def test_report_has_the_new_columns():
