@@ -15,11 +15,13 @@ hits both alike):
   synthesis  time to quality on a real photograph (--bench-photo): the original recipe (Adam lr 1e-4 from
              U(0,1), standardised Gram at pool1-pool4, max pooling, zero padding, clamp) until it plateaus
              (at most --bench-orig-steps or --bench-orig-seconds), with local_measures' LBP distance and
-             patch distances both ways recorded along the way; then each method of fidelity.METHODS (gen.py's
-             default first): the seconds until it reaches each of the original's final measures, and the
-             speed-up to reach all of them (iteration counts times iteration times timed side by side)
-  iteration  one synthesis iteration of gen.py's default vs a bare forward+backward of the same network,
-             and the same without the optimiser (forward, loss terms, backward): where the extra time goes;
+             patch distances both ways recorded along the way; then each method of fidelity.METHODS without
+             a refinement (gram-spectrum, the default's first part, first): the seconds until it reaches each
+             of the original's final measures, and the speed-up to reach all of them (iteration counts
+             times iteration times timed side by side)
+  iteration  one iteration of gen.py's default (its Gram + spectrum part) vs a bare forward+backward of
+             the same network, and the same without the optimiser (forward, loss terms, backward): where
+             the extra time goes;
              one iteration of --loss gcd (guided correspondence) against the same bare pass, and one of
              the refinement of the fidelity method refine (--refine-steps)
   refine     that refinement's iteration vs the Gram + spectrum iteration before it, at each side of
@@ -27,7 +29,8 @@ hits both alike):
              its cost grows with the output alone
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
-             not depend on its weights) vs one iteration of gen.py's default at that size
+             not depend on its weights) vs one iteration of gen.py's default at that size (made coarse to
+             fine, so without the refinement)
 Results: a table on stdout and --bench-dir/bench.json (plus the settings, args.json).
 """
 import argparse

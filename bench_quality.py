@@ -21,7 +21,8 @@ ORIGINAL = synthesis.Options(optimizer="adam", lr=1e-4, init="uniform", features
 
 def timed_methods(dtype):
     """{name: (layers, options)} of the fidelity.METHODS timed to quality: all but those with a
-    refinement, whose first part is the default's run (bench.py times a refinement's iteration apart)."""
+    refinement (the default among them), whose first part is method gram-spectrum's run (bench.py times a
+    refinement's iteration apart)."""
     methods = {name: fidelity.method_options(name, dtype) for name in fidelity.METHODS}
     return {name: m for name, m in methods.items() if not m[1].refine_steps}
 

@@ -84,11 +84,13 @@ def loss_times(net, target, layers, options, steps, device):
 
 def bench_synthesis(args, device, dtype):
     """Sections synthesis and iteration: iteration counts from time_to_quality, the time per iteration of
-    each recipe from interleaved timed chunks, and of the default's loss alone and of the bare network."""
+    each recipe from interleaved timed chunks, and of the default's loss alone and of the bare network.
+    The default's iteration is that of its Gram + spectrum part (method gram-spectrum), which reaches
+    the original's quality before the refinement starts; the refinement's iteration is timed apart."""
     net = synthesis_net(args, device)
     target, quality = time_to_quality(args, net, dtype, device)
     methods = timed_methods(dtype)
-    layers, options = methods["default"]
+    layers, options = methods["gram-spectrum"]
     refine_layers, refine = fidelity.method_options("refine", dtype)
     c = args.bench_chunk
     t = interleave({
@@ -106,10 +108,10 @@ def bench_synthesis(args, device, dtype):
         m["speedup"] = None if m["steps_to"]["all"] is None else \
             orig["steps"] / m["steps_to"]["all"] * t.ratio("original", name)
     synth = {"original_steps": orig["steps"], "original_seconds": orig["seconds"], "original_iteration_s": t["original"],
-             "default_iteration_s": t["default"], "image_size": args.image_size,
+             "default_iteration_s": t["gram-spectrum"], "image_size": args.image_size,
              "network": args.ckpt or f"random {net.arch}", **quality}
-    iteration = {"default_iteration_s": t["default"], "loss_s": t["loss"], "bare_forward_backward_s": t["bare"],
-                 "ratio": t.ratio("default", "bare"), "loss_ratio": t.ratio("loss", "bare"),
+    iteration = {"default_iteration_s": t["gram-spectrum"], "loss_s": t["loss"], "bare_forward_backward_s": t["bare"],
+                 "ratio": t.ratio("gram-spectrum", "bare"), "loss_ratio": t.ratio("loss", "bare"),
                  "gcd_iteration_s": t["gcd"], "gcd_ratio": t.ratio("gcd", "bare"),
                  "refine_iteration_s": t["refine"], "refine_ratio": t.ratio("refine", "bare")}
     return synth, iteration
@@ -143,7 +145,8 @@ def bench_refine_sizes(args, device, dtype):
 
 def bench_texnet(args, device, dtype, data_dir):
     """Section texnet: a sample of the default generator, tiled as texnet.py samples, vs one synthesis
-    iteration of gen.py's default for an output of the same size (the time between two iterations)."""
+    iteration of gen.py's default for an output of the same size (the time between two iterations; an
+    output that large is made coarse to fine, without the refinement)."""
     h, s = Hyperparams(), args.bench_texnet_size
     g = generator.Generator(h.texnet_scales, h.texnet_width, h.texnet_noise).to(device)
     generator.calibrate(g, generator.noise_pyramid(g, g.factor * 4, g.factor * 4, args.seed, device=device))
@@ -159,8 +162,8 @@ def bench_texnet(args, device, dtype, data_dir):
 
     def iteration():
         stamps = []
-        synthesis.synthesize(net, [target], layers, (s, s), dataclasses.replace(options, steps=2), seeds=[args.seed],
-                             callback=lambda *_: stamps.append(time.perf_counter()))
+        synthesis.synthesize(net, [target], layers, (s, s), dataclasses.replace(options, steps=2, refine_steps=0),
+                             seeds=[args.seed], callback=lambda *_: stamps.append(time.perf_counter()))
         return [stamps[1] - stamps[0]]
     t = interleave({"sample": sample, "iteration": iteration}, args.bench_repeats, device)
     return {"size": s, "sample_s": t["sample"], "sample_s_per_megapixel": t["sample"] / (s * s / 1e6),

@@ -39,23 +39,21 @@ from targets import plan
 
 GROUPS = ["device", "seed", "demo", "fidelity"]
 # name -> gen.py flags; the first is today's default. Every feature loss of losses.LOSSES is one.
-METHODS = {"default": [], "spectrum0": ["--spectrum-weight", "0"],
-           **{k: ["--loss", k] for k in losses.LOSSES if k != Hyperparams.loss},
+GRAM_ONLY = ["--refine-steps", "0"]  # the first part of the default alone: Gram + spectrum
+METHODS = {"default": [], "gram-spectrum": GRAM_ONLY, "spectrum0": ["--spectrum-weight", "0", *GRAM_ONLY],
+           **{k: ["--loss", k, *GRAM_ONLY] for k in losses.LOSSES if k != Hyperparams.loss},
            # the occurrence penalty changes with the matches between evaluations: Adam, not L-BFGS
-           "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1"],
-           "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1"],
-           # the default's result, then the correspondence term from relu1_1 on: objects where it put them
-           "refine": ["--refine-steps", "100", "--gcd-weight", "0.3"],
-           # then the default's loss again: no verbatim copies left
-           "refine-polish": ["--refine-steps", "100", "--gcd-weight", "0.3", "--polish-steps", "30"],
-           "spectrum-relative": ["--spectrum-scale", "relative"],
-           "spectrum-hybrid": ["--spectrum-scale", "hybrid"],
-           # both: the relative spectrum term takes the ripples, the refinement keeps the demo's peaks
-           "refine-polish-relative": ["--refine-steps", "100", "--gcd-weight", "0.3", "--polish-steps", "30",
-                                      "--spectrum-scale", "relative"],
+           "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1", "--gcd-weight", "1", *GRAM_ONLY],
+           "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1", "--gcd-weight", "1",
+                             *GRAM_ONLY],
+           # the default without its polish: the refinement's objects, and its verbatim copies
+           "refine": ["--polish-steps", "0"],
+           "spectrum-relative": ["--spectrum-scale", "relative", *GRAM_ONLY],
+           "spectrum-hybrid": ["--spectrum-scale", "hybrid", *GRAM_ONLY],
+           # the relative spectrum term takes the ripples, the refinement keeps the demo's peaks
+           "refine-polish-relative": ["--spectrum-scale", "relative"],
            # the same with the hybrid scale: the demo's peaks kept best
-           "refine-polish-hybrid": ["--refine-steps", "100", "--gcd-weight", "0.3", "--polish-steps", "30",
-                                    "--spectrum-scale", "hybrid"]}
+           "refine-polish-hybrid": ["--spectrum-scale", "hybrid"]}
 MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn",
             "patch_cover", "copy_share"]
 REFERENCE = "sample c (reference)"

@@ -1,5 +1,7 @@
 """Texture synthesis (Gatys et al. 2015): freeze the trained network and optimise an image, from
-noise, until its Gram matrices at the chosen layers match those of a target texture.
+noise, until its Gram matrices at the chosen layers match those of a target texture; then, for an
+output made in one level, sharpen its objects with a guided correspondence term (--refine-steps)
+and take back what that copied (--polish-steps).
 
     python gen.py data/kylberg/blanket1/blanket1-a-p001.png
     python gen.py a.png b.png --size 448 448 --tile          # twice the crop, periodically tileable
@@ -7,6 +9,7 @@ noise, until its Gram matrices at the chosen layers match those of a target text
     python gen.py a.png --backbone random                    # untrained weights: no checkpoint needed
     python gen.py a.png --backbone imagenet --backbone-weights vgg19-dcbb9e9d.pth  # Gatys' ImageNet VGG-19
     python gen.py a.png --loss swd --spectrum-weight 1          # whole feature distribution + Fourier spectrum
+    python gen.py a.png --refine-steps 0                     # Gram + spectrum alone, about 3x faster
     python gen.py a.png --loss gram+gcd --optimizer adam --gen-lr 0.1  # + guided correspondence of feature patches
     python gen.py a.png --size 1024 1024 --tile --steps 100    # coarse to fine (3 levels: 256, 512, 1024 px)
     python gen.py a.png --layers pool1,pool2:0.5 --optimizer adam --gen-lr 0.02 --time-budget 60
@@ -94,9 +97,10 @@ def cannot_write(args, e):
     return f"--gen-dir {args.gen_dir}: cannot write there ({e.strerror or e})"
 
 
-def run_group(net, jobs, size, layers, opts, args, info, judge=None):
+def run_group(net, jobs, size, layers, opts, args, info, judge=None, refine_given=True):
     """Synthesise a batch of same-size outputs with `opts` (Options) and write each target's folder;
-    returns {failed path: why}. `judge`: the trained classifier that gives the verdict (None: no verdict)."""
+    returns {failed path: why}. `judge`: the trained classifier that gives the verdict (None: no verdict);
+    refine_given False: --refine-steps is the default's, which an output made coarse to fine skips."""
     failed, ready = {}, []
     for j in jobs:
         try:
@@ -112,6 +116,10 @@ def run_group(net, jobs, size, layers, opts, args, info, judge=None):
     jobs = ready
     levels = opts.levels or auto_levels(size, min(min(j["target"].shape) for j in jobs),
                                         downsampling(net, taps(layers, opts)), opts.tile)
+    if levels > 1 and not refine_given:
+        # measured at the target's scale only; at full size each of its iterations costs about six of
+        # the levels' (docs/correspondence.md)
+        opts = dataclasses.replace(opts, refine_steps=0)
     after = opts.refine_steps + opts.polish_steps if opts.refine_steps else 0
     bar = tqdm(total=sum(level_steps(opts.steps, levels)) + after,
                desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}", disable=info["rank"] != 0)
@@ -217,12 +225,12 @@ def prepare(jobs, args, least, factor, coarsest, train_set):
     return groups, failed
 
 
-def synthesise_share(groups, net, layers, opts, args, info, judge):
+def synthesise_share(groups, net, layers, opts, args, info, judge, refine_given):
     """Every group of this process; a group that raises fails its own targets, the others go on."""
     failed = {}
     for size, group in groups.items():
         try:
-            failed.update(run_group(net, group, size, layers, opts, args, info, judge))
+            failed.update(run_group(net, group, size, layers, opts, args, info, judge, refine_given))
         except OSError as e:
             failed.update({j["path"]: cannot_write(args, e) for j in group})
         except Exception as e:  # a bug or a device error: shown in full, the other targets still run
@@ -267,7 +275,7 @@ def run(args, explicit, rank, world, device):
     jobs = plan(args.targets, args.gen_dir, args.seed)
     train_set = training_images(found["hparams"]) if found else None
     groups, failed = prepare(jobs[rank::world], args, least, factor, coarsest, train_set)
-    failed.update(synthesise_share(groups, net, layers, opts, args, info, judge))
+    failed.update(synthesise_share(groups, net, layers, opts, args, info, judge, "refine_steps" in explicit))
     if world > 1:  # every process gets here, whatever failed on it
         everyone = [None] * world
         dist.all_gather_object(everyone, failed)

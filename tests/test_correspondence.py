@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import correspondence
+from hyperparams import Hyperparams
 import gen
 import model
 import quality
@@ -166,7 +167,7 @@ def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_flags_without_
     model.save_checkpoint({"arch": "vgg19", "classes": ["discs1", "discs2", "y"], "model": net.state_dict()}, ckpt)
     out = tmp_path / "gen"
     gen.main([*paths, "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "4", "--refine-steps", "3",
-              "--refine-layers", "relu1_1,relu2_1", "--snapshot-every", "0", "--size", "96", "64", "--tile",
+              "--polish-steps", "0", "--refine-layers", "relu1_1,relu2_1", "--snapshot-every", "0", "--size", "96", "64", "--tile",
               "--levels", "2", "--layers", "relu1_1,relu2_1,relu3_1"])
     for k in (1, 2):
         r = json.load(open(out / f"discs{k}" / "result.json"))
@@ -175,11 +176,30 @@ def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_flags_without_
         assert r["steps"] == 4 + 2 + 3 and {"gcd:relu1_1", "gcd:relu2_1", "relu3_1"} <= set(r["layer_losses"])
     for flag, value in (("--refine-lr", "0.1"), ("--polish-steps", "5")):
         with pytest.raises(SystemExit):
-            gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), flag, value])
+            gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--refine-steps", "0", flag, value])
         assert "--polish-steps apply only with --refine-steps above 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--optimizer", "adam", "--occurrence-hold", "3"])
     assert "--occurrence-hold applies to --optimizer lbfgs only" in capsys.readouterr().err
+
+
+def test_default_refines_and_polishes_an_output_of_the_targets_size_but_not_one_made_coarse_to_fine(net, tmp_path):
+    path = str(tmp_path / "discs1-a-p001.png")
+    Image.fromarray((discs(48, 1) * 255).round().byte().numpy()).save(path)
+    ckpt = str(tmp_path / model.ckpt_name(1))
+    model.save_checkpoint({"arch": "vgg19", "classes": ["discs1", "x", "y"], "model": net.state_dict()}, ckpt)
+    common = [path, "--ckpt", ckpt, "--steps", "2", "--snapshot-every", "0", "--layers", "relu1_1,relu2_1,relu3_1"]
+    runs = {"same size": [], "coarse to fine": ["--size", "96", "96", "--levels", "2"],
+            "coarse to fine, asked": ["--size", "96", "96", "--levels", "2", "--refine-steps", "3"]}
+    got = {}
+    for name, flags in runs.items():
+        gen.main([*common, *flags, "--gen-dir", str(tmp_path / name)])
+        got[name] = json.load(open(tmp_path / name / "discs1" / "result.json"))
+    same = got["same size"]
+    assert same["refine"]["steps"] == Hyperparams.refine_steps and same["polish"]["steps"] == Hyperparams.polish_steps
+    assert same["steps"] == 2 + Hyperparams.refine_steps + Hyperparams.polish_steps
+    assert got["coarse to fine"]["refine"] is None and got["coarse to fine"]["steps"] == 2 + 1
+    assert got["coarse to fine, asked"]["refine"]["steps"] == 3
 
 
 def test_held_occurrence_penalty_lets_lbfgs_lower_the_loss_where_a_moving_one_stalls(net):

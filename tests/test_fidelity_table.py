@@ -31,7 +31,7 @@ def test_every_method_is_measured_on_photographs_and_demo_classes(first_run):
     for (method, _), r in rows.items():
         assert r["outputs"] == 1 and all(r[k] is not None for k in fidelity.MEASURES), method
     # the reference is a real new sample of the texture: its patches are structures of the target
-    assert rows[fidelity.REFERENCE, "photographs"]["patch_nn"] < rows["default", "photographs"]["patch_nn"]
+    assert rows[fidelity.REFERENCE, "photographs"]["patch_nn"] < rows["gram-spectrum", "photographs"]["patch_nn"]
     for r in result["records"]:
         if r["method"] != fidelity.REFERENCE:
             assert set(quality.COLUMNS) - {"recognised", "seconds"} <= set(r["quality"])
@@ -61,7 +61,7 @@ def test_rerun_reuses_the_classifier_and_keeps_earlier_outputs(first_run, capsys
 
 
 def test_unknown_method_is_a_one_line_error():
-    with pytest.raises(SystemExit, match="--fidelity-methods: unknown nope; known: default,spectrum0"):
+    with pytest.raises(SystemExit, match="--fidelity-methods: unknown nope; known: default,gram-spectrum,spectrum0"):
         fidelity.main(["--fidelity-methods", "default,nope"])
 
 

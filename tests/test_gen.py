@@ -246,7 +246,7 @@ def test_process_group_backend_follows_the_device(script, firsts, tmp_path, monk
 def test_cli_writes_every_output(ckpt, firsts, tmp_path, classes):
     out = tmp_path / "gen"
     args = [firsts[0], firsts[1], firsts[0], "--ckpt", ckpt, "--gen-dir", str(out), "--size", "64", "32",
-            "--steps", "4", "--snapshot-every", "2", "--image-size", "32"]
+            "--steps", "4", "--snapshot-every", "2", "--image-size", "32", "--refine-steps", "0"]
     gen.main(args)
     label = dataset.label_from_filename(os.path.basename(firsts[0]))
     assert sorted(os.listdir(out / label)) == ["args.json", "final.png", "result.json", "snapshot_00002.png",
