@@ -39,17 +39,17 @@ from targets import plan
 
 GROUPS = ["device", "seed", "demo", "fidelity"]
 # name -> gen.py flags; the first is today's default. Every feature loss of losses.LOSSES is one.
-GRAM_ONLY = ["--refine-steps", "0"]  # the first part of the default alone: Gram + spectrum
-METHODS = {"default": [], "gram-spectrum": GRAM_ONLY, "spectrum0": ["--spectrum-weight", "0", *GRAM_ONLY],
-           **{k: ["--loss", k, *GRAM_ONLY] for k in losses.LOSSES if k != Hyperparams.loss},
+UNREFINED = ["--refine-steps", "0"]  # the first part of the default alone: Gram + spectrum
+METHODS = {"default": [], "gram-spectrum": UNREFINED, "spectrum0": ["--spectrum-weight", "0", *UNREFINED],
+           **{k: ["--loss", k, *UNREFINED] for k in losses.LOSSES if k != Hyperparams.loss},
            # the occurrence penalty changes with the matches between evaluations: Adam, not L-BFGS
-           "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1", "--gcd-weight", "1", *GRAM_ONLY],
+           "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1", "--gcd-weight", "1", *UNREFINED],
            "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1", "--gcd-weight", "1",
-                             *GRAM_ONLY],
+                             *UNREFINED],
            # the default without its polish: the refinement's objects, and its verbatim copies
            "refine": ["--polish-steps", "0"],
-           "spectrum-relative": ["--spectrum-scale", "relative", *GRAM_ONLY],
-           "spectrum-hybrid": ["--spectrum-scale", "hybrid", *GRAM_ONLY],
+           "spectrum-relative": ["--spectrum-scale", "relative", *UNREFINED],
+           "spectrum-hybrid": ["--spectrum-scale", "hybrid", *UNREFINED],
            # the relative spectrum term takes the ripples, the refinement keeps the demo's peaks
            "refine-polish-relative": ["--spectrum-scale", "relative"],
            # the same with the hybrid scale: the demo's peaks kept best

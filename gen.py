@@ -97,7 +97,7 @@ def cannot_write(args, e):
     return f"--gen-dir {args.gen_dir}: cannot write there ({e.strerror or e})"
 
 
-def run_group(net, jobs, size, layers, opts, args, info, judge=None, refine_given=True):
+def run_group(net, jobs, size, layers, opts, args, info, judge, refine_given):
     """Synthesise a batch of same-size outputs with `opts` (Options) and write each target's folder;
     returns {failed path: why}. `judge`: the trained classifier that gives the verdict (None: no verdict);
     refine_given False: --refine-steps is the default's, which an output made coarse to fine skips."""

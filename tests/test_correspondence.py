@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 import correspondence
-from hyperparams import Hyperparams
 import gen
 import model
 import quality
 import synthesis
+from hyperparams import Hyperparams
 
 GCD = {"relu2_1": 1.0, "relu3_1": 1.0}
 
@@ -167,8 +167,8 @@ def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_flags_without_
     model.save_checkpoint({"arch": "vgg19", "classes": ["discs1", "discs2", "y"], "model": net.state_dict()}, ckpt)
     out = tmp_path / "gen"
     gen.main([*paths, "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "4", "--refine-steps", "3",
-              "--polish-steps", "0", "--refine-layers", "relu1_1,relu2_1", "--snapshot-every", "0", "--size", "96", "64", "--tile",
-              "--levels", "2", "--layers", "relu1_1,relu2_1,relu3_1"])
+              "--polish-steps", "0", "--refine-layers", "relu1_1,relu2_1", "--snapshot-every", "0",
+              "--size", "96", "64", "--tile", "--levels", "2", "--layers", "relu1_1,relu2_1,relu3_1"])
     for k in (1, 2):
         r = json.load(open(out / f"discs{k}" / "result.json"))
         assert r["status"] == "ok" and r["size"] == [96, 64] and r["batch"] == 2
