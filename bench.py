@@ -15,7 +15,7 @@ hits both alike):
   synthesis  time to quality on a real photograph (--bench-photo): the original recipe (Adam lr 1e-4 from
              U(0,1), standardised Gram at pool1-pool4, max pooling, zero padding, clamp) until it plateaus
              (at most --bench-orig-steps or --bench-orig-seconds), with local_measures' LBP distance and
-             patch distances both ways recorded along the way; then each method of fidelity.METHODS without
+             patch distances both ways recorded along the way; then each method of texture.synthesis.methods without
              a refinement (gram-spectrum, the default's first part, first): the seconds until it reaches each
              of the original's final measures, and the speed-up to reach all of them (iteration counts
              times iteration times timed side by side)
@@ -23,7 +23,7 @@ hits both alike):
              the same network, and the same without the optimiser (forward, loss terms, backward): where
              the extra time goes;
              one iteration of --loss gcd (guided correspondence) against the same bare pass, and one of
-             the refinement of the fidelity method refine (--refine-steps)
+             the refinement of the method refine (--refine-steps)
   refine     that refinement's iteration vs the Gram + spectrum iteration before it, at each side of
              --bench-refine-sizes (output = target), and up to 192 px the same with every target patch:
              its cost grows with the output alone
@@ -44,14 +44,16 @@ from itertools import islice
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import model as M
-import train
-from bench_quality import QUALITY
-from bench_synthesis import bench_refine_sizes, bench_synthesis, bench_texnet
-from demo import make_demo
-from kylberg import KYLBERG
-from hyperparams import Hyperparams, given, parse_args, save_args, save_json
-from timing import interleave
+from hyperparams import Hyperparams, given, parse_args
+from texture.data.kylberg import KYLBERG
+from texture.data.procedural import make_demo
+from texture.measures.speed import bench_refine_sizes, bench_synthesis, bench_texnet
+from texture.measures.time_to_quality import QUALITY
+from texture.networks import training
+from texture.networks.checkpoints import CheckpointError, find_checkpoint
+from texture.run.device import cpu_has_fast_bf16, pick_device, pick_dtype
+from texture.run.outputs import save_args, save_json
+from texture.run.timing import interleave
 
 GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
 # --quick replaces these defaults (flags given explicitly still win).
@@ -66,7 +68,7 @@ def machine(device, dtype):
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     info = {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
-            "cpu": cpu, "threads": torch.get_num_threads(), "fast_bf16_cpu": M.cpu_has_fast_bf16()}
+            "cpu": cpu, "threads": torch.get_num_threads(), "fast_bf16_cpu": cpu_has_fast_bf16()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     if hasattr(os, "getloadavg"):
@@ -74,17 +76,17 @@ def machine(device, dtype):
     return info
 
 
-# ---- training: train.py's own setup (train.Run) and step (train.step_once) ------------------
+# ---- training: train.py's own setup (training.Run) and step (training.step_once) ------------------
 
 def training_run(args, data_dir, plain):
-    """A train.Run on the generated data with --bench-batch; `plain`: fp32, eager, default memory layout."""
+    """A training.Run on the generated data with --bench-batch; `plain`: fp32, eager, default memory layout."""
     h = dataclasses.asdict(Hyperparams())
     run_args = argparse.Namespace(**{**h, **{k: getattr(args, k) for k in ("device", "dtype", "seed", "image_size",
                                                                          "workers")},
                                      "data_dir": data_dir, "batch_size": args.bench_batch})
     if plain:
         run_args.dtype, run_args.compile = "fp32", "off"
-    run = train.Run(run_args, None, 0, 1, M.pick_device(args.device))
+    run = training.Run(run_args, None, 0, 1, pick_device(args.device))
     if plain:
         run.raw.to(memory_format=torch.contiguous_format)  # in place: the optimiser keeps its parameters
     return run
@@ -92,7 +94,7 @@ def training_run(args, data_dir, plain):
 
 def stepper(run):
     def step(batch):
-        train.step_once(run.model, run.opt, run.sched, run.scaler, batch, run.device, run.dtype, False)
+        training.step_once(run.model, run.opt, run.sched, run.scaler, batch, run.device, run.dtype, False)
     return step
 
 
@@ -160,7 +162,7 @@ def bench_data(args, device, data_dir):
     the same steps on the same batches already on the device."""
     run = training_run(args, data_dir, False)
     t0 = time.perf_counter()
-    train.load_split(run.args, 0, 1)  # as each run starts: from the uint8 cache
+    training.load_split(run.args, 0, 1)  # as each run starts: from the uint8 cache
     load_s = time.perf_counter() - t0
     step, epochs = stepper(run), iter(range(1, 1 << 30))
     ready = [(x.to(device), y.to(device)) for x, y in run.train_b]
@@ -205,7 +207,7 @@ def rows(r):
             ("iteration", "iteration / bare", f"{it['ratio']:.2f}x"),
             ("iteration", "--loss gcd iteration (correspondence alone), ms", f"{1e3 * it['gcd_iteration_s']:.1f}"),
             ("iteration", "--loss gcd iteration / bare", f"{it['gcd_ratio']:.2f}x"),
-            ("iteration", "fidelity method refine: refinement iteration, ms", f"{1e3 * it['refine_iteration_s']:.1f}"),
+            ("iteration", "method refine: refinement iteration, ms", f"{1e3 * it['refine_iteration_s']:.1f}"),
             ("iteration", "refinement iteration / bare", f"{it['refine_ratio']:.2f}x"),
             ("flops", "training step, GFLOP (counted)", f"{fl['flops_per_step'] / 1e9:.1f}"),
             ("flops", f"default step, GFLOP/s ({m['dtype']})", f"{fl['default_flop_per_s'] / 1e9:.1f}"),
@@ -260,8 +262,8 @@ def settings(argv):
         raise SystemExit(f"--bench-refine-sizes {spec}: comma-separated sides of at least 32 px")
     if args.ckpt:
         try:
-            path = M.find_checkpoint(args.ckpt)[0]
-        except M.CheckpointError as e:
+            path = find_checkpoint(args.ckpt)[0]
+        except CheckpointError as e:
             raise SystemExit(f"--ckpt: {e}")
         if not os.path.isfile(path):
             raise SystemExit(f"--ckpt {args.ckpt}: no such checkpoint file or folder")
@@ -270,8 +272,8 @@ def settings(argv):
 
 def main(argv=None):
     args = settings(argv)
-    device = M.pick_device(args.device)
-    dtype = M.pick_dtype(args.dtype, device)
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
     results = {"machine": machine(device, dtype)}
     start = time.perf_counter()
 
@@ -286,9 +288,9 @@ def main(argv=None):
         results["data"] = bench_data(args, device, data_dir)
         say(f"epoch / model-alone {results['data']['ratio']:.3f}; synthesis: original recipe vs gen.py's "
             "default, iteration vs bare network")
-        results["synthesis"], results["iteration"] = bench_synthesis(args, device, dtype)
+        results["synthesis"], results["iteration"] = bench_synthesis(args, device)
         say(f"refinement iteration vs the Gram + spectrum one at {args.bench_refine_sizes} px")
-        results["refine"] = bench_refine_sizes(args, device, dtype)
+        results["refine"] = bench_refine_sizes(args, device)
         say(f"texnet.py sample vs gen.py iteration at {args.bench_texnet_size} px")
         results["texnet"] = bench_texnet(args, device, dtype, data_dir)
         say("done")

@@ -6,9 +6,9 @@ quality.py's measures (none uses the network or the loss), with a picture of eve
     python fidelity.py --ckpt asset/fidelity/ckpt             # reuse a classifier
     python fidelity.py --demo-size 128 --fidelity-size 128 --fidelity-seeds 4 --fidelity-steps 500  # full setting
 
-One command does everything: the data (demo.make_demo: --demo-classes procedural classes and the
+One command does everything: the data (procedural.make_demo: --demo-classes procedural classes and the
 --demo-photos photographs, each photograph's quadrants samples a..d) in --fidelity-dir/data; the
-classifier (train.py on the `source` split, sample d held out) in --fidelity-dir/ckpt, trained unless
+classifier (trained as train.py trains it, on the `source` split, sample d held out) in --fidelity-dir/ckpt, trained unless
 it already holds one or --ckpt names one; then gen.py on the first patch of sample d of every class
 (regions of the photographs never seen in training) for every method and seed. Each run writes
 --fidelity-dir/fidelity_<time>.md (the table), .json (every target's measures) and .png (each
@@ -16,7 +16,6 @@ target beside each method's output). The reference row scores sample c's first p
 target: what a new photograph of the same texture scores.
 """
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -24,36 +23,18 @@ import time
 
 from PIL import Image, ImageDraw
 
-import dataset
-import demo
-import gen
-import layer_spec
-import losses
-import model
-import photos
-import pictures
-import quality
-import train
-from hyperparams import Hyperparams, add_arguments, parse_args, save_args, save_json, write_atomic
-from targets import plan
+from hyperparams import add_arguments, given, parse_args
+from texture.data import photographs, procedural
+from texture.data.images import DataError, center_crop, load_gray
+from texture.measures import quality
+from texture.networks import checkpoints as C
+from texture.networks import training
+from texture.run.device import pick_device
+from texture.run.outputs import save_args, save_json, to_uint8, write_atomic
+from texture.synthesis import batch
+from texture.synthesis.methods import METHODS
 
 GROUPS = ["device", "seed", "demo", "fidelity"]
-# name -> gen.py flags; the first is today's default. Every feature loss of losses.LOSSES is one.
-UNREFINED = ["--refine-steps", "0"]  # the first part of the default alone: Gram + spectrum
-METHODS = {"default": [], "gram-spectrum": UNREFINED, "spectrum0": ["--spectrum-weight", "0", *UNREFINED],
-           **{k: ["--loss", k, *UNREFINED] for k in losses.LOSSES if k != Hyperparams.loss},
-           # the occurrence penalty changes with the matches between evaluations: Adam, not L-BFGS
-           "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1", "--gcd-weight", "1", *UNREFINED],
-           "gram+gcd-adam": ["--loss", "gram+gcd", "--optimizer", "adam", "--gen-lr", "0.1", "--gcd-weight", "1",
-                             *UNREFINED],
-           # the default without its polish: the refinement's objects, and its verbatim copies
-           "refine": ["--polish-steps", "0"],
-           "spectrum-relative": ["--spectrum-scale", "relative", *UNREFINED],
-           "spectrum-hybrid": ["--spectrum-scale", "hybrid", *UNREFINED],
-           # the relative spectrum term takes the ripples, the refinement keeps the demo's peaks
-           "refine-polish-relative": ["--spectrum-scale", "relative"],
-           # the same with the hybrid scale: the demo's peaks kept best
-           "refine-polish-hybrid": ["--spectrum-scale", "hybrid"]}
 MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn",
             "patch_cover", "copy_share"]
 REFERENCE = "sample c (reference)"
@@ -67,18 +48,10 @@ def chosen_methods(spec):
     return names
 
 
-def method_options(name, dtype):
-    """(layers, synthesis.synthesize options) of a method: gen.py's defaults with its flags, for an output
-    as large as the target."""
-    given = vars(add_arguments(argparse.ArgumentParser(), ["gen"]).parse_args(METHODS[name]))
-    args = argparse.Namespace(**{**dataclasses.asdict(Hyperparams()), **given, "tile": False})
-    return layer_spec.parse_layers(args.layers), gen.options(args, dtype)
-
-
 def build_data(args, folder):
     """The demo set with photographs, written unless the folder already holds one with these settings."""
     want = {"classes": args.demo_classes, "patches": args.demo_patches, "size": args.demo_size, "seed": args.seed,
-            "photographs": list(demo.demo_photographs(args.demo_photos))}
+            "photographs": list(procedural.demo_photographs(args.demo_photos))}
     try:
         with open(os.path.join(folder, "demo.json"), encoding="utf-8") as f:
             have = json.load(f)
@@ -87,52 +60,61 @@ def build_data(args, folder):
             return have["classes"]
     except (OSError, ValueError, KeyError):
         pass
-    return demo.make_demo(folder, args.demo_classes, args.demo_patches, args.demo_size, args.seed,
-                            tuple(want["photographs"]))
+    return procedural.make_demo(folder, args.demo_classes, args.demo_patches, args.demo_size, args.seed,
+                                 tuple(want["photographs"]))
 
 
 def classifier(args, data_dir):
     """--ckpt, else the classifier in --fidelity-dir/ckpt: trained there now if it holds none, resumed if
-    its run was stopped before its last epoch (train.py saves a checkpoint on Ctrl-C)."""
+    its run was stopped before its last epoch (training saves a checkpoint on Ctrl-C)."""
     if args.ckpt:
         return args.ckpt
     folder = os.path.join(args.fidelity_dir, "ckpt")
-    found = model.checkpoints(folder)
+    found, resume = C.checkpoints(folder), None
     if found:
-        ckpt = model.load_checkpoint(found[-1])
+        ckpt = C.load_checkpoint(found[-1])
         if ckpt["epoch"] >= ckpt["hparams"]["epochs"]:
             print(f"reusing the classifier in {folder}")
             return folder
         print(f"resuming the classifier's training in {folder}")
-    train.main(["--data-dir", data_dir, "--split", "source", "--image-size", str(args.fidelity_train_size),
-                "--epochs", str(args.fidelity_epochs), "--ckpt-dir", folder, "--log-dir",
-                os.path.join(args.fidelity_dir, "log"), "--device", args.device, "--dtype", args.dtype,
-                "--seed", str(args.seed), *(["--resume"] if found else [])])
+        resume = (found[-1], ckpt)
+    argv = ["--data-dir", data_dir, "--split", "source", "--image-size", str(args.fidelity_train_size),
+            "--epochs", str(args.fidelity_epochs), "--ckpt-dir", folder, "--log-dir",
+            os.path.join(args.fidelity_dir, "log"), "--device", args.device, "--dtype", args.dtype,
+            "--seed", str(args.seed)]
+    train_args = add_arguments(argparse.ArgumentParser(), training.GROUPS).parse_args(argv)
+    train_args.resume = resume is not None
+    try:
+        training.Run(train_args, resume, 0, 1, pick_device(args.device)).fit()
+    except (DataError, C.CheckpointError) as e:
+        raise SystemExit(f"fidelity.py: error: {e}")
     return folder
 
 
 def crop(path, side):
-    return dataset.center_crop(dataset.load_gray(path).float() / 255, side)
+    return center_crop(load_gray(path).float() / 255, side)
 
 
 def synthesise(args, method, seed, targets, ckpt):
-    """gen.py with the method's flags on every target as one batch; its result.json per target."""
+    """The method's flags on every target as one batch, as gen.py runs them: each target's record
+    from this run (a failed target: its reason, no measures)."""
     out = os.path.join(args.fidelity_dir, "gen", method, f"seed{seed}")
     argv = [*targets, "--ckpt", ckpt, "--gen-dir", out, "--image-size", str(args.fidelity_size), "--steps",
             str(args.fidelity_steps), "--seed", str(seed), "--snapshot-every", "0", "--device", args.device,
             "--dtype", args.dtype, *METHODS[method]]
-    try:
-        gen.main(argv)
-    except SystemExit as e:  # some targets failed: the others are still reported
-        print(f"{method}, seed {seed}: {e}", file=sys.stderr)
+    gen_args = parse_args(None, batch.GROUPS, argv, extra=batch.add_flags, check=batch.check_flags)
+    jobs, records, failed = batch.synthesise(gen_args, given(argv, batch.GROUPS, batch.add_flags), 0, 1,
+                                             pick_device(args.device))
+    if failed:  # the others are still reported
+        print(f"{method}, seed {seed}: {len(failed)} target(s) failed: {failed}", file=sys.stderr)
+    done = {r["target"]: r for r in records}
     results = []
-    for job in plan(targets, out, seed):
-        path = os.path.join(job["dir"], "result.json")
-        with open(path, encoding="utf-8") as f:
-            r = json.load(f)
-        results.append({"dir": job["dir"], "label": job["label"], "quality": r.get("quality"),
-                        "recognised": (r.get("verdict") or {}).get("recognised"),
-                        "seconds": r["seconds"] / r["batch"], "message": r.get("message")})
+    for job in jobs:
+        r = done.get(job["path"], {})
+        results.append({"dir": os.path.join(out, r["name"]) if r else None, "label": job["label"],
+                        "quality": r.get("quality"), "recognised": (r.get("verdict") or {}).get("recognised"),
+                        "seconds": r["seconds"] / r["batch"] if r else None,
+                        "message": failed.get(job["path"], r.get("message"))})
     return results
 
 
@@ -174,7 +156,7 @@ def picture(targets, outputs, methods, path):
             img = t if name == "target" else outputs.get((name, label))
             draw.text((x + 1, y), f"{label[:14]}" if name == "target" else name[:14], fill=0)
             if img is not None:
-                grid.paste(Image.fromarray(pictures.to_uint8(img).numpy()), (x, y + band))
+                grid.paste(Image.fromarray(to_uint8(img).numpy()), (x, y + band))
     write_atomic(path, lambda tmp: grid.save(tmp, format="PNG", optimize=True))
 
 
@@ -206,9 +188,9 @@ def main(argv=None):
     data_dir = os.path.join(args.fidelity_dir, "data")
     try:
         classes = build_data(args, data_dir)
-    except dataset.DataError as e:
+    except DataError as e:
         raise SystemExit(f"fidelity.py: error: {e}")
-    photo_classes = set(photos.parse(args.demo_photos))
+    photo_classes = set(photographs.parse(args.demo_photos))
     ckpt = classifier(args, data_dir)
     paths = [os.path.join(data_dir, c, f"{c}-d-p001.png") for c in classes]
     targets = {c: crop(p, args.fidelity_size) for c, p in zip(classes, paths)}
@@ -220,9 +202,8 @@ def main(argv=None):
         for seed in range(args.seed, args.seed + args.fidelity_seeds):
             for r in synthesise(args, method, seed, paths, ckpt):
                 records.append({"method": method, "seed": seed, **r})
-                final = os.path.join(r["dir"], "final.png")
-                if seed == args.seed and os.path.isfile(final):
-                    outputs[method, r["label"]] = dataset.load_gray(final).float() / 255
+                if seed == args.seed and r["quality"] is not None:
+                    outputs[method, r["label"]] = load_gray(os.path.join(r["dir"], "final.png")).float() / 255
     rows = summary(records, photo_classes)
     base = new_base(os.path.join(args.fidelity_dir, f"fidelity_{time.strftime('%Y%m%d-%H%M%S')}"))
     table = markdown(rows)

@@ -9,8 +9,6 @@ parser whose flags are those fields (`batch_size` -> `--batch-size`).
 """
 import argparse
 import dataclasses
-import json
-import os
 import re
 from dataclasses import dataclass
 
@@ -224,30 +222,3 @@ def parse_args(doc, groups, argv=None, extra=None, check=None):
     if check and (problem := check(args, given(argv, groups, extra))):
         parser.error(problem)
     return args
-
-
-def write_atomic(path, write):
-    """`write(tmp)` to a temp file beside `path`, then rename it over `path`: a crash or a full disk
-    keeps the old file, and a failed write leaves no temp file behind. Every output goes through here."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def save_json(obj, path, **dump):
-    """Write obj as JSON atomically."""
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=str, **dump)
-    write_atomic(path, write)
-
-
-def save_args(args, path):
-    """Write the settings a script ran with as JSON next to its outputs."""
-    save_json(vars(args), path, sort_keys=True)

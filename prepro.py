@@ -12,15 +12,18 @@ common minimum. They are decoded once into a uint8 cache in the data folder (reb
 changes), and the train/test split is written beside it. Splits: `patch` holds out a share of the
 patches of every class, `source` holds out every patch of the last sample letter (d in Kylberg), so
 no test patch comes from a photograph seen in training; `all` evaluates on everything.
-The work is done by kylberg.py (download, verify, extract), demo.py (the procedural set) and
-dataset.py (decoding, cache, splits); batches.py serves the images to train.py.
+The work is done by texture/data/: kylberg.py (download, verify, extract), procedural.py and
+photographs.py (the demo set), images.py and folders.py (decoding, cache, splits); batches.py serves
+the images to train.py.
 """
 import os
 
 import hyperparams
-from dataset import DataError, load_data
-from demo import demo_photographs, make_demo
-from kylberg import fetch_kylberg, needs_fetch
+from texture.data.folders import load_data
+from texture.data.images import DataError
+from texture.data.kylberg import fetch_kylberg, needs_fetch
+from texture.data.procedural import demo_photographs, make_demo
+from texture.run.outputs import save_args
 
 
 def check_flags(args, given):
@@ -52,7 +55,7 @@ def main(argv=None):
         elif needs_fetch(data_dir):
             fetch_kylberg(args.url, args.zips_dir, data_dir)
         s = load_data(data_dir, args.split, args.test_fraction, args.image_size, args.seed)
-        hyperparams.save_args(args, os.path.join(data_dir, "prepro_args.json"))
+        save_args(args, os.path.join(data_dir, "prepro_args.json"))
     except DataError as e:
         raise SystemExit(f"prepro.py: error: {e}")
     except OSError as e:  # a read-only or full data folder: the cache, split or settings cannot be written

@@ -20,11 +20,14 @@ import os
 
 import torch
 
-import dataset
 import hyperparams
-import model as M
-from batches import Batches
-from evaluation import cross_entropy_sum, predict
+from texture.data import folders
+from texture.data.batches import Batches
+from texture.data.images import DataError, center_crop, load_gray
+from texture.networks import checkpoints as C
+from texture.networks.evaluation import cross_entropy_sum, predict
+from texture.run import outputs
+from texture.run.device import pick_device, pick_dtype
 
 GROUPS = ["device", "seed", "data", "crop", "eval", "ckpt", "test"]
 # What decides which images are evaluated and how: taken from the checkpoint unless given.
@@ -40,8 +43,8 @@ def settings(argv):
     checkpoint unless given on the command line."""
     args = hyperparams.parse_args(__doc__, GROUPS, argv, extra=add_files)
     explicit = hyperparams.given(argv, GROUPS, add_files)
-    path, how = M.find_checkpoint(args.ckpt)
-    ckpt = M.load_checkpoint(path)
+    path, how = C.find_checkpoint(args.ckpt)
+    ckpt = C.load_checkpoint(path)
     print(f"checkpoint {path}: {how}")
     recorded = ckpt.get("hparams") or {}
     for k in DATA_SETTINGS:
@@ -56,9 +59,9 @@ def overlap(recorded, data_dir, files):
     if not {"data_dir", "split", "test_fraction", "seed"} <= set(recorded):
         return None
     try:
-        trained = dataset.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
+        trained = folders.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
                                          recorded["seed"])
-    except dataset.DataError:
+    except DataError:
         return None
     return sum(os.path.realpath(os.path.join(data_dir, f)) in trained for f in files)
 
@@ -66,16 +69,16 @@ def overlap(recorded, data_dir, files):
 def crop(image, size):
     """Centre crop of `size` when the image is larger, the whole image when it is smaller."""
     if min(image.shape) < 32:
-        raise dataset.DataError(f"{image.shape[1]}x{image.shape[0]} px is below the network's 32 px minimum")
-    return dataset.center_crop(image, size)
+        raise DataError(f"{image.shape[1]}x{image.shape[0]} px is below the network's 32 px minimum")
+    return center_crop(image, size)
 
 
 def classify_files(args, net, classes, device, dtype):
     failed = 0
     for path in args.files:
         try:
-            x = crop(dataset.load_gray(path), args.image_size)[None, None].float() / 255
-        except dataset.DataError as e:
+            x = crop(load_gray(path), args.image_size)[None, None].float() / 255
+        except DataError as e:
             message = str(e) if path in str(e) else f"{path}: {e}"
             print(message, flush=True)
             failed += 1
@@ -99,7 +102,7 @@ def write_report(args, path, classes, confusion, mistakes, extra):
     report = {"checkpoint": path, "data_dir": args.data_dir, "split": args.split, "image_size": args.image_size,
               "eval_crop": args.eval_crop, "hits": hits, "n": n, "accuracy": hits / max(1, n), **extra,
               "per_class": per_class, "classes": classes, "confusion": confusion.tolist(), "mistakes": mistakes}
-    hyperparams.save_json(report, os.path.join(args.test_dir, "report.json"))
+    outputs.save_json(report, os.path.join(args.test_dir, "report.json"))
 
     size = max(5.0, 0.35 * len(classes))
     fig, ax = plt.subplots(figsize=(size + 1, size))
@@ -112,10 +115,10 @@ def write_report(args, path, classes, confusion, mistakes, extra):
                                                            else ""))
     fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.tight_layout()
-    hyperparams.write_atomic(os.path.join(args.test_dir, "confusion.png"),
+    outputs.write_atomic(os.path.join(args.test_dir, "confusion.png"),
                              lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
-    hyperparams.save_args(args, os.path.join(args.test_dir, "hparams.json"))
+    outputs.save_args(args, os.path.join(args.test_dir, "hparams.json"))
 
 
 def held_out(args, path, ckpt, explicit, data):
@@ -132,10 +135,10 @@ def held_out(args, path, ckpt, explicit, data):
 
 
 def evaluate_split(args, path, ckpt, explicit, device, dtype):
-    data = dataset.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
-    net, classes = M.model_from_checkpoint(ckpt, path, len(data.classes)), ckpt["classes"]
+    data = folders.load_data(args.data_dir, args.split, args.test_fraction, args.image_size, args.seed)
+    net, classes = C.model_from_checkpoint(ckpt, path, len(data.classes)), ckpt["classes"]
     if classes != data.classes:
-        raise M.CheckpointError(f"{path}: trained on classes {','.join(classes)}, "
+        raise C.CheckpointError(f"{path}: trained on classes {','.join(classes)}, "
                                 f"the data has {','.join(data.classes)}")
     extra = held_out(args, path, ckpt, explicit, data)
     net.to(device, memory_format=torch.channels_last)
@@ -173,14 +176,14 @@ def main(argv=None):
         args, path, ckpt, explicit = settings(argv)
         if args.image_size < 32:
             raise SystemExit(f"--image-size {args.image_size}: the network needs at least 32 px")
-        device = M.pick_device(args.device)
-        dtype = M.pick_dtype(args.dtype, device)
+        device = pick_device(args.device)
+        dtype = pick_dtype(args.dtype, device)
         if args.files:
-            net = M.model_from_checkpoint(ckpt, path).to(device, memory_format=torch.channels_last)
+            net = C.model_from_checkpoint(ckpt, path).to(device, memory_format=torch.channels_last)
             classify_files(args, net, ckpt["classes"], device, dtype)
         else:
             evaluate_split(args, path, ckpt, explicit, device, dtype)
-    except (dataset.DataError, M.CheckpointError) as e:
+    except (DataError, C.CheckpointError) as e:
         raise SystemExit(str(e))
 
 

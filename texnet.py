@@ -1,6 +1,6 @@
 """Instant textures of any size: train a feed-forward generator (generator.py, Ulyanov et al. 2016)
 against the frozen classifier and gen.py's loss, once per texture; then sample new, tileable
-textures of any size in one forward pass (texsample.py).
+textures of any size in one forward pass (texture/synthesis/sampling.py).
 
     python texnet.py train data/kylberg/blanket1/blanket1-a-p001.png          # asset/texnet/blanket1/texnet.pt
     python texnet.py train a.png b.png --time-budget 600                    # one generator each, 10 min each
@@ -30,18 +30,19 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import backbones
-import dataset
-import gen
-import generator as G
-import layer_spec
-import model
-import pictures
-import synthesis
-import texsample
-from hyperparams import Hyperparams, add_arguments, save_args
-from interrupt import Stop
-from targets import load_target, plan
+from hyperparams import Hyperparams, add_arguments
+from texture.data.images import DataError
+from texture.networks import backbones
+from texture.networks import feedforward as G
+from texture.networks.checkpoints import CheckpointError, save_checkpoint
+from texture.run import outputs
+from texture.run.device import autocast, distributed, pick_dtype
+from texture.run.interrupt import Stop
+from texture.synthesis import sampling
+from texture.synthesis.optimize import objective
+from texture.synthesis.options import Options
+from texture.synthesis.targets import load_target, plan
+from texture.synthesis.taps import downsampling, parse_layers
 
 TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
 SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
@@ -81,14 +82,14 @@ def parse(argv=None):
 
 def save(g, opt, job, args, step, curve, seconds):
     """Freeze the normalisation statistics (generator.calibrate), then write texnet.pt atomically
-    (texsample.load reads it back)."""
+    (sampling.load reads it back)."""
     side = args.texnet_calibrate - args.texnet_calibrate % g.factor or g.factor
     G.calibrate(g, G.noise_pyramid(g, side, side, args.seed, device=next(g.parameters()).device))
     state = {"generator": g.config(), "model": g.state_dict(), "optimizer": opt.state_dict(), "step": step,
              "labels": job["labels"], "targets": job["paths"], "curve": curve, "seconds": seconds,
              "target_images": [(t * 255).round().to(torch.uint8).cpu() for t in job["targets"]],
              "settings": vars(args)}
-    model.save_checkpoint(state, job["ckpt"])
+    save_checkpoint(state, job["ckpt"])
 
 
 # ---- training -------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ def jobs(args, least):
     for p in plan(args.targets, args.texnet_dir, args.seed):
         try:
             found.append({**p, "target": load_target(p["path"], args, least)})
-        except dataset.DataError as e:
+        except DataError as e:
             raise SystemExit(str(e))
     groups = [[p] for p in found] if args.texnet_mode == "each" else [found]
     return [{"labels": [os.path.basename(p["dir"]) for p in g], "paths": [p["path"] for p in g],
@@ -107,11 +108,11 @@ def jobs(args, least):
              "dir": g[0]["dir"] if len(g) == 1 else os.path.join(args.texnet_dir, "joint")} for g in groups]
 
 
-def objectives(net, targets, layers, size, args, dtype):
-    """synthesis.objective for each target, with gen.py's options and circular padding (samples are
+def objectives(net, targets, size, args):
+    """optimize.objective for each target, with gen.py's options and circular padding (samples are
     periodic): evaluate(x) -> (loss per image, parts) against that target."""
-    opts = gen.options(argparse.Namespace(**vars(args), tile=True), dtype, net.names)
-    return [synthesis.objective(net, [t], layers, size, opts) for t in targets]
+    opts = Options.from_args(argparse.Namespace(**vars(args), tile=True), net.names)
+    return [objective(net, [t], size, opts) for t in targets]
 
 
 def step_loss(g, objs, args, step, rank, world, device, dtype):
@@ -121,7 +122,7 @@ def step_loss(g, objs, args, step, rank, world, device, dtype):
     labels = (torch.arange(b) + (step * world + rank) * b) % len(objs)
     noise = G.noise_pyramid(g.module if world > 1 else g, s, s, zlib.crc32(f"{args.seed}:{step}:{rank}".encode()),
                             batch=b, device=device)
-    with model.autocast(device, dtype):
+    with autocast(device, dtype):
         x = g(noise, labels.to(device))[:, None]
     total = 0
     for c in labels.unique().tolist():
@@ -140,8 +141,8 @@ def start(job, args, device):
         raise SystemExit(f"{job['ckpt']}: a generator is already there: continue with --resume, "
                          "or pick another --texnet-dir")
     try:
-        old, ckpt = texsample.load(job["ckpt"])
-    except model.CheckpointError as e:
+        old, ckpt = sampling.load(job["ckpt"])
+    except CheckpointError as e:
         raise SystemExit(str(e))
     if old.config() != g.config() or ckpt["labels"] != job["labels"]:
         raise SystemExit(f"{job['ckpt']}: trained as {old.config()} on {ckpt['labels']}, not "
@@ -153,14 +154,14 @@ def start(job, args, device):
     return g, opt, ckpt["step"], list(ckpt.get("curve", [])), float(ckpt.get("seconds", 0.0))
 
 
-def train_one(job, net, layers, args, device, dtype, rank, world):
+def train_one(job, net, args, device, dtype, rank, world):
     """Adam on batches of samples until --texnet-steps or --time-budget; checkpoint and snapshot
     every --texnet-snapshot-every steps and at the end (process 0)."""
     torch.manual_seed(args.seed)  # every process starts from the same weights
     g, opt, step, curve, seconds = start(job, args, device)
     if rank == 0:
-        save_args(args, os.path.join(job["dir"], "args.json"))
-    objs = objectives(net, job["targets"], layers, (args.texnet_size,) * 2, args, dtype)
+        outputs.save_args(args, os.path.join(job["dir"], "args.json"))
+    objs = objectives(net, job["targets"], (args.texnet_size,) * 2, args)
     ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
     bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
     t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave
@@ -185,7 +186,7 @@ def train_one(job, net, layers, args, device, dtype, rank, world):
                 save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
                 s = args.texnet_size
                 img = G.sample(g, G.noise_pyramid(g, s, s, args.seed, device=device), 0, args.texnet_size)
-                pictures.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
+                outputs.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
             if done:
                 break
     finally:  # also after a failure: Ctrl-C must work again in the caller
@@ -198,21 +199,21 @@ def train_one(job, net, layers, args, device, dtype, rank, world):
 
 
 def train(args):
-    rank, world, device = model.distributed(args.device)
-    dtype = model.pick_dtype(args.dtype, device)
+    rank, world, device = distributed(args.device)
+    dtype = pick_dtype(args.dtype, device)
     try:
-        layers = layer_spec.parse_layers(args.layers)
+        layers = parse_layers(args.layers)
         net = backbones.networks(args)[0].to(device).eval().requires_grad_(False)
-        layers = layer_spec.parse_layers(args.layers, net.names)
-    except (model.CheckpointError, ValueError) as e:
+        layers = parse_layers(args.layers, net.names)
+    except (CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
-    least = synthesis.downsampling(net, layers)
+    least = downsampling(net, layers)
     if args.texnet_size < least:
         raise SystemExit(f"--texnet-size {args.texnet_size}: must be at least {least} for --layers {args.layers}")
     try:
         for job in jobs(args, least):
             job["ckpt"] = os.path.join(job["dir"], "texnet.pt")
-            r = train_one(job, net, layers, args, device, dtype, rank, world)
+            r = train_one(job, net, args, device, dtype, rank, world)
             if rank == 0:
                 tqdm.write(f"{job['ckpt']}: {r['steps']} steps in {r['seconds']:.0f} s, loss {r['loss_first']:.4g}"
                            f" -> {r['loss_last']:.4g}")
@@ -226,7 +227,7 @@ def train(args):
 def main(argv=None):
     args = parse(argv)
     try:
-        return train(args) if args.command == "train" else texsample.sample(args)
+        return train(args) if args.command == "train" else sampling.sample(args)
     except OSError as e:  # every file is replaced whole, so earlier outputs stay as they were
         raise SystemExit(f"cannot write output ({e.strerror or e}: {e.filename})")
 

@@ -1,5 +1,4 @@
 """gen.py --backbone: random weights, ImageNet VGG-19 from a local weights file, the grey fold."""
-import dataclasses
 import glob
 import json
 import os
@@ -9,17 +8,17 @@ import pytest
 import torch
 import torchvision
 
-import backbones
 import gen
-import layer_spec
-import losses
-import synthesis
 import model
-import dataset
-import quality
 from hyperparams import Hyperparams
+from texture.data import images
+from texture.measures import quality
+from texture.networks import backbones
+from texture.networks import checkpoints as C
+from texture.synthesis import losses, optimize, taps
+from texture.synthesis.options import Options
 
-LAYERS = layer_spec.parse_layers(Hyperparams.layers)  # the default taps
+LAYERS = taps.parse_layers(Hyperparams.layers)  # the default taps
 
 
 @pytest.fixture(scope="session")
@@ -41,14 +40,14 @@ def firsts(demo_data):
 def ckpt(demo_data, tmp_path_factory):
     """A checkpoint of an untrained classifier: enough for the verdict to run."""
     classes = sorted(d for d in os.listdir(demo_data) if os.path.isdir(os.path.join(demo_data, d)))
-    path = str(tmp_path_factory.mktemp("ckpt") / model.ckpt_name(1))
-    model.save_checkpoint({"arch": "vgg19_bn", "classes": classes, "model": model.TextureNet(len(classes), "vgg19_bn")
+    path = str(tmp_path_factory.mktemp("ckpt") / C.ckpt_name(1))
+    C.save_checkpoint({"arch": "vgg19_bn", "classes": classes, "model": model.TextureNet(len(classes), "vgg19_bn")
                            .state_dict()}, path)
     return path
 
 
 def load_grey(path):
-    return dataset.load_gray(path).float() / 255
+    return images.load_gray(path).float() / 255
 
 
 def normalised_rgb(g):
@@ -153,8 +152,8 @@ def test_trained_recipe_gives_a_backbone_that_sees_contrast_and_keeps_its_channe
     """What makes the trained classifier the better backbone (docs/backbones.md): batch norm keeps its
     channels alive and centred, so its Gram loss sees contrast; random weights barely do (their Gram
     is dominated by the channel means)."""
-    path = model.latest_checkpoint(trained_ckpt)
-    trained = model.model_from_checkpoint(model.load_checkpoint(path), path)
+    path = C.latest_checkpoint(trained_ckpt)
+    trained = C.model_from_checkpoint(C.load_checkpoint(path), path)
     targets = [load_grey(f) for f in firsts]
     for quiet in backbones.silent_channels(trained, targets, LAYERS, "avg", "reflect"):
         assert max(quiet.values()) < backbones.SILENT_WARNING
@@ -166,26 +165,25 @@ def test_trained_recipe_gives_a_backbone_that_sees_contrast_and_keeps_its_channe
 def test_trained_backbone_gives_closer_grey_levels_than_random_weights(trained_ckpt, firsts):
     """The measured comparison (docs/backbones.md) in small: under gen.py's defaults the trained
     classifier's textures, before histogram matching, are closer to the target's grey levels."""
-    path = model.latest_checkpoint(trained_ckpt)
-    trained = model.model_from_checkpoint(model.load_checkpoint(path), path)
+    path = C.latest_checkpoint(trained_ckpt)
+    trained = C.model_from_checkpoint(C.load_checkpoint(path), path)
     targets = [load_grey(f) for f in firsts]
-    layers, options = gen.default_options(torch.float32)
+    options = Options(dtype="fp32", levels=1, steps=40, refine_steps=0)
     hist = {}
     for name, net in [("trained", trained), ("random", backbones.random_net(trained.arch, 0))]:
-        out = synthesis.synthesize(net, targets, layers, None, dataclasses.replace(options, steps=40, refine_steps=0),
-                                   seeds=[0] * len(targets))
+        out = optimize.synthesize(net, targets, None, options, seeds=[0] * len(targets))
         hist[name] = sum(quality.hist_distance(r["raw"], t) for r, t in zip(out, targets)) / len(targets)
     assert hist["trained"] < hist["random"] / 1.5, hist
 
 
 def test_a_network_with_silent_taps_is_flagged(ckpt, firsts, tmp_path, capsys):
-    broken = model.model_from_checkpoint(model.load_checkpoint(ckpt), ckpt)
+    broken = C.model_from_checkpoint(C.load_checkpoint(ckpt), ckpt)
     with torch.no_grad():
         for name, m in zip(broken.names, broken.features):
             if name.startswith(("bn3", "bn4")):
                 m.bias[len(m.bias) // 10:] = -100.0  # 90% of the ReLUs after it die, as in a badly trained net
     path = str(tmp_path / "silent.pt")
-    model.save_checkpoint({**model.load_checkpoint(ckpt), "model": broken.state_dict()}, path)
+    C.save_checkpoint({**C.load_checkpoint(ckpt), "model": broken.state_dict()}, path)
     gen.main([firsts[0], "--ckpt", path, "--steps", "1", "--gen-dir", str(tmp_path / "g")])
     [r] = read_results(tmp_path / "g").values()
     quiet = r["silent_channels"]  # default taps relu1_1..relu5_1

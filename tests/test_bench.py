@@ -12,11 +12,10 @@ import pytest
 import torch
 
 import bench
-import bench_quality
-import bench_synthesis
-import fidelity
-import model as M
 from hyperparams import Hyperparams
+from texture.measures import speed, time_to_quality
+from texture.networks import checkpoints as C
+from texture.synthesis import methods
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images", "8", "--bench-steps", "1",
@@ -63,16 +62,16 @@ def test_time_to_quality_measures_the_original_until_its_end_and_each_method_aga
         sy = json.load(f)["synthesis"]
     orig = sy["original"]
     assert [s for s, _ in orig["curve"]] == [1, 2, 4, 5] and orig["steps"] == 5  # the start, every 2 and the last
-    assert sy["goal"] == orig["curve"][-1][1] and set(sy["goal"]) == set(bench_quality.QUALITY)
+    assert sy["goal"] == orig["curve"][-1][1] and set(sy["goal"]) == set(time_to_quality.QUALITY)
     # the default and the refine-* methods refine after their first part, which gram-spectrum is
-    assert list(sy["methods"]) == [m for m in fidelity.METHODS if m != "default" and not m.startswith("refine")]
+    assert list(sy["methods"]) == [m for m in methods.METHODS if m != "default" and not m.startswith("refine")]
     for name, m in sy["methods"].items():
         steps = [s for s, _ in m["curve"]]
         assert steps == list(range(1, len(steps) + 1)) and len(steps) <= 3, name
         all_at = m["steps_to"]["all"]
         assert (all_at is None) == (m["speedup"] is None), name
         if all_at is not None:  # a run stops once it reaches every goal
-            assert all_at == steps[-1] and all(m["final"][k] <= sy["goal"][k] for k in bench_quality.QUALITY)
+            assert all_at == steps[-1] and all(m["final"][k] <= sy["goal"][k] for k in time_to_quality.QUALITY)
         for k, s in m["steps_to"].items():
             assert (s is None) == (m["seconds_to"][k] is None)
             if s is not None:
@@ -84,12 +83,12 @@ def test_first_steps_and_plateau_share_on_a_known_curve():
     curve = [(10, {"lbp_distance": 0.3, "patch_nn": 9.0, "patch_cover": 3.0}),
              (20, {"lbp_distance": 0.1, "patch_nn": 6.0, "patch_cover": 5.0}),
              (30, {"lbp_distance": 0.1, "patch_nn": 5.0, "patch_cover": 4.0})]
-    assert bench_quality.first_steps(curve, goal) == {"lbp_distance": 20, "patch_nn": 30, "patch_cover": 10, "all": 30}
-    assert bench_quality.first_steps(curve[:2], goal)["all"] is None
-    flat = [(s, {k: 1.0 + (s < 50) for k in bench_quality.QUALITY}) for s in range(10, 101, 10)]
-    assert bench_quality.last_quarter_gain(flat) == {k: 0.0 for k in bench_quality.QUALITY}
-    steady = [(s, {k: 100.0 - s for k in bench_quality.QUALITY}) for s in range(0, 101, 25)]
-    assert bench_quality.last_quarter_gain(steady) == {k: 0.25 for k in bench_quality.QUALITY}
+    assert time_to_quality.first_steps(curve, goal) == {"lbp_distance": 20, "patch_nn": 30, "patch_cover": 10, "all": 30}
+    assert time_to_quality.first_steps(curve[:2], goal)["all"] is None
+    flat = [(s, {k: 1.0 + (s < 50) for k in time_to_quality.QUALITY}) for s in range(10, 101, 10)]
+    assert time_to_quality.last_quarter_gain(flat) == {k: 0.0 for k in time_to_quality.QUALITY}
+    steady = [(s, {k: 100.0 - s for k in time_to_quality.QUALITY}) for s in range(0, 101, 25)]
+    assert time_to_quality.last_quarter_gain(steady) == {k: 0.25 for k in time_to_quality.QUALITY}
 
 
 def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
@@ -132,14 +131,14 @@ def test_bad_checkpoint_is_a_one_line_error(tmp_path):
         bench.main(["--ckpt", str(tmp_path / "missing.pt")])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="--ckpt.*junk.pt"):
-        bench_synthesis.synthesis_net(bench.settings(["--ckpt", str(tmp_path / "junk.pt")]), torch.device("cpu"))
+        speed.synthesis_net(bench.settings(["--ckpt", str(tmp_path / "junk.pt")]), torch.device("cpu"))
 
 
 def test_synthesis_network_is_the_checkpoint_or_seeded_random(trained_ckpt):
     cpu = torch.device("cpu")
-    net = bench_synthesis.synthesis_net(bench.settings(["--ckpt", trained_ckpt]), cpu)
-    saved = M.load_checkpoint(M.latest_checkpoint(trained_ckpt))["model"]
+    net = speed.synthesis_net(bench.settings(["--ckpt", trained_ckpt]), cpu)
+    saved = C.load_checkpoint(C.latest_checkpoint(trained_ckpt))["model"]
     assert all(torch.equal(net.state_dict()[k], v) for k, v in saved.items())
-    a, b = (bench_synthesis.synthesis_net(bench.settings([]), cpu) for _ in range(2))
+    a, b = (speed.synthesis_net(bench.settings([]), cpu) for _ in range(2))
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
     assert not torch.equal(a.features[0].weight, net.features[0].weight)

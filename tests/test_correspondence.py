@@ -4,16 +4,17 @@ import dataclasses
 import json
 
 import pytest
-from PIL import Image
 import torch
 import torch.nn.functional as F
+from conftest import gram_options
+from PIL import Image
 
-import correspondence
 import gen
 import model
-import quality
-import synthesis
 from hyperparams import Hyperparams
+from texture.measures import quality
+from texture.networks import checkpoints as C
+from texture.synthesis import correspondence, optimize
 
 GCD = {"relu2_1": 1.0, "relu3_1": 1.0}
 
@@ -76,15 +77,15 @@ def net():
 @pytest.fixture(scope="module")
 def run(net):
     target = discs(48, 0)
-    opts = synthesis.Options(loss="gcd", gcd_layers=GCD, optimizer="adam", lr=0.1, steps=40, dtype=torch.float32)
-    return target, synthesis.synthesize(net, [target], GCD, None, opts, seeds=[2])[0]
+    opts = gram_options(GCD, loss="gcd", gcd_layers=GCD, optimizer="adam", lr=0.1, steps=40)
+    return target, optimize.synthesize(net, [target], None, opts, seeds=[2])[0]
 
 
 def test_synthesis_lowers_the_loss_and_improves_the_patch_measures_without_copying(run):
     target, r = run
     assert r["message"] is None and r["curve"][-1] < 0.5 * r["curve"][0]
     assert set(r["layer_losses"]) == set(GCD)
-    start = synthesis.init_image(target, target.shape, "shuffle", 2)
+    start = optimize.init_image(target, target.shape, "shuffle", 2)
     before, after = quality.measures(start, target), quality.measures(r["image"], target)
     assert after["patch_nn"] < 0.6 * before["patch_nn"] and after["patch_cover"] < 0.6 * before["patch_cover"]
     assert after["lbp_distance"] < before["lbp_distance"]
@@ -113,8 +114,8 @@ def test_occurrence_penalty_spreads_the_matches():
 def test_cli_combines_gram_and_correspondence_and_names_a_bad_tap(net, tmp_path):
     path = tmp_path / "discs-a-p001.png"
     Image.fromarray((discs(48, 1) * 255).round().byte().numpy()).save(path)
-    ckpt = str(tmp_path / model.ckpt_name(1))
-    model.save_checkpoint({"arch": "vgg19", "classes": ["discs", "x", "y"], "model": net.state_dict()}, ckpt)
+    ckpt = str(tmp_path / C.ckpt_name(1))
+    C.save_checkpoint({"arch": "vgg19", "classes": ["discs", "x", "y"], "model": net.state_dict()}, ckpt)
     out = tmp_path / "gen"
     gen.main([str(path), "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "2", "--loss", "gram+gcd",
               "--gcd-weight", "0.5", "--snapshot-every", "0", "--size", "64", "48", "--tile"])
@@ -133,16 +134,16 @@ REFINED = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
 @pytest.fixture(scope="module")
 def gram_run(net):
     """Discs, the Gram + spectrum options, and their result without a refinement."""
-    target, opts = discs(48, 3), synthesis.Options(steps=30, dtype=torch.float32, spectrum_weight=0.3)
-    return target, opts, synthesis.synthesize(net, [target], REFINED, None, opts, seeds=[4])[0]
+    target, opts = discs(48, 3), gram_options(REFINED, steps=30, spectrum_weight=0.3)
+    return target, opts, optimize.synthesize(net, [target], None, opts, seeds=[4])[0]
 
 
 @pytest.fixture(scope="module")
 def refined(net, gram_run):
     """{--gcd-patches: the same run with a 30-iteration refinement}."""
     target, opts, _ = gram_run
-    return {n: synthesis.synthesize(net, [target], REFINED, None,
-                                    dataclasses.replace(opts, refine_steps=30, gcd_patches=n), seeds=[4])[0]
+    return {n: optimize.synthesize(net, [target], None, dataclasses.replace(opts, refine_steps=30, gcd_patches=n),
+                                   seeds=[4])[0]
             for n in (1024, 64)}
 
 
@@ -163,8 +164,8 @@ def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_flags_without_
     for k in (1, 2):
         paths.append(str(tmp_path / f"discs{k}-a-p001.png"))
         Image.fromarray((discs(48, k) * 255).round().byte().numpy()).save(paths[-1])
-    ckpt = str(tmp_path / model.ckpt_name(1))
-    model.save_checkpoint({"arch": "vgg19", "classes": ["discs1", "discs2", "y"], "model": net.state_dict()}, ckpt)
+    ckpt = str(tmp_path / C.ckpt_name(1))
+    C.save_checkpoint({"arch": "vgg19", "classes": ["discs1", "discs2", "y"], "model": net.state_dict()}, ckpt)
     out = tmp_path / "gen"
     gen.main([*paths, "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "4", "--refine-steps", "3",
               "--polish-steps", "0", "--refine-layers", "relu1_1,relu2_1", "--snapshot-every", "0",
@@ -186,8 +187,8 @@ def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_flags_without_
 def test_default_refines_and_polishes_an_output_of_the_targets_size_but_not_one_made_coarse_to_fine(net, tmp_path):
     path = str(tmp_path / "discs1-a-p001.png")
     Image.fromarray((discs(48, 1) * 255).round().byte().numpy()).save(path)
-    ckpt = str(tmp_path / model.ckpt_name(1))
-    model.save_checkpoint({"arch": "vgg19", "classes": ["discs1", "x", "y"], "model": net.state_dict()}, ckpt)
+    ckpt = str(tmp_path / C.ckpt_name(1))
+    C.save_checkpoint({"arch": "vgg19", "classes": ["discs1", "x", "y"], "model": net.state_dict()}, ckpt)
     common = [path, "--ckpt", ckpt, "--steps", "2", "--snapshot-every", "0", "--layers", "relu1_1,relu2_1,relu3_1"]
     runs = {"same size": [], "coarse to fine": ["--size", "96", "96", "--levels", "2"],
             "coarse to fine, asked": ["--size", "96", "96", "--levels", "2", "--refine-steps", "3"]}
@@ -208,9 +209,9 @@ def test_held_occurrence_penalty_lets_lbfgs_lower_the_loss_where_a_moving_one_st
     target = discs(48, 0)
     final = {}
     for hold in (0, 5):
-        opts = synthesis.Options(loss="gcd", gcd_layers=GCD, steps=25, dtype=torch.float32, occurrence_hold=hold)
-        r = synthesis.synthesize(net, [target], GCD, None, opts, seeds=[2])[0]
-        evaluate = synthesis.objective(net, [target], GCD, target.shape, opts)
+        opts = gram_options(GCD, loss="gcd", gcd_layers=GCD, steps=25, occurrence_hold=hold)
+        r = optimize.synthesize(net, [target], None, opts, seeds=[2])[0]
+        evaluate = optimize.objective(net, [target], target.shape, opts)
         with torch.no_grad():  # the loss with the matches of the result itself
             final[hold] = evaluate(r["raw"][None, None])[0].item()
         start = r["curve"][0]
@@ -219,13 +220,13 @@ def test_held_occurrence_penalty_lets_lbfgs_lower_the_loss_where_a_moving_one_st
 
 def test_polish_after_the_refinement_goes_back_to_the_gram_loss_and_keeps_part_of_the_gain(net, gram_run, refined):
     """--polish-steps: the first part's loss again after the refinement, from the refined image."""
-    (target, opts, base), fine, layers = gram_run, refined[1024], REFINED
-    r = synthesis.synthesize(net, [target], layers, None, dataclasses.replace(opts, refine_steps=30, polish_steps=15),
-                             seeds=[4])[0]
+    (target, opts, base), fine = gram_run, refined[1024]
+    r = optimize.synthesize(net, [target], None, dataclasses.replace(opts, refine_steps=30, polish_steps=15),
+                            seeds=[4])[0]
     assert r["message"] is None and r["steps"] == fine["steps"] + 15 and r["polish"]["steps"] == 15
     assert r["refine"]["loss"] == fine["refine"]["loss"] and r["curve"][:fine["steps"]] == fine["curve"]
     assert not any(k.startswith("gcd:") for k in r["layer_losses"])
-    gram = synthesis.objective(net, [target], layers, target.shape, opts)
+    gram = optimize.objective(net, [target], target.shape, opts)
     with torch.no_grad():
         refined, polished = (gram(x.float()[None, None])[0].item() for x in (fine["raw"], r["raw"]))
     assert polished < 0.8 * refined
@@ -235,9 +236,9 @@ def test_polish_after_the_refinement_goes_back_to_the_gram_loss_and_keeps_part_o
 
 def test_time_budget_covers_the_refinement_and_the_polish(net):
     """A budget spent before the first iteration leaves none to the later parts either."""
-    target, layers = discs(32, 3), {"relu1_1": 1.0, "relu2_1": 1.0}
-    opts = synthesis.Options(steps=5, dtype=torch.float32, refine_steps=5, polish_steps=5, time_budget=1e-9)
-    r = synthesis.synthesize(net, [target], layers, None, opts, seeds=[4])[0]
+    target = discs(32, 3)
+    opts = gram_options({"relu1_1": 1.0, "relu2_1": 1.0}, steps=5, refine_steps=5, polish_steps=5, time_budget=1e-9)
+    r = optimize.synthesize(net, [target], None, opts, seeds=[4])[0]
     assert r["steps"] == 0 and r["refine"]["steps"] == 0 and r["polish"]["steps"] == 0
 
 

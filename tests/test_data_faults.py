@@ -5,11 +5,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-import dataset
 import prepro
-from conftest import ROOT
+from texture.data import folders, images
 
 
 def prepro_cli(cwd, *args):
@@ -38,7 +38,7 @@ def good(tmp_path, capsys):
 def assert_intact(data, outputs):
     for f, content in outputs.items():
         assert (data / f).read_bytes() == content, f
-    assert len(dataset.load_data(str(data), image_size=32).train_files) == 6
+    assert len(folders.load_data(str(data), image_size=32).train_files) == 6
 
 
 def test_images_smaller_than_the_crop_are_named(good):
@@ -75,8 +75,8 @@ def test_class_whose_images_are_all_unreadable_is_an_error(good):
 
 
 def test_missing_data_folder_is_named(tmp_path):
-    with pytest.raises(dataset.DataError, match="nowhere: data folder not found"):
-        dataset.load_data(str(tmp_path / "nowhere"))
+    with pytest.raises(images.DataError, match="nowhere: data folder not found"):
+        folders.load_data(str(tmp_path / "nowhere"))
     # From the command line a missing folder is filled from --zips-dir or the network, so offline the
     # one line names the folder and how to proceed.
     code, _, err = prepro_cli(tmp_path, "--data-dir", "nowhere", "--zips-dir", "zips", "--url", "http://127.0.0.1:9/")
@@ -88,7 +88,7 @@ def test_data_folder_that_cannot_be_written_is_one_line(good, monkeypatch):
 
     def read_only(args, path):  # what a read-only folder does to the write (root ignores chmod)
         raise PermissionError(13, "Permission denied", path)
-    monkeypatch.setattr(prepro.hyperparams, "save_args", read_only)
+    monkeypatch.setattr(prepro, "save_args", read_only)
     with pytest.raises(SystemExit) as e:
         prepro.main(["--data-dir", str(data), "--image-size", "32"])
     message = str(e.value.code)

@@ -19,15 +19,17 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from PIL import Image
 
 import gen
-import model as M
-import dataset
-import kylberg
+import model
 import prepro
-import test as T
 import train
+from texture.data import folders, kylberg
+from texture.networks import checkpoints as C
+
+T = load_script("test")
 
 # ---- helpers ----------------------------------------------------------------------------------
 
@@ -97,16 +99,16 @@ def classes(demo_data):
 def ckpt(classes, tmp_path_factory):
     """Random vgg19 weights for the demo classes, as a checkpoint file (enough for test.py and gen.py)."""
     torch.manual_seed(0)
-    net = M.TextureNet(len(classes), "vgg19")
-    path = str(tmp_path_factory.mktemp("ckpt") / M.ckpt_name(4))
-    M.save_checkpoint({"arch": "vgg19", "classes": classes, "model": net.state_dict(), "epoch": 1, "step": 4,
+    net = model.TextureNet(len(classes), "vgg19")
+    path = str(tmp_path_factory.mktemp("ckpt") / C.ckpt_name(4))
+    C.save_checkpoint({"arch": "vgg19", "classes": classes, "model": net.state_dict(), "epoch": 1, "step": 4,
                        "metrics": {}, "hparams": {}, "rng": {}}, path)
     return path
 
 
 def spoiled(ckpt, path, kind, marker=None):
     """A copy of `ckpt` spoiled in one way, written to `path`."""
-    state = M.load_checkpoint(ckpt)
+    state = C.load_checkpoint(ckpt)
     if kind == "truncated":
         data = open(ckpt, "rb").read()
         path.write_bytes(data[:len(data) // 2])
@@ -115,7 +117,7 @@ def spoiled(ckpt, path, kind, marker=None):
         state["arch"] = "vgg19_bn"
     elif kind == "other class count":
         state["classes"] = [f"x{i}" for i in range(5)]
-        state["model"] = M.TextureNet(5, "vgg19").state_dict()
+        state["model"] = model.TextureNet(5, "vgg19").state_dict()
     elif kind == "pickled object":
         state["payload"] = Payload(str(marker))
     elif kind == "not a checkpoint":
@@ -221,7 +223,7 @@ def test_rgb_rgba_palette_and_16bit_pngs_are_converted_by_the_command(tmp_path, 
     prepro.main(["--data-dir", str(tmp_path), "--image-size", "32", "--split", "all"])
     out = capsys.readouterr()
     assert "2 classes, 10 images of 40x40" in out.out and "left out" not in out.err
-    s = dataset.load_data(str(tmp_path), "all", image_size=32)
+    s = folders.load_data(str(tmp_path), "all", image_size=32)
     for f, img in zip(s.train_files, s.train_images):
         if "-c-" not in f:  # the palette image is quantised; the others are exactly the grey levels
             assert torch.equal(img, torch.from_numpy(gray)), f
@@ -372,7 +374,7 @@ def test_train_resume_refuses_a_checkpoint_it_cannot_use(kind, message, ckpt, de
     marker, folder = tmp_path / "code-ran", tmp_path / "ckpt"
     folder.mkdir()
     (folder / "hparams.json").write_text("{}")
-    spoiled(ckpt, folder / M.ckpt_name(4), kind, marker)
+    spoiled(ckpt, folder / C.ckpt_name(4), kind, marker)
     kept = snapshot(folder)
     status, line = fails(train.main, ["--resume", "--ckpt-dir", str(folder), "--data-dir", demo_data,
                                       "--image-size", "32", "--batch-size", "4", "--log-dir", str(tmp_path / "log")],

@@ -8,16 +8,14 @@ import sys
 
 import pytest
 import torch
+from conftest import gram_options
 
 import gen
-import layer_spec
-import levels
-import losses
-import synthesis
-import spectrum
 import model
-import dataset
-import quality
+from texture.data import images
+from texture.measures import quality
+from texture.networks import checkpoints as C
+from texture.synthesis import histogram, levels, losses, optimize, spectrum, taps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = {"pool1": 1.0, "pool2": 1.0, "pool3": 1.0, "pool4": 1.0}
@@ -62,7 +60,7 @@ def test_measures_on_known_cases(dots):
 def test_histogram_matching_makes_the_distance_about_zero(dots):
     img = torch.rand(40, 56, generator=torch.Generator().manual_seed(1)) ** 3
     assert quality.hist_distance(img, dots) > 20
-    assert quality.hist_distance(synthesis.match_histogram(img, dots), dots) < 0.5
+    assert quality.hist_distance(histogram.match_histogram(img, dots), dots) < 0.5
 
 
 # ---- losses -----------------------------------------------------------------------------------
@@ -89,9 +87,8 @@ def test_spectrum_loss_is_zero_on_the_target_and_resized_amplitude_keeps_the_var
 
 @pytest.fixture(scope="session")
 def runs(net, dots):
-    kw = dict(steps=15, dtype=torch.float32)
-    return {name: synthesis.synthesize(net, [dots], LAYERS, None, synthesis.Options(**opts, **kw), seeds=[3],
-                                       match=False)[0] for name, opts in [
+    return {name: optimize.synthesize(net, [dots], None, gram_options(LAYERS, steps=15, **opts), seeds=[3],
+                                      match=False)[0] for name, opts in [
         ("gram", {}), ("swd", {"loss": "swd"}), ("gram+spectrum", {"spectrum_weight": 1.0})]}
 
 
@@ -100,7 +97,7 @@ def test_each_loss_lowers_its_objective_and_improves_the_measures(runs, dots, na
     r = runs[name]
     assert r["message"] is None and r["curve"][-1] < 0.5 * r["curve"][0]
     assert ("spectrum" in r["layer_losses"]) == name.endswith("spectrum")
-    start = synthesis.init_image(dots, dots.shape, "shuffle", 3)
+    start = optimize.init_image(dots, dots.shape, "shuffle", 3)
     before, after = quality.measures(start, dots), quality.measures(r["raw"], dots)
     assert after["spectrum_distance"] < before["spectrum_distance"]
     assert after["peak_energy"] > before["peak_energy"] + 0.05
@@ -127,22 +124,24 @@ def test_levels_choice_and_periodic_upsampling():
 
 RSS_SCRIPT = """
 import resource, sys, torch
-sys.path.insert(0, {root!r})
-import model, synthesis
+import model
+from texture.synthesis import optimize
+from texture.synthesis.options import Options
 torch.manual_seed(0)
 net = model.TextureNet(3).eval()
 target = torch.rand(32, 32)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-r = synthesis.synthesize(net, [target], {{"pool1": 1.0, "pool2": 1.0}}, (128, 128),
-                         synthesis.Options(levels=3, steps=4, tile=True, dtype=torch.float32))[0]
+options = Options(layers={"pool1": 1.0, "pool2": 1.0}, levels=3, steps=4, tile=True, dtype="fp32", spectrum_weight=0,
+                  refine_steps=0)
+r = optimize.synthesize(net, [target], (128, 128), options)[0]
 grow = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
 print(tuple(r["image"].shape), [l["size"] for l in r["levels"]], [l["steps"] for l in r["levels"]], grow // 1024)
 """
 
 
 def test_coarse_to_fine_gives_the_asked_size_within_a_memory_bound():
-    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT.format(root=ROOT)], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     line = out.stdout.strip().splitlines()[-1]
     assert line.startswith("(128, 128) [[32, 32], [64, 64], [128, 128]] [4, 2, 1] ")
@@ -151,9 +150,9 @@ def test_coarse_to_fine_gives_the_asked_size_within_a_memory_bound():
 
 
 def test_smallest_side_leaves_the_convolutions_after_the_last_pooling_two_pixels(net):
-    assert synthesis.smallest_side(net, layer_spec.parse_layers("relu1_1,relu5_1")) == 32
-    assert synthesis.smallest_side(net, layer_spec.parse_layers("original")) == 16  # ends at pool4
-    assert synthesis.smallest_side(net, {"relu1_1": 1.0}) == 2
+    assert taps.smallest_side(net, taps.parse_layers("relu1_1,relu5_1")) == 32
+    assert taps.smallest_side(net, taps.parse_layers("original")) == 16  # ends at pool4
+    assert taps.smallest_side(net, {"relu1_1": 1.0}) == 2
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -165,8 +164,8 @@ def test_cli_writes_quality_and_the_run_report(net, tmp_path, capsys):
         p = tmp_path / f"dots{i}-a-p001.png"
         Image.fromarray((lattice((48, 48), period=period) * 255).round().byte().numpy()).save(p)
         paths.append(str(p))
-    ckpt = str(tmp_path / model.ckpt_name(1))
-    model.save_checkpoint({"arch": "vgg19", "classes": ["dots0", "dots1", "x"], "model": net.state_dict()}, ckpt)
+    ckpt = str(tmp_path / C.ckpt_name(1))
+    C.save_checkpoint({"arch": "vgg19", "classes": ["dots0", "dots1", "x"], "model": net.state_dict()}, ckpt)
     out = tmp_path / "gen"
     gen.main([*paths, "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "3", "--loss", "swd",
               "--spectrum-weight", "0.5", "--snapshot-every", "0"])
@@ -176,8 +175,8 @@ def test_cli_writes_quality_and_the_run_report(net, tmp_path, capsys):
                                      "hf_excess", "lbp_distance", "patch_nn", "patch_cover", "copy_share"}
         assert r["quality"]["hist_distance"] < 0.5 and "spectrum" in r["layer_losses"]
         assert r["hist_distance"] == r["quality"]["hist_distance"]  # one measure, recorded under both names
-        final = dataset.load_gray(str(out / name / "final.png")).float() / 255
-        target = dataset.load_gray(str(out / name / "target.png")).float() / 255
+        final = images.load_gray(str(out / name / "final.png")).float() / 255
+        target = images.load_gray(str(out / name / "target.png")).float() / 255
         assert r["hist_distance"] == pytest.approx(quality.hist_distance(final, target), abs=0.05)
     rep = json.load(open(out / "report.json"))
     assert rep["summary"]["targets"] == rep["summary"]["finished"] == 2

@@ -8,8 +8,10 @@ import pytest
 from PIL import Image
 
 import fidelity
-import model
-import quality
+from hyperparams import parse_args
+from texture.measures import report
+from texture.networks import checkpoints as C
+from texture.synthesis import methods
 
 TINY = ["--demo-classes", "1", "--demo-photos", "gravel", "--demo-patches", "12", "--demo-size", "48",
         "--fidelity-size", "32", "--fidelity-train-size", "32", "--fidelity-epochs", "1", "--fidelity-steps", "2",
@@ -24,17 +26,17 @@ def first_run(tmp_path_factory):
 
 def test_every_method_is_measured_on_photographs_and_demo_classes(first_run):
     out, result = first_run
-    assert model.checkpoints(str(out / "ckpt"))  # trained on the data with the photograph
+    assert C.checkpoints(str(out / "ckpt"))  # trained on the data with the photograph
     assert json.load(open(out / "data" / "demo.json"))["classes"] == ["stripes1", "gravel"]
     rows = {(r["method"], r["set"]): r for r in result["summary"]}
-    assert set(rows) == {(m, s) for m in [fidelity.REFERENCE, *fidelity.METHODS] for s in ("photographs", "demo")}
+    assert set(rows) == {(m, s) for m in [fidelity.REFERENCE, *methods.METHODS] for s in ("photographs", "demo")}
     for (method, _), r in rows.items():
         assert r["outputs"] == 1 and all(r[k] is not None for k in fidelity.MEASURES), method
     # the reference is a real new sample of the texture: its patches are structures of the target
     assert rows[fidelity.REFERENCE, "photographs"]["patch_nn"] < rows["gram-spectrum", "photographs"]["patch_nn"]
     for r in result["records"]:
         if r["method"] != fidelity.REFERENCE:
-            assert set(quality.COLUMNS) - {"recognised", "seconds"} <= set(r["quality"])
+            assert set(report.COLUMNS) - {"recognised", "seconds"} <= set(r["quality"])
             assert r["seed"] == 0 and r["seconds"] > 0
 
 
@@ -42,11 +44,11 @@ def test_table_json_and_picture_are_written(first_run):
     out, result = first_run
     base = result["base"]
     table = open(base + ".md").read()
-    assert table.startswith("| method | set |") and all(f"| {m} |" in table for m in fidelity.METHODS)
+    assert table.startswith("| method | set |") and all(f"| {m} |" in table for m in methods.METHODS)
     saved = json.load(open(base + ".json"))
     assert saved["summary"] == json.loads(json.dumps(result["summary"]))
     with Image.open(base + ".png") as im:  # a row per target, a column for it and each method
-        assert im.width > (1 + len(fidelity.METHODS)) * 32 and im.height > 2 * 32
+        assert im.width > (1 + len(methods.METHODS)) * 32 and im.height > 2 * 32
 
 
 def test_rerun_reuses_the_classifier_and_keeps_earlier_outputs(first_run, capsys):
@@ -68,9 +70,16 @@ def test_unknown_method_is_a_one_line_error():
 @pytest.mark.parametrize("epoch, resumed", [(3, False), (1, True)])
 def test_a_stopped_classifier_is_resumed_a_finished_one_reused(tmp_path, monkeypatch, epoch, resumed):
     folder = tmp_path / "ckpt"
-    model.save_checkpoint({"epoch": epoch, "hparams": {"epochs": 3}}, str(folder / model.ckpt_name(10)))
+    C.save_checkpoint({"epoch": epoch, "hparams": {"epochs": 3}}, str(folder / C.ckpt_name(10)))
     calls = []
-    monkeypatch.setattr(fidelity.train, "main", calls.append)
-    args = fidelity.parse_args("", fidelity.GROUPS, ["--fidelity-dir", str(tmp_path)], extra=fidelity._extra)
+
+    class Run:  # training.Run, recording what it was asked to do
+        def __init__(self, args, resume, *rest):
+            calls.append(args)
+
+        def fit(self):
+            pass
+    monkeypatch.setattr(fidelity.training, "Run", Run)
+    args = parse_args("", fidelity.GROUPS, ["--fidelity-dir", str(tmp_path)], extra=fidelity._extra)
     assert fidelity.classifier(args, "data") == str(folder)
-    assert len(calls) == int(resumed) and (not calls or "--resume" in calls[0])
+    assert len(calls) == int(resumed) and (not calls or calls[0].resume)

@@ -12,22 +12,23 @@ import types
 
 import pytest
 import torch
+from conftest import ROOT, gram_options
 from PIL import Image
 
 import gen
-import layer_spec
-import losses
-import synthesis
-import lbfgs
 import model
-import dataset
+from hyperparams import parse_args
+from texture.data import folders, images
+from texture.measures import quality
+from texture.networks import checkpoints as C
+from texture.synthesis import batch, histogram, lbfgs, losses, optimize, taps
+from texture.synthesis.options import Options
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = {"pool1": 1.0, "pool2": 1.0, "pool3": 1.0, "pool4": 1.0}
 
 
 def save_ckpt(net, classes, path):
-    model.save_checkpoint({"arch": "vgg19", "classes": classes, "model": net.state_dict(), "optimizer": {},
+    C.save_checkpoint({"arch": "vgg19", "classes": classes, "model": net.state_dict(), "optimizer": {},
                            "scheduler": {}, "epoch": 0, "step": 0, "metrics": {}, "hparams": {}, "rng": {}}, path)
     return path
 
@@ -45,7 +46,7 @@ def net(classes):
 
 @pytest.fixture(scope="session")
 def ckpt(net, classes, tmp_path_factory):
-    return save_ckpt(net, classes, str(tmp_path_factory.mktemp("ckpt") / model.ckpt_name(1)))
+    return save_ckpt(net, classes, str(tmp_path_factory.mktemp("ckpt") / C.ckpt_name(1)))
 
 
 @pytest.fixture(scope="session")
@@ -54,33 +55,33 @@ def firsts(demo_data):
 
 
 def load(path):
-    return dataset.load_gray(path).float() / 255
+    return images.load_gray(path).float() / 255
 
 
 @pytest.fixture(scope="session")
 def runs(net, firsts):
     """Two targets synthesised as one batch, each alone, and the first alone again."""
     a, b = load(firsts[0]), load(firsts[1])
-    opts = synthesis.Options(steps=20, dtype=torch.float32)
-    return {"batch": synthesis.synthesize(net, [a, b], LAYERS, None, opts, seeds=[1, 2]),
-            "a": synthesis.synthesize(net, [a], LAYERS, None, opts, seeds=[1])[0],
-            "b": synthesis.synthesize(net, [b], LAYERS, None, opts, seeds=[2])[0],
-            "a_again": synthesis.synthesize(net, [a], LAYERS, None, opts, seeds=[1])[0],
-            "a_other_seed": synthesis.synthesize(net, [a], LAYERS, None, opts, seeds=[3])[0]}
+    opts = gram_options(LAYERS, steps=20)
+    return {"batch": optimize.synthesize(net, [a, b], None, opts, seeds=[1, 2]),
+            "a": optimize.synthesize(net, [a], None, opts, seeds=[1])[0],
+            "b": optimize.synthesize(net, [b], None, opts, seeds=[2])[0],
+            "a_again": optimize.synthesize(net, [a], None, opts, seeds=[1])[0],
+            "a_other_seed": optimize.synthesize(net, [a], None, opts, seeds=[3])[0]}
 
 
 # ---- pure pieces ----------------------------------------------------------------------------
 
 def test_parse_layers_weights_presets_and_errors(net):
-    assert layer_spec.parse_layers("pool1,pool2:0.5") == {"pool1": 1.0, "pool2": 0.5}
-    assert list(layer_spec.parse_layers("gatys")) == ["conv1_1", "pool1", "pool2", "pool3", "pool4"]
-    assert layer_spec.parse_layers("original") == LAYERS
+    assert taps.parse_layers("pool1,pool2:0.5") == {"pool1": 1.0, "pool2": 0.5}
+    assert list(taps.parse_layers("gatys")) == ["conv1_1", "pool1", "pool2", "pool3", "pool4"]
+    assert taps.parse_layers("original") == LAYERS
     for bad, why in [("pool1:x", "not a number"), ("pool1:-1", "bad entry"), ("pool1,pool1", "bad entry"),
                      ("pool1,", "bad entry"), ("pool1:inf", "bad entry")]:
         with pytest.raises(ValueError, match=f"--layers: .*{why}"):
-            layer_spec.parse_layers(bad)
+            taps.parse_layers(bad)
     with pytest.raises(ValueError, match="unknown layer 'pool9'"):
-        layer_spec.parse_layers("pool1,pool9", net.names)
+        taps.parse_layers("pool1,pool9", net.names)
 
 
 def test_gram_loss_and_its_gradient_match_the_plain_formula():
@@ -133,11 +134,11 @@ def test_gram_loss_is_relative_and_no_channel_dominates():
 def test_histogram_matching_is_exact_and_distance_measures_it():
     torch.manual_seed(0)
     target, img = torch.rand(32, 32) ** 2, torch.rand(40, 24)
-    out = synthesis.match_histogram(img, target)
+    out = histogram.match_histogram(img, target)
     assert torch.equal(out.flatten().argsort(), img.flatten().argsort())  # pixel order kept
-    assert gen.hist_distance(out, target) < 0.5
-    assert gen.hist_distance(img, target) > 20
-    same = synthesis.match_histogram(torch.rand(32, 32), target)
+    assert quality.hist_distance(out, target) < 0.5
+    assert quality.hist_distance(img, target) > 20
+    same = histogram.match_histogram(torch.rand(32, 32), target)
     assert torch.equal(same.flatten().sort().values, target.flatten().sort().values)
 
 
@@ -191,9 +192,9 @@ def seam_ratio(img):
 def test_tile_is_continuous_across_the_wrap_around(net):
     yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     stripes = 0.5 + 0.4 * torch.sin(0.45 * xx + 0.2 * yy)  # smooth: neighbours alike, far pixels not
-    opts = synthesis.Options(steps=30, dtype=torch.float32)
-    tiled = synthesis.synthesize(net, [stripes], LAYERS, (48, 64), dataclasses.replace(opts, tile=True), seeds=[5])[0]
-    plain = synthesis.synthesize(net, [stripes], LAYERS, (48, 64), opts, seeds=[5])[0]
+    opts = gram_options(LAYERS, steps=30)
+    tiled = optimize.synthesize(net, [stripes], (48, 64), dataclasses.replace(opts, tile=True), seeds=[5])[0]
+    plain = optimize.synthesize(net, [stripes], (48, 64), opts, seeds=[5])[0]
     assert tiled["image"].shape == (48, 64)
     assert seam_ratio(tiled["image"]) < 1.5
     assert seam_ratio(plain["image"]) > 1.5 * seam_ratio(tiled["image"])
@@ -202,25 +203,25 @@ def test_tile_is_continuous_across_the_wrap_around(net):
 def test_non_finite_target_stops_alone_and_others_continue(net, firsts, runs):
     bad = load(firsts[1]).clone()
     bad[3, 3] = math.inf
-    opts = synthesis.Options(steps=20, dtype=torch.float32)
-    good, stopped = synthesis.synthesize(net, [load(firsts[0]), bad], LAYERS, None, opts, seeds=[1, 2])
+    opts = gram_options(LAYERS, steps=20)
+    good, stopped = optimize.synthesize(net, [load(firsts[0]), bad], None, opts, seeds=[1, 2])
     assert stopped["message"].startswith("loss is nan at step 0") and stopped["curve"] == []
     assert good["message"] is None and good["loss"] == pytest.approx(runs["a"]["loss"], rel=0.05)
 
 
 def test_time_budget_stops_at_the_first_check_past_it(net, firsts, monkeypatch):
     ticks = iter(range(1000))  # a clock that advances 0.1 s each time it is read
-    monkeypatch.setattr(synthesis, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) / 10))
-    r = synthesis.synthesize(net, [load(firsts[0])[:32, :32]], LAYERS, None,
-                             synthesis.Options(steps=30, time_budget=0.45))[0]
+    monkeypatch.setattr(optimize, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) / 10))
+    r = optimize.synthesize(net, [load(firsts[0])[:32, :32]], None,
+                            gram_options(LAYERS, steps=30, time_budget=0.45))[0]
     assert r["steps"] == 4 and r["message"] is None  # read at 0.1 .. 0.4 s: go on; at 0.5 s: stop
 
 
 def test_each_optimiser_gets_its_own_step_size_unless_given():
-    lr = lambda *argv: gen.options(gen.parse_args("", ["seed", "gen"], ["t.png", *argv], gen._extra), None).lr
+    lr = lambda *argv: Options.from_args(parse_args("", ["seed", "gen"], ["t.png", *argv], batch.add_flags)).step_size
     assert lr() == 1.0 and lr("--optimizer", "adam") == 0.02
     assert lr("--optimizer", "adam", "--gen-lr", "0.5") == 0.5 == lr("--gen-lr", "0.5")
-    assert gen.default_options(torch.float32)[1].lr == 1.0
+    assert Options().step_size == 1.0
 
 
 @pytest.mark.parametrize("script", ["gen", "train"])
@@ -248,7 +249,7 @@ def test_cli_writes_every_output(ckpt, firsts, tmp_path, classes):
     args = [firsts[0], firsts[1], firsts[0], "--ckpt", ckpt, "--gen-dir", str(out), "--size", "64", "32",
             "--steps", "4", "--snapshot-every", "2", "--image-size", "32", "--refine-steps", "0"]
     gen.main(args)
-    label = dataset.label_from_filename(os.path.basename(firsts[0]))
+    label = images.label_from_filename(os.path.basename(firsts[0]))
     assert sorted(os.listdir(out / label)) == ["args.json", "final.png", "result.json", "snapshot_00002.png",
                                                "snapshot_00004.png", "target.png"]
     assert (out / f"{label}-2" / "final.png").exists()  # same label twice: distinct folders
@@ -266,7 +267,7 @@ def test_cli_writes_every_output(ckpt, firsts, tmp_path, classes):
 def test_cli_full_target_and_tile_size_check(ckpt, firsts, tmp_path):
     out = tmp_path / "gen"
     gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "1", "--full", "--tile"])
-    label = dataset.label_from_filename(os.path.basename(firsts[2]))
+    label = images.label_from_filename(os.path.basename(firsts[2]))
     assert Image.open(out / label / "final.png").size == (48, 48)
     with pytest.raises(SystemExit, match="--size 40 48: must be .* multiple of 16 with --tile"):
         gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--size", "40", "48", "--tile"])
@@ -281,7 +282,7 @@ def test_missing_and_unreadable_targets_are_named_and_others_finish(ckpt, firsts
     assert missing in str(e.value) and str(junk) in str(e.value)
     err = capsys.readouterr().err
     assert f"{missing}: unreadable image" in err and f"{junk}: unreadable image" in err
-    label = dataset.label_from_filename(os.path.basename(firsts[0]))
+    label = images.label_from_filename(os.path.basename(firsts[0]))
     assert (tmp_path / "g" / label / "final.png").exists()
 
 
@@ -300,7 +301,7 @@ def test_nan_weights_stop_each_target_with_a_message(net, classes, firsts, tmp_p
     with pytest.raises(SystemExit, match=r"2 of 2 target\(s\) failed"):
         gen.main([firsts[0], firsts[1], "--ckpt", path, "--gen-dir", str(tmp_path / "g"), "--steps", "3"])
     for f in firsts[:2]:
-        r = json.load(open(tmp_path / "g" / dataset.label_from_filename(os.path.basename(f)) / "result.json"))
+        r = json.load(open(tmp_path / "g" / images.label_from_filename(os.path.basename(f)) / "result.json"))
         assert r["status"] == "stopped" and "loss is nan at step 0" in r["message"]
         assert "verdict" not in r
 
@@ -316,7 +317,7 @@ def test_readme_bash_loop_over_first_patch_of_each_class(ckpt, demo_data, classe
 def test_torchrun_shards_targets_and_a_failing_rank_stops_no_one(ckpt, firsts, tmp_path):
     """Rank 1's only target cannot be written: it reports it and finishes; rank 0 makes its two
     targets and the collection; the exit status is 1 and no process crashes or waits for ever."""
-    blocked = dataset.label_from_filename(os.path.basename(firsts[1]))
+    blocked = images.label_from_filename(os.path.basename(firsts[1]))
     (tmp_path / "gen_images").mkdir()
     (tmp_path / "gen_images" / blocked).write_text("a file where the target's folder should go")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -335,15 +336,15 @@ def test_torchrun_shards_targets_and_a_failing_rank_stops_no_one(ckpt, firsts, t
 
 def test_verdict_on_a_training_image_is_marked_and_the_crop_is_the_checkpoints(trained_ckpt, demo_data, tmp_path,
                                                                                capsys):
-    recorded = model.load_checkpoint(model.latest_checkpoint(trained_ckpt))["hparams"]
-    trained = dataset.training_files(demo_data, recorded["split"], recorded["test_fraction"], recorded["seed"])
+    recorded = C.load_checkpoint(C.latest_checkpoint(trained_ckpt))["hparams"]
+    trained = folders.training_files(demo_data, recorded["split"], recorded["test_fraction"], recorded["seed"])
     files = sorted(glob.glob(os.path.join(demo_data, "dots1", "*.png")))
     seen = next(f for f in files if os.path.realpath(f) in trained)
     held_out = next(f for f in files if os.path.realpath(f) not in trained)
     gen.main([seen, held_out, "--ckpt", trained_ckpt, "--steps", "1", "--snapshot-every", "0",
               "--gen-dir", str(tmp_path)])
     out, err = capsys.readouterr()
-    assert f"checkpoint {model.latest_checkpoint(trained_ckpt)}: the newest numbered one" in out
+    assert f"checkpoint {C.latest_checkpoint(trained_ckpt)}: the newest numbered one" in out
     assert f"{seen}: the classifier was trained on this image" in err and held_out not in err
     results = {r["target"]: r for r in map(lambda p: json.load(open(p)), glob.glob(str(tmp_path / "*" / "result.json")))}
     assert (results[seen]["target_in_training"], results[held_out]["target_in_training"]) == (True, False)

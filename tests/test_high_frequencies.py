@@ -5,9 +5,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
-import fidelity
-import quality
-import spectrum
+from texture.measures import quality
+from texture.synthesis import methods, spectrum
 
 
 def smooth_texture(side=64, seed=0, shift=0):
@@ -75,5 +74,5 @@ def test_hybrid_spectrum_term_prices_ripples_as_the_relative_one_and_a_weakened_
 
 
 def test_spectrum_scale_flag_reaches_the_synthesis_options():
-    assert fidelity.method_options("spectrum-relative", torch.float32)[1].spectrum_scale == "relative"
-    assert fidelity.method_options("default", torch.float32)[1].spectrum_scale == "absolute"
+    assert methods.method_options("spectrum-relative").spectrum_scale == "relative"
+    assert methods.method_options("default").spectrum_scale == "absolute"

@@ -6,6 +6,7 @@ import pytest
 
 import hyperparams
 from hyperparams import Hyperparams, parse_args
+from texture.run import outputs
 
 
 def test_every_field_has_a_group_and_help():
@@ -73,21 +74,21 @@ def test_check_turns_a_combination_into_an_argparse_error(capsys):
 def test_save_args_writes_json(tmp_path):
     args = parse_args("", ["seed"], ["--seed", "7"])
     path = tmp_path / "sub" / "hparams.json"
-    hyperparams.save_args(args, str(path))
+    outputs.save_args(args, str(path))
     assert json.loads(path.read_text())["seed"] == 7
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
     path = tmp_path / "report.json"
-    hyperparams.save_json({"old": 1}, str(path))
+    outputs.save_json({"old": 1}, str(path))
 
     def half_then_fail(tmp):
         with open(tmp, "w") as f:
             f.write("{\"half")
         raise OSError(28, "No space left on device")
     with pytest.raises(OSError):
-        hyperparams.write_atomic(str(path), half_then_fail)
+        outputs.write_atomic(str(path), half_then_fail)
     with pytest.raises(TypeError, match="keys must be"):  # found half-way through the dump
-        hyperparams.save_json({"a": 1, (2, 3): 4}, str(path))
+        outputs.save_json({"a": 1, (2, 3): 4}, str(path))
     assert json.loads(path.read_text()) == {"old": 1}
     assert os.listdir(tmp_path) == ["report.json"]

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-import local_measures as L
-import quality
+from texture.measures import local as L
+from texture.measures import quality, report
+from texture.run import outputs
 
 SIZE = 96
 
@@ -69,9 +70,9 @@ def test_a_structure_the_target_repeats_is_drawn_not_copied():
     target = texture("blobs", 0, 64)
     target[0:16, 0:16] = target[40:56, 40:56] = repeated
     target[0:16, 40:56] = unique
-    pool = L.patches(L.grey_levels(target), 16, 1)
+    pool = L.patches(outputs.grey_levels(target), 16, 1)
     for element, share in ((repeated, 0.0), (unique, 1.0)):
-        assert L.nearest(L.patches(L.grey_levels(element), 16, 1), pool)[0].item() == 0  # both within max_rms
+        assert L.nearest(L.patches(outputs.grey_levels(element), 16, 1), pool)[0].item() == 0  # both within max_rms
         assert L.copy_share(element, target) == share
 
 
@@ -90,7 +91,7 @@ def test_blocked_nearest_search_matches_brute_force(monkeypatch):
 def test_report_has_the_new_columns():
     target = texture("blobs", 0, 48)
     m = quality.measures(texture("blobs", 1, 48), target)
-    assert {"lbp_distance", "patch_nn", "patch_cover", "copy_share"} <= set(m) & set(quality.COLUMNS)
+    assert {"lbp_distance", "patch_nn", "patch_cover", "copy_share"} <= set(m) & set(report.COLUMNS)
     record = {"name": "blobs", "quality": m, "seconds": 1.0}
-    text = quality.table([record], quality.summarise([record]))
+    text = report.table([record], report.summarise([record]))
     assert all(c in text.splitlines()[0] for c in ("lbp_distance", "patch_nn", "patch_cover", "copy_share"))

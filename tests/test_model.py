@@ -5,26 +5,28 @@ import zipfile
 import pytest
 import torch
 
-import model as M
+import model
+from texture.networks import checkpoints as C
+from texture.run import device
 
 
 def test_layer_names_follow_vgg19():
-    net = M.TextureNet(5)
+    net = model.TextureNet(5)
     assert net.names[:5] == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1"]
     assert net.names[-1] == "pool5" and net.names.count("pool5") == 1
     assert sum(n.startswith("conv") for n in net.names) == 16
-    bn = M.TextureNet(5, "vgg19_bn")
+    bn = model.TextureNet(5, "vgg19_bn")
     assert "bn1_1" in bn.names and len(bn.names) == len(bn.features)
 
 
 @pytest.mark.parametrize("size", [32, 45, 64])
 def test_fully_convolutional_logits(size):
-    net = M.TextureNet(7).eval()
+    net = model.TextureNet(7).eval()
     assert net(torch.rand(2, 1, size, size)).shape == (2, 7)
 
 
 def test_taps_stop_at_the_deepest_layer(monkeypatch):
-    net = M.TextureNet(3).eval()
+    net = model.TextureNet(3).eval()
     calls = []
     for i, m in enumerate(net.features):
         m.register_forward_hook(lambda *a, i=i: calls.append(i))
@@ -37,32 +39,32 @@ def test_taps_stop_at_the_deepest_layer(monkeypatch):
 
 def test_gram_is_batched_symmetric_and_normalised():
     x = torch.randn(3, 4, 5, 6)
-    g = M.gram(x)
+    g = model.gram(x)
     assert g.shape == (3, 4, 4) and g.dtype == torch.float32
     assert torch.allclose(g, g.transpose(1, 2))
     f = x[1].reshape(4, -1)
     assert torch.allclose(g[1], f @ f.T / 30, atol=1e-5)
-    assert torch.allclose(M.gram(x.bfloat16()), g, rtol=0.05, atol=0.05)
+    assert torch.allclose(model.gram(x.bfloat16()), g, rtol=0.05, atol=0.05)
 
 
 def test_pooling_and_padding_switch_in_place():
-    net = M.set_pooling(M.TextureNet(2), "avg")
+    net = model.set_pooling(model.TextureNet(2), "avg")
     assert sum(isinstance(m, torch.nn.AvgPool2d) for m in net.features) == 5
-    M.set_pooling(net, "max")
+    model.set_pooling(net, "max")
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.features) == 5
-    M.set_padding(net, "circular")
+    model.set_padding(net, "circular")
     x = torch.rand(1, 1, 32, 32)
     rolled = net.taps(torch.roll(x, 8, dims=3), ["relu1_1"])["relu1_1"]
     assert torch.allclose(torch.roll(net.taps(x, ["relu1_1"])["relu1_1"], 8, dims=3), rolled, atol=1e-5)
 
 
 def test_device_and_dtype_choice():
-    assert M.pick_device("cpu").type == "cpu"
-    assert M.pick_dtype("fp32", torch.device("cpu")) == torch.float32
-    assert M.pick_dtype("fp16", torch.device("cpu")) == torch.float16
+    assert device.pick_device("cpu").type == "cpu"
+    assert device.pick_dtype("fp32", torch.device("cpu")) == torch.float32
+    assert device.pick_dtype("fp16", torch.device("cpu")) == torch.float16
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="--device cuda"):
-            M.pick_device("cuda")
+            device.pick_device("cuda")
 
 
 @pytest.mark.parametrize("amx, avx512_bf16, expect", [
@@ -74,7 +76,7 @@ def test_auto_dtype_on_cpu_is_bf16_only_with_native_bf16(amx, avx512_bf16, expec
             monkeypatch.delattr(torch.cpu, name, raising=False)
         else:
             monkeypatch.setattr(torch.cpu, name, lambda value=value: value)
-    assert M.pick_dtype("auto", torch.device("cpu")) == expect
+    assert device.pick_dtype("auto", torch.device("cpu")) == expect
 
 
 @pytest.mark.parametrize("capability, expect", [((6, 1), torch.float16), ((7, 5), torch.float16),
@@ -82,24 +84,24 @@ def test_auto_dtype_on_cpu_is_bf16_only_with_native_bf16(amx, avx512_bf16, expec
 def test_auto_dtype_on_cuda_is_fp16_before_ampere_even_where_bf16_is_emulated(capability, expect, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    assert M.pick_dtype("auto", torch.device("cuda", 0)) == expect
+    assert device.pick_dtype("auto", torch.device("cuda", 0)) == expect
 
 
 def test_find_checkpoint_says_which_it_picked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "asset" / "train" / "ckpt"
     folder.mkdir(parents=True)
-    for name in (M.ckpt_name(4), M.ckpt_name(12), "best.pt"):
+    for name in (C.ckpt_name(4), C.ckpt_name(12), "best.pt"):
         (folder / name).write_bytes(b"")
-    path, how = M.find_checkpoint("")
-    assert path.endswith(M.ckpt_name(12)) and "newest" in how and "--ckpt best" in how
-    assert M.find_checkpoint("best")[0] == os.path.join("asset", "train", "ckpt", "best.pt")
-    assert M.find_checkpoint(str(folder))[0] == str(folder / M.ckpt_name(12))
-    assert M.find_checkpoint("x.pt") == ("x.pt", "as given by --ckpt")
+    path, how = C.find_checkpoint("")
+    assert path.endswith(C.ckpt_name(12)) and "newest" in how and "--ckpt best" in how
+    assert C.find_checkpoint("best")[0] == os.path.join("asset", "train", "ckpt", "best.pt")
+    assert C.find_checkpoint(str(folder))[0] == str(folder / C.ckpt_name(12))
+    assert C.find_checkpoint("x.pt") == ("x.pt", "as given by --ckpt")
 
 
 def state(classes=3, arch="vgg19"):
-    net = M.TextureNet(classes, arch)
+    net = model.TextureNet(classes, arch)
     return {"arch": arch, "classes": [f"c{i}" for i in range(classes)], "model": net.state_dict(),
             "epoch": 1, "step": 10, "metrics": {"acc": 0.5}, "hparams": {"lr": 1e-3}}
 
@@ -107,11 +109,11 @@ def state(classes=3, arch="vgg19"):
 def test_checkpoint_round_trip_and_latest_by_number(tmp_path):
     s = state()
     for step in (9, 10, 100):
-        M.save_checkpoint(s, str(tmp_path / M.ckpt_name(step)))
-    os.utime(tmp_path / M.ckpt_name(9), (4e9, 4e9))  # newest mtime must not matter
-    latest = M.latest_checkpoint(str(tmp_path))
-    assert latest.endswith(M.ckpt_name(100))
-    net = M.model_from_checkpoint(M.load_checkpoint(latest))
+        C.save_checkpoint(s, str(tmp_path / C.ckpt_name(step)))
+    os.utime(tmp_path / C.ckpt_name(9), (4e9, 4e9))  # newest mtime must not matter
+    latest = C.latest_checkpoint(str(tmp_path))
+    assert latest.endswith(C.ckpt_name(100))
+    net = C.model_from_checkpoint(C.load_checkpoint(latest))
     for k, v in s["model"].items():
         assert torch.equal(net.state_dict()[k], v)
 
@@ -123,36 +125,36 @@ class Payload:
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):
-    with pytest.raises(M.CheckpointError, match="no checkpoint in"):
-        M.latest_checkpoint(str(tmp_path))
+    with pytest.raises(C.CheckpointError, match="no checkpoint in"):
+        C.latest_checkpoint(str(tmp_path))
     good = tmp_path / "good.pt"
-    M.save_checkpoint(state(), str(good))
+    C.save_checkpoint(state(), str(good))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(M.CheckpointError, match="truncated.pt: unreadable"):
-        M.load_checkpoint(str(truncated))
+    with pytest.raises(C.CheckpointError, match="truncated.pt: unreadable"):
+        C.load_checkpoint(str(truncated))
     junk = tmp_path / "junk.pt"
     with zipfile.ZipFile(junk, "w") as z:  # a zip, as torch's format is, without its records
         z.writestr("junk/readme.txt", "not a checkpoint")
-    with pytest.raises(M.CheckpointError, match="junk.pt: unreadable"):
-        M.load_checkpoint(str(junk))
+    with pytest.raises(C.CheckpointError, match="junk.pt: unreadable"):
+        C.load_checkpoint(str(junk))
     evil = tmp_path / "evil.pt"
     buf = io.BytesIO()
     torch.save({"model": {}, "payload": Payload()}, buf)
     evil.write_bytes(buf.getvalue())
-    with pytest.raises(M.CheckpointError, match="evil.pt: refused"):
-        M.load_checkpoint(str(evil))
-    with pytest.raises(M.CheckpointError, match="trained for 3 classes, this data has 28"):
-        M.model_from_checkpoint(M.load_checkpoint(str(good)), str(good), num_classes=28)
+    with pytest.raises(C.CheckpointError, match="evil.pt: refused"):
+        C.load_checkpoint(str(evil))
+    with pytest.raises(C.CheckpointError, match="trained for 3 classes, this data has 28"):
+        C.model_from_checkpoint(C.load_checkpoint(str(good)), str(good), num_classes=28)
     bn = state(arch="vgg19_bn")
     bn["arch"] = "vgg19"
-    with pytest.raises(M.CheckpointError, match="do not fit vgg19"):
-        M.model_from_checkpoint(bn, "bn.pt")
+    with pytest.raises(C.CheckpointError, match="do not fit vgg19"):
+        C.model_from_checkpoint(bn, "bn.pt")
 
 
 def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    path = str(tmp_path / M.ckpt_name(1))
-    M.save_checkpoint(state(), path)
+    path = str(tmp_path / C.ckpt_name(1))
+    C.save_checkpoint(state(), path)
     before = open(path, "rb").read()
 
     def disk_full(obj, f):
@@ -160,23 +162,23 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OSError):
-        M.save_checkpoint(state(), path)
+        C.save_checkpoint(state(), path)
     assert open(path, "rb").read() == before
-    assert os.listdir(tmp_path) == [M.ckpt_name(1)]
+    assert os.listdir(tmp_path) == [C.ckpt_name(1)]
 
 
 def test_frozen_folds_batch_norm_without_changing_the_taps():
-    net = M.TextureNet(3, "vgg19_bn").eval()
+    net = model.TextureNet(3, "vgg19_bn").eval()
     for m in net.features:  # statistics away from the identity, so folding them is visible
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2)
     x, taps = torch.rand(1, 1, 32, 32), ["conv1_1", "relu2_1", "relu3_1"]
-    ref = M.set_padding(M.set_pooling(net, "avg"), "reflect").taps(x, taps)
-    frozen = M.frozen(net, "avg", "reflect", keep=taps)
+    ref = model.set_padding(model.set_pooling(net, "avg"), "reflect").taps(x, taps)
+    frozen = model.frozen(net, "avg", "reflect", keep=taps)
     assert not any(p.requires_grad for p in frozen.parameters())
     kinds = {n: type(m).__name__ for n, m in zip(frozen.names, frozen.features)}
     assert kinds["bn1_1"] == "BatchNorm2d" and kinds["bn1_2"] == kinds["bn2_1"] == "Identity"
     out = frozen.taps(x, taps)
     for n in taps:
         assert torch.allclose(out[n], ref[n], rtol=1e-4, atol=1e-5), n
-    assert next(M.frozen(net, "avg", "reflect", torch.bfloat16).parameters()).dtype == torch.bfloat16
+    assert next(model.frozen(net, "avg", "reflect", torch.bfloat16).parameters()).dtype == torch.bfloat16

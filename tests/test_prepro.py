@@ -14,12 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-import dataset
-import demo
-import kylberg
-import photos
 import prepro
-from batches import Batches
+from texture.data import folders, images, kylberg, photographs, procedural
+from texture.data.batches import Batches
 
 
 def png_bytes(size=40, seed=0, mode="L"):
@@ -42,11 +39,11 @@ def write_dataset(root, classes=("aa1", "bb1"), per_sample=1, size=40):
 # ---- names and image modes -------------------------------------------------------------------
 
 def test_label_from_filename_accepts_both_kylberg_variants():
-    assert dataset.label_from_filename("blanket1-a-p001.png") == "blanket1"
-    assert dataset.label_from_filename("rice1.b-p001.png") == "rice1"
-    assert dataset.label_from_filename("some/dir/stoneslab1-d-p040.png") == "stoneslab1"
-    with pytest.raises(dataset.DataError, match="notkylberg.png"):
-        dataset.label_from_filename("notkylberg.png")
+    assert images.label_from_filename("blanket1-a-p001.png") == "blanket1"
+    assert images.label_from_filename("rice1.b-p001.png") == "rice1"
+    assert images.label_from_filename("some/dir/stoneslab1-d-p040.png") == "stoneslab1"
+    with pytest.raises(images.DataError, match="notkylberg.png"):
+        images.label_from_filename("notkylberg.png")
 
 
 def test_load_gray_converts_rgb_rgba_palette_and_16bit(tmp_path):
@@ -58,7 +55,7 @@ def test_load_gray_converts_rgb_rgba_palette_and_16bit(tmp_path):
     Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 16-bit PNG
     assert Image.open(tmp_path / "deep.png").mode.startswith("I")
     for name in ["rgb", "rgba", "palette", "deep"]:
-        out = dataset.load_gray(tmp_path / f"{name}.png")
+        out = images.load_gray(tmp_path / f"{name}.png")
         assert out.dtype == torch.uint8 and out.shape == (2, 2), name
         assert torch.equal(out, torch.from_numpy(gray)), name  # 16-bit is rescaled, not clipped to 255
 
@@ -66,27 +63,27 @@ def test_load_gray_converts_rgb_rgba_palette_and_16bit(tmp_path):
 def test_load_gray_names_an_unreadable_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(png_bytes()[:60])
-    with pytest.raises(dataset.DataError, match="broken.png"):
-        dataset.load_gray(bad)
+    with pytest.raises(images.DataError, match="broken.png"):
+        images.load_gray(bad)
 
 
 # ---- demo set --------------------------------------------------------------------------------
 
 def test_demo_has_kylberg_layout_and_normalisation(demo_data):
     classes = sorted(d for d in os.listdir(demo_data) if os.path.isdir(os.path.join(demo_data, d)))
-    assert classes == sorted(list(demo.FAMILIES)[:3])
+    assert classes == sorted(list(procedural.FAMILIES)[:3])
     for c in classes:
         files = sorted(os.listdir(os.path.join(demo_data, c)))
         assert files == [f"{c}-{s}-p{k:03d}.png" for s in "abcd" for k in (1, 2)]
-        img = dataset.load_gray(os.path.join(demo_data, c, files[0])).float()
+        img = images.load_gray(os.path.join(demo_data, c, files[0])).float()
         assert img.shape == (48, 48)
         assert abs(img.mean() - 127) < 3 and abs(img.std() - 40) < 4
 
 
 def test_demo_is_seeded_and_samples_differ(tmp_path):
-    a = demo.make_demo(str(tmp_path / "a"), classes=2, patches=4, size=32, seed=1)
-    demo.make_demo(str(tmp_path / "b"), classes=2, patches=4, size=32, seed=1)
-    demo.make_demo(str(tmp_path / "c"), classes=2, patches=4, size=32, seed=2)
+    a = procedural.make_demo(str(tmp_path / "a"), classes=2, patches=4, size=32, seed=1)
+    procedural.make_demo(str(tmp_path / "b"), classes=2, patches=4, size=32, seed=1)
+    procedural.make_demo(str(tmp_path / "c"), classes=2, patches=4, size=32, seed=2)
     read = lambda d, c, s: (tmp_path / d / c / f"{c}-{s}-p001.png").read_bytes()
     for c in a:
         assert read("a", c, "a") == read("b", c, "a")
@@ -108,8 +105,8 @@ def test_demo_command_writes_ten_classes_to_data_dir_and_records_settings(tmp_pa
     monkeypatch.chdir(tmp_path)  # no --data-dir: data/demo
     prepro.main(["--demo", "--demo-classes", "1", "--demo-patches", "4", "--demo-size", "32", "--demo-photos", ""])
     assert "data/demo: 1 classes, 4 images" in capsys.readouterr().out and (tmp_path / "data" / "demo").is_dir()
-    with pytest.raises(dataset.DataError, match="demo-classes"):
-        demo.make_demo(str(tmp_path / "x"), classes=len(demo.FAMILIES) + 1)
+    with pytest.raises(images.DataError, match="demo-classes"):
+        procedural.make_demo(str(tmp_path / "x"), classes=len(procedural.FAMILIES) + 1)
 
 
 def test_demo_photographs_are_classes_whose_samples_are_quadrants(tmp_path, capsys):
@@ -117,37 +114,37 @@ def test_demo_photographs_are_classes_whose_samples_are_quadrants(tmp_path, caps
     prepro.main(["--demo", "--data-dir", str(out), "--demo-classes", "1", "--demo-patches", "8", "--demo-size", "32",
                  "--demo-photos", "brick,hubble_deep_field", "--split", "source", "--image-size", "32"])
     assert "3 classes, 24 images of 32x32, split source: 18 train / 6 test" in capsys.readouterr().out
-    parts = dict(zip("abcd", photos.quadrants(photos.photograph("brick"))))
+    parts = dict(zip("abcd", photographs.quadrants(photographs.photograph("brick"))))
     for letter, part in parts.items():
         windows = np.lib.stride_tricks.sliding_window_view(part, (32, 32))
         for k in (1, 2):
-            patch = dataset.load_gray(str(out / "brick" / f"brick-{letter}-p{k:03d}.png")).numpy()
+            patch = images.load_gray(str(out / "brick" / f"brick-{letter}-p{k:03d}.png")).numpy()
             assert (windows == patch).all((2, 3)).any(), f"brick-{letter}-p{k:03d} is not a crop of quadrant {letter}"
     split = json.loads((out / "split_source.json").read_text())
     assert all("-d-" in f for f in split["test"]) and not any("-d-" in f for f in split["train"])
     with pytest.raises(SystemExit, match="--demo-photos 'bricks'"):
         prepro.main(["--demo", "--data-dir", str(tmp_path / "x"), "--demo-photos", "bricks"])
-    with pytest.raises(dataset.DataError, match="--demo-size 300"):
-        demo.make_demo(str(tmp_path / "y"), classes=1, size=300, photographs=("brick",))
+    with pytest.raises(images.DataError, match="--demo-size 300"):
+        procedural.make_demo(str(tmp_path / "y"), classes=1, size=300, photographs=("brick",))
     assert not (tmp_path / "y").exists()
 
 
 # ---- splits and cache ------------------------------------------------------------------------
 
 def test_patch_split_is_stratified_deterministic_and_written(demo_data):
-    s = dataset.load_data(demo_data, "patch", test_fraction=0.25, image_size=32, seed=3)
+    s = folders.load_data(demo_data, "patch", test_fraction=0.25, image_size=32, seed=3)
     assert set(s.train_files).isdisjoint(s.test_files) and len(s.train_files) + len(s.test_files) == 24
     assert torch.bincount(s.test_labels).tolist() == [2, 2, 2]
     assert s.train_images.shape == (18, 48, 48) and s.train_images.dtype == torch.uint8
     assert s.train_labels.dtype == torch.int64
-    again = dataset.load_data(demo_data, "patch", test_fraction=0.25, image_size=32, seed=3)
+    again = folders.load_data(demo_data, "patch", test_fraction=0.25, image_size=32, seed=3)
     assert again.test_files == s.test_files
     record = json.loads(open(os.path.join(demo_data, "split_patch.json")).read())
     assert record["test"] == s.test_files and record["train"] == s.train_files
 
 
 def test_source_split_holds_out_every_patch_of_sample_d(demo_data):
-    s = dataset.load_data(demo_data, "source", image_size=32)
+    s = folders.load_data(demo_data, "source", image_size=32)
     assert s.test_files and all("-d-p" in f for f in s.test_files)
     assert not any("-d-p" in f for f in s.train_files)
     assert len(s.test_files) == 6
@@ -156,48 +153,48 @@ def test_source_split_holds_out_every_patch_of_sample_d(demo_data):
 def test_source_split_names_files_it_cannot_use(tmp_path):
     data = write_dataset(tmp_path / "d")
     os.rename(os.path.join(data, "aa1", "aa1-a-p001.png"), os.path.join(data, "aa1", "photo.png"))
-    with pytest.raises(dataset.DataError, match=r"aa1/photo.png: --split source needs names"):
-        dataset.load_data(data, "source", image_size=32)
+    with pytest.raises(images.DataError, match=r"aa1/photo.png: --split source needs names"):
+        folders.load_data(data, "source", image_size=32)
     os.remove(os.path.join(data, "aa1", "photo.png"))
     for s in "bcd":
         os.remove(os.path.join(data, "bb1", f"bb1-{s}-p001.png"))
-    with pytest.raises(dataset.DataError, match=r"bb1: --split source needs two or more samples"):
-        dataset.load_data(data, "source", image_size=32)
+    with pytest.raises(images.DataError, match=r"bb1: --split source needs two or more samples"):
+        folders.load_data(data, "source", image_size=32)
 
 
 def test_split_all_trains_and_tests_on_everything(demo_data):
-    s = dataset.load_data(demo_data, "all", image_size=32)
+    s = folders.load_data(demo_data, "all", image_size=32)
     assert s.train_files == s.test_files and len(s.test_files) == 24
     assert torch.equal(s.train_images, s.test_images) and torch.equal(s.train_labels, s.test_labels)
 
 
 def test_cache_is_reused_then_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
     data = write_dataset(tmp_path / "d")
-    first = dataset.load_data(data, "all", image_size=32)
-    assert os.path.isfile(os.path.join(data, dataset.CACHE))
+    first = folders.load_data(data, "all", image_size=32)
+    assert os.path.isfile(os.path.join(data, folders.CACHE))
 
     def no_decode(*a):
         raise AssertionError("decoded again although nothing changed")
 
     with monkeypatch.context() as m:
-        m.setattr(dataset, "_decode", no_decode)
-        assert torch.equal(dataset.load_data(data, "all", image_size=32).train_images, first.train_images)
+        m.setattr(folders, "_decode", no_decode)
+        assert torch.equal(folders.load_data(data, "all", image_size=32).train_images, first.train_images)
     changed = os.path.join(data, "aa1", "aa1-a-p001.png")
     with open(changed, "wb") as f:
         f.write(png_bytes(40, seed=999))
     i = first.train_files.index("aa1/aa1-a-p001.png")
-    rebuilt = dataset.load_data(data, "all", image_size=32)
-    assert torch.equal(rebuilt.train_images[i], dataset.load_gray(changed))
+    rebuilt = folders.load_data(data, "all", image_size=32)
+    assert torch.equal(rebuilt.train_images[i], images.load_gray(changed))
     with open(os.path.join(data, "bb1", "bb1-a-p002.png"), "wb") as f:
         f.write(png_bytes(40, seed=5))
-    assert len(dataset.load_data(data, "all", image_size=32).train_files) == 9
+    assert len(folders.load_data(data, "all", image_size=32).train_files) == 9
 
 
 def test_mixed_sizes_are_centre_cropped_to_the_common_minimum(tmp_path):
     data = write_dataset(tmp_path / "d", size=40)
     big = np.random.default_rng(0).integers(0, 256, (50, 44), dtype=np.uint8)
     Image.fromarray(big).save(os.path.join(data, "aa1", "aa1-a-p009.png"))
-    s = dataset.load_data(data, "all", image_size=32)
+    s = folders.load_data(data, "all", image_size=32)
     assert s.train_images.shape[1:] == (40, 40)
     i = s.train_files.index("aa1/aa1-a-p009.png")
     assert torch.equal(s.train_images[i], torch.from_numpy(big[5:45, 2:42]))
@@ -206,17 +203,17 @@ def test_mixed_sizes_are_centre_cropped_to_the_common_minimum(tmp_path):
 
 def test_center_crop_keeps_short_sides_whole_and_rounds_odd_margins_down():
     img = torch.arange(5 * 8).view(5, 8)
-    assert torch.equal(dataset.center_crop(img, 3), img[1:4, 2:5])  # margins 2 and 5: 1 and 2 above/left
-    assert torch.equal(dataset.center_crop(img, 6), img[:, 1:7])  # 5 rows < 6: all kept, not padded
-    assert torch.equal(dataset.center_crop(img, 2, 4), img[1:3, 2:6])
+    assert torch.equal(images.center_crop(img, 3), img[1:4, 2:5])  # margins 2 and 5: 1 and 2 above/left
+    assert torch.equal(images.center_crop(img, 6), img[:, 1:7])  # 5 rows < 6: all kept, not padded
+    assert torch.equal(images.center_crop(img, 2, 4), img[1:3, 2:6])
     batch = torch.stack([img, img + 100])
-    assert torch.equal(dataset.center_crop(batch, 3), torch.stack([img[1:4, 2:5], img[1:4, 2:5] + 100]))
+    assert torch.equal(images.center_crop(batch, 3), torch.stack([img[1:4, 2:5], img[1:4, 2:5] + 100]))
 
 # ---- batches ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def split(demo_data):
-    return dataset.load_data(demo_data, "all", image_size=32)
+    return folders.load_data(demo_data, "all", image_size=32)
 
 
 def test_training_batches_shapes_range_and_determinism(split):
@@ -340,7 +337,7 @@ def test_download_and_extract_the_28_classes_resuming_a_partial_zip(server, tmp_
     data = run_prepro(tmp_path, url)
     assert (name, f"bytes={len(whole) // 2}-") in RangeHandler.ranges
     assert (tmp_path / "zips" / name).read_bytes() == whole
-    assert sorted(os.listdir(data)) == sorted(kylberg.KYLBERG + ["prepro_args.json", dataset.CACHE, "split_patch.json"])
+    assert sorted(os.listdir(data)) == sorted(kylberg.KYLBERG + ["prepro_args.json", folders.CACHE, "split_patch.json"])
     assert sorted(os.listdir(data / "rice1")) == [f"rice1-{s}-p001.png" for s in "abcd"]  # no junk
     assert "28 classes, 112 images of 40x40, split patch: 84 train / 28 test" in capsys.readouterr().out
 
@@ -349,7 +346,7 @@ def test_hand_placed_zips_need_no_network(server, tmp_path, capsys):
     folder, _ = publish(server, "byhand")
     shutil.copytree(folder, tmp_path / "zips")
     data = run_prepro(tmp_path, "http://127.0.0.1:9/nothing-here/")
-    assert len(dataset.load_data(str(data), image_size=32).classes) == 28
+    assert len(folders.load_data(str(data), image_size=32).classes) == 28
 
 
 @pytest.mark.parametrize("entry", ["../evil.png", "/abs-evil.png"])

@@ -2,7 +2,7 @@
 photograph (a cross of energy on the frequency axes of its DFT) are not imposed on the output."""
 import torch
 
-import spectrum
+from texture.synthesis import spectrum
 
 
 def test_periodic_component_of_a_ramp_is_flat_and_of_a_periodic_image_is_itself():

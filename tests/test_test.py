@@ -7,12 +7,13 @@ import sys
 
 import pytest
 import torch
+from conftest import load_script
 from PIL import Image
 
-import model as M
-import dataset
-import demo
-import test as T
+from texture.data import folders, procedural
+from texture.networks import checkpoints as C
+
+T = load_script("test")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,10 +38,10 @@ def test_output_format_and_reports(demo_data, trained_ckpt, tmp_path):
     assert all(re.fullmatch(r"\s+\S+\s+\d+/2 = \d\.\d{4}", line) for line in per_class)
     report = json.load(open(tmp_path / "report.json"))
     assert (report["hits"], report["n"], f"{report['accuracy']:.4f}") == (int(hits), 6, acc)
-    assert report["checkpoint"] == M.latest_checkpoint(trained_ckpt)
+    assert report["checkpoint"] == C.latest_checkpoint(trained_ckpt)
     assert sum(map(sum, report["confusion"])) == 6 and len(report["mistakes"]) == 6 - int(hits)
     assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert lines[0] == f"checkpoint {M.latest_checkpoint(trained_ckpt)}: the newest numbered one in {trained_ckpt}; " \
+    assert lines[0] == f"checkpoint {C.latest_checkpoint(trained_ckpt)}: the newest numbered one in {trained_ckpt}; " \
                        "--ckpt best (or a path) picks another"
     assert report["held_out"] and report["training_images"] == 0
 
@@ -51,7 +52,7 @@ def test_data_settings_come_from_the_checkpoint(trained_ckpt, tmp_path, capsys):
     report = json.load(open(tmp_path / "report.json"))
     held_out = json.load(open(os.path.join(report["data_dir"], "split_patch.json")))["test"]
     assert (report["n"], report["image_size"], report["held_out"]) == (6, 32, True)
-    assert report["data_dir"] == M.load_checkpoint(M.latest_checkpoint(trained_ckpt))["hparams"]["data_dir"]
+    assert report["data_dir"] == C.load_checkpoint(C.latest_checkpoint(trained_ckpt))["hparams"]["data_dir"]
     assert {m["file"] for m in report["mistakes"]} <= set(held_out)
 
 
@@ -97,15 +98,15 @@ def test_files_prints_class_and_probability_and_reports_unreadable(trained_ckpt,
 
 def damaged(trained_ckpt, tmp_path, kind):
     """A copy of the trained checkpoint spoiled in one way."""
-    ckpt = M.load_checkpoint(M.latest_checkpoint(trained_ckpt))
+    ckpt = C.load_checkpoint(C.latest_checkpoint(trained_ckpt))
     path = tmp_path / f"{kind}.pt"
     if kind == "truncated":
-        data = open(M.latest_checkpoint(trained_ckpt), "rb").read()
+        data = open(C.latest_checkpoint(trained_ckpt), "rb").read()
         path.write_bytes(data[:len(data) // 2])
     elif kind == "other arch":
         torch.save({**ckpt, "arch": {"vgg19": "vgg19_bn", "vgg19_bn": "vgg19"}[ckpt["arch"]]}, path)
     elif kind == "pickled object":
-        torch.save({**ckpt, "extra": dataset.Split}, path)
+        torch.save({**ckpt, "extra": folders.Split}, path)
     return path
 
 
@@ -124,7 +125,7 @@ def test_damaged_checkpoint_is_refused(kind, message, demo_data, trained_ckpt, t
 def test_errors_are_one_line(demo_data, trained_ckpt, tmp_path):
     (tmp_path / "none").mkdir()
     other = tmp_path / "four"
-    demo.make_demo(str(other), classes=4, patches=4, size=40, seed=1)
+    procedural.make_demo(str(other), classes=4, patches=4, size=40, seed=1)
     cases = [(evaluate(demo_data, tmp_path / "none", tmp_path), "no checkpoint in .*run train.py first or pass --ckpt"),
              (evaluate(str(other), trained_ckpt, tmp_path), "trained for 3 classes, this data has 4"),
              (evaluate(str(tmp_path / "nowhere"), trained_ckpt, tmp_path), "nowhere: data folder not found")]

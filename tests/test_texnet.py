@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-import generator as G
 import model
 import texnet
-import texsample
+from texture.networks import checkpoints as C
+from texture.networks import feedforward as G
+from texture.synthesis import sampling
 
 ARCHS = dict(model.ARCHS)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +78,7 @@ def trained(firsts, trained_ckpt, tmp_path_factory):
 
 def test_training_lowers_the_loss_and_writes_a_small_checkpoint(trained):
     path, label = trained
-    ckpt = model.load_checkpoint(path)
+    ckpt = C.load_checkpoint(path)
     curve = ckpt["curve"]
     assert len(curve) == 30 and ckpt["step"] == 30 and ckpt["labels"] == [label]
     assert sum(curve[-5:]) < 0.7 * sum(curve[:5]), curve
@@ -131,12 +132,12 @@ def test_calibrated_eval_equals_training_mode_on_the_calibration_sample(norm):
 
 def test_checkpoint_round_trip_and_bad_checkpoints(trained, tmp_path, trained_ckpt):
     path, label = trained
-    g, ckpt = texsample.load(path)
+    g, ckpt = sampling.load(path)
     assert all(torch.equal(v, ckpt["model"][k]) for k, v in g.state_dict().items())
     assert g.config() == {"scales": 3, "width": 4, "noise": 2, "classes": 1, "norm": "batch"}
     assert ckpt["target_images"][0].dtype == torch.uint8 and ckpt["target_images"][0].shape == (32, 32)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    classifier = model.latest_checkpoint(trained_ckpt)
+    classifier = C.latest_checkpoint(trained_ckpt)
     for bad in (tmp_path / "missing.pt", tmp_path / "junk.pt", classifier):
         with pytest.raises(SystemExit) as e:
             sample(bad, tmp_path / "out")
@@ -148,7 +149,7 @@ def test_joint_generator_and_unknown_label(firsts, tmp_path):
     train(firsts[:2], tmp_path / "t", "--texnet-steps", 2, "--texnet-mode", "joint")
     path = tmp_path / "t" / "joint" / "texnet.pt"
     labels = [os.path.basename(os.path.dirname(f)) for f in firsts[:2]]
-    assert texsample.load(path)[1]["labels"] == labels
+    assert sampling.load(path)[1]["labels"] == labels
     with pytest.raises(SystemExit, match=f"--label nope: .* knows {labels[0]}, {labels[1]}$"):
         sample(path, tmp_path / "s", "--label", "nope")
     records = sample(path, tmp_path / "s", "--label", labels[1], "--size", 32, 32)
@@ -160,11 +161,11 @@ def test_time_budget_then_resume_equals_an_uninterrupted_run(firsts, tmp_path):
     train(firsts[:1], tmp_path / "a", "--texnet-steps", 3)
     train(firsts[:1], tmp_path / "b", "--texnet-steps", 3, "--time-budget", 1e-9)  # stops after one step
     label = os.path.basename(os.path.dirname(firsts[0]))
-    assert texsample.load(tmp_path / "b" / label / "texnet.pt")[1]["step"] == 1
+    assert sampling.load(tmp_path / "b" / label / "texnet.pt")[1]["step"] == 1
     with pytest.raises(SystemExit, match="continue with --resume"):
         train(firsts[:1], tmp_path / "b", "--texnet-steps", 3)
     train(firsts[:1], tmp_path / "b", "--texnet-steps", 3, "--resume")
-    a, b = (texsample.load(tmp_path / d / label / "texnet.pt")[1] for d in "ab")
+    a, b = (sampling.load(tmp_path / d / label / "texnet.pt")[1] for d in "ab")
     assert b["step"] == 3 and a["curve"] == b["curve"]
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
 
@@ -187,5 +188,5 @@ def test_torchrun_trains_one_generator_on_two_processes(firsts, tmp_path):
                         firsts[0], *TINY, "--backbone", "random", "--texnet-steps", "2", "--texnet-dir", str(tmp_path)],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    ckpt = texsample.load(glob.glob(str(tmp_path / "*" / "texnet.pt"))[0])[1]
+    ckpt = sampling.load(glob.glob(str(tmp_path / "*" / "texnet.pt"))[0])[1]
     assert ckpt["step"] == 2 and len(ckpt["curve"]) == 2

@@ -4,11 +4,11 @@ import signal
 
 import pytest
 import torch
+from test_texnet import firsts, quick_vgg, sample, train  # noqa: F401  (fixtures and helpers)
 
 import texnet
-import texsample
-from targets import label_of
-from test_texnet import firsts, quick_vgg, sample, train  # noqa: F401  (fixtures and helpers)
+from texture.synthesis import sampling
+from texture.synthesis.targets import label_of
 
 
 @pytest.fixture
@@ -61,10 +61,10 @@ def test_sigterm_saves_the_step_reached_and_resume_continues(firsts, tmp_path, m
         train(firsts[:1], tmp_path, "--texnet-steps", 5)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     path = tmp_path / label_of(firsts[0]) / "texnet.pt"
-    assert texsample.load(path)[1]["step"] == 2
+    assert sampling.load(path)[1]["step"] == 2
     monkeypatch.setattr(texnet, "step_loss", real)
     train(firsts[:1], tmp_path, "--texnet-steps", 3, "--resume")
-    assert texsample.load(path)[1]["step"] == 3
+    assert sampling.load(path)[1]["step"] == 3
 
 
 def test_unwritable_texnet_dir_is_one_line(firsts, tmp_path):

@@ -14,12 +14,14 @@ from unittest import mock
 
 import pytest
 import torch
+from conftest import load_script
 
-import model as M
-import demo
-import evaluation
-import test as T
 import train
+from texture.data import procedural
+from texture.networks import checkpoints as C
+from texture.networks import evaluation, training
+
+T = load_script("test")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +39,7 @@ def run(args, cwd, module="train.py", timeout=300, **popen):
 
 
 def weights(path):
-    return M.load_checkpoint(path)["model"]
+    return C.load_checkpoint(path)["model"]
 
 
 def metrics(out):
@@ -49,7 +51,7 @@ def metrics(out):
 def data12(tmp_path_factory):
     """3 classes x 12 patches of 48 px: 27 training and 9 held-out images."""
     out = tmp_path_factory.mktemp("d12") / "demo"
-    demo.make_demo(str(out), classes=3, patches=12, size=48, seed=0)
+    procedural.make_demo(str(out), classes=3, patches=12, size=48, seed=0)
     return str(out)
 
 
@@ -65,9 +67,9 @@ def test_training_lowers_loss_and_beats_chance(data12, tmp_path):
 
 
 def test_keep_prunes_old_checkpoints_but_keeps_best(trained_ckpt):
-    found = M.checkpoints(trained_ckpt)
+    found = C.checkpoints(trained_ckpt)
     assert [os.path.basename(p) for p in found] == ["ckpt_00000008.pt", "ckpt_00000012.pt"]
-    best = M.load_checkpoint(os.path.join(trained_ckpt, "best.pt"))
+    best = C.load_checkpoint(os.path.join(trained_ckpt, "best.pt"))
     accs = [r["test_acc"] for r in metrics(pathlib.Path(trained_ckpt).parent) if "test_acc" in r]
     assert best["metrics"]["test_acc"] == max(accs) and best["step"] == 4 * (accs.index(max(accs)) + 1)
     assert json.load(open(os.path.join(trained_ckpt, "classes.json"))) == best["classes"]
@@ -77,7 +79,7 @@ def test_keep_prunes_old_checkpoints_but_keeps_best(trained_ckpt):
 def test_sigterm_then_resume_equals_uninterrupted_run(demo_data, tmp_path, monkeypatch):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train.main(flags(demo_data, whole, "--epochs", 3, "--dtype", "fp32"))
-    save = train.save
+    save = training.save
 
     def save_then_terminate(state, args, best):  # a SIGTERM right after the first epoch's checkpoint
         path = save(state, args, best)
@@ -92,8 +94,8 @@ def test_sigterm_then_resume_equals_uninterrupted_run(demo_data, tmp_path, monke
         train.main(flags(demo_data, parts))
     # The recorded settings (fp32, 3 epochs) come from the checkpoint; it resumes in the middle of epoch 2.
     train.main(["--resume", "--ckpt-dir", str(parts / "ckpt")])
-    a, b = weights(M.latest_checkpoint(whole / "ckpt")), weights(M.latest_checkpoint(parts / "ckpt"))
-    assert M.latest_checkpoint(parts / "ckpt").endswith("ckpt_00000012.pt")
+    a, b = weights(C.latest_checkpoint(whole / "ckpt")), weights(C.latest_checkpoint(parts / "ckpt"))
+    assert C.latest_checkpoint(parts / "ckpt").endswith("ckpt_00000012.pt")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     assert [r["epoch"] for r in metrics(parts) if "epoch" in r] == [1, 2, 3]
@@ -104,7 +106,7 @@ def test_resume_with_more_epochs_continues_the_count(trained_ckpt, demo_data, tm
     for name in os.listdir(trained_ckpt):  # hard links: the shared fixture stays untouched
         os.link(os.path.join(trained_ckpt, name), tmp_path / "ckpt" / name)
     train.main(["--resume", "--epochs", "4", "--ckpt-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "log")])
-    last = M.load_checkpoint(M.latest_checkpoint(tmp_path / "ckpt"))
+    last = C.load_checkpoint(C.latest_checkpoint(tmp_path / "ckpt"))
     assert (last["epoch"], last["step"], last["hparams"]["epochs"], last["hparams"]["image_size"]) == (4, 16, 4, 32)
 
 
@@ -115,7 +117,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(demo_data, tmp_path):
     assert r.returncode != 0
     assert re.match(r"loss is (nan|inf) at epoch 2 step \d+: training diverged", r.stderr.strip().splitlines()[-1])
     assert "Traceback" not in r.stderr
-    assert [os.path.basename(p) for p in M.checkpoints(tmp_path / "ckpt")] == ["ckpt_00000004.pt"]
+    assert [os.path.basename(p) for p in C.checkpoints(tmp_path / "ckpt")] == ["ckpt_00000004.pt"]
 
 
 def test_torchrun_two_processes_share_data_and_write_once(data12, tmp_path, capsys):
@@ -123,13 +125,13 @@ def test_torchrun_two_processes_share_data_and_write_once(data12, tmp_path, caps
              *flags(data12, tmp_path, "--epochs", 2, "--dtype", "fp32")], tmp_path, module="torchrun")
     assert r.returncode == 0, r.stderr[-2000:]
     # 27 images over 2 processes of batch 4: 3 steps per epoch, each checkpoint written once by rank 0
-    assert [os.path.basename(p) for p in M.checkpoints(tmp_path / "ckpt")] == ["ckpt_00000003.pt", "ckpt_00000006.pt"]
+    assert [os.path.basename(p) for p in C.checkpoints(tmp_path / "ckpt")] == ["ckpt_00000003.pt", "ckpt_00000006.pt"]
     assert len(re.findall(r"epoch \d/2: held-out", r.stdout)) == 2 and "2 process(es)" in r.stdout
     assert [m["epoch"] for m in metrics(tmp_path) if "epoch" in m] == [1, 2]
-    assert all(m["n"] == 9 for m in [M.load_checkpoint(p)["metrics"] for p in M.checkpoints(tmp_path / "ckpt")])
+    assert all(m["n"] == 9 for m in [C.load_checkpoint(p)["metrics"] for p in C.checkpoints(tmp_path / "ckpt")])
     # Both processes evaluated with the batch-norm statistics saved (rank 0's), so test.py, with the
     # run's own settings, finds the same images right and the same mean loss.
-    logged = M.load_checkpoint(M.latest_checkpoint(tmp_path / "ckpt"))["metrics"]
+    logged = C.load_checkpoint(C.latest_checkpoint(tmp_path / "ckpt"))["metrics"]
     T.main(["--ckpt", str(tmp_path / "ckpt"), "--dtype", "fp32", "--test-dir", str(tmp_path / "test")])
     report = json.load(open(tmp_path / "test" / "report.json"))
     assert (report["hits"], report["n"], report["held_out"]) == (logged["hits"], 9, True)
@@ -168,16 +170,16 @@ def test_non_finite_gradients_with_a_finite_loss_leave_the_weights_alone():
     cpu = torch.device("cpu")
     before = copy.deepcopy(net.state_dict())
     hook = net[0].weight.register_hook(lambda g: g * math.nan)
-    loss, _, _, finite = train.step_once(net, opt, sched, scaler, batch, cpu, torch.float32, False)
+    loss, _, _, finite = training.step_once(net, opt, sched, scaler, batch, cpu, torch.float32, False)
     assert math.isfinite(loss) and not finite and sched.last_epoch == 0
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     hook.remove()
-    assert train.step_once(net, opt, sched, scaler, batch, cpu, torch.float32, False)[3]
+    assert training.step_once(net, opt, sched, scaler, batch, cpu, torch.float32, False)[3]
     assert not torch.equal(before["0.weight"], net[0].weight) and sched.last_epoch == 1
 
 
 def test_non_finite_gradients_stop_training_with_one_line(demo_data, tmp_path, monkeypatch):
-    step = train.step_once
+    step = training.step_once
 
     def nan_gradients_at_step_6(model, *args):
         if train_run[0].step == 5:
@@ -187,8 +189,8 @@ def test_non_finite_gradients_stop_training_with_one_line(demo_data, tmp_path, m
             finally:
                 hook.remove()
         return step(model, *args)
-    train_run, init = [], train.Run.__init__
-    monkeypatch.setattr(train.Run, "__init__", lambda self, *a: (train_run.append(self), init(self, *a))[1])
+    train_run, init = [], training.Run.__init__
+    monkeypatch.setattr(training.Run, "__init__", lambda self, *a: (train_run.append(self), init(self, *a))[1])
     monkeypatch.setattr(train, "step_once", nan_gradients_at_step_6)
     with pytest.raises(SystemExit, match=r"^gradients are not finite at epoch 2 step 6: training diverged, "
                                          r"nothing saved \(last good checkpoint: .*ckpt_00000004.pt\)"):
@@ -217,7 +219,7 @@ def test_a_fresh_run_refuses_a_log_dir_holding_another_runs_logs(tmp_path):
 
 def wait_for_checkpoint(directory, proc, timeout=120):
     end = time.time() + timeout
-    while not M.checkpoints(directory):
+    while not C.checkpoints(directory):
         assert proc.poll() is None and time.time() < end, "no checkpoint appeared"
         time.sleep(0.1)
 
@@ -229,14 +231,14 @@ def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(demo_data, tmp_pa
     wait_for_checkpoint(tmp_path / "ckpt", proc)
     proc.kill()
     proc.wait()
-    for path in M.checkpoints(tmp_path / "ckpt"):
-        M.load_checkpoint(path)  # every numbered file is complete; temporaries never match the pattern
+    for path in C.checkpoints(tmp_path / "ckpt"):
+        C.load_checkpoint(path)  # every numbered file is complete; temporaries never match the pattern
     r = run(["--resume", "--ckpt-dir", str(tmp_path / "ckpt")], tmp_path)
     assert r.returncode == 0, r.stderr
     resumed = int(r.stdout.split("resuming at step ")[1].split()[0])
     assert resumed >= 4 and resumed % 4 == 0
     assert [m["epoch"] for m in metrics(tmp_path) if "epoch" in m] == [1, 2, 3]
-    assert M.latest_checkpoint(tmp_path / "ckpt").endswith("ckpt_00000012.pt")
+    assert C.latest_checkpoint(tmp_path / "ckpt").endswith("ckpt_00000012.pt")
 
 
 def children(pid):
@@ -267,7 +269,7 @@ def test_torchrun_restarts_a_killed_worker_which_resumes(demo_data, tmp_path):
     out = (tmp_path / "out.txt").read_text()
     assert proc.returncode == 0, out[-2000:]
     assert "resuming at step" in out
-    assert M.latest_checkpoint(tmp_path / "ckpt").endswith("ckpt_00000012.pt")
+    assert C.latest_checkpoint(tmp_path / "ckpt").endswith("ckpt_00000012.pt")
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(demo_data, tmp_path, monkeypatch):
@@ -286,7 +288,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(demo_data, tmp_pat
         train.main(flags(demo_data, tmp_path, "--epochs", 3))
     monkeypatch.setattr(torch, "save", save)
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["best.pt", "ckpt_00000004.pt", "classes.json", "hparams.json"]
-    assert M.load_checkpoint(tmp_path / "ckpt" / "ckpt_00000004.pt")["step"] == 4
+    assert C.load_checkpoint(tmp_path / "ckpt" / "ckpt_00000004.pt")["step"] == 4
 
 
 @pytest.mark.parametrize("case", ["missing data", "empty data", "unwritable ckpt dir", "bad flag", "corrupt resume"])

@@ -1,4 +1,4 @@
-"""bench.py's synthesis sections: time to quality against the original recipe (bench_quality), one
+"""bench.py's synthesis sections: time to quality against the original recipe (time_to_quality), one
 synthesis iteration of each method against a bare forward and backward pass, and a texnet.py sample
 against a gen.py iteration at the same size; every comparison timed side by side (timing.interleave).
 """
@@ -9,17 +9,19 @@ import time
 
 import torch
 
-import backbones
-import dataset
-import fidelity
-import gen
-import generator
-import layer_spec
 import model as M
-import synthesis
-from bench_quality import ORIGINAL, photo_target, time_to_quality, timed_methods
 from hyperparams import Hyperparams
-from timing import interleave, sync
+from texture.data import folders
+from texture.data.images import center_crop
+from texture.measures.time_to_quality import ORIGINAL, photo_target, time_to_quality, timed_methods
+from texture.networks import backbones
+from texture.networks import feedforward as generator
+from texture.networks.checkpoints import CheckpointError
+from texture.run.device import autocast, pick_dtype
+from texture.run.timing import interleave, sync
+from texture.synthesis.methods import method_options
+from texture.synthesis.optimize import objective, refinement, synthesize
+from texture.synthesis.options import Options
 
 
 def synthesis_net(args, device):
@@ -28,32 +30,33 @@ def synthesis_net(args, device):
                                 seed=args.seed, backbone_weights="")
     try:
         return backbones.networks(choice)[0].to(device).eval().requires_grad_(False)
-    except M.CheckpointError as e:
+    except CheckpointError as e:
         raise SystemExit(f"--ckpt: {e}")
 
 
-def iteration_times(net, target, layers, options, steps, seed):
-    """A callable running `steps` iterations of synthesis.synthesize; returns the seconds between iterations."""
+def iteration_times(net, target, options, steps, seed):
+    """A callable running `steps` iterations of synthesize; returns the seconds between iterations."""
     def run():
         stamps = []
-        synthesis.synthesize(net, [target], layers, None, dataclasses.replace(options, steps=steps), seeds=[seed],
-                             callback=lambda *_: stamps.append(time.perf_counter()))
+        synthesize(net, [target], None, dataclasses.replace(options, steps=steps), seeds=[seed],
+                   callback=lambda *_: stamps.append(time.perf_counter()))
         return [b - a for a, b in zip(stamps, stamps[1:])]
     return run
 
 
-def bare_times(net, layers, options, size, steps, device):
-    """A callable timing `steps` bare forward+backward passes to the deepest tap, input gradient only, of
-    the network as synthesis.synthesize runs it (model.frozen)."""
-    bare = M.frozen(net, options.pool, options.padding, options.dtype, keep=layers)
-    deepest = max(layers, key=bare.names.index)
+def bare_times(net, options, size, steps, device):
+    """A callable timing `steps` bare forward+backward passes to the deepest tap of options.layers,
+    input gradient only, of the network as synthesize runs it (model.frozen)."""
+    dtype = pick_dtype(options.dtype, device)
+    bare = M.frozen(net, options.pool, options.padding, dtype, keep=options.layers)
+    deepest = max(options.layers, key=bare.names.index)
     x = torch.rand(1, 1, size, size, device=device, requires_grad=True)
 
     def run():
         out = []
         for _ in range(steps):
             t = time.perf_counter()
-            with M.autocast(device, options.dtype):
+            with autocast(device, dtype):
                 f = bare.taps(x, [deepest])[deepest]
             f.float().sum().backward()
             x.grad = None
@@ -63,11 +66,11 @@ def bare_times(net, layers, options, size, steps, device):
     return run
 
 
-def loss_times(net, target, layers, options, steps, device):
-    """A callable timing `steps` forward+loss+backward passes as synthesis.synthesize runs them (Gram
-    and spectrum terms included), without the optimiser and the bookkeeping of an iteration."""
+def loss_times(net, target, options, steps, device):
+    """A callable timing `steps` forward+loss+backward passes as synthesize runs them (Gram and
+    spectrum terms included), without the optimiser and the bookkeeping of an iteration."""
     size = tuple(target.shape)
-    evaluate = synthesis.objective(net, [target], layers, size, options)
+    evaluate = objective(net, [target], size, options)
     z = torch.zeros(1, 1, *size, device=device).uniform_(-2, 2).requires_grad_()
 
     def run():
@@ -82,23 +85,22 @@ def loss_times(net, target, layers, options, steps, device):
     return run
 
 
-def bench_synthesis(args, device, dtype):
+def bench_synthesis(args, device):
     """Sections synthesis and iteration: iteration counts from time_to_quality, the time per iteration of
     each recipe from interleaved timed chunks, and of the default's loss alone and of the bare network.
     The default's iteration is that of its Gram + spectrum part (method gram-spectrum), which reaches
     the original's quality before the refinement starts; the refinement's iteration is timed apart."""
     net = synthesis_net(args, device)
-    target, quality = time_to_quality(args, net, dtype, device)
-    methods = timed_methods(dtype)
-    layers, options = methods["gram-spectrum"]
-    refine_layers, refine = fidelity.method_options("refine", dtype)
+    target, quality = time_to_quality(args, net, args.dtype, device)
+    methods = timed_methods(args.dtype)
+    options = methods["gram-spectrum"]
     c = args.bench_chunk
     t = interleave({
-        "original": iteration_times(net, target, layer_spec.parse_layers("original"), ORIGINAL, c + 1, args.seed),
-        **{name: iteration_times(net, target, lay, opt, c + 1, args.seed) for name, (lay, opt) in methods.items()},
-        "refine": iteration_times(net, target, refine_layers, synthesis.refinement(refine), c + 1, args.seed),
-        "loss": loss_times(net, target, layers, options, c, device),
-        "bare": bare_times(net, layers, options, args.image_size, c, device)}, args.bench_repeats, device)
+        "original": iteration_times(net, target, ORIGINAL, c + 1, args.seed),
+        **{name: iteration_times(net, target, opt, c + 1, args.seed) for name, opt in methods.items()},
+        "refine": iteration_times(net, target, refinement(method_options("refine", args.dtype)), c + 1, args.seed),
+        "loss": loss_times(net, target, options, c, device),
+        "bare": bare_times(net, options, args.image_size, c, device)}, args.bench_repeats, device)
     orig = quality["original"]
     orig.update(iteration_s=t["original"], seconds=orig["steps"] * t["original"])
     for name, m in quality["methods"].items():
@@ -120,22 +122,22 @@ def bench_synthesis(args, device, dtype):
 ALL_PATCHES_UP_TO = 192  # side up to which the refinement is also timed with every target patch (beyond: minutes)
 
 
-def bench_refine_sizes(args, device, dtype):
+def bench_refine_sizes(args, device):
     """Section refine: per side of --bench-refine-sizes (output = target, a centre crop of --bench-photo),
-    the refinement's iteration (fidelity method refine) against the iteration before it (Gram +
+    the refinement's iteration (method refine) against the iteration before it (Gram +
     spectrum), interleaved; up to ALL_PATCHES_UP_TO px also with every target patch instead of at most
     --gcd-patches of them."""
     net = synthesis_net(args, device)
-    layers, options = fidelity.method_options("refine", dtype)
-    first, refine = dataclasses.replace(options, refine_steps=0), synthesis.refinement(options)
+    options = method_options("refine", args.dtype)
+    first, refine = dataclasses.replace(options, refine_steps=0), refinement(options)
     c, out = args.bench_chunk, []
     for side in args.bench_refine_sizes:
         target = photo_target(args.bench_photo, side, device)
-        fns = {name: iteration_times(net, target, layers, o, c + 1, args.seed)
+        fns = {name: iteration_times(net, target, o, c + 1, args.seed)
                for name, o in (("first", first), ("refine", refine))}
         if side <= ALL_PATCHES_UP_TO:
             every = dataclasses.replace(refine, gcd_patches=sys.maxsize)
-            fns["all"] = iteration_times(net, target, layers, every, c + 1, args.seed)
+            fns["all"] = iteration_times(net, target, every, c + 1, args.seed)
         t = interleave(fns, args.bench_repeats, device)
         out.append({"side": side, "first_iteration_s": t["first"], "refine_iteration_s": t["refine"],
                     "ratio": t.ratio("refine", "first"),
@@ -151,19 +153,19 @@ def bench_texnet(args, device, dtype, data_dir):
     g = generator.Generator(h.texnet_scales, h.texnet_width, h.texnet_noise).to(device)
     generator.calibrate(g, generator.noise_pyramid(g, g.factor * 4, g.factor * 4, args.seed, device=device))
     g.eval()
-    data = dataset.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
-    target = (dataset.center_crop(data.train_images[0], args.image_size).float() / 255).to(device)
+    data = folders.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
+    target = (center_crop(data.train_images[0], args.image_size).float() / 255).to(device)
     net = synthesis_net(args, device)
-    layers, options = gen.default_options(dtype)
+    options = Options(dtype=args.dtype, levels=1, steps=2, refine_steps=0)  # one level: the iteration at full size
 
     def sample():
-        with M.autocast(device, dtype):
+        with autocast(device, dtype):
             generator.sample(g, generator.noise_pyramid(g, s, s, args.seed, device=device), 0, h.sample_tile)
 
     def iteration():
         stamps = []
-        synthesis.synthesize(net, [target], layers, (s, s), dataclasses.replace(options, steps=2, refine_steps=0),
-                             seeds=[args.seed], callback=lambda *_: stamps.append(time.perf_counter()))
+        synthesize(net, [target], (s, s), options, seeds=[args.seed],
+                   callback=lambda *_: stamps.append(time.perf_counter()))
         return [stamps[1] - stamps[0]]
     t = interleave({"sample": sample, "iteration": iteration}, args.bench_repeats, device)
     return {"size": s, "sample_s": t["sample"], "sample_s_per_megapixel": t["sample"] / (s * s / 1e6),

@@ -3,7 +3,7 @@ checkpoint read back and checked (load, which `texnet.py train --resume` uses to
 that gives the verdict, and the samples written with their records, the report and a collection.
 
     python texnet.py sample asset/texnet/blanket1/texnet.pt --size 1024 1024 --count 4 --seed 1
-    python -c "import texsample; print(texsample.load('asset/texnet/blanket1/texnet.pt')[1]['labels'])"
+    python -c "from texture.synthesis import sampling; print(sampling.load('asset/texnet/blanket1/texnet.pt')[1]['labels'])"
 """
 import argparse
 import os
@@ -14,28 +14,28 @@ import zlib
 import torch
 from tqdm import tqdm
 
-import backbones
-import gen
-import generator as G
-import model
-import pictures
-import quality
-from hyperparams import save_json
-from targets import label_of
+from texture.measures import quality, report
+from texture.networks import backbones
+from texture.networks import feedforward as G
+from texture.networks.checkpoints import CheckpointError, load_checkpoint
+from texture.networks.evaluation import verdict
+from texture.run import outputs
+from texture.run.device import autocast, pick_device, pick_dtype
+from texture.synthesis.targets import label_of
 
 
 def load(path):
     """A texnet checkpoint, checked; a missing, damaged or foreign file is a one-line CheckpointError."""
-    ckpt = model.load_checkpoint(path)
+    ckpt = load_checkpoint(path)
     try:
         g = G.Generator(**ckpt["generator"])
         g.load_state_dict(ckpt["model"])
         labels, targets, _, _ = list(ckpt["labels"]), ckpt["target_images"], ckpt["settings"], ckpt["step"]
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         why = " ".join(f"{type(e).__name__}: {e}".split())[:120]
-        raise model.CheckpointError(f"{path}: not a texnet.py generator checkpoint ({why})")
+        raise CheckpointError(f"{path}: not a texnet.py generator checkpoint ({why})")
     if len(labels) != g.classes or len(targets) != g.classes:
-        raise model.CheckpointError(f"{path}: {g.classes} classes but {len(labels)} labels")
+        raise CheckpointError(f"{path}: {g.classes} classes but {len(labels)} labels")
     return g, ckpt
 
 
@@ -46,7 +46,7 @@ def judge_for(args, ckpt):
     try:
         _, judge, found = backbones.networks(argparse.Namespace(ckpt=path, backbone="trained", seed=0,
                                                           backbone_weights=""))
-    except model.CheckpointError as e:
+    except CheckpointError as e:
         if args.ckpt:
             raise SystemExit(str(e))
         tqdm.write(f"no verdict: {e}", file=sys.stderr)
@@ -60,7 +60,7 @@ def sample_one(g, c, size, seed, args, device, dtype):
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     noise = G.noise_pyramid(g, *size, seed, device=device)
-    with model.autocast(device, dtype):
+    with autocast(device, dtype):
         img = G.sample(g, noise, c, args.sample_tile).float().cpu()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -69,11 +69,11 @@ def sample_one(g, c, size, seed, args, device, dtype):
 
 def sample(args):
     """Write --count samples of each chosen texture, their result records, the report and a collection."""
-    device = model.pick_device(args.device)
-    dtype = model.pick_dtype(args.dtype, device)
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
     try:
         g, ckpt = load(args.generator)
-    except model.CheckpointError as e:
+    except CheckpointError as e:
         raise SystemExit(str(e))
     g = g.to(device).eval()
     labels = ckpt["labels"]
@@ -93,7 +93,7 @@ def sample(args):
         if args.label not in (None, label):
             continue
         folder, target = os.path.join(args.sample_dir, label), ckpt["target_images"][c].float() / 255
-        pictures.write_png(target, os.path.join(folder, "target.png"))
+        outputs.write_png(target, os.path.join(folder, "target.png"))
         for i in range(args.count):
             seed = zlib.crc32(f"{args.seed}:{i}".encode())
             img, seconds = sample_one(g, c, size, seed, args, device, dtype)
@@ -106,15 +106,15 @@ def sample(args):
                 h, w = min(size[0], max(32, target.shape[0])), min(size[1], max(32, target.shape[1]))
                 crop = img[(size[0] - h) // 2:(size[0] - h) // 2 + h, (size[1] - w) // 2:(size[1] - w) // 2 + w]
                 kind = label_of(ckpt["targets"][c])
-                record["verdict"] = gen.verdict(judge, crop, classes, kind)
-                record["target_verdict"] = gen.verdict(judge, target, classes, kind)
+                record["verdict"] = verdict(judge, crop, classes, kind)
+                record["target_verdict"] = verdict(judge, target, classes, kind)
                 record["verdict_crop"] = [h, w]
-            pictures.write_png(img, stem + ".png")
-            save_json(record, stem + ".json")
+            outputs.write_png(img, stem + ".png")
+            outputs.save_json(record, stem + ".json")
             records.append({**record, "name": f"{label}/{i}"})
             entries.append((f"{label} {i}", os.path.join(folder, "target.png"), stem + ".png"))
     out = os.path.join(args.sample_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
-    pictures.collection(entries, out)
-    print(quality.write_report(records, os.path.join(args.sample_dir, "report.json")))
+    outputs.collection(entries, out)
+    print(report.write_report(records, os.path.join(args.sample_dir, "report.json")))
     print(f"collection: {out}")
     return records

@@ -2,7 +2,7 @@
 output folder and seed (plan), the image as synthesis reads it (load_target), and the images a
 checkpoint was trained on, so that a verdict on one of them is marked as not held out.
 
-    python -c "import targets; print(targets.plan(['a/blanket1-a-p001.png', 'b/blanket1-b-p002.png'], 'out', 0))"
+    python -c "from texture.synthesis import targets; print(targets.plan(['a/blanket1-a-p001.png', 'b/blanket1-b-p002.png'], 'out', 0))"
 """
 import os
 import sys
@@ -10,15 +10,16 @@ import zlib
 
 from tqdm import tqdm
 
-import dataset
+from texture.data import folders
+from texture.data.images import DataError, center_crop, label_from_filename, load_gray
 
 
 def label_of(path):
     """Kylberg class from the file name ('blanket1-a-p001.png' -> 'blanket1'), else the file stem."""
     name = os.path.basename(path)
     try:
-        label = dataset.label_from_filename(name)
-    except (ValueError, dataset.DataError):
+        label = label_from_filename(name)
+    except (ValueError, DataError):
         label = ""
     return label or os.path.splitext(name)[0]
 
@@ -39,15 +40,15 @@ def plan(paths, gen_dir, seed):
 
 def load_target(path, args, min_side):
     """8-bit grey in [0, 1]; the centre --image-size crop unless --full or the image is smaller."""
-    img = dataset.load_gray(path).float() / 255
+    img = load_gray(path).float() / 255
     h, w = img.shape
     s = args.image_size
     if not args.full and min(h, w) >= s:
-        img = dataset.center_crop(img, s)
+        img = center_crop(img, s)
     elif not args.full:
         tqdm.write(f"{path}: {w}x{h} is smaller than --image-size {s}; using the whole image", file=sys.stderr)
     if min(img.shape) < min_side:
-        raise dataset.DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
+        raise DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
     return img
 
 
@@ -55,7 +56,7 @@ def training_images(recorded):
     """Real paths of the images the checkpoint trained on, from its recorded split settings (None:
     they cannot tell)."""
     try:
-        return dataset.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
+        return folders.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
                                       recorded["seed"])
-    except (KeyError, dataset.DataError):
+    except (KeyError, DataError):
         return None

@@ -1,15 +1,48 @@
-"""The pictures gen.py, texnet.py and fidelity.py write: an image in [0, 1] as its saved 8-bit grey
-levels, a PNG written atomically, and a collection of targets beside what was made from them.
+"""Every file a run writes, written atomically: JSON records, the settings a script ran with, PNGs
+of images in [0, 1] as their saved 8-bit grey levels, and the collection of targets beside what was
+made from them.
 
-    python -c "import torch, pictures; pictures.write_png(torch.rand(64, 64), 'noise.png')"
+    python -c "import torch; from texture.run import outputs; outputs.write_png(torch.rand(64, 64), 'noise.png')"
 """
+import json
+import os
+
 import torch
 from PIL import Image, ImageDraw
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
 
-from hyperparams import write_atomic
-from local_measures import grey_levels
+
+def write_atomic(path, write):
+    """`write(tmp)` to a temp file beside `path`, then rename it over `path`: a crash or a full disk
+    keeps the old file, and a failed write leaves no temp file behind. Every output goes through here."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_json(obj, path, **dump):
+    """Write obj as JSON atomically."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, default=str, **dump)
+    write_atomic(path, write)
+
+
+def save_args(args, path):
+    """Write the settings a script ran with as JSON next to its outputs."""
+    save_json(vars(args), path, sort_keys=True)
+
+
+def grey_levels(img):
+    """The image as saved: 8-bit grey levels, as float32 (H, W)."""
+    return (img.detach().float().cpu().clamp(0, 1) * 255).round()
 
 
 def to_uint8(img):

@@ -1,9 +1,10 @@
 """Texture synthesis by feature statistics: the objective and the loops (the feature losses are
-losses.py, the optimiser lbfgs.py, the Fourier spectrum term spectrum.py).
+losses.py, the optimiser lbfgs.py, the Fourier spectrum term spectrum.py, the settings options.py).
 
 gen.py is the command line around this module; bench.py times it. `objective` combines the loss
 terms built from the targets' features; `synthesize` optimises a batch of images from noise against
-them, `coarse_to_fine` does so over several sizes for large outputs.
+them, `coarse_to_fine` does so over several sizes for large outputs, `refine` adds the refinement
+and its polish.
 """
 import dataclasses
 import math
@@ -11,54 +12,34 @@ import time
 
 import torch
 
-import lbfgs
 import model
-import spectrum as spectra
-from levels import level_steps, upsample
-from losses import LOSSES
-from quality import quantiles
+from texture.run.device import autocast, pick_dtype
+from texture.synthesis import lbfgs
+from texture.synthesis import spectrum as spectra
+from texture.synthesis.histogram import match_histogram
+from texture.synthesis.levels import auto_levels, level_steps, upsample
+from texture.synthesis.losses import LOSSES
+from texture.synthesis.options import Options
+from texture.synthesis.taps import downsampling, taps
 
 
-def downsampling(net, layers):
-    """How many times the deepest tap is pooled: sizes must be multiples of 2**this (for --tile)."""
-    deepest = max(net.names.index(n) for n in layers)
-    return 2 ** sum(n.startswith("pool") for n in net.names[: deepest + 1])
-
-
-def smallest_side(net, layers):
-    """The smallest input side the taps can be computed on: downsampling(), twice that if a
-    convolution runs on the last pooled map (its reflect or circular padding needs 2 px)."""
-    names = net.names[: max(net.names.index(n) for n in layers) + 1]
-    last_pool = max((i for i, n in enumerate(names) if n.startswith("pool")), default=-1)
-    return downsampling(net, layers) * (2 if any(n.startswith("conv") for n in names[last_pool + 1:]) else 1)
-
-
-# ---- optimisation ---------------------------------------------------------------------------
-
-def taps(layers, options):
-    """Every tap the loss reads: `layers` for the Gram or SWD term, options.gcd_layers for the
-    correspondence term, options.refine_layers if there is a refinement (see refine)."""
-    terms = options.loss.split("+")
-    return {**(layers if terms != ["gcd"] else {}), **(options.gcd_layers if "gcd" in terms else {}),
-            **(options.refine_layers if options.refine_steps else {})}
-
-
-def objective(net, targets, layers, size, options):
+def objective(net, targets, size, options):
     """What one iteration evaluates, built in one place for synthesize, bench.py and any other caller:
     the frozen network (circular padding with tile), the loss terms built from the targets' taps
     (options.loss: a key of losses.LOSSES, or a statistic and gcd joined by +) and the spectrum term for
     an output of `size`. Returns evaluate(x (B, 1, H, W), renew=True) -> (total (B,), parts {name: (B,)}):
     per term the weighted mean of its per-layer losses (the gcd term times options.gcd_weight, its
     occurrence penalty's matches found again only if renew), plus the weighted spectrum term."""
-    o, every = options, taps(layers, options)
+    o, every = options, taps(options)
     device = next(net.parameters()).device
-    net = model.frozen(net, o.pool, o.padding, o.dtype, keep=every)
-    with torch.no_grad(), model.autocast(device, o.dtype):
+    dtype = pick_dtype(o.dtype, device)
+    net = model.frozen(net, o.pool, o.padding, dtype, keep=every)
+    with torch.no_grad(), autocast(device, dtype):
         tfeats = [net.taps(t.to(device).float()[None, None], every) for t in targets]
     # (weight, {tap: weight}, loss, prefix of its parts, whether it holds matches); losses in fp32, outside autocast
     terms = []
     for name in o.loss.split("+"):
-        own = o.gcd_layers if name == "gcd" else layers
+        own = o.gcd_layers if name == "gcd" else o.layers
         kw = {"occurrence": o.occurrence, "patches": o.gcd_patches} if name == "gcd" else {}
         fn = LOSSES[name]([{n: t[n] for n in own} for t in tfeats], o.features, **kw)
         prefix = "gcd:" if name == "gcd" and o.loss != "gcd" else ""
@@ -67,7 +48,7 @@ def objective(net, targets, layers, size, options):
     spectrum = spectra.spectrum_loss(targets, size, device, o.spectrum_scale) if o.spectrum_weight > 0 else None
 
     def evaluate(x, renew=True):
-        with model.autocast(x.device, o.dtype):
+        with autocast(x.device, dtype):
             feats = net.taps(x, every)
         total, per = 0.0, {}
         for weight, own, fn, prefix, holds in terms:
@@ -91,71 +72,42 @@ def init_image(target, size, kind, seed):
     return (t.mean() + t.std() * torch.randn(size, generator=g)).clamp(0, 1)
 
 
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """How synthesize optimises: built once (gen.options from the command line) and handed along.
-
-    loss: a key of losses.LOSSES; features: normalize|standardize|raw (see losses._scaled); optimizer:
-    lbfgs|adam, with step size lr, for `steps` iterations or `time_budget` seconds (0: no limit); init:
-    the start noise (init_image); pixels: sigmoid (optimise logits) or clamp; pool, padding: the
-    network's during synthesis (tile: circular, the output tiles); dtype: autocast dtype;
-    spectrum_weight > 0 adds the Fourier spectrum constraint, its errors absolute or relative
-    (spectrum_scale, see spectrum.spectrum_loss); levels > 1 works coarse to fine (see
-    coarse_to_fine); gcd_layers, gcd_weight and occurrence: the taps, weight and occurrence penalty of
-    the correspondence term, which compares with at most gcd_patches target patches per tap;
-    refine_steps > 0 adds a refinement (see refine) with Adam at refine_lr and the correspondence term
-    on refine_layers; occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found
-    again only every occurrence_hold evaluations (see synthesize).
-    Defaults as synthesize has always run (gen.py's come from hyperparams.py)."""
-    loss: str = "gram"
-    features: str = "normalize"
-    optimizer: str = "lbfgs"
-    lr: float = 1.0
-    steps: int = 300
-    time_budget: float = 0.0
-    init: str = "shuffle"
-    pixels: str = "sigmoid"
-    pool: str = "avg"
-    padding: str = "reflect"
-    tile: bool = False
-    dtype: torch.dtype = torch.float32
-    spectrum_weight: float = 0.0
-    levels: int = 1
-    gcd_layers: dict = dataclasses.field(default_factory=lambda: {"relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0})
-    gcd_weight: float = 1.0
-    occurrence: float = 0.05
-    gcd_patches: int = 1024
-    refine_steps: int = 0
-    refine_lr: float = 0.05
-    refine_layers: dict = dataclasses.field(
-        default_factory=lambda: {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0})
-    occurrence_hold: int = 0
-    polish_steps: int = 0
-    spectrum_scale: str = "absolute"
+def resolve(net, targets, size, options):
+    """The options with levels decided for this output size when 0 (levels.auto_levels), and without
+    the refinement when the output is made coarse to fine unless options.refine_coarse: it was
+    measured at the target's scale only, and at full size each of its iterations costs about six of
+    the levels' (docs/correspondence.md)."""
+    o = options
+    if o.levels:
+        return o
+    levels = auto_levels(size, min(min(t.shape[-2:]) for t in targets), downsampling(net, taps(o)), o.tile)
+    if levels > 1 and not o.refine_coarse:
+        o = dataclasses.replace(o, refine_steps=0)
+    return dataclasses.replace(o, levels=levels)
 
 
-def synthesize(net, targets, layers, size=None, options=Options(), *, seeds=None, match=True, callback=None,
-               start=None):
+def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=True, callback=None, start=None):
     """Optimise one image of `size` (H, W) per target (list of (H, W) tensors in [0, 1]) as one batch.
 
-    `layers` maps tap names to weights; `options` (Options) says how. Returns one dict per target:
+    `options` (Options) says how; levels 0 is decided here (resolve). Returns one dict per target:
     image (H, W) on the CPU (the best iterate, `raw`, given the target's grey-level histogram if
     `match`) and its loss `final_loss`, the best loss during optimisation and its per-layer parts,
     the loss curve, steps run, and a message if it stopped early (non-finite loss).
     `callback(step, images, losses)` is called after every step; `seeds` (one per target) seed the
     start noise; `start` (B, H, W) in [0, 1] replaces it."""
-    o = options
+    size = tuple(size or targets[0].shape[-2:])
+    o = resolve(net, targets, size, options)
     if o.refine_steps:
-        return refine(net, targets, layers, size, o, seeds=seeds, match=match, callback=callback, start=start)
+        return refine(net, targets, size, o, seeds=seeds, match=match, callback=callback, start=start)
     if o.levels > 1:
-        return coarse_to_fine(net, targets, layers, size, o, seeds=seeds, match=match, callback=callback)
+        return coarse_to_fine(net, targets, size, o, seeds=seeds, match=match, callback=callback)
     device = next(net.parameters()).device
-    size, seeds, B = tuple(size or targets[0].shape[-2:]), seeds or [0] * len(targets), len(targets)
-    evaluate = objective(net, targets, layers, size, o)
+    seeds, B = seeds or [0] * len(targets), len(targets)
+    evaluate = objective(net, targets, size, o)
     x0 = start[:, None].float().to(device) if start is not None else \
         torch.stack([init_image(t, size, o.init, s) for t, s in zip(targets, seeds)])[:, None].to(device)
     z = (torch.logit(x0.clamp(0.01, 0.99)) if o.pixels == "sigmoid" else x0.clone()).requires_grad_()
-    opt = lbfgs.BatchLBFGS(z, o.lr) if o.optimizer == "lbfgs" else torch.optim.Adam([z], o.lr)
+    opt = lbfgs.BatchLBFGS(z, o.step_size) if o.optimizer == "lbfgs" else torch.optim.Adam([z], o.step_size)
     best, best_loss, parts = x0.clone(), torch.full((B,), math.inf), [None] * B
     active, curves, messages = torch.ones(B, dtype=torch.bool), [[] for _ in range(B)], [None] * B
     start, done = time.perf_counter(), 0
@@ -213,7 +165,7 @@ def polish(options):
     return dataclasses.replace(options, steps=options.polish_steps, refine_steps=0, levels=1)
 
 
-def refine(net, targets, layers, size, options, *, seeds=None, match=True, callback=None, start=None):
+def refine(net, targets, size, options, *, seeds=None, match=True, callback=None, start=None):
     """Synthesise as options say without the refinement (coarse to fine if levels > 1), then refine the
     result at full size with refinement(options), then, if polish_steps, go on with the first part's
     loss (polish(options)). The correspondence term alone reproduces the target (its optimum for an
@@ -234,7 +186,7 @@ def refine(net, targets, layers, size, options, *, seeds=None, match=True, callb
             o = dataclasses.replace(o, time_budget=left * o.steps / steps_left) if left > 0 else \
                 dataclasses.replace(o, steps=0)
         steps_left -= parts[name].steps
-        runs[name] = synthesize(net, targets, layers, size, o, seeds=seeds, match=match and i == len(parts) - 1,
+        runs[name] = synthesize(net, targets, size, o, seeds=seeds, match=match and i == len(parts) - 1,
                                 start=x, callback=callback and (lambda k, im, v, at=offset: callback(at + k, im, v)))
         offset += max(r["steps"] for r in runs[name])
         x = torch.stack([r["raw"] for r in runs[name]])
@@ -249,7 +201,7 @@ def refine(net, targets, layers, size, options, *, seeds=None, match=True, callb
     return out
 
 
-def coarse_to_fine(net, targets, layers, size, options, *, seeds=None, match=True, callback=None):
+def coarse_to_fine(net, targets, size, options, *, seeds=None, match=True, callback=None):
     """Synthesise at half the size against the targets at half resolution (recursively, options.levels
     in all), upsample, and refine at full size with fewer iterations (level_steps): the cost of a large
     output is dominated by a few full-size iterations instead of hundreds. The time budget is
@@ -265,7 +217,7 @@ def coarse_to_fine(net, targets, layers, size, options, *, seeds=None, match=Tru
         offset[0] = max(offset[0], step)
         if callback:
             callback(step, images, losses)
-    coarse = synthesize(net, small, layers, (size[0] // 2, size[1] // 2),
+    coarse = synthesize(net, small, (size[0] // 2, size[1] // 2),
                         dataclasses.replace(o, levels=levels - 1, time_budget=budget * (levels - 1)),
                         seeds=seeds, match=False, callback=shifted)
     # the upsampled coarse result lacks the finest octave; without it the fine level starts farther
@@ -275,7 +227,7 @@ def coarse_to_fine(net, targets, layers, size, options, *, seeds=None, match=Tru
     start = torch.stack([upsample(r["raw"], size, o.tile) + n
                          - upsample(torch.nn.functional.avg_pool2d(n[None, None], 2)[0, 0], size, o.tile)
                          for r, n in zip(coarse, noise)]).clamp(0, 1)
-    fine = synthesize(net, targets, layers, size,
+    fine = synthesize(net, targets, size,
                       dataclasses.replace(o, levels=1, steps=level_steps(o.steps, levels)[-1], time_budget=budget),
                       seeds=seeds, match=match, start=start,
                       callback=callback and (lambda i, im, v: callback(offset[0] + i, im, v)))
@@ -286,10 +238,3 @@ def coarse_to_fine(net, targets, layers, size, options, *, seeds=None, match=Tru
         f["steps"], f["seconds"], f["curve"] = c["steps"] + f["steps"], c["seconds"] + f["seconds"], c["curve"] + f["curve"]
         f["message"] = f["message"] or c["message"]
     return fine
-
-
-def match_histogram(img, target):
-    """Exact histogram matching by rank: img keeps its pixel order but takes the target's grey levels."""
-    out = torch.empty(img.numel(), device=img.device)
-    out[img.flatten().argsort()] = quantiles(target.to(img.device), img.numel())
-    return out.view_as(img)

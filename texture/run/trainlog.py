@@ -1,14 +1,14 @@
 """What train.py logs: TensorBoard events, metrics.jsonl and a console line per log interval on
 process 0, and curves.png from metrics.jsonl at the end. Example:
 
-    python -c "import trainlog; trainlog.plot_curves('asset/train/log/metrics.jsonl', 'curves.png')"
+    python -c "from texture.run import trainlog; trainlog.plot_curves('asset/train/log/metrics.jsonl', 'curves.png')"
 """
 import json
 import os
 
 from tqdm import tqdm
 
-import hyperparams
+from texture.run.outputs import write_atomic
 
 
 class Log:
@@ -64,5 +64,5 @@ def plot_curves(metrics_path, png):
         ax.set_xlabel("step")
         ax.legend()
     fig.tight_layout()
-    hyperparams.write_atomic(png, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    write_atomic(png, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)

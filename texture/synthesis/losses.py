@@ -8,9 +8,9 @@ of the whole feature distribution, and the guided correspondence of feature patc
 """
 import torch
 
-import correspondence
 import model
-from quality import sorted_quantiles
+from texture.synthesis import correspondence
+from texture.synthesis.histogram import sorted_quantiles
 
 
 def channel_scale(f):

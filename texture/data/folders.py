@@ -1,6 +1,7 @@
-"""A folder-per-class image set as tensors: file names and labels, grey decoding, the uint8 cache,
-the train/test splits, and the centre crop every script uses.
+"""A folder-per-class image set as tensors: file names and labels, the uint8 cache, the train/test
+splits.
 
+    from texture.data.folders import load_data
     data = load_data("data/demo", "patch", test_fraction=0.25, image_size=64, seed=0)
     data.train_images  # uint8 (N, H, W); data.test_files: paths relative to the data folder
 
@@ -11,69 +12,18 @@ changes), and the split is written beside it (split_<name>.json).
 import hashlib
 import json
 import os
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-import hyperparams
+from texture.data.images import DataError, NAME, center_crop, is_image, is_junk, label_from_filename, load_gray
+from texture.run import outputs
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".webp")
-JUNK = {"__MACOSX", "Thumbs.db", ".DS_Store", "desktop.ini"}
-NAME = re.compile(r"^(.+?)[-.]([A-Za-z])-p(\d+)\.\w+$")  # blanket1-a-p001.png, rice1.b-p001.png
 CACHE = "prepro_cache.pt"
 
-
-class DataError(Exception):
-    """A dataset problem; the one-line message names the file or folder."""
-
-
-def label_from_filename(name):
-    m = NAME.match(os.path.basename(name))
-    if not m:
-        raise DataError(f"{name}: not a Kylberg file name like blanket1-a-p001.png")
-    return m.group(1)
-
-
-def load_gray(path):
-    """Any image mode -> uint8 (H, W); 16-bit data is rescaled (x/257), not clipped."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-                a = np.asarray(im, dtype=np.float64) / 257.0
-                return torch.from_numpy(np.clip(np.rint(a), 0, 255).astype(np.uint8))
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA").convert("RGB")  # alpha is dropped, not composited
-            return torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: unreadable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
-
-
-def is_junk(relpath):
-    parts = re.split(r"[/\\]", relpath)
-    return any(p in JUNK for p in parts) or parts[-1].startswith(".")
-
-
-def is_image(relpath):
-    return relpath.lower().endswith(IMAGE_EXTS) and not is_junk(relpath)
-
-
-def center_crop(img, h, w=None):
-    """The centre h x w (w: h) of the last two dimensions of `img`, a view; a side already no longer
-    than asked is kept whole. torchvision's center_crop would pad such a side instead, and it rounds
-    half of an odd margin half-to-even (a margin of 3 puts 2 rows above), where this rounds down."""
-    w = h if w is None else w
-    top, left = max(0, (img.shape[-2] - h) // 2), max(0, (img.shape[-1] - w) // 2)
-    return img[..., top:top + h, left:left + w]
-
-
-# ---- scan, cache, split --------------------------------------------------------------------------
 
 def scan(data_dir):
     """Sorted (relative path, class) of every image: classes are the folder names, or the Kylberg
@@ -138,7 +88,7 @@ def _dump_json(obj, path):
 
 def _write_atomic(path, write):
     try:
-        hyperparams.write_atomic(path, write)
+        outputs.write_atomic(path, write)
     except OSError as e:  # a read-only data folder still works, only slower next time
         print(f"warning: could not write {path} ({e})", file=sys.stderr)
 

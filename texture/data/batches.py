@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from dataset import DataError, center_crop
+from texture.data.images import DataError, center_crop
 
 
 class Batches:

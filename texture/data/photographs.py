@@ -4,8 +4,8 @@ The centre square of each photograph is cut into its four quadrants, samples a..
 patches are crops within a quadrant: `--split source` (hold out sample d) then tests on a region
 of the photograph never seen in training, as Kylberg's samples are separate photographs.
 
-    import photos
-    photos.write_class("data/demo", "brick", patches=40, size=96, seed=0)
+    from texture.data import photographs
+    photographs.write_class("data/demo", "brick", patches=40, size=96, seed=0)
 """
 import os
 
@@ -14,8 +14,8 @@ from PIL import Image
 from skimage import data as samples
 from skimage.color import rgb2gray
 
-from dataset import center_crop
 from hyperparams import PHOTOS  # brick, grass, gravel: 512 px grey; hubble_deep_field: galaxies (RGB, 872x1000)
+from texture.data.images import center_crop
 
 
 def parse(spec):

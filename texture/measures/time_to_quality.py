@@ -1,38 +1,41 @@
 """bench.py's time to quality: the original recipe run until its plateau, then every method of
-fidelity.METHODS until it reaches the quality the original finally reached, by local_measures'
-distances (no network, no loss). Iteration counts here; bench.py times the iterations side by side.
+texture.synthesis.methods until it reaches the quality the original finally reached, by the local
+measures' distances (no network, no loss). Iteration counts here; bench.py times the iterations side
+by side.
 """
 import dataclasses
 
 import torch
 
-import dataset
-import fidelity
-import layer_spec
-import photos
-import synthesis
-from local_measures import local_measures
+from texture.data import photographs
+from texture.data.images import center_crop
+from texture.measures.local import local_measures
+from texture.synthesis.methods import METHODS, method_options
+from texture.synthesis.optimize import synthesize
+from texture.synthesis.options import Options
+from texture.synthesis.taps import parse_layers
 
-QUALITY = ("lbp_distance", "patch_nn", "patch_cover")  # local_measures' distances, lower is better
+QUALITY = ("lbp_distance", "patch_nn", "patch_cover")  # the local measures' distances, lower is better
 # The original TensorFlow recipe, through gen.py's options; it ran in fp32.
-ORIGINAL = synthesis.Options(optimizer="adam", lr=1e-4, init="uniform", features="standardize", pixels="clamp",
-                             pool="max", padding="zeros", dtype=torch.float32)
+ORIGINAL = Options(layers=parse_layers("original"), optimizer="adam", lr=1e-4, init="uniform", features="standardize",
+                   pixels="clamp", pool="max", padding="zeros", dtype="fp32", spectrum_weight=0.0, levels=1,
+                   refine_steps=0, polish_steps=0)
 
 
 def timed_methods(dtype):
-    """{name: (layers, options)} of the fidelity.METHODS timed to quality: all but those with a
+    """{name: options} of the methods timed to quality: all but those with a
     refinement (the default among them), whose first part is method gram-spectrum's run (bench.py times a
     refinement's iteration apart)."""
-    methods = {name: fidelity.method_options(name, dtype) for name in fidelity.METHODS}
-    return {name: m for name, m in methods.items() if not m[1].refine_steps}
+    methods = {name: method_options(name, dtype) for name in METHODS}
+    return {name: o for name, o in methods.items() if not o.refine_steps}
 
 
 class Reached(Exception):
     """Raised from the progress callback to end a run once every goal is reached."""
 
 
-def measured_run(net, target, layers, options, steps, every, seed, goal=None, time_budget=0.0):
-    """synthesis.synthesize from the seed's noise, with local_measures' QUALITY measures of the current
+def measured_run(net, target, options, steps, every, seed, goal=None, time_budget=0.0):
+    """synthesize from the seed's noise, with the local measures' QUALITY measures of the current
     image every `every` iterations and after the last: [(step, measures)]. With `goal` it stops once
     every measure is at or below the goal's."""
     curve, last = [], {}
@@ -47,8 +50,8 @@ def measured_run(net, target, layers, options, steps, every, seed, goal=None, ti
         if step == 1 or step % every == 0:
             measure(step, last["image"])
     try:
-        synthesis.synthesize(net, [target], layers, None, dataclasses.replace(options, steps=steps, time_budget=time_budget),
-                             seeds=[seed], callback=check, match=False)
+        synthesize(net, [target], None, dataclasses.replace(options, steps=steps, time_budget=time_budget),
+                   seeds=[seed], callback=check, match=False)
         if last and (not curve or curve[-1][0] != last["step"]):
             measure(last["step"], last["image"])
     except Reached:
@@ -74,21 +77,21 @@ def last_quarter_gain(curve):
 
 
 def photo_target(name, side, device):
-    """The centre side x side crop of a photograph (photos.PHOTOS), in [0, 1] on the device."""
-    img = torch.from_numpy(photos.photograph(name))
-    return (dataset.center_crop(img, side).float() / 255).to(device)
+    """The centre side x side crop of a photograph (photographs.PHOTOS), in [0, 1] on the device."""
+    img = torch.from_numpy(photographs.photograph(name))
+    return (center_crop(img, side).float() / 255).to(device)
 
 
 def time_to_quality(args, net, dtype, device):
     """The original recipe until --bench-orig-steps or --bench-orig-seconds (its plateau), then every method of
     timed_methods until it reaches each of the original's final QUALITY measures: the iteration counts."""
     target, seed = photo_target(args.bench_photo, args.image_size, device), args.seed
-    orig = measured_run(net, target, layer_spec.parse_layers("original"), ORIGINAL, args.bench_orig_steps,
-                        args.bench_orig_every, seed, time_budget=args.bench_orig_seconds)
+    orig = measured_run(net, target, ORIGINAL, args.bench_orig_steps, args.bench_orig_every, seed,
+                        time_budget=args.bench_orig_seconds)
     goal = orig[-1][1]
     out = {"target": args.bench_photo, "goal": goal, "original": {
         "steps": orig[-1][0], "last_quarter_gain": last_quarter_gain(orig), "curve": orig}, "methods": {}}
-    for name, (layers, options) in timed_methods(dtype).items():
-        curve = measured_run(net, target, layers, options, args.bench_gen_steps, args.bench_gen_every, seed, goal)
+    for name, options in timed_methods(dtype).items():
+        curve = measured_run(net, target, options, args.bench_gen_steps, args.bench_gen_every, seed, goal)
         out["methods"][name] = {"steps_to": first_steps(curve, goal), "final": curve[-1][1], "curve": curve}
     return target, out

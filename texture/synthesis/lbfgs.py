@@ -1,7 +1,7 @@
 """A per-image batched L-BFGS: every image of a batch has its own history and step, so it follows
 the path it would follow alone. synthesis.synthesize uses it for --optimizer lbfgs. Example:
 
-    python -c "import torch, lbfgs; p = torch.ones(2, 3, requires_grad=True); o = lbfgs.BatchLBFGS(p); l = (p ** 2).sum(1); l.sum().backward(); o.step(l.detach(), torch.ones(2, dtype=torch.bool)); print(p)"
+    python -c "import torch; from texture.synthesis import lbfgs; p = torch.ones(2, 3, requires_grad=True); o = lbfgs.BatchLBFGS(p); l = (p ** 2).sum(1); l.sum().backward(); o.step(l.detach(), torch.ones(2, dtype=torch.bool)); print(p)"
 """
 import torch
 

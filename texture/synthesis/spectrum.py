@@ -3,7 +3,7 @@ on its periodic component, and the loss pulling an image's spectrum towards it.
 
 synthesis.objective adds it when --spectrum-weight is above 0. Example:
 
-    python -c "import torch, spectrum; t = torch.rand(32, 32); print(spectrum.spectrum_loss([t], (32, 32), 'cpu')(t[None, None]))"
+    python -c "import torch; from texture.synthesis import spectrum; t = torch.rand(32, 32); print(spectrum.spectrum_loss([t], (32, 32), 'cpu')(t[None, None]))"
 """
 import math
 

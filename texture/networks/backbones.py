@@ -3,7 +3,7 @@
 
 texnet.py, bench.py and fidelity.py pick their network here too (networks). Example:
 
-    python -c "import backbones; print(backbones.random_net('vgg19', 0).arch)"
+    python -c "from texture.networks import backbones; print(backbones.random_net('vgg19', 0).arch)"
 """
 import os
 
@@ -12,6 +12,7 @@ import torchvision
 
 import model
 from hyperparams import Hyperparams
+from texture.networks import checkpoints as C
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -36,7 +37,7 @@ def imagenet_net(path=""):
     if not path:
         state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
     elif not os.path.isfile(path):
-        raise model.CheckpointError(f"--backbone-weights {path}: file not found")
+        raise C.CheckpointError(f"--backbone-weights {path}: file not found")
     net = model.TextureNet(1, "vgg19")
     net.features[0] = rgb = torch.nn.Conv2d(3, 64, 3, padding=1)
     try:
@@ -45,7 +46,7 @@ def imagenet_net(path=""):
                                       if not k.startswith("classifier.")})
     except Exception as e:  # whatever a damaged or foreign file raises, report it as one line
         why = " ".join(f"{type(e).__name__}: {e}".split())[:160]
-        raise model.CheckpointError(f"--backbone-weights {path}: unreadable or not a VGG-19 state_dict ({why})")
+        raise C.CheckpointError(f"--backbone-weights {path}: unreadable or not a VGG-19 state_dict ({why})")
     net.features[0] = fold_rgb(rgb)
     return net
 
@@ -84,11 +85,11 @@ def networks(args):
     random|imagenet, unless --ckpt names one explicitly."""
     judge = found = None
     try:
-        path, how = model.find_checkpoint(args.ckpt)
-        ckpt = model.load_checkpoint(path)
-        judge = model.model_from_checkpoint(ckpt, path)
+        path, how = C.find_checkpoint(args.ckpt)
+        ckpt = C.load_checkpoint(path)
+        judge = C.model_from_checkpoint(ckpt, path)
         found = {"path": path, "how": how, "classes": ckpt["classes"], "hparams": ckpt.get("hparams") or {}}
-    except model.CheckpointError:
+    except C.CheckpointError:
         if args.backbone == "trained" or args.ckpt:
             raise
     if args.backbone == "trained":

@@ -1,9 +1,9 @@
-"""The classifier's held-out evaluation, shared by train.py (after every epoch) and test.py:
-class probabilities batch by batch, batch-norm statistics re-estimated with the final weights and
-agreed on by every process, then correct predictions and the summed cross-entropy over every
-process's shard.
+"""The classifier's judgement: the held-out evaluation shared by train.py (after every epoch) and
+test.py (class probabilities batch by batch, batch-norm statistics re-estimated with the final
+weights and agreed on by every process, correct predictions and the summed cross-entropy over every
+process's shard), and its verdict on a synthesised texture (gen.py, texnet.py).
 
-    python -c "import evaluation, torch; print(evaluation.cross_entropy_sum(torch.full((1, 2), 0.5), torch.tensor([0])))"
+    python -c "import torch; from texture.networks import evaluation as E; print(E.cross_entropy_sum(torch.full((1, 2), 0.5), torch.tensor([0])))"
 """
 import itertools
 
@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch.optim.swa_utils import update_bn
 
-import model as M
+from texture.run.device import autocast
 
 
 @torch.no_grad()
@@ -22,7 +22,7 @@ def predict(net, batches, device, dtype):
     try:
         for x, y in batches:
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with M.autocast(device, dtype):
+            with autocast(device, dtype):
                 logits = net(x)
             yield logits.float().softmax(1).cpu(), y
     finally:
@@ -39,7 +39,7 @@ def recalibrate(net, batches, device, dtype, max_batches=50):
     """
     inputs = (x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
               for x, _ in itertools.islice(batches, max_batches))
-    with M.autocast(device, dtype):
+    with autocast(device, dtype):
         update_bn(inputs, net)
     if dist.is_initialized() and dist.get_world_size() > 1:
         average_batch_norm(net)
@@ -84,3 +84,14 @@ def evaluate(net, batches, device, dtype):
 def cross_entropy_sum(probs, labels):
     """Summed -log p(true class) of a batch, from the probabilities predict() yields (as test.py reports it)."""
     return -probs.gather(1, labels[:, None]).clamp_min(1e-12).log().double().sum()
+
+
+@torch.no_grad()
+def verdict(net, img, classes, label):
+    """Is the image recognised as its class by the network as trained (max pooling, zero padding)?"""
+    p = net(img.to(next(net.parameters()).device)[None, None].float()).float().softmax(1)[0].cpu()
+    k = int(p.argmax())
+    known = label in classes
+    return {"predicted": classes[k], "p_predicted": p[k].item(), "target_class": label if known else None,
+            "p_target_class": p[classes.index(label)].item() if known else None,
+            "recognised": classes[k] == label if known else None}

@@ -17,17 +17,14 @@ import torch
 import torch.nn.functional as F
 from skimage.feature import local_binary_pattern
 
+from texture.run.outputs import grey_levels
+
 LBP_RADII = (1, 2, 3)  # P = 8 r sampling points on each circle
 NN_PATCH, NN_STRIDE = 7, 4  # patches searched for at this stride, among every patch of the other image
 COPY_PATCH, COPY_STRIDE = 16, 8
 COPY_STD = 8.0  # grey levels: flatter output patches are not counted (any method copies a flat patch)
 COPY_RMS = 4.0  # grey levels: a patch this close to a target patch is a copy (rounding and blur aside)
 BLOCK = 2048  # pool patches per block of the distance matrix, against BLOCK / 8 query patches
-
-
-def grey_levels(img):
-    """The image as saved: 8-bit grey levels, as float32 (H, W)."""
-    return (img.detach().float().cpu().clamp(0, 1) * 255).round()
 
 
 def lbp_histogram(img, radius):

@@ -13,7 +13,7 @@ import zipfile
 
 from tqdm import tqdm
 
-from dataset import DataError, is_image
+from texture.data.images import DataError, is_image
 
 KYLBERG = ("blanket1 blanket2 canvas1 ceiling1 ceiling2 cushion1 floor1 floor2 grass1 lentils1 linseeds1 "
            "oatmeal1 pearlsugar1 rice1 rice2 rug1 sand1 scarf1 scarf2 screen1 seat1 seat2 sesameseeds1 "

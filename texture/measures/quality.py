@@ -1,6 +1,6 @@
 """How close a synthesised texture is to its target, measured without the network or the loss.
 
-Pure functions of two (H, W) images in [0, 1] (sizes may differ), and the run report:
+Pure functions of two (H, W) images in [0, 1] (sizes may differ):
     hist_distance      Wasserstein-1 distance of the 8-bit grey levels, in grey levels (0: same histogram)
     spectrum_distance  mean |log10| ratio of the radially averaged power spectra (0: same spectrum)
     peak_energy        share of the energy of the target's dominant spectral peaks that the texture
@@ -8,35 +8,21 @@ Pure functions of two (H, W) images in [0, 1] (sizes may differ), and the run re
     target_peak_share  share of the target's energy in those peaks (how periodic the target is)
     hf_excess          power at the upper half of the frequencies relative to the target's (1: as much
                        fine detail; above 1: ripples, streaks or specks the target lacks; below 1: blur)
-and local_measures.py's measures of micro-texture and objects: lbp_distance, patch_nn (are the
+and texture.measures.local's measures of micro-texture and objects: lbp_distance, patch_nn (are the
 structures real?), patch_cover (is every structure present?) and copy_share (copied verbatim?).
 """
-import math
 
 import torch
 import torch.nn.functional as F
 
-from hyperparams import save_json
-from spectrum import periodic_component
-from local_measures import grey_levels, local_measures
+from texture.measures.local import local_measures
+from texture.run.outputs import grey_levels
+from texture.synthesis.histogram import quantiles
+from texture.synthesis.spectrum import periodic_component
 
 PEAKS = 4  # dominant peaks of the target (each with its mirror image at -f)
 BINS = 32  # radial frequency bins from 0 to the Nyquist frequency
 HF_LOW = 0.25  # cycles per pixel: hf_excess looks from here to the Nyquist frequency, along x and y
-
-
-def sorted_quantiles(v, n):
-    """Rows of sorted values v (..., N) resampled to n quantiles (k + 0.5) / n, by linear interpolation."""
-    pos = ((torch.arange(n, dtype=torch.float64, device=v.device) + 0.5) * v.shape[-1] / n - 0.5)
-    pos = pos.clamp(0, v.shape[-1] - 1)
-    lo = pos.floor().long()
-    hi, frac = (lo + 1).clamp(max=v.shape[-1] - 1), (pos - lo).float()
-    return v[..., lo] * (1 - frac) + v[..., hi] * frac
-
-
-def quantiles(x, n):
-    """The value below which a share (k + 0.5) / n of the entries of x lie, k = 0..n-1."""
-    return sorted_quantiles(x.flatten().float().sort().values, n)
 
 
 def hist_distance(a, b):
@@ -143,47 +129,3 @@ def measures(img, target):
     return {"hist_distance": hist_distance(img, target), "spectrum_distance": spectrum_distance(img, target),
             "peak_energy": pe, "target_peak_share": share, "hf_excess": hf_excess(img, target)[2],
             **local_measures(img, target)}
-
-
-# ---- the run report -------------------------------------------------------------------------
-
-COLUMNS = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn", "patch_cover",
-           "copy_share", "recognised", "seconds"]
-
-
-def summarise(records):
-    """Mean of each measure over the targets that finished, and the share the classifier recognised."""
-    done = [r for r in records if r.get("quality")]
-    mean = {}
-    for c in COLUMNS:
-        vals = [row(r)[c] for r in done if row(r).get(c) is not None]
-        mean[c] = sum(float(v) for v in vals) / len(vals) if vals else None
-    return {"targets": len(records), "finished": len(done), "mean": mean}
-
-
-def row(record):
-    q, v = record.get("quality") or {}, record.get("verdict") or {}
-    return {**q, "recognised": v.get("recognised"), "seconds": record.get("seconds")}
-
-
-def table(records, summary):
-    """A fixed-width text table: one line per target, then the means."""
-    def fmt(v):
-        if v is None:
-            return "-"
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else str(v)
-    head = ["target"] + COLUMNS
-    lines = [[r.get("name", r.get("label", "?"))] + [fmt(row(r).get(c)) for c in COLUMNS] for r in records]
-    lines.append(["mean"] + [fmt(summary["mean"][c]) for c in COLUMNS])
-    widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
-    return "\n".join("  ".join(x[i].ljust(widths[i]) for i in range(len(head))) for x in [head] + lines)
-
-
-def write_report(records, path):
-    """Write {'summary', 'targets'} as JSON (atomically) and return the printable table."""
-    summary = summarise(records)
-    save_json({"summary": summary, "targets": [{"name": r.get("name"), "label": r.get("label"), **row(r)}
-                                               for r in records]}, path)
-    return table(records, summary)

@@ -11,8 +11,8 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-import photos
-from dataset import DataError
+from texture.data import photographs as photos
+from texture.data.images import DataError
 
 
 def _blur(img, sigma):

@@ -1,0 +1,59 @@
+"""One image file as the scripts read it: decoded to 8-bit grey, or rejected in one line that names
+the file; which files of a folder are images; Kylberg's file names; the one centre crop.
+
+    python -c "from texture.data import images; print(images.load_gray('data/demo/dots1/dots1-a-p001.png').shape)"
+"""
+import os
+import re
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".webp")
+JUNK = {"__MACOSX", "Thumbs.db", ".DS_Store", "desktop.ini"}
+NAME = re.compile(r"^(.+?)[-.]([A-Za-z])-p(\d+)\.\w+$")  # blanket1-a-p001.png, rice1.b-p001.png
+
+
+class DataError(Exception):
+    """A dataset problem; the one-line message names the file or folder."""
+
+
+def label_from_filename(name):
+    m = NAME.match(os.path.basename(name))
+    if not m:
+        raise DataError(f"{name}: not a Kylberg file name like blanket1-a-p001.png")
+    return m.group(1)
+
+
+def load_gray(path):
+    """Any image mode -> uint8 (H, W); 16-bit data is rescaled (x/257), not clipped."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+                a = np.asarray(im, dtype=np.float64) / 257.0
+                return torch.from_numpy(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA").convert("RGB")  # alpha is dropped, not composited
+            return torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: unreadable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+
+
+def is_junk(relpath):
+    parts = re.split(r"[/\\]", relpath)
+    return any(p in JUNK for p in parts) or parts[-1].startswith(".")
+
+
+def is_image(relpath):
+    return relpath.lower().endswith(IMAGE_EXTS) and not is_junk(relpath)
+
+
+def center_crop(img, h, w=None):
+    """The centre h x w (w: h) of the last two dimensions of `img`, a view; a side already no longer
+    than asked is kept whole. torchvision's center_crop would pad such a side instead, and it rounds
+    half of an odd margin half-to-even (a margin of 3 puts 2 rows above), where this rounds down."""
+    w = h if w is None else w
+    top, left = max(0, (img.shape[-2] - h) // 2), max(0, (img.shape[-1] - w) // 2)
+    return img[..., top:top + h, left:left + w]

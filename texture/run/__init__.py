@@ -1,0 +1,1 @@
+"""Run infrastructure: device and precision, files written atomically, Ctrl-C, the training log, timing."""

@@ -1,0 +1,1 @@
+"""Where synthesis happens: options, loss terms, optimisation loops, targets and batches, generator sampling."""

@@ -1,0 +1,228 @@
+"""The targets of one gen.py command line synthesised as batches: the flags that name them, the network
+and options set up from the flags, each target loaded and grouped by output size, each group
+synthesised as one batch with its folder written (target.png, snapshots, final.png, result.json), and
+the records gathered from every torchrun process for the report. fidelity.py runs its methods through
+here too.
+"""
+import math
+import os
+import sys
+import time
+import traceback
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from texture.data.images import DataError
+from texture.measures import quality, report
+from texture.measures.quality import hist_distance
+from texture.networks import backbones
+from texture.networks.checkpoints import CheckpointError
+from texture.networks.evaluation import verdict
+from texture.run.device import pick_dtype
+from texture.run.outputs import collection, save_args, save_json, write_png
+from texture.synthesis.levels import level_steps, levels_problem
+from texture.synthesis.optimize import resolve, synthesize
+from texture.synthesis.options import Options
+from texture.synthesis.targets import load_target, plan, training_images
+from texture.synthesis.taps import downsampling, smallest_side, taps
+
+GROUPS = ["device", "seed", "crop", "ckpt", "gen"]  # gen.py's groups of hyperparams.py
+
+
+def add_flags(p):
+    """gen.py's own arguments beside its hyperparameters."""
+    p.add_argument("targets", nargs="+", help="target texture images (any format Pillow reads)")
+    p.add_argument("--full", action="store_true", help="use the whole target, not its centre --image-size crop")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="output size (default: the target's)")
+    p.add_argument("--tile", action="store_true", help="periodic boundaries: the texture tiles seamlessly")
+
+
+def check_flags(args, given):
+    """Combinations that cannot work, or flags that would have no effect."""
+    if args.pixels == "clamp" and args.optimizer == "lbfgs":
+        return "--pixels clamp needs --optimizer adam: clamping between L-BFGS steps spoils its curvature pairs"
+    if "backbone_weights" in given and args.backbone != "imagenet":
+        return "--backbone-weights applies to --backbone imagenet only"
+    if {"refine_lr", "refine_layers", "polish_steps"} & given and not args.refine_steps:
+        return "--refine-lr, --refine-layers and --polish-steps apply only with --refine-steps above 0"
+    if "occurrence_hold" in given and args.optimizer != "lbfgs":
+        return "--occurrence-hold applies to --optimizer lbfgs only (Adam takes no line search)"
+    return None
+
+
+def cannot_write(args, e):
+    return f"--gen-dir {args.gen_dir}: cannot write there ({e.strerror or e})"
+
+
+def setup(args, explicit, device):
+    """(synthesis network, judge, checkpoint record, options, factor, least side, least side of a coarse
+    level) from the flags; --image-size, unless given, becomes the crop the checkpoint trained on."""
+    try:
+        net, judge, found = backbones.networks(args)
+        net = net.to(device).eval().requires_grad_(False)
+        judge = None if judge is None else judge.to(device).eval().requires_grad_(False)
+        opts = Options.from_args(args, net.names, explicit)
+    except (CheckpointError, ValueError) as e:
+        raise SystemExit(str(e))
+    if found and "image_size" not in explicit and "image_size" in found["hparams"]:
+        args.image_size = found["hparams"]["image_size"]  # the crop the classifier was trained on
+    factor = downsampling(net, taps(opts))
+    least = max(factor, 32)  # the classifier's verdict runs the whole network, which needs 32 px
+    if args.size and (min(args.size) < least or (args.tile and any(s % factor for s in args.size))):
+        raise SystemExit(f"--size {args.size[0]} {args.size[1]}: must be at least {least}"
+                         f"{f' and a multiple of {factor} with --tile' if args.tile else ''} for {args.layers}")
+    return net, judge, found, opts, factor, least, smallest_side(net, taps(opts))
+
+
+def prepare(jobs, args, least, factor, coarsest, train_set):
+    """Load this process's targets and group them by output size; returns (groups, {failed path: why})."""
+    groups, failed = {}, {}
+    for job in jobs:
+        try:
+            job["target"] = load_target(job["path"], args, least)
+        except DataError as e:
+            tqdm.write(str(e), file=sys.stderr)
+            failed[job["path"]] = str(e).removeprefix(f"{job['path']}: ")
+            continue
+        size = tuple(args.size or job["target"].shape)
+        why = f"--tile needs sides that are multiples of {factor}; pass --size" \
+            if args.tile and any(s % factor for s in size) else None
+        if not why and args.levels > 1 and (problem := levels_problem(size, job["target"].shape, args.levels,
+                                                                      factor, args.tile, coarsest)):
+            why = f"--levels {args.levels}: {problem}"
+        if why:
+            tqdm.write(f"{job['path']}: {why}", file=sys.stderr)
+            failed[job["path"]] = why
+            continue
+        job["in_training"] = None if train_set is None else os.path.realpath(job["path"]) in train_set
+        if job["in_training"]:
+            tqdm.write(f"{job['path']}: the classifier was trained on this image, so its verdict on it (and on the "
+                       "texture made from it) is not a held-out result", file=sys.stderr)
+        groups.setdefault(size, []).append(job)
+    return groups, failed
+
+
+def run_group(net, jobs, size, opts, args, info, judge):
+    """Synthesise a batch of same-size outputs with `opts` (Options) and write each target's folder;
+    returns ({failed path: why}, [record of each target that ran]). `judge`: the trained classifier that
+    gives the verdict (None: no verdict)."""
+    failed, ready = {}, []
+    for j in jobs:
+        try:
+            os.makedirs(j["dir"], exist_ok=True)
+            write_png(j["target"], os.path.join(j["dir"], "target.png"))
+            save_args(args, os.path.join(j["dir"], "args.json"))
+            ready.append(j)
+        except OSError as e:  # every file is replaced whole, so earlier outputs stay as they were
+            failed[j["path"]] = cannot_write(args, e)
+            tqdm.write(f"{j['path']}: {failed[j['path']]}", file=sys.stderr)
+    if not ready:
+        return failed, []
+    jobs = ready
+    opts = resolve(net, [j["target"] for j in jobs], size, opts)
+    after = opts.refine_steps + opts.polish_steps if opts.refine_steps else 0
+    bar = tqdm(total=sum(level_steps(opts.steps, opts.levels)) + after,
+               desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}", disable=info["rank"] != 0)
+
+    def progress(step, images, losses):
+        bar.update()
+        bar.set_postfix(loss=f"{losses[torch.isfinite(losses)].mean().item():.4g}")
+        if args.snapshot_every and step % args.snapshot_every == 0:
+            for j, img, v in zip(jobs, images, losses):
+                if torch.isfinite(v):
+                    write_png(img[0], os.path.join(j["dir"], f"snapshot_{step:05d}.png"))
+
+    results = synthesize(net, [j["target"] for j in jobs], size, opts, seeds=[j["seed"] for j in jobs],
+                         callback=progress)
+    bar.close()
+    silent = backbones.silent_channels(net, [j["target"] for j in jobs], opts.layers, args.pool, args.padding)
+    records = []
+    for j, r, quiet in zip(jobs, results, silent):
+        record = {"target": j["path"], "label": j["label"], "seed": j["seed"], "size": list(size),
+                  "layers": opts.layers, "status": "stopped" if r["message"] else "ok", "message": r["message"],
+                  **{k: r[k] for k in ("loss", "final_loss", "layer_losses", "steps", "seconds", "curve")},
+                  "levels": r.get("levels"), "refine": r.get("refine"), "polish": r.get("polish"), "batch": len(jobs),
+                  **info, "silent_channels": quiet,
+                  "target_in_training": j["in_training"], "settings": vars(args)}
+        worst = max(quiet, key=quiet.get)
+        if quiet[worst] >= backbones.SILENT_WARNING:
+            tqdm.write(f"{j['path']}: {quiet[worst]:.0%} of the {worst} channels of the {args.backbone} network are "
+                       "silent on this target, so the loss barely constrains them; train with batch norm "
+                       "(train.py --arch vgg19_bn) or try --backbone random", file=sys.stderr)
+        if r["message"]:
+            tqdm.write(f"{j['path']}: {r['message']}", file=sys.stderr)
+            failed[j["path"]] = r["message"]
+        if math.isfinite(r["loss"]):
+            record["hist_distance_raw"] = hist_distance(r["raw"], j["target"])
+            record["hist_distance"] = hist_distance(r["image"], j["target"])
+            record["quality"] = quality.measures(r["image"], j["target"])
+            record["quality_raw"] = quality.measures(r["raw"], j["target"])
+            if judge is not None:
+                record["verdict"] = verdict(judge, r["image"], info["classes"], j["label"])
+                record["target_verdict"] = verdict(judge, j["target"], info["classes"], j["label"])
+            write_png(r["image"], os.path.join(j["dir"], "final.png"))
+        save_json(record, os.path.join(j["dir"], "result.json"))
+        records.append({**record, "name": os.path.basename(j["dir"])})
+    return failed, records
+
+
+def synthesise_share(groups, net, opts, args, info, judge):
+    """Every group of this process; a group that raises fails its own targets, the others go on.
+    Returns ({failed path: why}, records)."""
+    failed, records = {}, []
+    for size, group in groups.items():
+        try:
+            bad, done = run_group(net, group, size, opts, args, info, judge)
+            failed.update(bad)
+            records += done
+        except OSError as e:
+            failed.update({j["path"]: cannot_write(args, e) for j in group})
+        except Exception as e:  # a bug or a device error: shown in full, the other targets still run
+            traceback.print_exc()
+            failed.update({j["path"]: " ".join(f"{type(e).__name__}: {e}".split()) for j in group})
+    return failed, records
+
+
+def synthesise(args, explicit, rank, world, device):
+    """Every target of args.targets, this process taking its share (rank::world); returns (planned jobs,
+    records of the targets that ran, {failed path: why}), gathered from every process. `explicit`:
+    the flags given on the command line."""
+    net, judge, found, opts, factor, least, coarsest = setup(args, explicit, device)
+    if found and rank == 0:
+        print(f"checkpoint {found['path']}: {found['how']}")
+    args.gen_lr = opts.step_size  # recorded as used
+    info = {"rank": rank, "backbone": args.backbone, "checkpoint": found and found["path"],
+            "classes": found and found["classes"], "device": str(device),
+            "dtype": str(pick_dtype(args.dtype, device)).replace("torch.", "")}
+    if judge is None:
+        info.update(verdict=None, verdict_skipped="no trained checkpoint: synthesis ran without one, "
+                    "nothing to classify with")
+    jobs = plan(args.targets, args.gen_dir, args.seed)
+    train_set = training_images(found["hparams"]) if found else None
+    groups, failed = prepare(jobs[rank::world], args, least, factor, coarsest, train_set)
+    bad, records = synthesise_share(groups, net, opts, args, info, judge)
+    failed.update(bad)
+    if world > 1:  # every process gets here, whatever failed on it
+        everyone = [None] * world
+        dist.all_gather_object(everyone, (failed, records))
+        failed = {k: v for part, _ in everyone for k, v in part.items()}
+        records = [r for _, part in everyone for r in part]
+    order = {j["path"]: i for i, j in enumerate(jobs)}
+    return jobs, sorted(records, key=lambda r: order[r["target"]]), failed
+
+
+def finish(jobs, records, failed, gen_dir):
+    """The collection picture of several targets and the run's report (process 0)."""
+    done = [(os.path.basename(j["dir"]), os.path.join(j["dir"], "target.png"), os.path.join(j["dir"], "final.png"))
+            for j in jobs if j["path"] not in failed]
+    try:
+        if len(jobs) > 1 and done:
+            out = os.path.join(gen_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
+            collection(done, out)
+            print(f"collection: {out}")
+        if records:
+            print(report.write_report(records, os.path.join(gen_dir, "report.json")))
+    except OSError as e:
+        raise SystemExit(f"--gen-dir {gen_dir}: cannot write there ({e.strerror or e})")
