@@ -218,7 +218,7 @@ def test_time_budget_stops_at_the_first_check_past_it(net, firsts, monkeypatch):
 
 
 def test_each_optimiser_gets_its_own_step_size_unless_given():
-    lr = lambda *argv: Options.from_args(parse_args("", ["seed", "gen"], ["t.png", *argv], batch.add_flags)).step_size
+    lr = lambda *argv: Options.from_args(parse_args("", ["device", "seed", "gen"], ["t.png", *argv], batch.add_flags)).step_size
     assert lr() == 1.0 and lr("--optimizer", "adam") == 0.02
     assert lr("--optimizer", "adam", "--gen-lr", "0.5") == 0.5 == lr("--gen-lr", "0.5")
     assert Options().step_size == 1.0

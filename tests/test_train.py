@@ -86,10 +86,10 @@ def test_sigterm_then_resume_equals_uninterrupted_run(demo_data, tmp_path, monke
         os.kill(os.getpid(), signal.SIGTERM)
         return path
 
-    monkeypatch.setattr(train, "save", save_then_terminate)
+    monkeypatch.setattr(training, "save", save_then_terminate)
     with pytest.raises(SystemExit, match="stopped at epoch 2 step 5: saved .*ckpt_00000005.pt; continue with"):
         train.main(flags(demo_data, parts, "--epochs", 3, "--dtype", "fp32"))
-    monkeypatch.setattr(train, "save", save)
+    monkeypatch.setattr(training, "save", save)
     with pytest.raises(SystemExit, match="already holds checkpoints"):
         train.main(flags(demo_data, parts))
     # The recorded settings (fp32, 3 epochs) come from the checkpoint; it resumes in the middle of epoch 2.
@@ -191,7 +191,7 @@ def test_non_finite_gradients_stop_training_with_one_line(demo_data, tmp_path, m
         return step(model, *args)
     train_run, init = [], training.Run.__init__
     monkeypatch.setattr(training.Run, "__init__", lambda self, *a: (train_run.append(self), init(self, *a))[1])
-    monkeypatch.setattr(train, "step_once", nan_gradients_at_step_6)
+    monkeypatch.setattr(training, "step_once", nan_gradients_at_step_6)
     with pytest.raises(SystemExit, match=r"^gradients are not finite at epoch 2 step 6: training diverged, "
                                          r"nothing saved \(last good checkpoint: .*ckpt_00000004.pt\)"):
         train.main(flags(demo_data, tmp_path, "--epochs", 2, "--dtype", "fp32"))
