@@ -60,6 +60,33 @@ def test_load_gray_converts_rgb_rgba_palette_and_16bit(tmp_path):
         assert torch.equal(out, torch.from_numpy(gray)), name  # 16-bit is rescaled, not clipped to 255
 
 
+def test_load_gray_maps_float_and_32_bit_ranges_and_16_bit_pgm(tmp_path):
+    """Float TIFFs and 32-bit integer TIFFs map their own range to 0..255 (a float image in [0, 1]
+    once became all zeros, a 32-bit one all 255); a 16-bit PGM, which Pillow decodes as mode I, is
+    rescaled as 16 bits."""
+    gray = np.array([[0, 64], [128, 255]], dtype=np.uint8)
+    Image.fromarray(gray.astype(np.float32) / 255).save(tmp_path / "unit.tif")
+    Image.fromarray(gray.astype(np.float32) * 3.5 - 100).save(tmp_path / "signed.tif")
+    Image.fromarray(gray.astype(np.int32) * 1_000_000).save(tmp_path / "deep32.tif")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "deep.pgm")
+    for name, mode in [("unit.tif", "F"), ("signed.tif", "F"), ("deep32.tif", "I"), ("deep.pgm", "I")]:
+        assert Image.open(tmp_path / name).mode == mode, name
+        assert torch.equal(images.load_gray(tmp_path / name), torch.from_numpy(gray)), name
+    Image.fromarray(np.full((2, 2), np.nan, np.float32)).save(tmp_path / "nan.tif")
+    with pytest.raises(images.DataError, match="nan.tif: unreadable image .no finite pixel value"):
+        images.load_gray(tmp_path / "nan.tif")
+
+
+def test_load_gray_turns_a_photograph_upright_by_its_exif_orientation(tmp_path):
+    stored = np.arange(6, dtype=np.uint8).reshape(2, 3) * 40  # as the camera wrote the pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the viewer turns it 90 degrees clockwise
+    Image.fromarray(stored).save(tmp_path / "camera.png", exif=exif)
+    Image.fromarray(stored).save(tmp_path / "plain.png")
+    assert torch.equal(images.load_gray(tmp_path / "camera.png"), torch.from_numpy(np.rot90(stored, -1).copy()))
+    assert torch.equal(images.load_gray(tmp_path / "plain.png"), torch.from_numpy(stored))
+
+
 def test_load_gray_names_an_unreadable_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(png_bytes()[:60])
