@@ -1,37 +1,26 @@
 """texnet.py and generator.py: a tiny generator (3 scales, 4 channels) on 32 px demo targets."""
-import copy
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
-import types
 
 import numpy
 import pytest
 import torch
+from conftest import TEXNET_TINY as TINY
+from conftest import texnet_sample as sample
+from conftest import texnet_train as train
 from PIL import Image
 
-import model
 import texnet
 from texture.networks import checkpoints as C
 from texture.networks import feedforward as G
 from texture.synthesis import sampling
 
-ARCHS = dict(model.ARCHS)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--image-size", "32", "--texnet-size", "32", "--texnet-scales", "3", "--texnet-width", "4",
-        "--texnet-noise", "2", "--texnet-batch", "2", "--texnet-calibrate", "64", "--layers",
-        "relu1_1,relu2_1,relu3_1", "--dtype", "fp32", "--texnet-snapshot-every", "0"]
-
-
-def train(targets, out, *extra, ckpt=None):
-    backbone = ["--ckpt", ckpt] if ckpt else ["--backbone", "random"]
-    texnet.main(["train", *targets, *TINY, *backbone, "--texnet-dir", str(out), *map(str, extra)])
-
-
-def sample(path, out, *extra):
-    return texnet.main(["sample", str(path), "--sample-dir", str(out), "--dtype", "fp32", *map(str, extra)])
+pytestmark = pytest.mark.usefixtures("quick_vgg")
 
 
 def seam_ratio(img):
@@ -43,28 +32,6 @@ def seam_ratio(img):
 
 def pixels(path):
     return torch.from_numpy(numpy.array(Image.open(path))).float() / 255
-
-
-@pytest.fixture(scope="module", autouse=True)
-def quick_vgg():
-    """torchvision's VGG initialises a 120M-parameter classifier head that TextureNet drops (seconds
-    per network); here each architecture is built once and its convolutional part copied."""
-    built = {}
-
-    def features_of(arch):
-        def build(weights=None):
-            if arch not in built:
-                built[arch] = ARCHS[arch](weights=None).features
-            return types.SimpleNamespace(features=copy.deepcopy(built[arch]))
-        return build
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(model, "ARCHS", {a: features_of(a) for a in ARCHS})
-        yield
-
-
-@pytest.fixture(scope="module")
-def firsts(demo_data):
-    return sorted(glob.glob(os.path.join(demo_data, "*", "*-a-p001.png")))
 
 
 @pytest.fixture(scope="module")
@@ -170,11 +137,18 @@ def test_time_budget_then_resume_equals_an_uninterrupted_run(firsts, tmp_path):
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
 
 
-def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, trained, tmp_path):
-    with pytest.raises(SystemExit, match="--steps: gen.py's flag"):
-        texnet.main(["train", firsts[0], "--steps", "5"])
-    with pytest.raises(SystemExit, match="--refine-steps: gen.py's flag"):  # a generator has no result to refine
-        texnet.main(["train", firsts[0], "--refine-steps", "10"])
+def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, trained, tmp_path, capsys):
+    # gen.py's flags are refused when given, even at their default value, and --help does not offer them
+    for flag, value in [("--steps", "300"), ("--refine-steps", "10"), ("--padding", "reflect")]:
+        with pytest.raises(SystemExit) as e:
+            texnet.main(["train", firsts[0], flag, value])
+        assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == \
+            f"texnet.py train: error: {flag}: gen.py's flag, texnet.py train does not use it"
+    with pytest.raises(SystemExit) as e:
+        texnet.main(["train", "--help"])
+    offered = set(re.findall(r"--[a-z][a-z-]+", capsys.readouterr().out))
+    assert e.value.code == 0 and {"--layers", "--texnet-steps", "--time-budget", "--resume"} <= offered
+    assert not offered & {"--" + k.replace("_", "-") for k in texnet.UNUSED}
     with pytest.raises(SystemExit, match="--texnet-size 40: must be a multiple of 16"):
         texnet.main(["train", firsts[0], "--texnet-size", "40"])
     with pytest.raises(SystemExit, match="--size 34 32 .* multiples of 4"):
