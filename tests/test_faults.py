@@ -226,15 +226,16 @@ def test_values_checked_after_parsing_are_one_line(demo_data, ckpt, capsys, tmp_
 
 def test_sizes_that_do_not_fit_in_memory_are_refused_before_allocating(ckpt, demo_data, tmp_path, capsys,
                                                                        monkeypatch):
-    """On a machine with 2 GB free: a 1024 px output (about 4.4 GB), a 2048 px image with --full and a demo
-    set of 2048 px patches are refused with both figures; nothing is written."""
+    """On a machine with 2 GB free: a 1024 px output of a 48 px target (coarse to fine, about 3.4 GB), a
+    2048 px image with --full (refined at full size, about 16.4 GB) and a demo set of 2048 px patches
+    are refused with both figures; nothing is written."""
     monkeypatch.setattr(memory, "available", lambda device: 2 * memory.GB)
     target = os.path.join(demo_data, "dots1", "dots1-a-p001.png")
     big = tmp_path / "big-a-p001.png"
     Image.fromarray(np.zeros((2048, 2048), np.uint8)).save(big)
     out = tmp_path / "g"
     for argv, why in [([target, "--size", "1024", "1024"], "--size 1024 1024: 1 output(s) of 1024x1024 at once, "
-                                                           "about 4.4 GB needed, 2.0 GB available"),
+                                                           "about 3.4 GB needed, 2.0 GB available"),
                       ([str(big), "--full"], "--full: 1 output(s) of 2048x2048 at once, about 16.4 GB needed")]:
         status, line = fails(gen.main, [*argv, "--ckpt", ckpt, "--gen-dir", str(out)], capsys)
         assert status == 1 and line.startswith(f"1 of 1 target(s) failed: {argv[0]} ({why}") and not out.exists()

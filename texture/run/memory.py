@@ -4,9 +4,10 @@ figures, instead of the machine swapping for hours or the process being killed h
 
 The estimates are the rise of the peak resident memory (VmHWM) of a process already set up, measured
 on the CPU at two sizes each and rounded up (docs/troubleshooting.md, out of memory):
-    synthesis (gen.py)   about 4 KB per output pixel and image of the batch, bf16 and fp32 alike: the
+    synthesis (gen.py)   about 3 KB per output pixel and image of the batch, bf16 and fp32 alike (the
                          network's activations kept for the backward pass, L-BFGS's history, the
-                         refinement's chunks, then the quality measures; plus 0.4 GB
+                         quality measures), 4 KB with the refinement at full size (its chunks of
+                         the correspondence term); plus 0.4 GB
     texnet.py sample     about 48 B per pixel of the sample (its noise, the image, its PNG and the
                          collection), plus 1.2 KB per pixel of one tile of at most --sample-tile px a
                          side with its halo, and of the quality measures' crop of that size
@@ -17,7 +18,8 @@ on the CPU at two sizes each and rounded up (docs/troubleshooting.md, out of mem
 import torch
 
 GB = 2 ** 30
-SYNTHESIS_PIXEL = 4096  # bytes per output pixel and image of the batch
+SYNTHESIS_PIXEL = 3072  # bytes per output pixel and image of the batch
+SYNTHESIS_REFINED_PIXEL = 4096  # the same when the refinement runs at full size
 SYNTHESIS_FIXED = 0.4 * GB
 SAMPLE_PIXEL = 48  # bytes per pixel of a texnet.py sample
 TILE_PIXEL = 1200  # bytes per pixel of one tile (with its halo) and of the quality measures' crop
@@ -53,9 +55,10 @@ def shortfall(need, device):
     return f"about {need / GB:.1f} GB needed, {have / GB:.1f} GB available"
 
 
-def synthesis(batch, size):
-    """Bytes a batch of `batch` outputs of `size` (H, W) takes at its full-size level."""
-    return SYNTHESIS_FIXED + batch * size[0] * size[1] * SYNTHESIS_PIXEL
+def synthesis(batch, size, refined):
+    """Bytes a batch of `batch` outputs of `size` (H, W) takes at its full-size level (`refined`: with
+    the refinement there)."""
+    return SYNTHESIS_FIXED + batch * size[0] * size[1] * (SYNTHESIS_REFINED_PIXEL if refined else SYNTHESIS_PIXEL)
 
 
 def sample(size, tile, halo):

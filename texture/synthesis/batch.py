@@ -99,9 +99,8 @@ def setup(args, explicit, device):
     return net, judge, found, opts, factor, least, smallest_side(net, taps(opts))
 
 
-def prepare(jobs, args, least, factor, coarsest, train_set, device):
-    """Load this process's targets and group them by output size, leaving out a group whose memory
-    `device` does not have; returns (groups, {failed path: why})."""
+def prepare(jobs, args, least, factor, coarsest, train_set):
+    """Load this process's targets and group them by output size; returns (groups, {failed path: why})."""
     groups, failed = {}, {}
     for job in jobs:
         try:
@@ -125,15 +124,23 @@ def prepare(jobs, args, least, factor, coarsest, train_set, device):
             tqdm.write(f"{job['path']}: the classifier was trained on this image, so its verdict on it (and on the "
                        "texture made from it) is not a held-out result", file=sys.stderr)
         groups.setdefault(size, []).append(job)
-    for size, group in list(groups.items()):  # refused before any of its memory is taken
-        if why := memory.shortfall(memory.synthesis(len(group), size), device):
+    return groups, failed
+
+
+def too_large(groups, net, opts, args, device):
+    """Leave out of `groups` those whose memory `device` does not have, before any of it is taken
+    (memory.synthesis, with the refinement where it runs at full size); returns {failed path: why}."""
+    failed = {}
+    for size, group in list(groups.items()):
+        refined = resolve(net, [j["target"] for j in group], size, opts).refine_steps > 0
+        if why := memory.shortfall(memory.synthesis(len(group), size, refined), device):
             flag = f"--size {size[0]} {size[1]}" if args.size else "--full" if args.full else \
                 f"--image-size {args.image_size}"
             why = f"{flag}: {len(group)} output(s) of {size[0]}x{size[1]} at once, {why}"
             for job in groups.pop(size):
                 tqdm.write(f"{job['path']}: {why}", file=sys.stderr)
                 failed[job["path"]] = why
-    return groups, failed
+    return failed
 
 
 def run_group(net, jobs, size, opts, args, info, judge):
@@ -236,7 +243,8 @@ def synthesise(args, explicit, rank, world, device):
         dist.broadcast_object_list(jobs, src=0)
     jobs = jobs[0]
     train_set = training_images(found["hparams"]) if found else None
-    groups, failed = prepare(jobs[rank::world], args, least, factor, coarsest, train_set, device)
+    groups, failed = prepare(jobs[rank::world], args, least, factor, coarsest, train_set)
+    failed.update(too_large(groups, net, opts, args, device))
     bad, records = synthesise_share(groups, net, opts, args, info, judge)
     failed.update(bad)
     if world > 1:  # every process gets here, whatever failed on it
