@@ -12,9 +12,11 @@ those the checkpoint was trained with, so the held-out images are exactly the on
 flags given on the command line override them. An evaluation that would include images the checkpoint
 trained on is refused, unless --split all is given: the result is then marked as including training
 images. Prints which checkpoint it picked, the running `hits/n = acc`, the line `Final result is
-hits/n = acc` and per-class accuracy; writes confusion.png and report.json to --test-dir. With --files,
-prints `path  class  probability` per image (centre crop of --image-size, or the whole image when
-smaller).
+hits/n = acc` and per-class accuracy; writes confusion.png and report.json to --test-dir (a later run:
+confusion-2.png and report-2.json beside them). A checkpoint that cannot tell which images it trained on
+(no recorded data settings, or its data folder gone) is refused likewise. With --files, prints
+`path  class  probability` per image (centre crop of --image-size, or the whole image when smaller)
+and notes on stderr each file the checkpoint trained on; the data flags have no use there.
 """
 import os
 import sys

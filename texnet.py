@@ -17,7 +17,8 @@ apply (--texnet-steps, --texnet-lr). It writes --texnet-dir/<label>/texnet.pt (g
 settings, the target crop: never the classifier), args.json and snapshot_NNNNN.png every
 --texnet-snapshot-every steps. Sampling writes --sample-dir/<label>/<H>x<W>_seed<S>_<i>.png and .json
 (gen.py's quality measures and verdict, by the classifier the generator trained with unless --ckpt
-names another), --sample-dir/report.json and a collection image.
+names another; measured on the centre --sample-tile crop of a larger sample), --sample-dir/report.json
+and a collection image; a later run writes <label>-2/ and report-2.json beside them.
 """
 import argparse
 import math

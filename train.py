@@ -8,10 +8,12 @@ Examples:
 
 Every epoch writes a checkpoint to --ckpt-dir (the last --keep are kept, plus best.pt, the best held-out
 accuracy), with hparams.json and classes.json beside them; TensorBoard events, metrics.jsonl and
-curves.png go to --log-dir. A fresh run refuses a --ckpt-dir or --log-dir that holds another run's
-files. Ctrl-C or SIGTERM saves a checkpoint, then exits; --resume takes the run's settings from that
-checkpoint (flags given on the command line override them) and continues exactly where it stopped,
-or starts a fresh run when there is none yet. Under torchrun, a restarted worker (--max-restarts)
+curves.png go to --log-dir. The same command again continues the run in --ckpt-dir when its settings
+are these (a finished run: it says so, with its held-out result, and writes nothing); a fresh run
+refuses a --ckpt-dir or --log-dir that holds another run's files. Ctrl-C or SIGTERM saves a
+checkpoint, then exits; --resume takes the run's settings from that checkpoint (flags given on the
+command line override them, except the network, split and batch size) and continues exactly where
+it stopped, or starts a fresh run when there is none yet. Under torchrun, a restarted worker (--max-restarts)
 resumes by itself. After each epoch batch norm is re-estimated with the epoch's final weights
 (averaged over every process's batches), so the held-out accuracy printed is the one test.py
 reports for the saved checkpoint.

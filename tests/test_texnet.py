@@ -15,6 +15,7 @@ from conftest import texnet_train as train
 from PIL import Image
 
 import texnet
+from texture.measures import quality
 from texture.networks import checkpoints as C
 from texture.networks import feedforward as G
 from texture.synthesis import sampling
@@ -70,6 +71,17 @@ def test_sampling_size_count_seed_verdict_and_tiling(trained, tmp_path):
     assert {"hist_distance", "spectrum_distance", "peak_energy"} <= set(record["quality"])
     assert record["verdict"]["target_class"] == label and "recognised" in record["verdict"]
     assert glob.glob(str(tmp_path / "a" / "collection_*.png")) and (tmp_path / "a" / "report.json").is_file()
+
+
+def test_a_sample_larger_than_a_tile_is_measured_on_its_centre_tile(trained, tmp_path):
+    """The README's 4096 px sample: made in tiles, its quality measured on the centre --sample-tile crop
+    (the patch measures of the whole would need several GB more)."""
+    path, label = trained
+    [record] = sample(path, tmp_path, "--size", 64, 96, "--sample-tile", 32)
+    img, target = pixels(tmp_path / label / "64x96_seed0_0.png"), pixels(tmp_path / label / "target.png")
+    assert record["quality_crop"] == [32, 32] and record["verdict_crop"] == [32, 32]
+    assert record["quality"] == pytest.approx(quality.measures(img[16:48, 32:64], target), rel=1e-6)
+    assert record["quality"] != pytest.approx(quality.measures(img, target), rel=1e-3)
 
 
 def test_tiled_sample_equals_one_pass_and_a_short_halo_does_not():
