@@ -1,6 +1,6 @@
 """Speed report: each figure is a ratio or a rate of two things timed in the same run, interleaved.
 
-    python bench.py --quick                     # a few minutes on 2 CPU cores (64 px, few repeats, 1000 original steps)
+    python bench.py --quick                     # a few minutes on 2 CPU cores (64 px, 5 repeats, 1000 original steps)
     python bench.py --quick --image-size 32 --bench-orig-steps 20000 --bench-orig-seconds 900  # the original to its plateau
     python bench.py                             # VGG-19 at 224 px, batch 16: tens of minutes on a CPU
     python bench.py --image-size 128 --bench-repeats 3 --device cuda
@@ -31,7 +31,8 @@ hits both alike):
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
              not depend on its weights) vs one iteration of gen.py's default at that size (made coarse to
              fine, so without the refinement)
-Results: a table on stdout and --bench-dir/bench.json (plus the settings, args.json).
+Results: a table on stdout and --bench-dir/bench.json (plus the settings, args.json; a later run writes
+bench-2.json and args-2.json beside them, and so on).
 """
 import argparse
 import dataclasses
@@ -52,7 +53,7 @@ from texture.measures.time_to_quality import QUALITY
 from texture.networks import training
 from texture.networks.checkpoints import CheckpointError, find_checkpoint
 from texture.run.device import cpu_has_fast_bf16, pick_device, pick_dtype
-from texture.run.outputs import save_args, save_json
+from texture.run.outputs import first_free, save_args, save_json
 from texture.run.timing import interleave
 
 GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
@@ -298,9 +299,10 @@ def main(argv=None):
         results["machine"]["load_avg_1min_end"] = os.getloadavg()[0]
     results["settings"] = vars(args)
     print(table(results))
-    path = os.path.join(args.bench_dir, "bench.json")
+    # an earlier run's pair is kept: bench-2.json and args-2.json, ...
+    path, settings_path = first_free(*(os.path.join(args.bench_dir, n) for n in ("bench.json", "args.json")))
     save_json(results, path)
-    save_args(args, os.path.join(args.bench_dir, "args.json"))
+    save_args(args, settings_path)
     print(f"wrote {path}")
     return results
 

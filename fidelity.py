@@ -16,7 +16,6 @@ target beside each method's output). The reference row scores sample c's first p
 target: what a new photograph of the same texture scores.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from texture.measures import quality
 from texture.networks import checkpoints as C
 from texture.networks import training
 from texture.run.device import pick_device
-from texture.run.outputs import save_args, save_json, to_uint8, write_atomic
+from texture.run.outputs import first_free, save_args, save_json, to_uint8, write_atomic
 from texture.synthesis import batch
 from texture.synthesis.methods import METHODS
 
@@ -49,19 +48,16 @@ def chosen_methods(spec):
 
 
 def build_data(args, folder):
-    """The demo set with photographs, written unless the folder already holds one with these settings."""
-    want = {"classes": args.demo_classes, "patches": args.demo_patches, "size": args.demo_size, "seed": args.seed,
-            "photographs": list(procedural.demo_photographs(args.demo_photos))}
+    """The demo set with photographs: the one in the folder when it was made with these settings, else
+    written there. A folder holding another set is refused, its files kept."""
+    settings = (folder, args.demo_classes, args.demo_patches, args.demo_size, args.seed,
+                procedural.demo_photographs(args.demo_photos))
     try:
-        with open(os.path.join(folder, "demo.json"), encoding="utf-8") as f:
-            have = json.load(f)
-        if {k: have.get(k) for k in want if k != "classes"} == {k: v for k, v in want.items() if k != "classes"} \
-                and len(have["classes"]) == args.demo_classes + len(want["photographs"]):
-            return have["classes"]
-    except (OSError, ValueError, KeyError):
-        pass
-    return procedural.make_demo(folder, args.demo_classes, args.demo_patches, args.demo_size, args.seed,
-                                 tuple(want["photographs"]))
+        found = procedural.find_demo(*settings)
+    except DataError as e:
+        raise SystemExit(f"fidelity.py: error: --fidelity-dir {args.fidelity_dir}: {e}: pick another "
+                         "--fidelity-dir for these settings")
+    return found or procedural.make_demo(*settings)
 
 
 def classifier(args, data_dir):
@@ -129,8 +125,8 @@ def summary(records, photo_classes):
     for method in dict.fromkeys(r["method"] for r in records):
         for name, keep in (("photographs", lambda c: c in photo_classes), ("demo", lambda c: c not in photo_classes)):
             rows = [{**(r["quality"] or {}), **r} for r in records if r["method"] == method and keep(r["label"])]
-            if rows:
-                out.append({"method": method, "set": name, "outputs": len(rows),
+            if rows:  # outputs: those measured; a failed one has no measures, and none of an earlier run's
+                out.append({"method": method, "set": name, "outputs": sum(r["quality"] is not None for r in rows),
                             **{k: mean(rows, k) for k in MEASURES + ["recognised", "seconds"]}})
     return out
 
@@ -158,15 +154,6 @@ def picture(targets, outputs, methods, path):
             if img is not None:
                 grid.paste(Image.fromarray(to_uint8(img).numpy()), (x, y + band))
     write_atomic(path, lambda tmp: grid.save(tmp, format="PNG", optimize=True))
-
-
-def new_base(base):
-    """base, or base-2, base-3, ...: the first whose outputs do not exist (earlier runs are kept)."""
-    k, found = 1, base
-    while any(os.path.exists(found + ext) for ext in (".md", ".json", ".png")):
-        k += 1
-        found = f"{base}-{k}"
-    return found
 
 
 def write_text(path, text):
@@ -205,15 +192,21 @@ def main(argv=None):
                 if seed == args.seed and r["quality"] is not None:
                     outputs[method, r["label"]] = load_gray(os.path.join(r["dir"], "final.png")).float() / 255
     rows = summary(records, photo_classes)
-    base = new_base(os.path.join(args.fidelity_dir, f"fidelity_{time.strftime('%Y%m%d-%H%M%S')}"))
+    stem = os.path.join(args.fidelity_dir, f"fidelity_{time.strftime('%Y%m%d-%H%M%S')}")
+    md = first_free(stem + ".md", stem + ".json", stem + ".png")[0]  # an earlier run's three are kept
+    base = os.path.splitext(md)[0]
     table = markdown(rows)
     write_atomic(base + ".md", lambda tmp: write_text(tmp, table + "\n"))
     save_json({"settings": vars(args), "methods": {m: METHODS[m] for m in methods}, "summary": rows,
                "records": records, "checkpoint": ckpt}, base + ".json")
     picture(targets, outputs, methods, base + ".png")
-    save_args(args, os.path.join(args.fidelity_dir, "args.json"))
+    save_args(args, first_free(os.path.join(args.fidelity_dir, "args.json"))[0])
     print(table)
     print(f"wrote {base}.md, .json and .png")
+    failed = [r for r in records if r["quality"] is None]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(records) - len(classes)} output(s) failed, left out of the table: "
+                         + ", ".join(f"{r['method']} seed {r['seed']} {r['label']} ({r['message']})" for r in failed))
     return {"summary": rows, "records": records, "base": base}
 
 

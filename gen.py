@@ -28,7 +28,8 @@ share even when some of its targets fail; failures are reported per target and t
 Each target gets --gen-dir/<label>/ with target.png, snapshot_NNNNN.png, final.png and
 result.json (with quality measures against the target, see quality.py); every call writes
 --gen-dir/report.json (the measures per target and their means) and prints them as a table;
-several targets in one call also give --gen-dir/collection_<time>.png.
+several targets in one call also give --gen-dir/collection_<time>.png. An output that exists is
+never written over: a later call writes <label>-2/, report-2.json, ... beside it.
 """
 import torch.distributed as dist
 

@@ -169,8 +169,11 @@ def _comments():
 
 
 def _checked(name, kind):
-    """An argparse type that names the flag in its error and rejects out-of-range numbers."""
+    """An argparse type that names the flag in its error and rejects out-of-range numbers and devices
+    other than the ones --device names."""
     def convert(text):
+        if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+            raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, got {text!r}")
         value = kind(text)
         if kind in (int, float) and (value < 0 or (value == 0 and name not in ZERO_OK)):
             raise argparse.ArgumentTypeError(f"must be {'>= 0' if name in ZERO_OK else '> 0'}, got {text}")
@@ -181,8 +184,9 @@ def _checked(name, kind):
     return convert
 
 
-def add_arguments(parser, groups):
-    """Add every field of the given groups to an argparse parser as `--flag-name`."""
+def add_arguments(parser, groups, hidden=()):
+    """Add every field of the given groups to an argparse parser as `--flag-name`; those named in
+    `hidden` are parsed but left out of --help (a script that refuses them)."""
     info = _comments()
     defaults = Hyperparams()
     for f in dataclasses.fields(Hyperparams):
@@ -191,7 +195,7 @@ def add_arguments(parser, groups):
             continue
         parser.add_argument("--" + f.name.replace("_", "-"), type=_checked(f.name, f.type),
                             default=getattr(defaults, f.name), choices=CHOICES.get(f.name),
-                            help=text + " (default: %(default)s)")
+                            help=argparse.SUPPRESS if f.name in hidden else text + " (default: %(default)s)")
     return parser
 
 

@@ -16,23 +16,58 @@ The work is done by texture/data/: kylberg.py (download, verify, extract), proce
 photographs.py (the demo set), images.py and folders.py (decoding, cache, splits); batches.py serves
 the images to train.py.
 """
+import json
 import os
+import urllib.parse
 
 import hyperparams
+from hyperparams import Hyperparams
 from texture.data.folders import load_data
 from texture.data.images import DataError
 from texture.data.kylberg import fetch_kylberg, needs_fetch
-from texture.data.procedural import demo_photographs, make_demo
+from texture.data.procedural import demo_photographs, find_demo, make_demo
 from texture.run.outputs import save_args
 
 
 def check_flags(args, given):
-    """Flags that would have no effect: the demo's without --demo, the download's with it."""
+    """Flags that would have no effect: the demo's without --demo, the split's without it (train.py
+    splits the data it trains on by its own flags), the download's with it; a --url that is no URL."""
     if not args.demo and (demo := sorted(given & {"demo_classes", "demo_patches", "demo_size", "demo_photos"})):
         return f"--{demo[0].replace('_', '-')} applies to --demo only"
+    if not args.demo and (split := sorted(given & {"split", "test_fraction", "seed"})):
+        flag = "--" + split[0].replace("_", "-")
+        return f"{flag} has no effect without --demo: train.py splits the data itself (train.py {flag})"
     if args.demo and (fetch := sorted(given & {"url", "zips_dir"})):
         return f"--{fetch[0].replace('_', '-')} has no effect with --demo, which downloads nothing"
+    if "url" in given and urllib.parse.urlsplit(args.url).scheme not in ("http", "https", "ftp", "file"):
+        return f"--url {args.url}: not a URL (http://, https://, ftp:// or file://)"
     return None
+
+
+def prepare_demo(args, data_dir):
+    """Write the demo set to data_dir, or reuse the one there when it was made with these settings
+    (then nothing is written); another set there is an error naming --data-dir."""
+    if args.image_size > args.demo_size:  # the 224 default crop is for Kylberg
+        print(f"--image-size {args.image_size} capped to the demo's {args.demo_size} px patches")
+        args.image_size = args.demo_size
+    settings = (data_dir, args.demo_classes, args.demo_patches, args.demo_size, args.seed,
+                demo_photographs(args.demo_photos))
+    try:
+        found = find_demo(*settings)
+        recorded = {}
+        if found and os.path.isfile(os.path.join(data_dir, "prepro_args.json")):
+            with open(os.path.join(data_dir, "prepro_args.json"), encoding="utf-8") as f:
+                recorded = json.load(f)
+        for k in ("split", "test_fraction", "image_size"):  # the split prepared beside it
+            if k in recorded and recorded[k] != getattr(args, k):
+                raise DataError(f"{data_dir}: holds the demo set prepared with --{k.replace('_', '-')} {recorded[k]}, "
+                                f"not {getattr(args, k)}")
+    except (DataError, OSError, ValueError) as e:
+        raise SystemExit(f"prepro.py: error: --data-dir {e}: pick another --data-dir for these settings")
+    if found:
+        print(f"{data_dir}: the demo set made with these settings is already there, reused as it is")
+    else:
+        make_demo(*settings)
 
 
 def main(argv=None):
@@ -42,17 +77,17 @@ def main(argv=None):
 
     groups = ["seed", "fetch", "data", "crop", "demo"]
     args = hyperparams.parse_args(__doc__, groups, argv, extra=extra, check=check_flags)
+    given = hyperparams.given(argv, groups, extra)
     data_dir = args.data_dir
     try:
         if args.demo:
-            if "data_dir" not in hyperparams.given(argv, groups, extra):
+            if "data_dir" not in given:
                 data_dir = args.data_dir = hyperparams.DEMO_DIR
-            make_demo(data_dir, args.demo_classes, args.demo_patches, args.demo_size, args.seed,
-                      demo_photographs(args.demo_photos))
-            if args.image_size > args.demo_size:  # the 224 default crop is for Kylberg
-                print(f"--image-size {args.image_size} capped to the demo's {args.demo_size} px patches")
-                args.image_size = args.demo_size
+            prepare_demo(args, data_dir)
         elif needs_fetch(data_dir):
+            if not os.path.isdir(data_dir) and os.path.abspath(data_dir) != os.path.abspath(Hyperparams.data_dir):
+                raise DataError(f"--data-dir {data_dir}: no such folder; the download fills only "
+                                f"{Hyperparams.data_dir} or an empty folder: create it first to download there")
             fetch_kylberg(args.url, args.zips_dir, data_dir)
         s = load_data(data_dir, args.split, args.test_fraction, args.image_size, args.seed)
         save_args(args, os.path.join(data_dir, "prepro_args.json"))

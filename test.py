@@ -12,11 +12,14 @@ those the checkpoint was trained with, so the held-out images are exactly the on
 flags given on the command line override them. An evaluation that would include images the checkpoint
 trained on is refused, unless --split all is given: the result is then marked as including training
 images. Prints which checkpoint it picked, the running `hits/n = acc`, the line `Final result is
-hits/n = acc` and per-class accuracy; writes confusion.png and report.json to --test-dir. With --files,
-prints `path  class  probability` per image (centre crop of --image-size, or the whole image when
-smaller).
+hits/n = acc` and per-class accuracy; writes confusion.png and report.json to --test-dir (a later run:
+confusion-2.png and report-2.json beside them). A checkpoint that cannot tell which images it trained on
+(no recorded data settings, or its data folder gone) is refused likewise. With --files, prints
+`path  class  probability` per image (centre crop of --image-size, or the whole image when smaller)
+and notes on stderr each file the checkpoint trained on; the data flags have no use there.
 """
 import os
+import sys
 
 import torch
 
@@ -32,16 +35,25 @@ from texture.run.device import pick_device, pick_dtype
 GROUPS = ["device", "seed", "data", "crop", "eval", "ckpt", "test"]
 # What decides which images are evaluated and how: taken from the checkpoint unless given.
 DATA_SETTINGS = ("data_dir", "split", "test_fraction", "seed", "image_size", "eval_crop")
+# What --files does without: it classifies the files given, one by one, and writes nothing.
+NOT_WITH_FILES = ("data_dir", "split", "test_fraction", "seed", "eval_crop", "eval_batch_size", "test_dir")
 
 
 def add_files(parser):
     parser.add_argument("--files", nargs="+", metavar="PNG", help="classify these images instead of a split")
 
 
+def check_flags(args, given):
+    if args.files and (unused := [k for k in NOT_WITH_FILES if k in given]):
+        return (f"--{unused[0].replace('_', '-')} has no effect with --files, which classifies the files given "
+                "(with --ckpt, --image-size, --device and --dtype) and writes nothing")
+    return None
+
+
 def settings(argv):
     """(args, checkpoint path, checkpoint, names of the flags given): the data settings come from the
     checkpoint unless given on the command line."""
-    args = hyperparams.parse_args(__doc__, GROUPS, argv, extra=add_files)
+    args = hyperparams.parse_args(__doc__, GROUPS, argv, extra=add_files, check=check_flags)
     explicit = hyperparams.given(argv, GROUPS, add_files)
     path, how = C.find_checkpoint(args.ckpt)
     ckpt = C.load_checkpoint(path)
@@ -53,17 +65,16 @@ def settings(argv):
     return args, path, ckpt, explicit
 
 
-def overlap(recorded, data_dir, files):
-    """How many of `files` (relative to data_dir) the checkpoint trained on; None when its recorded
-    settings cannot tell (none recorded, or its data folder is gone)."""
+def trained_on(recorded):
+    """(real paths of the images the checkpoint trained on, None), or (None, why its recorded settings
+    cannot tell)."""
     if not {"data_dir", "split", "test_fraction", "seed"} <= set(recorded):
-        return None
+        return None, "it records no data settings"
     try:
-        trained = folders.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
-                                         recorded["seed"])
-    except DataError:
-        return None
-    return sum(os.path.realpath(os.path.join(data_dir, f)) in trained for f in files)
+        return folders.training_files(recorded["data_dir"], recorded["split"], recorded["test_fraction"],
+                                      recorded["seed"]), None
+    except DataError as e:
+        return None, f"its training data cannot be read ({e})"
 
 
 def crop(image, size):
@@ -73,8 +84,9 @@ def crop(image, size):
     return center_crop(image, size)
 
 
-def classify_files(args, net, classes, device, dtype):
-    failed = 0
+def classify_files(args, net, ckpt, device, dtype):
+    """`path  class  probability` per file; a note on stderr for a file the checkpoint trained on."""
+    failed, classes, trained = 0, ckpt["classes"], trained_on(ckpt.get("hparams") or {})[0] or set()
     for path in args.files:
         try:
             x = crop(load_gray(path), args.image_size)[None, None].float() / 255
@@ -86,15 +98,22 @@ def classify_files(args, net, classes, device, dtype):
         probs, _ = next(predict(net, [(x, torch.zeros(1))], device, dtype))
         p, k = probs[0].max(0)
         print(f"{path}  {classes[k]}  {p:.4f}", flush=True)
+        if os.path.realpath(path) in trained:
+            print(f"{path}: the checkpoint was trained on this image, so this is not a held-out result",
+                  file=sys.stderr, flush=True)
     if failed:
         raise SystemExit(f"{failed} of {len(args.files)} file(s) could not be classified")
 
 
 def write_report(args, path, classes, confusion, mistakes, extra):
+    """report.json, confusion.png and hparams.json in --test-dir, numbered -2, -3, ... beside those of
+    earlier runs (outputs.first_free); returns the report's path."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(args.test_dir, exist_ok=True)
+    json_path, png_path, args_path = outputs.first_free(
+        *(os.path.join(args.test_dir, name) for name in ("report.json", "confusion.png", "hparams.json")))
     hits, n = confusion.diag().sum().item(), confusion.sum().item()
     per_class = {c: {"hits": confusion[i, i].item(), "n": confusion[i].sum().item(),
                      "accuracy": confusion[i, i].item() / max(1, confusion[i].sum().item())}
@@ -102,7 +121,7 @@ def write_report(args, path, classes, confusion, mistakes, extra):
     report = {"checkpoint": path, "data_dir": args.data_dir, "split": args.split, "image_size": args.image_size,
               "eval_crop": args.eval_crop, "hits": hits, "n": n, "accuracy": hits / max(1, n), **extra,
               "per_class": per_class, "classes": classes, "confusion": confusion.tolist(), "mistakes": mistakes}
-    outputs.save_json(report, os.path.join(args.test_dir, "report.json"))
+    outputs.save_json(report, json_path)
 
     size = max(5.0, 0.35 * len(classes))
     fig, ax = plt.subplots(figsize=(size + 1, size))
@@ -115,19 +134,24 @@ def write_report(args, path, classes, confusion, mistakes, extra):
                                                            else ""))
     fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.tight_layout()
-    outputs.write_atomic(os.path.join(args.test_dir, "confusion.png"),
-                             lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    outputs.write_atomic(png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
-    outputs.save_args(args, os.path.join(args.test_dir, "hparams.json"))
+    outputs.save_args(args, args_path)
+    return json_path, png_path
 
 
 def held_out(args, path, ckpt, explicit, data):
-    """report.json's record of whether the images were held out; refuses training images unless asked."""
-    seen = overlap(ckpt.get("hparams") or {}, args.data_dir, data.test_files)
-    if seen is None:
-        print(f"warning: {path} records no usable data settings: cannot tell whether these images were "
-              "held out", flush=True)
-    elif seen and not ("split" in explicit and args.split == "all"):
+    """report.json's record of whether the images were held out. Images the checkpoint trained on, or
+    images it cannot tell about, are refused unless --split all is given on purpose."""
+    trained, why = trained_on(ckpt.get("hparams") or {})
+    on_purpose = "split" in explicit and args.split == "all"
+    if trained is None and not on_purpose:
+        raise SystemExit(f"cannot tell whether these images were held out from {path}: {why}; pass --split all "
+                         "to evaluate them anyway, not as a held-out accuracy")
+    if trained is None:
+        return {"training_images": None, "held_out": False}
+    seen = sum(os.path.realpath(os.path.join(args.data_dir, f)) in trained for f in data.test_files)
+    if seen and not on_purpose:
         raise SystemExit(f"{seen} of the {len(data.test_files)} images to evaluate were used to train {path}: "
                          "leave --data-dir/--split/--test-fraction/--seed to the checkpoint's, or pass "
                          "--split all to include training images on purpose")
@@ -161,14 +185,17 @@ def evaluate_split(args, path, ckpt, explicit, device, dtype):
     if extra["training_images"]:
         print(f"NOTE: {extra['training_images']} of these {seen} images were used to train {path}: this figure "
               "includes training images, it is not a held-out accuracy")
+    elif extra["training_images"] is None:
+        print(f"NOTE: {path} cannot tell which of these {seen} images it was trained on: this figure is not a "
+              "held-out accuracy")
     for i, c in enumerate(classes):
         row = confusion[i].sum().item()
         print(f"  {c:<16} {confusion[i, i].item()}/{row} = {confusion[i, i].item() / max(1, row):.4f}")
     try:
-        write_report(args, path, classes, confusion, mistakes, {**extra, "loss": nll / max(1, seen)})
-    except OSError as e:  # each report file is replaced whole, so the previous ones stay readable
+        written = write_report(args, path, classes, confusion, mistakes, {**extra, "loss": nll / max(1, seen)})
+    except OSError as e:  # each report file is written whole under a new name: earlier ones stay as they were
         raise SystemExit(f"--test-dir {args.test_dir}: cannot write there ({e.strerror or e})")
-    print(f"wrote {os.path.join(args.test_dir, 'report.json')} and confusion.png")
+    print(f"wrote {written[0]} and {os.path.basename(written[1])}")
 
 
 def main(argv=None):
@@ -180,7 +207,7 @@ def main(argv=None):
         dtype = pick_dtype(args.dtype, device)
         if args.files:
             net = C.model_from_checkpoint(ckpt, path).to(device, memory_format=torch.channels_last)
-            classify_files(args, net, ckpt["classes"], device, dtype)
+            classify_files(args, net, ckpt, device, dtype)
         else:
             evaluate_split(args, path, ckpt, explicit, device, dtype)
     except (DataError, C.CheckpointError) as e:

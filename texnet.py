@@ -17,11 +17,13 @@ apply (--texnet-steps, --texnet-lr). It writes --texnet-dir/<label>/texnet.pt (g
 settings, the target crop: never the classifier), args.json and snapshot_NNNNN.png every
 --texnet-snapshot-every steps. Sampling writes --sample-dir/<label>/<H>x<W>_seed<S>_<i>.png and .json
 (gen.py's quality measures and verdict, by the classifier the generator trained with unless --ckpt
-names another), --sample-dir/report.json and a collection image.
+names another; measured on the centre --sample-tile crop of a larger sample), --sample-dir/report.json
+and a collection image; a later run writes <label>-2/ and report-2.json beside them.
 """
 import argparse
 import math
 import os
+import sys
 import time
 import zlib
 
@@ -30,7 +32,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from hyperparams import Hyperparams, add_arguments
+import hyperparams
+from hyperparams import add_arguments
 from texture.data.images import DataError
 from texture.networks import backbones
 from texture.networks import feedforward as G
@@ -39,6 +42,7 @@ from texture.run import outputs
 from texture.run.device import autocast, distributed, pick_dtype
 from texture.run.interrupt import Stop
 from texture.synthesis import sampling
+from texture.synthesis.batch import without_effect
 from texture.synthesis.optimize import objective
 from texture.synthesis.options import Options
 from texture.synthesis.targets import load_target, plan
@@ -52,14 +56,18 @@ UNUSED = ["gen_dir", "optimizer", "gen_lr", "steps", "snapshot_every", "levels",
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
 
+def train_flags(parser):
+    parser.add_argument("targets", nargs="+", help="target texture images (any format Pillow reads)")
+    parser.add_argument("--full", action="store_true", help="use the whole target, not its centre --image-size crop")
+    parser.add_argument("--resume", action="store_true", help="continue the generator in --texnet-dir")
+
+
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a generator per target (or one for all)")
-    train.add_argument("targets", nargs="+", help="target texture images (any format Pillow reads)")
-    train.add_argument("--full", action="store_true", help="use the whole target, not its centre --image-size crop")
-    train.add_argument("--resume", action="store_true", help="continue the generator in --texnet-dir")
-    add_arguments(train, TRAIN_GROUPS)
+    train_flags(train)
+    add_arguments(train, TRAIN_GROUPS, hidden=UNUSED)  # parsed, to be refused by name, but not offered
     samp = sub.add_parser("sample", help="write new textures from a trained generator")
     samp.add_argument("generator", help="a texnet.pt written by `texnet.py train`")
     samp.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="sample size (default: the training size)")
@@ -68,10 +76,12 @@ def parse(argv=None):
     add_arguments(samp, SAMPLE_GROUPS)
     args = parser.parse_args(argv)
     if args.command == "train":
-        defaults = Hyperparams()
-        for k in UNUSED:
-            if getattr(args, k) != getattr(defaults, k):
-                raise SystemExit(f"--{k.replace('_', '-')}: gen.py's flag, texnet.py train does not use it")
+        rest = (sys.argv[1:] if argv is None else list(argv))[1:]  # after the word train
+        given = hyperparams.given(rest, TRAIN_GROUPS, train_flags)
+        if unused := [k for k in UNUSED if k in given]:
+            train.error(f"--{unused[0].replace('_', '-')}: gen.py's flag, texnet.py train does not use it")
+        if problem := without_effect(args, given, refines=False):
+            train.error(problem)
         if args.texnet_size % 2 ** (args.texnet_scales - 1):
             raise SystemExit(f"--texnet-size {args.texnet_size}: must be a multiple of {2 ** (args.texnet_scales - 1)}"
                              f" with --texnet-scales {args.texnet_scales}")
@@ -208,6 +218,8 @@ def train(args):
     except (CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
     least = downsampling(net, layers)
+    if not args.full and args.image_size < least:
+        raise SystemExit(f"--image-size {args.image_size}: must be at least {least} px for --layers {args.layers}")
     if args.texnet_size < least:
         raise SystemExit(f"--texnet-size {args.texnet_size}: must be at least {least} for --layers {args.layers}")
     try:

@@ -1,12 +1,21 @@
-"""Shared fixtures: tiny datasets made on the fly in the Kylberg layout (nothing is downloaded)."""
+"""Shared fixtures: tiny datasets made on the fly in the Kylberg layout (nothing is downloaded), a
+classifier trained on one, and texnet.py's tiny settings."""
+import copy
+import glob
 import importlib.util
 import os
+import types
 
 import pytest
 
+import model
 from texture.synthesis.options import Options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# texnet.py train at a tiny generator (3 scales, 4 channels) on 32 px crops, shallow taps, no snapshots
+TEXNET_TINY = ["--image-size", "32", "--texnet-size", "32", "--texnet-scales", "3", "--texnet-width", "4",
+               "--texnet-noise", "2", "--texnet-batch", "2", "--texnet-calibrate", "64", "--layers",
+               "relu1_1,relu2_1,relu3_1", "--dtype", "fp32", "--texnet-snapshot-every", "0"]
 
 
 def load_script(name):
@@ -47,3 +56,39 @@ def trained_ckpt(demo_data, tmp_path_factory):
     train.main(["--data-dir", demo_data, "--image-size", "32", "--epochs", "3", "--batch-size", "4",
                 "--keep", "2", "--ckpt-dir", str(out / "ckpt"), "--log-dir", str(out / "log")])
     return str(out / "ckpt")
+
+
+@pytest.fixture(scope="session")
+def firsts(demo_data):
+    """The first patch of sample a of every demo class, sorted."""
+    return sorted(glob.glob(os.path.join(demo_data, "*", "*-a-p001.png")))
+
+
+@pytest.fixture(scope="module")
+def quick_vgg():
+    """torchvision's VGG initialises a 120M-parameter classifier head that TextureNet drops (seconds
+    per network); with this fixture each architecture is built once and its convolutional part copied."""
+    built, archs = {}, dict(model.ARCHS)
+
+    def features_of(arch):
+        def build(weights=None):
+            if arch not in built:
+                built[arch] = archs[arch](weights=None).features
+            return types.SimpleNamespace(features=copy.deepcopy(built[arch]))
+        return build
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(model, "ARCHS", {a: features_of(a) for a in archs})
+        yield
+
+
+def texnet_train(targets, out, *extra, ckpt=None):
+    """texnet.py train at TEXNET_TINY into `out`, with the classifier `ckpt` or random weights."""
+    import texnet
+    backbone = ["--ckpt", ckpt] if ckpt else ["--backbone", "random"]
+    texnet.main(["train", *targets, *TEXNET_TINY, *backbone, "--texnet-dir", str(out), *map(str, extra)])
+
+
+def texnet_sample(path, out, *extra):
+    """texnet.py sample of the generator `path` into `out`, in fp32."""
+    import texnet
+    return texnet.main(["sample", str(path), "--sample-dir", str(out), "--dtype", "fp32", *map(str, extra)])

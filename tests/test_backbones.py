@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import re
+import urllib.error
 
 import pytest
 import torch
@@ -29,11 +30,6 @@ def vgg(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("weights") / "vgg19.pth")
     torch.save(net.state_dict(), path)
     return net, path
-
-
-@pytest.fixture(scope="session")
-def firsts(demo_data):
-    return sorted(glob.glob(os.path.join(demo_data, "*", "*-a-p001.png")))
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +113,20 @@ def test_imagenet_backbone_from_a_weights_file_with_the_classifier_verdict(ckpt,
     assert r["status"] == "ok" and r["backbone"] == "imagenet" and r["checkpoint"] == ckpt
     assert r["verdict"]["target_class"] == r["label"] and "verdict_skipped" not in r
     assert r["loss"] < 0.9 * r["curve"][0] and (out / r["label"] / "final.png").exists()
+
+
+def test_imagenet_weights_that_cannot_be_fetched_are_one_line(firsts, tmp_path, monkeypatch):
+    """Offline, without --backbone-weights: torchvision's download fails; the message says what to do."""
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+    monkeypatch.setattr(torchvision.models.VGG19_Weights, "get_state_dict", offline)
+    url = torchvision.models.VGG19_Weights.IMAGENET1K_V1.url
+    with pytest.raises(SystemExit) as e:
+        gen.main([firsts[0], "--backbone", "imagenet", "--gen-dir", str(tmp_path / "g")])
+    assert str(e.value) == ("--backbone imagenet: cannot fetch torchvision's VGG-19 weights (URLError: <urlopen error "
+                            f"[Errno -2] Name or service not known>); download {url} and pass it as "
+                            "--backbone-weights FILE")
+    assert not (tmp_path / "g").exists()
 
 
 def test_missing_or_corrupt_weights_file_is_a_one_line_error_naming_it(firsts, tmp_path):

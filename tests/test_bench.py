@@ -113,9 +113,13 @@ def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
 
 
 def test_quick_fills_in_only_what_was_not_given():
-    args = bench.settings(["--quick", "--bench-repeats", "5"])
-    assert args.bench_repeats == 5 and args.image_size == bench.QUICK["image_size"]
-    assert bench.settings([]).image_size == Hyperparams().image_size
+    defaults, quick = Hyperparams(), bench.QUICK
+    assert quick["bench_repeats"] != defaults.bench_repeats and quick["image_size"] != defaults.image_size
+    args = bench.settings(["--quick", "--bench-repeats", "2"])  # neither the default nor --quick's value
+    assert args.bench_repeats == 2 and args.image_size == quick["image_size"]
+    assert bench.settings(["--quick"]).bench_repeats == quick["bench_repeats"]
+    assert (bench.settings([]).image_size, bench.settings([]).bench_repeats) == (defaults.image_size,
+                                                                              defaults.bench_repeats)
 
 
 def test_too_small_image_is_a_one_line_error():

@@ -77,10 +77,11 @@ def test_class_whose_images_are_all_unreadable_is_an_error(good):
 def test_missing_data_folder_is_named(tmp_path):
     with pytest.raises(images.DataError, match="nowhere: data folder not found"):
         folders.load_data(str(tmp_path / "nowhere"))
-    # From the command line a missing folder is filled from --zips-dir or the network, so offline the
-    # one line names the folder and how to proceed.
+    # From the command line only data/kylberg or an empty folder is filled from --zips-dir or the
+    # network: another missing folder is a typing error, named with how to proceed.
     code, _, err = prepro_cli(tmp_path, "--data-dir", "nowhere", "--zips-dir", "zips", "--url", "http://127.0.0.1:9/")
-    assert code != 0 and len(err) == 1 and "nowhere" in err[0] and "--zips-dir" in err[0]
+    assert code != 0 and len(err) == 1 and "--data-dir nowhere: no such folder" in err[0] and "create it" in err[0]
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "zips").exists()
 
 
 def test_data_folder_that_cannot_be_written_is_one_line(good, monkeypatch):

@@ -25,9 +25,11 @@ from PIL import Image
 import gen
 import model
 import prepro
+import texnet
 import train
 from texture.data import folders, kylberg
 from texture.networks import checkpoints as C
+from texture.run import memory
 
 T = load_script("test")
 
@@ -170,6 +172,28 @@ BAD_FLAGS = [
     ("bench", ["--url", "http://x"], "--url"),
     ("bench", ["--bench-ckpt", "c.pt"], "--bench-ckpt"),
     ("bench", ["--eval-crop", "full"], "--eval-crop"),
+    ("prepro", ["--split", "source"], "--split has no effect without --demo: train.py splits the data itself"),
+    ("prepro", ["--test-fraction", "0.5"], "--test-fraction has no effect without --demo"),
+    ("prepro", ["--seed", "1"], "--seed has no effect without --demo"),
+    ("prepro", ["--url", "foo"], "--url foo: not a URL"),
+    ("test", ["--files", "a.png", "--split", "all"], "--split has no effect with --files"),
+    ("test", ["--files", "a.png", "--data-dir", "d"], "--data-dir has no effect with --files"),
+    ("test", ["--files", "a.png", "--test-dir", "t"], "--test-dir has no effect with --files"),
+    ("gen", ["t.png", "--gcd-layers", "relu2_1"], "--gcd-layers applies to --loss gcd, gram+gcd or swd+gcd only"),
+    ("gen", ["t.png", "--refine-steps", "0", "--gcd-weight", "1"], "--gcd-weight applies to --loss gcd, gram+gcd "
+                                                                   "or swd+gcd only, or with --refine-steps above 0"),
+    ("gen", ["t.png", "--refine-steps", "0", "--occurrence", "0.1"], "--occurrence applies to --loss gcd"),
+    ("gen", ["t.png", "--refine-steps", "0", "--gcd-patches", "64"], "--gcd-patches applies to --loss gcd"),
+    ("gen", ["t.png", "--occurrence-hold", "3"], "--occurrence-hold applies to --loss gcd, gram+gcd or swd+gcd"),
+    ("gen", ["t.png", "--spectrum-weight", "0", "--spectrum-scale", "hybrid"], "--spectrum-scale applies only with "
+                                                                               "--spectrum-weight above 0"),
+    ("gen", ["t.png", "--full", "--image-size", "64"], "--image-size has no effect with --full"),
+    ("texnet", ["train", "t.png", "--steps", "300"], "--steps: gen.py's flag, texnet.py train does not use it"),
+    ("texnet", ["train", "t.png", "--gcd-weight", "1"], "--gcd-weight applies to --loss gcd, gram+gcd or swd+gcd"),
+    ("texnet", ["train", "t.png", "--full", "--image-size", "64"], "--image-size has no effect with --full"),
+    *((script, [*pre, "--device", "foo"], "argument --device: must be auto, cpu, cuda or cuda:N, got 'foo'")
+      for script, pre in [("train", []), ("test", []), ("gen", ["t.png"]), ("bench", []), ("fidelity", []),
+                          ("texnet", ["train", "t.png"]), ("texnet", ["sample", "g.pt"])]),
 ]
 
 
@@ -187,6 +211,10 @@ def test_values_checked_after_parsing_are_one_line(demo_data, ckpt, capsys, tmp_
     cases = [(train.main, ["--image-size", "16"], "--image-size 16"),
              (T.main, ["--image-size", "16", "--ckpt", ckpt], "--image-size 16"),
              (gen.main, [target, "--ckpt", ckpt, "--size", "8", "8"], "--size 8 8"),
+             # the flag is too small, not the 48 px image
+             (gen.main, [target, "--ckpt", ckpt, "--image-size", "16"], "--image-size 16: must be at least 32 px"),
+             (texnet.main, ["train", target, "--backbone", "random", "--image-size", "8"],
+              "--image-size 8: must be at least 16 px for --layers relu1_1,"),
              (prepro.main, ["--demo", "--demo-classes", "99"], "--demo-classes 99"),
              (train.main, ["--data-dir", demo_data, "--image-size", "32", "--batch-size", "100", "--ckpt-dir",
                            "ckpt", "--log-dir", "log"], "--batch-size 100")]
@@ -194,6 +222,29 @@ def test_values_checked_after_parsing_are_one_line(demo_data, ckpt, capsys, tmp_
         status, line = fails(main, argv, capsys)
         assert status == 1 and flag in line, line
     assert os.listdir(tmp_path) == []
+
+
+def test_sizes_that_do_not_fit_in_memory_are_refused_before_allocating(ckpt, demo_data, tmp_path, capsys,
+                                                                       monkeypatch):
+    """On a machine with 2 GB free: a 1024 px output of a 48 px target (coarse to fine, about 3.4 GB), a
+    2048 px image with --full (refined at full size, about 16.4 GB) and a demo set of 2048 px patches
+    are refused with both figures; nothing is written."""
+    monkeypatch.setattr(memory, "available", lambda device: 2 * memory.GB)
+    target = os.path.join(demo_data, "dots1", "dots1-a-p001.png")
+    big = tmp_path / "big-a-p001.png"
+    Image.fromarray(np.zeros((2048, 2048), np.uint8)).save(big)
+    out = tmp_path / "g"
+    for argv, why in [([target, "--size", "1024", "1024"], "--size 1024 1024: 1 output(s) of 1024x1024 at once, "
+                                                           "about 3.4 GB needed, 2.0 GB available"),
+                      ([str(big), "--full"], "--full: 1 output(s) of 2048x2048 at once, about 16.4 GB needed")]:
+        status, line = fails(gen.main, [*argv, "--ckpt", ckpt, "--gen-dir", str(out)], capsys)
+        assert status == 1 and line.startswith(f"1 of 1 target(s) failed: {argv[0]} ({why}") and not out.exists()
+    status, line = fails(prepro.main, ["--demo", "--data-dir", str(tmp_path / "demo"), "--demo-size", "2048",
+                                       "--demo-photos", ""], capsys)
+    assert status == 1 and line.startswith("prepro.py: error: --demo-size 2048: 240 patches of 2048 px, about 3.")
+    assert line.endswith("GB needed, 2.0 GB available") and not (tmp_path / "demo").exists()
+    monkeypatch.undo()
+    assert memory.available(torch.device("cpu")) > 0  # this machine tells (/proc/meminfo or psutil)
 
 
 def test_gen_target_below_the_networks_32_px_is_named(ckpt, tmp_path, capsys):
@@ -220,7 +271,7 @@ def test_rgb_rgba_palette_and_16bit_pngs_are_converted_by_the_command(tmp_path, 
         for s, (mode, write) in zip("abcde", writers.items()):
             write(tmp_path / c / f"{c}-{s}-p001.png")
             assert Image.open(tmp_path / c / f"{c}-{s}-p001.png").mode.startswith(mode[0])
-    prepro.main(["--data-dir", str(tmp_path), "--image-size", "32", "--split", "all"])
+    prepro.main(["--data-dir", str(tmp_path), "--image-size", "32"])
     out = capsys.readouterr()
     assert "2 classes, 10 images of 40x40" in out.out and "left out" not in out.err
     s = folders.load_data(str(tmp_path), "all", image_size=32)
@@ -279,6 +330,7 @@ def zips():
 
 
 def fetch_argv(tmp_path, url):
+    (tmp_path / "kylberg").mkdir(exist_ok=True)  # an empty folder made for the download
     return ["--url", url, "--zips-dir", str(tmp_path / "zips"), "--data-dir", str(tmp_path / "kylberg"),
             "--image-size", "32"]
 
@@ -294,7 +346,7 @@ def test_download_cut_half_way_then_run_again_resumes(zips, tmp_path, capsys):
     assert done == {f"{c}-without-rotations.zip": hashlib.sha1(handler.files[f"{c}-without-rotations.zip"])
                     .hexdigest() for c in before}
     half = os.path.getsize(tmp_path / "zips" / (name + ".part"))
-    assert 0 < half < len(handler.files[name]) and not (tmp_path / "kylberg").exists()
+    assert 0 < half < len(handler.files[name]) and not os.listdir(tmp_path / "kylberg")
 
     handler.seen.clear()
     prepro.main(fetch_argv(tmp_path, url))
@@ -318,7 +370,7 @@ def test_bad_zip_keeps_what_was_fetched_and_extracted_before(kind, zips, tmp_pat
     assert not (tmp_path / "evil.png").exists() and not (tmp_path / "zips" / "evil.png").exists()
     staged = tmp_path / "kylberg.partial"
     before = kylberg.KYLBERG[:kylberg.KYLBERG.index("rice1")]
-    assert sorted(os.listdir(staged)) == sorted(before) and not (tmp_path / "kylberg").exists()
+    assert sorted(os.listdir(staged)) == sorted(before) and not os.listdir(tmp_path / "kylberg")
     kept = {"zips": snapshot(tmp_path / "zips"), "staged": snapshot(staged)}
     inode = os.stat(staged / "blanket1" / "blanket1-a-p001.png").st_ino
 
@@ -395,8 +447,8 @@ def test_test_refuses_a_pickled_payload_without_running_it(ckpt, demo_data, tmp_
 # ---- outputs that cannot be written -------------------------------------------------------------
 
 def test_test_report_that_cannot_be_written_keeps_the_earlier_one(ckpt, demo_data, tmp_path, capsys, monkeypatch):
-    out = tmp_path / "out"
-    argv = ["--data-dir", demo_data, "--image-size", "32", "--ckpt", ckpt, "--test-dir", str(out)]
+    out = tmp_path / "out"  # the checkpoint records no data settings: --split all evaluates anyway
+    argv = ["--data-dir", demo_data, "--image-size", "32", "--ckpt", ckpt, "--split", "all", "--test-dir", str(out)]
     T.main(argv)
     kept = snapshot(out)
     assert {"report.json", "confusion.png"} <= set(kept)

@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+import torch
 from PIL import Image
 
 import fidelity
@@ -60,6 +61,34 @@ def test_rerun_reuses_the_classifier_and_keeps_earlier_outputs(first_run, capsys
     assert {r["method"] for r in again["summary"]} == {fidelity.REFERENCE, "spectrum0"}
     assert again["base"] != result["base"] and os.path.isfile(result["base"] + ".md")
     assert open(result["base"] + ".md").read().count("| default |") == 2
+
+
+def test_failed_outputs_are_left_out_of_the_table_and_not_taken_from_an_earlier_run(first_run, tmp_path, capsys):
+    """A classifier with NaN weights fails every output: the new table shows none, the run exits with one
+    line naming them, and the first run's outputs stay as they were."""
+    out, result = first_run
+    ckpt = C.load_checkpoint(C.latest_checkpoint(str(out / "ckpt")))
+    ckpt["model"] = {k: v.float() * float("nan") if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    torch.save(ckpt, tmp_path / "nan.pt")
+    earlier = {p: p.read_bytes() for p in (out / "gen" / "spectrum0").rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit, match=r"^2 of 2 output\(s\) failed, left out of the table: spectrum0 seed 0 "
+                                         r"stripes1 \(loss is nan at step 0; stopped this target\), ") as e:
+        fidelity.main([*TINY, "--fidelity-dir", str(out), "--fidelity-methods", "spectrum0", "--ckpt",
+                       str(tmp_path / "nan.pt")])
+    assert "\n" not in str(e.value)
+    table = capsys.readouterr().out
+    assert "| spectrum0 | photographs | 0 | - | - |" in table and "| spectrum0 | demo | 0 | - | - |" in table
+    assert {p: p.read_bytes() for p in (out / "gen" / "spectrum0").rglob("*") if p.is_file() and p in earlier} \
+        == earlier
+
+
+def test_data_of_other_settings_in_the_fidelity_dir_is_refused_and_kept(first_run):
+    out, _ = first_run
+    kept = {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*")}
+    with pytest.raises(SystemExit, match=rf"^fidelity.py: error: --fidelity-dir {out}: {out / 'data'}: holds the "
+                                         r"demo set made with --demo-patches 12, not 16: pick another --fidelity-dir"):
+        fidelity.main([*TINY, "--fidelity-dir", str(out), "--demo-patches", "16"])
+    assert {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*")} == kept
 
 
 def test_unknown_method_is_a_one_line_error():

@@ -49,11 +49,6 @@ def ckpt(net, classes, tmp_path_factory):
     return save_ckpt(net, classes, str(tmp_path_factory.mktemp("ckpt") / C.ckpt_name(1)))
 
 
-@pytest.fixture(scope="session")
-def firsts(demo_data):
-    return sorted(glob.glob(os.path.join(demo_data, "*", "*-a-p001.png")))
-
-
 def load(path):
     return images.load_gray(path).float() / 255
 
@@ -252,7 +247,10 @@ def test_cli_writes_every_output(ckpt, firsts, tmp_path, classes):
     label = images.label_from_filename(os.path.basename(firsts[0]))
     assert sorted(os.listdir(out / label)) == ["args.json", "final.png", "result.json", "snapshot_00002.png",
                                                "snapshot_00004.png", "target.png"]
-    assert (out / f"{label}-2" / "final.png").exists()  # same label twice: distinct folders
+    # the same target twice: two folders, two textures (each its own noise), both of that target
+    twice = [json.load(open(out / d / "result.json")) for d in (label, f"{label}-2")]
+    assert [r["target"] for r in twice] == [firsts[0]] * 2 and twice[0]["seed"] != twice[1]["seed"]
+    assert not torch.equal(load(out / label / "final.png"), load(out / f"{label}-2" / "final.png"))
     assert Image.open(out / label / "final.png").size == (32, 64)  # PIL: (W, H)
     assert Image.open(out / label / "target.png").size == (32, 32)  # centre crop of --image-size
     r = json.load(open(out / label / "result.json"))
@@ -310,27 +308,34 @@ def test_readme_bash_loop_over_first_patch_of_each_class(ckpt, demo_data, classe
     loop = (f'for f in {demo_data}/*/*-a-p001.png; do '
             f'{sys.executable} {ROOT}/gen.py "$f" --ckpt {ckpt} --steps 2 --snapshot-every 0 || exit 1; done')
     subprocess.run(["bash", "-c", loop], cwd=tmp_path, check=True, capture_output=True, timeout=300)
-    for c in classes:
-        assert (tmp_path / "gen_images" / c / "final.png").exists()
+    out = tmp_path / "gen_images"
+    firsts = sorted(glob.glob(f"{demo_data}/*/*-a-p001.png"))
+    for c, f in zip(classes, firsts):  # one call per target: its own folder, its own texture
+        r = json.load(open(out / c / "result.json"))
+        assert (r["target"], r["status"], r["size"]) == (f, "ok", [48, 48]) and r["hist_distance"] < 0.5
+        assert Image.open(out / c / "final.png").size == (48, 48)
+    # each call's report kept beside the earlier ones, in the loop's order; no collection of one target
+    reports = [json.load(open(out / n)) for n in ["report.json", "report-2.json", "report-3.json"]]
+    assert [[t["name"] for t in r["targets"]] for r in reports] == [[c] for c in classes]
+    assert not glob.glob(str(out / "collection_*.png")) and not (out / "report-4.json").exists()
 
 
 def test_torchrun_shards_targets_and_a_failing_rank_stops_no_one(ckpt, firsts, tmp_path):
-    """Rank 1's only target cannot be written: it reports it and finishes; rank 0 makes its two
-    targets and the collection; the exit status is 1 and no process crashes or waits for ever."""
-    blocked = images.label_from_filename(os.path.basename(firsts[1]))
-    (tmp_path / "gen_images").mkdir()
-    (tmp_path / "gen_images" / blocked).write_text("a file where the target's folder should go")
+    """Rank 1's only target cannot be read: it reports it and finishes; rank 0 makes its two targets
+    and the collection; the exit status is 1 and no process crashes or waits for ever."""
+    broken = tmp_path / "broken-a-p001.png"
+    broken.write_bytes(b"not an image")
+    targets = [firsts[0], str(broken), firsts[2]]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           f"{ROOT}/gen.py", *firsts, "--ckpt", ckpt, "--steps", "2", "--device", "cpu"]
+           f"{ROOT}/gen.py", *targets, "--ckpt", ckpt, "--steps", "2", "--device", "cpu"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     # torchrun itself prints a traceback of its own for any worker's non-zero exit; the workers print none
     assert r.returncode == 1 and "gen.py\", line" not in r.stderr and "ChildFailedError" in r.stderr, r.stderr[-3000:]
     results = [json.load(open(p)) for p in glob.glob(str(tmp_path / "gen_images" / "*" / "result.json"))]
     assert sorted((x["target"], x["rank"]) for x in results) == [(firsts[0], 0), (firsts[2], 0)]
-    assert f"{firsts[1]}: --gen-dir gen_images: cannot write there" in r.stderr
-    assert re.search(rf"1 of 3 target\(s\) failed: {re.escape(firsts[1])} \(--gen-dir gen_images: cannot write",
-                     r.stderr)
+    assert f"{broken}: unreadable image" in r.stderr
+    assert re.search(rf"1 of 3 target\(s\) failed: {re.escape(str(broken))} \(unreadable image", r.stderr)
     assert len(glob.glob(str(tmp_path / "gen_images" / "collection_*.png"))) == 1
 
 

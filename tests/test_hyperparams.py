@@ -53,8 +53,17 @@ def test_groups_select_flags():
     assert parse_args("", ["gen"], ["--steps", "3"]).steps == 3
 
 
-def test_zero_allowed_where_it_means_off():
-    assert parse_args("", ["seed", "gen"], ["--seed", "0", "--time-budget", "0"]).time_budget == 0
+def test_zero_allowed_where_it_means_off_and_refused_elsewhere(capsys):
+    defaults = Hyperparams()
+    off = {"refine_steps": "--refine-steps", "spectrum_weight": "--spectrum-weight",
+           "snapshot_every": "--snapshot-every"}
+    assert all(getattr(defaults, k) > 0 for k in off)  # so that parsing 0 shows the flag was read
+    args = parse_args("", ["seed", "gen"], [a for flag in off.values() for a in (flag, "0")])
+    assert all(getattr(args, k) == 0 for k in off)
+    for flag in ("--steps", "--gcd-weight", "--gcd-patches"):
+        with pytest.raises(SystemExit):
+            parse_args("", ["seed", "gen"], [flag, "0"])
+        assert f"argument {flag}: must be > 0, got 0" in capsys.readouterr().err
 
 
 def test_given_tells_flags_on_the_command_line_from_defaults():

@@ -60,6 +60,33 @@ def test_load_gray_converts_rgb_rgba_palette_and_16bit(tmp_path):
         assert torch.equal(out, torch.from_numpy(gray)), name  # 16-bit is rescaled, not clipped to 255
 
 
+def test_load_gray_maps_float_and_32_bit_ranges_and_16_bit_pgm(tmp_path):
+    """Float TIFFs and 32-bit integer TIFFs map their own range to 0..255 (a float image in [0, 1]
+    once became all zeros, a 32-bit one all 255); a 16-bit PGM, which Pillow decodes as mode I, is
+    rescaled as 16 bits."""
+    gray = np.array([[0, 64], [128, 255]], dtype=np.uint8)
+    Image.fromarray(gray.astype(np.float32) / 255).save(tmp_path / "unit.tif")
+    Image.fromarray(gray.astype(np.float32) * 3.5 - 100).save(tmp_path / "signed.tif")
+    Image.fromarray(gray.astype(np.int32) * 1_000_000).save(tmp_path / "deep32.tif")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "deep.pgm")
+    for name, mode in [("unit.tif", "F"), ("signed.tif", "F"), ("deep32.tif", "I"), ("deep.pgm", "I")]:
+        assert Image.open(tmp_path / name).mode == mode, name
+        assert torch.equal(images.load_gray(tmp_path / name), torch.from_numpy(gray)), name
+    Image.fromarray(np.full((2, 2), np.nan, np.float32)).save(tmp_path / "nan.tif")
+    with pytest.raises(images.DataError, match="nan.tif: unreadable image .no finite pixel value"):
+        images.load_gray(tmp_path / "nan.tif")
+
+
+def test_load_gray_turns_a_photograph_upright_by_its_exif_orientation(tmp_path):
+    stored = np.arange(6, dtype=np.uint8).reshape(2, 3) * 40  # as the camera wrote the pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the viewer turns it 90 degrees clockwise
+    Image.fromarray(stored).save(tmp_path / "camera.png", exif=exif)
+    Image.fromarray(stored).save(tmp_path / "plain.png")
+    assert torch.equal(images.load_gray(tmp_path / "camera.png"), torch.from_numpy(np.rot90(stored, -1).copy()))
+    assert torch.equal(images.load_gray(tmp_path / "plain.png"), torch.from_numpy(stored))
+
+
 def test_load_gray_names_an_unreadable_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(png_bytes()[:60])
@@ -99,8 +126,8 @@ def test_demo_command_writes_ten_classes_to_data_dir_and_records_settings(tmp_pa
     assert "--image-size 224 capped to the demo's 32 px patches" in printed
     assert f"{out}: 10 classes, 40 images of 32x32" in printed
     assert json.loads((out / "prepro_args.json").read_text())["demo_classes"] == 10
-    prepro.main(["--demo", "--data-dir", str(out), "--demo-classes", "2", "--demo-patches", "4", "--demo-size", "40",
-                 "--image-size", "32", "--demo-photos", ""])
+    prepro.main(["--demo", "--data-dir", str(tmp_path / "small"), "--demo-classes", "2", "--demo-patches", "4",
+                 "--demo-size", "40", "--image-size", "32", "--demo-photos", ""])
     assert "capped" not in capsys.readouterr().out
     monkeypatch.chdir(tmp_path)  # no --data-dir: data/demo
     prepro.main(["--demo", "--demo-classes", "1", "--demo-patches", "4", "--demo-size", "32", "--demo-photos", ""])
@@ -108,6 +135,43 @@ def test_demo_command_writes_ten_classes_to_data_dir_and_records_settings(tmp_pa
     with pytest.raises(images.DataError, match="demo-classes"):
         procedural.make_demo(str(tmp_path / "x"), classes=len(procedural.FAMILIES) + 1)
 
+
+def dated(root):
+    """{path: (bytes, modification time)} of every file under root."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_demo_again_reuses_the_same_set_and_refuses_other_settings_keeping_it(tmp_path, capsys):
+    argv = ["--demo", "--data-dir", str(tmp_path / "demo"), "--demo-classes", "2", "--demo-patches", "4",
+            "--demo-size", "32", "--demo-photos", ""]
+    prepro.main(argv)
+    kept = dated(tmp_path / "demo")
+    capsys.readouterr()
+    prepro.main(argv)
+    assert f"{tmp_path / 'demo'}: the demo set made with these settings is already there, reused as it is" in \
+        capsys.readouterr().out
+    for other, why in [(["--demo-size", "48"], "--demo-size 32, not 48"), (["--seed", "1"], "--seed 0, not 1"),
+                       (["--demo-photos", "brick"], "--demo-photos '', not brick"),
+                       (["--split", "source"], "--split patch, not source")]:
+        with pytest.raises(SystemExit, match=rf"^prepro.py: error: --data-dir {tmp_path / 'demo'}: holds the demo set "
+                                             rf"(made|prepared) with {why}: pick another --data-dir"):
+            prepro.main(argv + other)
+    assert dated(tmp_path / "demo") == kept  # nothing replaced, nothing rewritten, dates included
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="mine: holds files but no demo set made by this project, which are kept"):
+        prepro.main(argv[:1] + ["--data-dir", str(tmp_path / "mine")])
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_a_mistyped_data_dir_starts_no_download(tmp_path, monkeypatch):
+    """Only the default Kylberg folder, or an empty folder made for it, may be filled by the download."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(prepro, "fetch_kylberg", lambda *a: pytest.fail("the download started"))
+    with pytest.raises(SystemExit, match=r"^prepro.py: error: --data-dir data/kylbreg: no such folder; the download "
+                                         r"fills only data/kylberg or an empty folder: create it first"):
+        prepro.main(["--data-dir", "data/kylbreg"])
+    assert not os.path.exists("data")
 
 def test_demo_photographs_are_classes_whose_samples_are_quadrants(tmp_path, capsys):
     out = tmp_path / "demo"
@@ -322,6 +386,7 @@ def publish(server, case, changes=None):
 
 
 def run_prepro(tmp_path, url, *more):
+    (tmp_path / "kylberg").mkdir(exist_ok=True)  # an empty folder made for the download
     argv = ["--url", url, "--zips-dir", str(tmp_path / "zips"), "--data-dir", str(tmp_path / "kylberg"),
             "--image-size", "32", *more]
     prepro.main(argv)
@@ -355,7 +420,7 @@ def test_zip_slip_is_refused_naming_the_archive(server, tmp_path, entry):
     with pytest.raises(SystemExit, match=r"canvas1-without-rotations\.zip: refused"):
         run_prepro(tmp_path, url)
     assert not (tmp_path / "evil.png").exists() and not os.path.exists("/abs-evil.png")
-    assert not (tmp_path / "kylberg").exists() and not (tmp_path / "kylberg.partial" / "canvas1").exists()
+    assert not os.listdir(tmp_path / "kylberg") and not (tmp_path / "kylberg.partial" / "canvas1").exists()
 
 
 def test_truncated_zip_is_reported_by_name_and_not_extracted(server, tmp_path):
@@ -363,7 +428,7 @@ def test_truncated_zip_is_reported_by_name_and_not_extracted(server, tmp_path):
     _, url = publish(server, "truncated", {"floor2": whole[: len(whole) * 2 // 3]})
     with pytest.raises(SystemExit, match=r"floor2-without-rotations\.zip: truncated or corrupt"):
         run_prepro(tmp_path, url)
-    assert not (tmp_path / "kylberg").exists()
+    assert not os.listdir(tmp_path / "kylberg")
     assert not (tmp_path / "kylberg.partial" / "floor2").exists()
     assert [e for e in os.listdir(tmp_path / "kylberg.partial") if e.startswith(".")] == []
 
@@ -375,10 +440,12 @@ def test_corrupt_png_in_a_valid_zip_is_reported_and_left_out(server, tmp_path, c
             z.writestr(f"sand1/sand1-{s}-p001.png", png_bytes(40, seed=ord(s)))
         z.writestr("sand1/sand1-d-p001.png", png_bytes(40)[:100])
     _, url = publish(server, "badpng", {"sand1": buf.getvalue()})
-    data = run_prepro(tmp_path, url, "--split", "all")
+    data = run_prepro(tmp_path, url)
     err = capsys.readouterr().err
     assert "sand1-d-p001.png: unreadable image" in err and "left out" in err
-    assert len(json.loads((data / "split_all.json").read_text())["train"]) == 111
+    split = json.loads((data / "split_patch.json").read_text())
+    assert len(split["train"]) + len(split["test"]) == 111 and "sand1/sand1-d-p001.png" not in split["train"] + \
+        split["test"]
 
 
 def closed_port():
@@ -390,8 +457,8 @@ def closed_port():
 def test_no_server_gives_one_line_telling_how_to_proceed(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
-        prepro.main(["--url", f"http://127.0.0.1:{closed_port()}/", "--data-dir", "kylberg", "--zips-dir", "zips"])
+        prepro.main(["--url", f"http://127.0.0.1:{closed_port()}/", "--zips-dir", "zips"])  # into data/kylberg
     msg = str(e.value.code)
     assert len(msg.splitlines()) == 1 and "download failed" in msg and "refused" in msg
-    assert "--zips-dir" in msg and "--data-dir" in msg and "kylberg" in msg
-    assert capsys.readouterr().err == "" and not (tmp_path / "kylberg").exists()
+    assert "--zips-dir" in msg and "--data-dir" in msg and "data/kylberg does not hold one" in msg
+    assert capsys.readouterr().err == "" and not (tmp_path / "data").exists()

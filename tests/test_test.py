@@ -79,6 +79,49 @@ def test_split_all_with_best_is_marked_as_including_training_images(demo_data, t
     assert (report["training_images"], report["held_out"], report["n"]) == (18, False, 24)
 
 
+def test_a_checkpoint_that_cannot_tell_its_training_images_is_refused_unless_split_all(demo_data, trained_ckpt,
+                                                                                       tmp_path, capsys):
+    """Its recorded data folder is gone (moved here to demo_data): which images it trained on is unknown."""
+    ckpt = C.load_checkpoint(C.latest_checkpoint(trained_ckpt))
+    ckpt["hparams"]["data_dir"] = str(tmp_path / "gone")
+    torch.save(ckpt, tmp_path / "moved.pt")
+    argv = ["--ckpt", str(tmp_path / "moved.pt"), "--data-dir", demo_data, "--test-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=rf"^cannot tell whether these images were held out from .*moved.pt: its "
+                                         rf"training data cannot be read \({tmp_path / 'gone'}: data folder not found"
+                                         r".*\); pass --split all to evaluate them anyway") as e:
+        T.main(argv)
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+    T.main(argv + ["--split", "all"])
+    assert "cannot tell which of these 24 images it was trained on: this figure is not a held-out accuracy" in \
+        capsys.readouterr().out
+    report = json.load(open(tmp_path / "out" / "report.json"))
+    assert (report["held_out"], report["training_images"], report["n"]) == (False, None, 24)
+
+
+def test_files_notes_those_the_checkpoint_trained_on(demo_data, trained_ckpt, capsys):
+    recorded = C.load_checkpoint(C.latest_checkpoint(trained_ckpt))["hparams"]
+    trained = folders.training_files(demo_data, recorded["split"], recorded["test_fraction"], recorded["seed"])
+    files = sorted(os.path.join(demo_data, "dots1", f) for f in os.listdir(os.path.join(demo_data, "dots1")))
+    seen, held = next(f for f in files if os.path.realpath(f) in trained), next(
+        f for f in files if os.path.realpath(f) not in trained)
+    T.main(["--ckpt", trained_ckpt, "--files", seen, held])
+    out, err = capsys.readouterr()
+    assert [line.split("  ")[0] for line in out.splitlines()[1:]] == [seen, held]  # path  class  probability
+    assert err.strip() == f"{seen}: the checkpoint was trained on this image, so this is not a held-out result"
+
+
+def test_a_second_evaluation_writes_beside_the_first(trained_ckpt, tmp_path, capsys):
+    T.main(["--ckpt", trained_ckpt, "--test-dir", str(tmp_path)])
+    kept = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    T.main(["--ckpt", trained_ckpt, "--test-dir", str(tmp_path)])
+    assert f"wrote {tmp_path / 'report-2.json'} and confusion-2.png" in capsys.readouterr().out
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir() if p.name in kept} == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["report.json", "confusion.png", "hparams.json", "report-2.json", "confusion-2.png", "hparams-2.json"])
+    first, second = (json.load(open(tmp_path / n)) for n in ("report.json", "report-2.json"))
+    assert first["confusion"] == second["confusion"]
+
+
 def test_files_prints_class_and_probability_and_reports_unreadable(trained_ckpt, tmp_path, capsys):
     Image.new("RGB", (50, 40), (200, 10, 30)).save(tmp_path / "rgb.png")
     Image.effect_noise((80, 80), 40).convert("RGBA").save(tmp_path / "big.png")

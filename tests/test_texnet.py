@@ -1,37 +1,27 @@
 """texnet.py and generator.py: a tiny generator (3 scales, 4 channels) on 32 px demo targets."""
-import copy
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
-import types
 
 import numpy
 import pytest
 import torch
+from conftest import TEXNET_TINY as TINY
+from conftest import texnet_sample as sample
+from conftest import texnet_train as train
 from PIL import Image
 
-import model
 import texnet
+from texture.measures import quality
 from texture.networks import checkpoints as C
 from texture.networks import feedforward as G
 from texture.synthesis import sampling
 
-ARCHS = dict(model.ARCHS)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--image-size", "32", "--texnet-size", "32", "--texnet-scales", "3", "--texnet-width", "4",
-        "--texnet-noise", "2", "--texnet-batch", "2", "--texnet-calibrate", "64", "--layers",
-        "relu1_1,relu2_1,relu3_1", "--dtype", "fp32", "--texnet-snapshot-every", "0"]
-
-
-def train(targets, out, *extra, ckpt=None):
-    backbone = ["--ckpt", ckpt] if ckpt else ["--backbone", "random"]
-    texnet.main(["train", *targets, *TINY, *backbone, "--texnet-dir", str(out), *map(str, extra)])
-
-
-def sample(path, out, *extra):
-    return texnet.main(["sample", str(path), "--sample-dir", str(out), "--dtype", "fp32", *map(str, extra)])
+pytestmark = pytest.mark.usefixtures("quick_vgg")
 
 
 def seam_ratio(img):
@@ -43,28 +33,6 @@ def seam_ratio(img):
 
 def pixels(path):
     return torch.from_numpy(numpy.array(Image.open(path))).float() / 255
-
-
-@pytest.fixture(scope="module", autouse=True)
-def quick_vgg():
-    """torchvision's VGG initialises a 120M-parameter classifier head that TextureNet drops (seconds
-    per network); here each architecture is built once and its convolutional part copied."""
-    built = {}
-
-    def features_of(arch):
-        def build(weights=None):
-            if arch not in built:
-                built[arch] = ARCHS[arch](weights=None).features
-            return types.SimpleNamespace(features=copy.deepcopy(built[arch]))
-        return build
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(model, "ARCHS", {a: features_of(a) for a in ARCHS})
-        yield
-
-
-@pytest.fixture(scope="module")
-def firsts(demo_data):
-    return sorted(glob.glob(os.path.join(demo_data, "*", "*-a-p001.png")))
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +71,17 @@ def test_sampling_size_count_seed_verdict_and_tiling(trained, tmp_path):
     assert {"hist_distance", "spectrum_distance", "peak_energy"} <= set(record["quality"])
     assert record["verdict"]["target_class"] == label and "recognised" in record["verdict"]
     assert glob.glob(str(tmp_path / "a" / "collection_*.png")) and (tmp_path / "a" / "report.json").is_file()
+
+
+def test_a_sample_larger_than_a_tile_is_measured_on_its_centre_tile(trained, tmp_path):
+    """The README's 4096 px sample: made in tiles, its quality measured on the centre --sample-tile crop
+    (the patch measures of the whole would need several GB more)."""
+    path, label = trained
+    [record] = sample(path, tmp_path, "--size", 64, 96, "--sample-tile", 32)
+    img, target = pixels(tmp_path / label / "64x96_seed0_0.png"), pixels(tmp_path / label / "target.png")
+    assert record["quality_crop"] == [32, 32] and record["verdict_crop"] == [32, 32]
+    assert record["quality"] == pytest.approx(quality.measures(img[16:48, 32:64], target), rel=1e-6)
+    assert record["quality"] != pytest.approx(quality.measures(img, target), rel=1e-3)
 
 
 def test_tiled_sample_equals_one_pass_and_a_short_halo_does_not():
@@ -170,11 +149,18 @@ def test_time_budget_then_resume_equals_an_uninterrupted_run(firsts, tmp_path):
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
 
 
-def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, trained, tmp_path):
-    with pytest.raises(SystemExit, match="--steps: gen.py's flag"):
-        texnet.main(["train", firsts[0], "--steps", "5"])
-    with pytest.raises(SystemExit, match="--refine-steps: gen.py's flag"):  # a generator has no result to refine
-        texnet.main(["train", firsts[0], "--refine-steps", "10"])
+def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, trained, tmp_path, capsys):
+    # gen.py's flags are refused when given, even at their default value, and --help does not offer them
+    for flag, value in [("--steps", "300"), ("--refine-steps", "10"), ("--padding", "reflect")]:
+        with pytest.raises(SystemExit) as e:
+            texnet.main(["train", firsts[0], flag, value])
+        assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == \
+            f"texnet.py train: error: {flag}: gen.py's flag, texnet.py train does not use it"
+    with pytest.raises(SystemExit) as e:
+        texnet.main(["train", "--help"])
+    offered = set(re.findall(r"--[a-z][a-z-]+", capsys.readouterr().out))
+    assert e.value.code == 0 and {"--layers", "--texnet-steps", "--time-budget", "--resume"} <= offered
+    assert not offered & {"--" + k.replace("_", "-") for k in texnet.UNUSED}
     with pytest.raises(SystemExit, match="--texnet-size 40: must be a multiple of 16"):
         texnet.main(["train", firsts[0], "--texnet-size", "40"])
     with pytest.raises(SystemExit, match="--size 34 32 .* multiples of 4"):

@@ -4,12 +4,15 @@ import signal
 
 import pytest
 import torch
-from test_texnet import firsts, quick_vgg, sample, train  # noqa: F401  (fixtures and helpers)
+from conftest import texnet_sample as sample
+from conftest import texnet_train as train
 
 import texnet
+from texture.run import memory
 from texture.synthesis import sampling
 from texture.synthesis.targets import label_of
 
+pytestmark = pytest.mark.usefixtures("quick_vgg")
 
 @pytest.fixture
 def one_step(firsts, tmp_path):
@@ -35,6 +38,14 @@ def test_texnet_size_below_the_layers_reach_is_refused(firsts, tmp_path):
 def test_count_zero_is_refused_and_writes_nothing(one_step, tmp_path):
     with pytest.raises(SystemExit, match="^--count 0: must be at least 1$"):
         sample(one_step[0], tmp_path / "out", "--count", 0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sample_that_does_not_fit_in_memory_is_refused(one_step, tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "available", lambda device: 2 * memory.GB)  # 16384 px: about 13 GB
+    with pytest.raises(SystemExit, match=r"^--size 16384 16384: one sample, about 13\.\d GB needed, 2\.0 GB "
+                                         r"available$"):
+        sample(one_step[0], tmp_path / "out", "--size", 16384, 16384)
     assert not (tmp_path / "out").exists()
 
 

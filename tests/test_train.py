@@ -90,10 +90,13 @@ def test_sigterm_then_resume_equals_uninterrupted_run(demo_data, tmp_path, monke
     with pytest.raises(SystemExit, match="stopped at epoch 2 step 5: saved .*ckpt_00000005.pt; continue with"):
         train.main(flags(demo_data, parts, "--epochs", 3, "--dtype", "fp32"))
     monkeypatch.setattr(training, "save", save)
-    with pytest.raises(SystemExit, match="already holds checkpoints"):
+    kept = {p.name: p.read_bytes() for p in (parts / "ckpt").iterdir()}
+    with pytest.raises(SystemExit, match=r"already holds checkpoints of a run with other settings "
+                                         r"\(--epochs 3 there\): continue it with --resume, or pick another --ckpt-dir"):
         train.main(flags(demo_data, parts))
-    # The recorded settings (fp32, 3 epochs) come from the checkpoint; it resumes in the middle of epoch 2.
-    train.main(["--resume", "--ckpt-dir", str(parts / "ckpt")])
+    assert {p.name: p.read_bytes() for p in (parts / "ckpt").iterdir()} == kept
+    # The same command again continues the run, in the middle of epoch 2, as --resume would.
+    train.main(flags(demo_data, parts, "--epochs", 3, "--dtype", "fp32"))
     a, b = weights(C.latest_checkpoint(whole / "ckpt")), weights(C.latest_checkpoint(parts / "ckpt"))
     assert C.latest_checkpoint(parts / "ckpt").endswith("ckpt_00000012.pt")
     for k in a:
@@ -102,12 +105,49 @@ def test_sigterm_then_resume_equals_uninterrupted_run(demo_data, tmp_path, monke
 
 
 def test_resume_with_more_epochs_continues_the_count(trained_ckpt, demo_data, tmp_path):
-    (tmp_path / "ckpt").mkdir()
-    for name in os.listdir(trained_ckpt):  # hard links: the shared fixture stays untouched
-        os.link(os.path.join(trained_ckpt, name), tmp_path / "ckpt" / name)
+    linked_run(trained_ckpt, tmp_path)
     train.main(["--resume", "--epochs", "4", "--ckpt-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "log")])
     last = C.load_checkpoint(C.latest_checkpoint(tmp_path / "ckpt"))
     assert (last["epoch"], last["step"], last["hparams"]["epochs"], last["hparams"]["image_size"]) == (4, 16, 4, 32)
+
+
+def linked_run(trained_ckpt, tmp_path):
+    """The trained fixture's checkpoints as hard links in tmp_path/ckpt: the shared files stay untouched."""
+    (tmp_path / "ckpt").mkdir()
+    for name in os.listdir(trained_ckpt):
+        os.link(os.path.join(trained_ckpt, name), tmp_path / "ckpt" / name)
+    return tmp_path / "ckpt"
+
+
+def test_a_finished_run_run_again_reports_its_result_and_writes_nothing(trained_ckpt, demo_data, tmp_path, capsys):
+    folder = linked_run(trained_ckpt, tmp_path)
+    kept = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+    same = C.load_checkpoint(C.latest_checkpoint(folder))["hparams"]
+    argv = ["--data-dir", demo_data, "--image-size", "32", "--epochs", "3", "--batch-size", "4", "--keep", "2",
+            "--ckpt-dir", str(folder), "--log-dir", same["log_dir"]]
+    best = train.main(argv)
+    metrics = C.load_checkpoint(C.latest_checkpoint(folder))["metrics"]
+    held_out = f"{metrics['hits']}/{metrics['n']} = {metrics['test_acc']:.4f}"
+    assert capsys.readouterr().out.strip() == (
+        f"{folder}: the run is done, 3/3 epochs (held-out {held_out}, best {best:.4f}); nothing written. "
+        "--resume --epochs N trains it further, another --ckpt-dir starts a new run")
+    assert best == metrics["best_acc"]
+    train.main(["--resume", "--ckpt-dir", str(folder)])  # --resume on a finished run: the same
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()} == kept
+
+
+@pytest.mark.parametrize("flag, value", [("--arch", "vgg19"), ("--split", "source"), ("--seed", "1"),
+                                         ("--batch-size", "8"), ("--test-fraction", "0.5")])
+def test_resume_refuses_another_network_split_or_batch_size(flag, value, trained_ckpt, tmp_path, capsys):
+    folder = linked_run(trained_ckpt, tmp_path)
+    was = C.load_checkpoint(C.latest_checkpoint(folder))["hparams"][flag[2:].replace("-", "_")]
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", "--ckpt-dir", str(folder), flag, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1] == (f"train.py: error: {flag} {value}: the run in {folder} was trained with "
+                                             f"{flag} {was}, and --resume continues it as it was; pick another "
+                                             "--ckpt-dir for a new run")
+    train.main(["--resume", "--ckpt-dir", str(folder), flag, str(was)])  # its own value: nothing to refuse
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(demo_data, tmp_path):

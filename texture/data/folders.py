@@ -86,9 +86,9 @@ def _dump_json(obj, path):
         json.dump(obj, f, indent=1)
 
 
-def _write_atomic(path, write):
+def _write_atomic(path, write, writer=outputs.write_atomic):
     try:
-        outputs.write_atomic(path, write)
+        writer(path, write)
     except OSError as e:  # a read-only data folder still works, only slower next time
         print(f"warning: could not write {path} ({e})", file=sys.stderr)
 
@@ -179,7 +179,8 @@ def load_data(data_dir, split="patch", test_fraction=0.25, image_size=224, seed=
     record = {"split": split, "test_fraction": test_fraction, "seed": seed, "classes": data["classes"],
               "train": [files[i] for i in train.tolist()], "test": [files[i] for i in test.tolist()]}
     path = os.path.join(data_dir, f"split_{split}.json")
-    _write_atomic(path, lambda tmp: _dump_json(record, tmp))
+    # train.py and test.py derive it again on every run: the same split keeps its file as it is
+    _write_atomic(path, lambda tmp: _dump_json(record, tmp), outputs.write_unless_same)
     train_images = data["images"][train]
     test_images = train_images if split == "all" else data["images"][test]
     return Split(data["classes"], train_images, data["labels"][train], record["train"],

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".webp")
 JUNK = {"__MACOSX", "Thumbs.db", ".DS_Store", "desktop.ini"}
@@ -27,16 +27,28 @@ def label_from_filename(name):
 
 
 def load_gray(path):
-    """Any image mode -> uint8 (H, W); 16-bit data is rescaled (x/257), not clipped."""
+    """Any image file -> uint8 (H, W), upright (its EXIF orientation applied, as a viewer shows it).
+    16-bit data is rescaled (x/257), not clipped: I;16, and mode I as PNG and PGM decode 16 bits;
+    other mode I (32-bit integers) and float data (mode F) map their own range to 0..255. Colour
+    becomes grey, alpha is dropped (not composited)."""
     try:
         with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+            sixteen = im.mode.startswith("I;16") or im.mode == "I" and im.format in ("PNG", "PPM")
+            im = ImageOps.exif_transpose(im)
+            if sixteen:
                 a = np.asarray(im, dtype=np.float64) / 257.0
-                return torch.from_numpy(np.clip(np.rint(a), 0, 255).astype(np.uint8))
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA").convert("RGB")  # alpha is dropped, not composited
-            return torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8))
+            elif im.mode in ("I", "F"):
+                a = np.asarray(im, dtype=np.float64)
+                finite = a[np.isfinite(a)]
+                if not finite.size:
+                    raise ValueError("no finite pixel value")
+                lo, hi = finite.min(), finite.max()
+                a = (np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / max(hi - lo, 1e-30))
+            else:
+                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                    im = im.convert("RGBA").convert("RGB")  # alpha is dropped, not composited
+                return torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8))
+            return torch.from_numpy(np.clip(np.rint(a), 0, 255).astype(np.uint8))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: unreadable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
 

@@ -9,10 +9,12 @@ import shutil
 import tempfile
 
 import numpy as np
+import torch
 from PIL import Image
 
 from texture.data import photographs as photos
 from texture.data.images import DataError
+from texture.run import memory
 
 
 def _blur(img, sigma):
@@ -86,14 +88,18 @@ def make_demo(out_dir, classes=6, patches=40, size=96, seed=0, photographs=()):
 
     Each sample letter is one realisation with its own angle, period and noise; its patches are
     placements of it. `photographs`: names of photos.PHOTOS added as classes (photos.write_class).
-    The folder is replaced as a whole. Returns the class names.
+    The folder appears whole, and only where none was (or an empty one): a folder that holds files,
+    an earlier demo set included, is never replaced (find_demo tells whether it holds this one).
+    Returns the class names.
     """
     if not 1 <= classes <= len(FAMILIES):
         raise DataError(f"--demo-classes {classes}: choose 1 to {len(FAMILIES)}")
     if patches < 4 or size < 16:
         raise DataError(f"--demo-patches {patches} / --demo-size {size}: need at least 4 patches of 16 px")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, "demo.json")):
-        raise DataError(f"{out_dir}: exists and is not a demo set; choose another --data-dir")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise DataError(f"{out_dir}: not empty, and its files are kept; choose another folder")
+    if why := memory.shortfall(memory.demo((classes + len(photographs)) * patches, size), torch.device("cpu")):
+        raise DataError(f"--demo-size {size}: {(classes + len(photographs)) * patches} patches of {size} px, {why}")
     names = list(FAMILIES)[:classes]
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
@@ -118,11 +124,34 @@ def make_demo(out_dir, classes=6, patches=40, size=96, seed=0, photographs=()):
         with open(os.path.join(tmp, "demo.json"), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
         if os.path.isdir(out_dir):
-            shutil.rmtree(out_dir)
+            os.rmdir(out_dir)  # empty (checked above)
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return names
+
+
+def find_demo(out_dir, classes, patches, size, seed, photographs=()):
+    """The class names of the demo set in out_dir if make_demo made it with these settings; None if
+    out_dir is missing or empty. A folder that holds something else is a DataError naming it and, for
+    a demo set of other settings, the first setting that differs (as its flag)."""
+    if not os.path.isdir(out_dir) or not os.listdir(out_dir):
+        return None
+    try:
+        with open(os.path.join(out_dir, "demo.json"), encoding="utf-8") as f:
+            have = json.load(f)
+        have = {"--demo-classes": len(have["classes"]) - len(have["photographs"]), "--demo-patches": have["patches"],
+                "--demo-size": have["size"], "--seed": have["seed"], "--demo-photos": ",".join(have["photographs"]),
+                "classes": have["classes"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{out_dir}: holds files but no demo set made by this project, which are kept")
+    want = {"--demo-classes": classes, "--demo-patches": patches, "--demo-size": size, "--seed": seed,
+            "--demo-photos": ",".join(photographs)}
+    for flag, value in want.items():
+        if have[flag] != value:
+            shown = [repr(v) if v == "" else str(v) for v in (have[flag], value)]
+            raise DataError(f"{out_dir}: holds the demo set made with {flag} {shown[0]}, not {shown[1]}")
+    return have["classes"]
 
 
 def demo_photographs(spec):

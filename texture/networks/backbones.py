@@ -35,7 +35,13 @@ def imagenet_net(path=""):
     names. `path`: a local copy of its state_dict (whole or features only); empty: torchvision
     fetches the weights (VGG19_Weights.IMAGENET1K_V1)."""
     if not path:
-        state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+        weights = torchvision.models.VGG19_Weights.IMAGENET1K_V1
+        try:
+            state = weights.get_state_dict(progress=True)
+        except (OSError, RuntimeError, ValueError) as e:  # offline, or a damaged download in torch's cache
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+            raise C.CheckpointError(f"--backbone imagenet: cannot fetch torchvision's VGG-19 weights ({why}); "
+                                    f"download {weights.url} and pass it as --backbone-weights FILE")
     elif not os.path.isfile(path):
         raise C.CheckpointError(f"--backbone-weights {path}: file not found")
     net = model.TextureNet(1, "vgg19")

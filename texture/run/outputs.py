@@ -1,9 +1,11 @@
 """Every file a run writes, written atomically: JSON records, the settings a script ran with, PNGs
 of images in [0, 1] as their saved 8-bit grey levels, and the collection of targets beside what was
-made from them.
+made from them; and the first free name for an output, so that a later run writes beside an earlier
+one's outputs instead of over them.
 
     python -c "import torch; from texture.run import outputs; outputs.write_png(torch.rand(64, 64), 'noise.png')"
 """
+import filecmp
 import json
 import os
 
@@ -27,12 +29,48 @@ def write_atomic(path, write):
         raise
 
 
+def first_free(*paths, taken=()):
+    """The paths as given when none of them exists yet (nor is in `taken`, names already handed out),
+    else the same paths numbered -2, -3, ... alike, the first number for which none does: report.json
+    -> report-2.json, gen_images/dots1/ -> gen_images/dots1-2/ (the number goes before a file's
+    extension, at the end of a folder's name, which is given with a trailing slash). Returns a list."""
+    def numbered(path, k):
+        if k == 1:
+            return path
+        if path.endswith(("/", os.sep)):
+            return f"{path.rstrip('/' + os.sep)}-{k}{os.sep}"
+        stem, ext = os.path.splitext(path)
+        return f"{stem}-{k}{ext}"
+    taken = {os.path.normpath(t) for t in taken}
+    k = 1
+    while any(os.path.exists(p) or os.path.normpath(p) in taken for p in (numbered(q, k) for q in paths)):
+        k += 1
+    return [numbered(p, k) for p in paths]
+
+
+class _Unchanged(Exception):
+    pass
+
+
+def write_unless_same(path, write):
+    """write_atomic, except that a file already holding the same bytes is left as it is, date included:
+    a record that a later run derives again with the same settings is not written over."""
+    def replace_if_changed(tmp):
+        write(tmp)
+        if os.path.isfile(path) and filecmp.cmp(tmp, path, shallow=False):
+            raise _Unchanged
+    try:
+        write_atomic(path, replace_if_changed)
+    except _Unchanged:
+        pass
+
+
 def save_json(obj, path, **dump):
-    """Write obj as JSON atomically."""
+    """Write obj as JSON atomically; a file that holds that JSON already is left as it is."""
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, default=str, **dump)
-    write_atomic(path, write)
+    write_unless_same(path, write)
 
 
 def save_args(args, path):

@@ -20,8 +20,9 @@ from texture.measures.quality import hist_distance
 from texture.networks import backbones
 from texture.networks.checkpoints import CheckpointError
 from texture.networks.evaluation import verdict
+from texture.run import memory
 from texture.run.device import pick_dtype
-from texture.run.outputs import collection, save_args, save_json, write_png
+from texture.run.outputs import collection, first_free, save_args, save_json, write_png
 from texture.synthesis.levels import level_steps, levels_problem
 from texture.synthesis.optimize import resolve, synthesize
 from texture.synthesis.options import Options
@@ -39,17 +40,36 @@ def add_flags(p):
     p.add_argument("--tile", action="store_true", help="periodic boundaries: the texture tiles seamlessly")
 
 
+def without_effect(args, given, refines, hint=""):
+    """Why a flag of the network, loss or crop given would have no effect, for gen.py and texnet.py
+    (None if each has one): weights for another backbone, the correspondence term's flags without
+    that term (in --loss, or in the refinement when `refines`; `hint` says how to get one), the
+    spectrum's scale without the spectrum term, a crop size with --full."""
+    if "backbone_weights" in given and args.backbone != "imagenet":
+        return "--backbone-weights applies to --backbone imagenet only"
+    gcd = "gcd" in args.loss.split("+")
+    if "gcd_layers" in given and not gcd:
+        return "--gcd-layers applies to --loss gcd, gram+gcd or swd+gcd only"
+    if not gcd and not refines and (flags := sorted(given & {"gcd_weight", "occurrence", "gcd_patches"})):
+        return f"--{flags[0].replace('_', '-')} applies to --loss gcd, gram+gcd or swd+gcd only{hint}"
+    if "spectrum_scale" in given and not args.spectrum_weight:
+        return "--spectrum-scale applies only with --spectrum-weight above 0"
+    if "image_size" in given and args.full:
+        return "--image-size has no effect with --full, which uses the whole target"
+    return None
+
+
 def check_flags(args, given):
     """Combinations that cannot work, or flags that would have no effect."""
     if args.pixels == "clamp" and args.optimizer == "lbfgs":
         return "--pixels clamp needs --optimizer adam: clamping between L-BFGS steps spoils its curvature pairs"
-    if "backbone_weights" in given and args.backbone != "imagenet":
-        return "--backbone-weights applies to --backbone imagenet only"
     if {"refine_lr", "refine_layers", "polish_steps"} & given and not args.refine_steps:
         return "--refine-lr, --refine-layers and --polish-steps apply only with --refine-steps above 0"
     if "occurrence_hold" in given and args.optimizer != "lbfgs":
         return "--occurrence-hold applies to --optimizer lbfgs only (Adam takes no line search)"
-    return None
+    if "occurrence_hold" in given and "gcd" not in args.loss.split("+"):
+        return "--occurrence-hold applies to --loss gcd, gram+gcd or swd+gcd only (the refinement runs Adam)"
+    return without_effect(args, given, args.refine_steps > 0, ", or with --refine-steps above 0")
 
 
 def cannot_write(args, e):
@@ -58,7 +78,8 @@ def cannot_write(args, e):
 
 def setup(args, explicit, device):
     """(synthesis network, judge, checkpoint record, options, factor, least side, least side of a coarse
-    level) from the flags; --image-size, unless given, becomes the crop the checkpoint trained on."""
+    level) from the flags; --image-size, unless given, becomes the crop the checkpoint trained on when
+    that checkpoint is the synthesis network (--backbone trained)."""
     try:
         net, judge, found = backbones.networks(args)
         net = net.to(device).eval().requires_grad_(False)
@@ -66,10 +87,12 @@ def setup(args, explicit, device):
         opts = Options.from_args(args, net.names, explicit)
     except (CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
-    if found and "image_size" not in explicit and "image_size" in found["hparams"]:
+    if args.backbone == "trained" and "image_size" not in explicit and "image_size" in found["hparams"]:
         args.image_size = found["hparams"]["image_size"]  # the crop the classifier was trained on
     factor = downsampling(net, taps(opts))
     least = max(factor, 32)  # the classifier's verdict runs the whole network, which needs 32 px
+    if not args.full and args.image_size < least:
+        raise SystemExit(f"--image-size {args.image_size}: must be at least {least} px for {args.layers}")
     if args.size and (min(args.size) < least or (args.tile and any(s % factor for s in args.size))):
         raise SystemExit(f"--size {args.size[0]} {args.size[1]}: must be at least {least}"
                          f"{f' and a multiple of {factor} with --tile' if args.tile else ''} for {args.layers}")
@@ -102,6 +125,22 @@ def prepare(jobs, args, least, factor, coarsest, train_set):
                        "texture made from it) is not a held-out result", file=sys.stderr)
         groups.setdefault(size, []).append(job)
     return groups, failed
+
+
+def too_large(groups, net, opts, args, device):
+    """Leave out of `groups` those whose memory `device` does not have, before any of it is taken
+    (memory.synthesis, with the refinement where it runs at full size); returns {failed path: why}."""
+    failed = {}
+    for size, group in list(groups.items()):
+        refined = resolve(net, [j["target"] for j in group], size, opts).refine_steps > 0
+        if why := memory.shortfall(memory.synthesis(len(group), size, refined), device):
+            flag = f"--size {size[0]} {size[1]}" if args.size else "--full" if args.full else \
+                f"--image-size {args.image_size}"
+            why = f"{flag}: {len(group)} output(s) of {size[0]}x{size[1]} at once, {why}"
+            for job in groups.pop(size):
+                tqdm.write(f"{job['path']}: {why}", file=sys.stderr)
+                failed[job["path"]] = why
+    return failed
 
 
 def run_group(net, jobs, size, opts, args, info, judge):
@@ -199,9 +238,13 @@ def synthesise(args, explicit, rank, world, device):
     if judge is None:
         info.update(verdict=None, verdict_skipped="no trained checkpoint: synthesis ran without one, "
                     "nothing to classify with")
-    jobs = plan(args.targets, args.gen_dir, args.seed)
+    jobs = [plan(args.targets, args.gen_dir, args.seed, beside=True)]
+    if world > 1:  # process 0's plan: the folders are free when it looks, before any process writes one
+        dist.broadcast_object_list(jobs, src=0)
+    jobs = jobs[0]
     train_set = training_images(found["hparams"]) if found else None
     groups, failed = prepare(jobs[rank::world], args, least, factor, coarsest, train_set)
+    failed.update(too_large(groups, net, opts, args, device))
     bad, records = synthesise_share(groups, net, opts, args, info, judge)
     failed.update(bad)
     if world > 1:  # every process gets here, whatever failed on it
@@ -219,10 +262,12 @@ def finish(jobs, records, failed, gen_dir):
             for j in jobs if j["path"] not in failed]
     try:
         if len(jobs) > 1 and done:
-            out = os.path.join(gen_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
+            [out] = first_free(os.path.join(gen_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png"))
             collection(done, out)
             print(f"collection: {out}")
         if records:
-            print(report.write_report(records, os.path.join(gen_dir, "report.json")))
+            [out] = first_free(os.path.join(gen_dir, "report.json"))  # an earlier run's report stays
+            print(report.write_report(records, out))
+            print(f"report: {out}")
     except OSError as e:
         raise SystemExit(f"--gen-dir {gen_dir}: cannot write there ({e.strerror or e})")

@@ -15,11 +15,12 @@ import torch
 from tqdm import tqdm
 
 from texture.measures import quality, report
+from texture.data.images import center_crop
 from texture.networks import backbones
 from texture.networks import feedforward as G
 from texture.networks.checkpoints import CheckpointError, load_checkpoint
 from texture.networks.evaluation import verdict
-from texture.run import outputs
+from texture.run import memory, outputs
 from texture.run.device import autocast, pick_device, pick_dtype
 from texture.synthesis.targets import label_of
 
@@ -67,6 +68,26 @@ def sample_one(g, c, size, seed, args, device, dtype):
     return img, time.perf_counter() - t0
 
 
+def measured(img, target, tile):
+    """A sample's quality measures against its target, on its centre crop of at most `tile` px a side:
+    the patch measures of a whole 4096 px sample would need several GB."""
+    out = {}
+    if max(img.shape) > tile:
+        img = center_crop(img, tile)
+        out["quality_crop"] = list(img.shape)
+    return {**out, "hist_distance": quality.hist_distance(img, target), "quality": quality.measures(img, target)}
+
+
+def judged(img, target, judge, classes, kind):
+    """The classifier's verdict on a target-sized centre crop of the sample (VGG over 16 Mpx is too
+    slow) and on the target; nothing without a classifier or below the network's 32 px."""
+    if judge is None or min(img.shape) < 32:
+        return {}
+    crop = center_crop(img, max(32, target.shape[0]), max(32, target.shape[1]))
+    return {"verdict": verdict(judge, crop, classes, kind), "target_verdict": verdict(judge, target, classes, kind),
+            "verdict_crop": list(crop.shape)}
+
+
 def sample(args):
     """Write --count samples of each chosen texture, their result records, the report and a collection."""
     device = pick_device(args.device)
@@ -85,36 +106,34 @@ def sample(args):
                          f"{g.factor} for this generator ({g.scales} scales)")
     if args.count < 1:
         raise SystemExit(f"--count {args.count}: must be at least 1")
+    if why := memory.shortfall(memory.sample(size, args.sample_tile, g.halo), device):
+        raise SystemExit(f"--size {size[0]} {size[1]}: one sample, {why}")
     judge, classes = judge_for(args, ckpt)
     if judge is not None:
         judge = judge.to(device).eval().requires_grad_(False)
-    records, entries = [], []
+    records, entries, folders = [], [], []
     for c, label in enumerate(labels):
         if args.label not in (None, label):
             continue
-        folder, target = os.path.join(args.sample_dir, label), ckpt["target_images"][c].float() / 255
+        # an earlier run's folder of this texture is kept: this run writes beside it, label-2, ...
+        folder = os.path.normpath(outputs.first_free(os.path.join(args.sample_dir, label, ""), taken=folders)[0])
+        folders.append(folder)
+        target = ckpt["target_images"][c].float() / 255
         outputs.write_png(target, os.path.join(folder, "target.png"))
         for i in range(args.count):
-            seed = zlib.crc32(f"{args.seed}:{i}".encode())
-            img, seconds = sample_one(g, c, size, seed, args, device, dtype)
+            img, seconds = sample_one(g, c, size, zlib.crc32(f"{args.seed}:{i}".encode()), args, device, dtype)
             stem = os.path.join(folder, f"{size[0]}x{size[1]}_seed{args.seed}_{i}")
             record = {"generator": args.generator, "target": ckpt["targets"][c], "label": label, "seed": args.seed,
                       "index": i, "size": list(size), "seconds": seconds, "device": str(device),
-                      "dtype": str(dtype).replace("torch.", ""), "hist_distance": quality.hist_distance(img, target),
-                      "quality": quality.measures(img, target), "settings": vars(args)}
-            if judge is not None and min(size) >= 32:  # on a target-sized centre crop: VGG over 16 Mpx is too much
-                h, w = min(size[0], max(32, target.shape[0])), min(size[1], max(32, target.shape[1]))
-                crop = img[(size[0] - h) // 2:(size[0] - h) // 2 + h, (size[1] - w) // 2:(size[1] - w) // 2 + w]
-                kind = label_of(ckpt["targets"][c])
-                record["verdict"] = verdict(judge, crop, classes, kind)
-                record["target_verdict"] = verdict(judge, target, classes, kind)
-                record["verdict_crop"] = [h, w]
+                      "dtype": str(dtype).replace("torch.", ""), **measured(img, target, args.sample_tile),
+                      "settings": vars(args), **judged(img, target, judge, classes, label_of(ckpt["targets"][c]))}
             outputs.write_png(img, stem + ".png")
             outputs.save_json(record, stem + ".json")
-            records.append({**record, "name": f"{label}/{i}"})
+            records.append({**record, "name": f"{os.path.basename(folder)}/{i}"})
             entries.append((f"{label} {i}", os.path.join(folder, "target.png"), stem + ".png"))
-    out = os.path.join(args.sample_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png")
+    [out] = outputs.first_free(os.path.join(args.sample_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png"))
     outputs.collection(entries, out)
-    print(report.write_report(records, os.path.join(args.sample_dir, "report.json")))
-    print(f"collection: {out}")
+    [table] = outputs.first_free(os.path.join(args.sample_dir, "report.json"))  # an earlier run's report stays
+    print(report.write_report(records, table))
+    print(f"collection: {out}\nreport: {table}")
     return records

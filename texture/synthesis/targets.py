@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from texture.data import folders
 from texture.data.images import DataError, center_crop, label_from_filename, load_gray
+from texture.run.outputs import first_free
 
 
 def label_of(path):
@@ -24,17 +25,21 @@ def label_of(path):
     return label or os.path.splitext(name)[0]
 
 
-def plan(paths, gen_dir, seed):
+def plan(paths, out_dir, seed, beside=False):
     """Folder and seed of every target: same-label targets get label, label-2, ...; each target's
-    noise depends on --seed and its file name only, so batching and sharding do not change it."""
+    noise depends on --seed and its file name only, so batching and sharding do not change it.
+    `beside`: an existing folder belongs to an earlier run, so a target whose folder exists gets the
+    first free name instead (outputs.first_free), with the same noise."""
     jobs, used = [], {}
     for path in paths:
         label = label_of(path)
         used[label] = used.get(label, 0) + 1
-        folder = label if used[label] == 1 else f"{label}-{used[label]}"
+        if beside:  # label, label-2, ...: the first that neither an earlier run nor this one holds
+            folder = os.path.normpath(first_free(os.path.join(out_dir, label, ""), taken=[j["dir"] for j in jobs])[0])
+        else:
+            folder = os.path.join(out_dir, label if used[label] == 1 else f"{label}-{used[label]}")
         key = f"{seed}:{os.path.basename(path)}:{used[label]}"
-        jobs.append({"path": path, "label": label, "dir": os.path.join(gen_dir, folder),
-                     "seed": zlib.crc32(key.encode())})
+        jobs.append({"path": path, "label": label, "dir": folder, "seed": zlib.crc32(key.encode())})
     return jobs
 
 

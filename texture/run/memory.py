@@ -1,0 +1,73 @@
+"""Memory a run is about to take, estimated from the sizes it was asked for before anything large is
+allocated, against what the device has free: a size that cannot fit is refused in one line with both
+figures, instead of the machine swapping for hours or the process being killed half-way.
+
+The estimates are the rise of the peak resident memory (VmHWM) of a process already set up, measured
+on the CPU at two sizes each and rounded up (docs/troubleshooting.md, out of memory):
+    synthesis (gen.py)   about 3 KB per output pixel and image of the batch, bf16 and fp32 alike (the
+                         network's activations kept for the backward pass, L-BFGS's history, the
+                         quality measures), 4 KB with the refinement at full size (its chunks of
+                         the correspondence term); plus 0.4 GB
+    texnet.py sample     about 48 B per pixel of the sample (its noise, the image, its PNG and the
+                         collection), plus 1.2 KB per pixel of one tile of at most --sample-tile px a
+                         side with its halo, and of the quality measures' crop of that size
+    prepro.py --demo     one patch being drawn (float64 planes) and the whole set decoded at once
+
+    python -c "import torch; from texture.run import memory; print(memory.available(torch.device('cpu')) / 2**30)"
+"""
+import torch
+
+GB = 2 ** 30
+SYNTHESIS_PIXEL = 3072  # bytes per output pixel and image of the batch
+SYNTHESIS_REFINED_PIXEL = 4096  # the same when the refinement runs at full size
+SYNTHESIS_FIXED = 0.4 * GB
+SAMPLE_PIXEL = 48  # bytes per pixel of a texnet.py sample
+TILE_PIXEL = 1200  # bytes per pixel of one tile (with its halo) and of the quality measures' crop
+DEMO_PATCH_PIXEL = 80  # bytes per pixel of the patch being drawn
+DEMO_SET_PIXEL = 3  # bytes per pixel of every patch, decoded and stacked into the cache
+
+
+def available(device):
+    """Bytes free for this process on `device`: CUDA's free memory; on the CPU MemAvailable of
+    /proc/meminfo, else psutil's figure where psutil is installed; None when nothing tells."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.virtual_memory().available
+
+
+def shortfall(need, device):
+    """'about X GB needed, Y GB available' when `need` bytes do not fit in what `device` has free;
+    None when they do, or when nothing tells what is free."""
+    have = available(device)
+    if have is None or need <= have:
+        return None
+    return f"about {need / GB:.1f} GB needed, {have / GB:.1f} GB available"
+
+
+def synthesis(batch, size, refined):
+    """Bytes a batch of `batch` outputs of `size` (H, W) takes at its full-size level (`refined`: with
+    the refinement there)."""
+    return SYNTHESIS_FIXED + batch * size[0] * size[1] * (SYNTHESIS_REFINED_PIXEL if refined else SYNTHESIS_PIXEL)
+
+
+def sample(size, tile, halo):
+    """Bytes of one texnet.py sample of `size` (H, W) made in tiles of `tile` px with `halo` px around."""
+    halo = halo if max(size) > tile else 0  # one pass over a sample no larger than a tile
+    side = [min(s, tile) + 2 * halo for s in size]
+    return size[0] * size[1] * SAMPLE_PIXEL + side[0] * side[1] * TILE_PIXEL
+
+
+def demo(images, size):
+    """Bytes of writing and caching a demo set of `images` patches of `size` px."""
+    return size * size * (DEMO_PATCH_PIXEL + images * DEMO_SET_PIXEL)
