@@ -82,7 +82,7 @@ class Hyperparams:
     refine_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1"  # taps of the correspondence term during --refine-steps, name[:weight],...
     polish_steps: int = 30  # iterations after --refine-steps with --loss and --optimizer again: they take back what the refinement copied verbatim and keep part of its gain (0: none; docs/correspondence.md)
     occurrence_hold: int = 5  # with --optimizer lbfgs: evaluations for which the occurrence penalty's matches are held, so that each line search sees one smooth objective (0: found again at every evaluation, which stalls L-BFGS)
-    spectrum_scale: str = "absolute"  # absolute|relative|hybrid: the spectrum term's error per frequency as is, relative to the target's power there (weighs a smooth target's top frequencies), or relative with powers above the target's mean counted as the mean (keeps peaks too; docs/correspondence.md)
+    spectrum_scale: str = "absolute"  # absolute|relative|hybrid: the spectrum term's error per frequency as is, relative to the target's power there (weighs a smooth target's top frequencies), or relative with powers above the target's mean counted as the mean (keeps peaks too; docs/ripples.md)
     # == bench ==
     bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
     bench_batch: int = 16  # images per timed training step

@@ -15,7 +15,7 @@ def periodic_component(u):
 
     The discrete Fourier transform sees an image as a torus: the jumps between opposite edges of a
     photograph put a cross of energy on the frequency axes. Imposed on the output by the spectrum
-    term, that cross came out as fine ripples and streaks along the axes (docs/correspondence.md);
+    term, that cross came out as fine ripples and streaks along the axes (docs/ripples.md);
     the periodic component has the image's spectrum without it. Linear, so gradients pass through."""
     h, w = u.shape[-2:]
     jumps = torch.zeros_like(u)
@@ -61,7 +61,7 @@ def spectrum_loss(targets, size, device, scale="absolute"):
     of its mean), the weights scaled to mean 1: errors count less where the target is strong (its low
     frequencies, its peaks) and more where it is faint. With absolute errors a smooth target's top
     frequencies, where its power is tiny, fill with the Gram loss's fine ripples at almost no cost
-    (docs/correspondence.md). Scale "hybrid" is relative with powers above the target's mean counted
+    (docs/ripples.md). Scale "hybrid" is relative with powers above the target's mean counted
     as the mean: its strong frequencies (a regular texture's peaks) are charged more than by the
     relative scale, which barely sees their errors."""
     amps = torch.stack([target_amplitude(t.cpu(), size) for t in targets]).to(device)
