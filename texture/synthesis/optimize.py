@@ -78,9 +78,7 @@ def resolve(net, targets, size, options):
     measured at the target's scale only, and at full size each of its iterations costs about six of
     the levels' (docs/correspondence.md)."""
     o = options
-    if o.levels:
-        return o
-    levels = auto_levels(size, min(min(t.shape[-2:]) for t in targets), downsampling(net, taps(o)), o.tile)
+    levels = o.levels or auto_levels(size, min(min(t.shape[-2:]) for t in targets), downsampling(net, taps(o)), o.tile)
     if levels > 1 and not o.refine_coarse:
         o = dataclasses.replace(o, refine_steps=0)
     return dataclasses.replace(o, levels=levels)
