@@ -63,6 +63,8 @@ class Hyperparams:
     gen_lr: float = 0.0  # optimiser step size (0: the optimiser's own, see GEN_LR: L-BFGS 1, Adam 0.02)
     steps: int = 300  # optimiser iterations per target
     time_budget: float = 0.0  # stop each batch after this many seconds, refinement and polish included (0: no limit)
+    stop_tolerance: float = 0.0  # each image of a batch stops when its best loss improved by less than this share over the last --stop-window iterations, in each part (the Gram + spectrum, refinement and polish); --steps and --refine-steps stay the upper bounds (0: every iteration runs; docs/speed.md)
+    stop_window: int = 10  # iterations over which --stop-tolerance judges an image's progress
     snapshot_every: int = 50  # iterations between snapshots (0: none)
     loss: str = "gram"  # gram|swd|gcd|gram+gcd|swd+gcd: Gram matrices (Gatys), sliced Wasserstein distance of the whole feature distribution (Heitz et al.), guided correspondence of feature patches (Zhou et al.), or a statistic plus the correspondence term
     spectrum_weight: float = 0.3  # weight of the Fourier amplitude-spectrum constraint (Liu et al. 2016; 0: off); 0.3 measured best (docs/losses.md)
@@ -148,7 +150,7 @@ CHOICES = {
 }
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
-           "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
+           "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
            "texnet_snapshot_every"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}

@@ -30,18 +30,23 @@ def plain_loss(x, t, occurrence):
     return -a.max(1).values.log().mean()
 
 
-def test_loss_and_gradient_match_the_plain_formula_chunked_or_not(monkeypatch):
+@pytest.mark.parametrize("whole, chunk", [(1 << 24, 1 << 21), (0, 1 << 21), (0, 40)])
+def test_loss_and_gradient_match_the_plain_formula_whole_or_chunked(monkeypatch, whole, chunk):
+    """Held whole with the gradient written out; in one chunk; in a chunk per output row of patches."""
     g = torch.Generator().manual_seed(0)
     t, x = torch.rand(1, 6, 26, 29, generator=g), torch.rand(1, 6, 31, 25, generator=g).requires_grad_()
     want = plain_loss(x, t, 0.3)
     grad_want, = torch.autograd.grad(want, x)
     ref = correspondence.reference(t, correspondence.PATCH, 1024)
-    for chunk in (1 << 21, 40):  # one chunk, and a chunk per output row of patches
-        monkeypatch.setattr(correspondence, "CHUNK", chunk)
-        got = correspondence.image_loss(x, ref, 0.3)
-        grad, = torch.autograd.grad(got, x)
-        assert got.item() == pytest.approx(want.item(), rel=1e-4)
-        assert (grad - grad_want).abs().max() < 1e-4 * grad_want.abs().max()
+    monkeypatch.setattr(correspondence, "WHOLE", whole)
+    monkeypatch.setattr(correspondence, "CHUNK", chunk)
+    got, best = correspondence.image_loss(x, ref, 0.3)
+    grad, = torch.autograd.grad(got, x)
+    assert got.item() == pytest.approx(want.item(), rel=1e-4)
+    assert (grad - grad_want).abs().max() < 1e-4 * grad_want.abs().max()
+    assert torch.equal(best, correspondence.nearest(x, ref))
+    held, same = correspondence.image_loss(x, ref, 0.3, best)  # the matches given: the same loss
+    assert held.item() == pytest.approx(got.item(), rel=1e-6) and torch.equal(same, best)
 
 
 def test_a_large_target_gives_a_fixed_sample_of_its_patches():
@@ -105,7 +110,7 @@ def test_occurrence_penalty_spreads_the_matches():
         opt = torch.optim.Adam([x], 0.02)
         for _ in range(40):
             opt.zero_grad()
-            correspondence.image_loss(x, ref, occurrence).backward()
+            correspondence.image_loss(x, ref, occurrence)[0].backward()
             opt.step()
         used[occurrence] = len(correspondence.nearest(x, ref).unique())
     assert used[0.05] > 1.3 * used[0.0], used

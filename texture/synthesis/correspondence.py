@@ -10,17 +10,21 @@ patch's nearest one (contextual normalisation) and the loss is, per output patch
 in the target. losses.gcd_loss scales the features and registers it.
 
 The dot products with every target patch are one convolution with the target's patches as kernels,
-so the output's unfolded patches are never stored, and the distance matrix is evaluated in chunks of
-output rows (CHUNK entries), each recomputed in the backward pass: memory stays bounded for large
-outputs.
+so the output's unfolded patches are never stored. Up to WHOLE entries the distance matrix is held
+whole and the gradient is written out (one convolution forward, one transposed); beyond, it is
+evaluated in chunks of output rows (CHUNK entries), each recomputed in the backward pass: memory
+stays bounded for large outputs.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 PATCH, STRIDE = 7, 3  # patch side and step in feature pixels, as Zhou et al.
 BANDWIDTH = 0.5  # h of the contextual similarity exp((1 - d / d_min) / h), as Zhou et al.
-CHUNK = 1 << 21  # entries of the distance matrix evaluated at once (8 MB in fp32)
+CHUNK = 1 << 21  # entries of the distance matrix evaluated at once beyond WHOLE (8 MB in fp32)
+WHOLE = 1 << 24  # most entries of the distance matrix held whole (64 MB in fp32: relu1_1 of a 384 px output)
 
 
 def reference(f, k, most):
@@ -37,14 +41,22 @@ def reference(f, k, most):
     return q.view(len(q), f.shape[1], k, k), m.view(1, f.shape[1], k, k), q @ m
 
 
-def distances(x, ref):
-    """(1 - cos) / 2 from every patch of x (1, C, H, W) to every target patch: (N_ref, H', W')."""
+def _dots(x, ref):
+    """Dot products of x's patches (x: (1, C, H, W), minus the mean patch) with the unit kernels, in the
+    kernels' dtype (bf16 where accurate enough), (N_ref, H', W') in fp32, and the norms of those centred
+    patches (1, H', W'), in fp32."""
     kernels, mean, mdot = ref
     k = kernels.shape[-1]
-    dots = F.conv2d(x, kernels, stride=STRIDE) - mdot[None, :, None, None]
+    dots = F.conv2d(x.to(kernels.dtype), kernels, stride=STRIDE).float()[0] - mdot[:, None, None]
     sq = F.conv2d(x.square().sum(1, keepdim=True), x.new_ones(1, 1, k, k), stride=STRIDE)
     sq = sq - 2 * F.conv2d(x, mean, stride=STRIDE) + mean.square().sum()
-    return ((1 - dots / sq.clamp_min(1e-12).sqrt()) / 2).clamp_min(0)[0]
+    return dots, sq[0].clamp_min(1e-12).sqrt()
+
+
+def distances(x, ref):
+    """(1 - cos) / 2 from every patch of x (1, C, H, W) to every target patch: (N_ref, H', W')."""
+    dots, r = _dots(x, ref)
+    return ((1 - dots / r) / 2).clamp_min(0)
 
 
 def row_chunks(x, k, n_ref):
@@ -69,16 +81,66 @@ def contextual(d, penalty):
     return torch.logsumexp((1 - d / (near + 1e-5)) / BANDWIDTH, 0)
 
 
+def penalty_of(best, n_ref, occurrence):
+    """The occurrence penalty per target patch: its use as the nearest one in `best`, relative to an
+    even use, times `occurrence`."""
+    return occurrence * torch.bincount(best, minlength=n_ref).float() * n_ref / len(best)
+
+
+class _WholeLoss(torch.autograd.Function):
+    """image_loss for an output whose distance matrix is held whole, with its gradient written out.
+
+    Autograd through distances and contextual keeps half a dozen (N_ref, N_out) tensors, and the
+    chunked path convolves with the target's patches three or four times per evaluation (the matches,
+    the loss, its recomputation and the backward pass); here once forward and once transposed, the
+    matches (when `best` is None) taken from the same distances, and only the distances are kept."""
+
+    @staticmethod
+    def forward(ctx, x, kernels, mean, mdot, occurrence, best):
+        dots, r = _dots(x, (kernels, mean, mdot))
+        d = ((1 - dots / r) / 2).clamp_min(0).flatten(1)  # (N_ref, N_out)
+        best = d.argmin(0) if best is None else best
+        penalty = penalty_of(best, len(d), occurrence)
+        dp = d + penalty[:, None]
+        near, at = dp.min(0)
+        lse = torch.logsumexp((1 - dp / (near + 1e-5)) / BANDWIDTH, 0)
+        ctx.save_for_backward(x, kernels, mean, d, penalty, near, at, r, lse)
+        ctx.mark_non_differentiable(best)
+        return lse.mean(), best
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        x, kernels, mean, d, penalty, near, at, r, lse = ctx.saved_tensors
+        dp, n1 = d + penalty[:, None], near + 1e-5
+        w = torch.exp((1 - dp / n1) / BANDWIDTH - lse).mul_(grad / d.shape[1])  # d loss / d exponent
+        g = w / (-BANDWIDTH * n1)  # the exponent through d_j, the nearest distance held
+        g[at, torch.arange(len(at))] += (w * dp).sum(0) / (BANDWIDTH * n1.square())  # through the nearest
+        g = g.mul_(d > 0).div_(-2)  # d = (1 - c) / 2, clamped at 0: now the gradient of c = dots / r
+        k, shape, grid = kernels.shape[-1], x.shape, (1, -1, *r.shape[1:])
+        r = r.flatten()
+        g_sq = -(g * (1 - 2 * d)).sum(0) / (2 * r.square()) * (r > 1e-6)  # c = 1 - 2 d; r = sqrt(sq)
+        g_dots = (g / r).view(grid).to(kernels.dtype)
+        gx = torch.nn.grad.conv2d_input(shape, kernels, g_dots, stride=STRIDE).float()
+        g_sq = g_sq.view(grid)
+        ones = x.new_ones(1, 1, k, k)
+        gx += 2 * x * torch.nn.grad.conv2d_input((1, 1, *shape[2:]), ones, g_sq, stride=STRIDE)
+        gx -= 2 * torch.nn.grad.conv2d_input(shape, mean, g_sq, stride=STRIDE)
+        return gx, None, None, None, None, None
+
+
 def image_loss(x, ref, occurrence, best=None):
-    """Mean over the output patches of x (1, C, H, W) of contextual(), with the occurrence penalty:
-    each target patch's use as the nearest one (`best`, else x's nearest() now), relative to an even
-    use, times `occurrence`."""
+    """(loss, matches): the mean over the output patches of x (1, C, H, W) of contextual(), with the
+    occurrence penalty of the matches `best` (None: x's nearest target patches now), and those matches.
+    Up to WHOLE distances in one pass (_WholeLoss); beyond, in row chunks of CHUNK, each recomputed in
+    the backward pass, so that memory stays bounded for large outputs."""
+    k, n_ref = ref[0].shape[-1], len(ref[0])
+    if n_ref * math.prod((s - k) // STRIDE + 1 for s in x.shape[2:]) <= WHOLE:
+        return _WholeLoss.apply(x, *ref, occurrence, best)
     best = nearest(x, ref) if best is None else best
-    n_ref = len(ref[0])
-    penalty = occurrence * torch.bincount(best, minlength=n_ref).float() * n_ref / len(best)
+    penalty = penalty_of(best, n_ref, occurrence)
     parts = [checkpoint(lambda c: contextual(distances(c, ref), penalty), c, use_reentrant=False)
-             for c in row_chunks(x, ref[0].shape[-1], n_ref)]
-    return torch.cat(parts).mean()
+             for c in row_chunks(x, k, n_ref)]
+    return torch.cat(parts).mean(), best
 
 
 def correspondence_loss(target_feats, occurrence, patches):
@@ -101,9 +163,10 @@ def correspondence_loss(target_feats, occurrence, patches):
             for b in range(len(f)):
                 k = min(PATCH, *f.shape[2:], *target_feats[b][n].shape[2:])
                 x = f[b:b + 1].float()
-                if renew or (n, b) not in held:
-                    held[n, b] = nearest(x, ref(n, b, k))
-                vals.append(image_loss(x, ref(n, b, k), occurrence, held[n, b]))
+                renewed = renew or (n, b) not in held
+                loss, matches = image_loss(x, ref(n, b, k), occurrence, None if renewed else held[n, b])
+                held[n, b] = matches
+                vals.append(loss)
             out[n] = torch.stack(vals)
         return out
     return loss

@@ -14,7 +14,7 @@ import torch
 
 import model
 from texture.run.device import autocast, pick_dtype
-from texture.synthesis import lbfgs
+from texture.synthesis import lbfgs, stopping
 from texture.synthesis import spectrum as spectra
 from texture.synthesis.histogram import match_histogram
 from texture.synthesis.levels import auto_levels, level_steps, upsample
@@ -103,13 +103,15 @@ def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=
     device = next(net.parameters()).device
     seeds, B = seeds or [0] * len(targets), len(targets)
     evaluate = objective(net, targets, size, o)
+    live = stopping.LiveBatch(evaluate, lambda rows: objective(net, [targets[i] for i in rows], size, o))
+    stop = stopping.Plateau(B, o.stop_window, o.stop_tolerance) if o.stop_tolerance else None
     x0 = start[:, None].float().to(device) if start is not None else \
         torch.stack([init_image(t, size, o.init, s) for t, s in zip(targets, seeds)])[:, None].to(device)
     z = (torch.logit(x0.clamp(0.01, 0.99)) if o.pixels == "sigmoid" else x0.clone()).requires_grad_()
     opt = lbfgs.BatchLBFGS(z, o.step_size) if o.optimizer == "lbfgs" else torch.optim.Adam([z], o.step_size)
     best, best_loss, parts = x0.clone(), torch.full((B,), math.inf), [None] * B
     active, curves, messages = torch.ones(B, dtype=torch.bool), [[] for _ in range(B)], [None] * B
-    start, done = time.perf_counter(), 0
+    start, done, ran = time.perf_counter(), 0, [0] * B
     # a penalty that moves with the matches changes the objective within a line search, which then
     # fails (measured, docs/correspondence.md): hold it, and let L-BFGS take each renewal as a new start
     hold = o.occurrence_hold if o.optimizer == "lbfgs" and "gcd" in o.loss.split("+") and o.occurrence else 0
@@ -117,8 +119,8 @@ def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=
         if o.time_budget and time.perf_counter() - start > o.time_budget:
             break
         x = torch.sigmoid(z) if o.pixels == "sigmoid" else z
-        renew = not hold or step % hold == 0
-        total, per = evaluate(x, renew)
+        total, per, rebuilt = live(x, active, not hold or step % hold == 0)
+        renew = not hold or step % hold == 0 or rebuilt
         z.grad = None
         total[active].sum().backward()
         values, gfinite = total.detach().cpu(), torch.isfinite(z.grad.flatten(1)).all(1).cpu()
@@ -126,9 +128,12 @@ def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=
             active[b], messages[b] = False, f"loss is {values[b].item()} at step {step}; stopped this target"
         for b in torch.nonzero(active).flatten().tolist():
             curves[b].append(values[b].item())
+            ran[b] += 1
             if values[b] < best_loss[b]:
                 best[b], best_loss[b] = x[b].detach(), values[b]
                 parts[b] = {n: v[b].item() for n, v in per.items()}
+        for b in stop.done(best_loss, active) if stop else ():
+            active[b] = False  # done: its best iterate is kept, and it costs nothing from now on
         if not active.any():
             break
         z.grad[~active.to(z.device)] = 0
@@ -145,7 +150,7 @@ def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=
     with torch.no_grad():
         final_loss = evaluate(final)[0].cpu()
     return [{"image": final[b, 0].float().cpu(), "raw": best[b, 0].float().cpu(), "loss": best_loss[b].item(),
-             "final_loss": final_loss[b].item(), "layer_losses": parts[b], "curve": curves[b], "steps": done,
+             "final_loss": final_loss[b].item(), "layer_losses": parts[b], "curve": curves[b], "steps": ran[b],
              "seconds": seconds, "message": messages[b]} for b in range(B)]
 
 

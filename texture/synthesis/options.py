@@ -22,7 +22,8 @@ class Options:
     """layers: the Gram or SWD term's taps and weights; loss: a key of losses.LOSSES, or a statistic and
     gcd joined by +; features: normalize|standardize|raw (losses._scaled); optimizer: lbfgs|adam, with
     step size lr (0: the optimiser's own, GEN_LR), for `steps` iterations or `time_budget` seconds (0: no
-    limit; it covers the refinement and polish too); init: the start noise (optimize.init_image); pixels:
+    limit; it covers the refinement and polish too), each image stopping on its own once its best loss
+improved by less than stop_tolerance over stop_window iterations (stopping.Plateau; 0: never); init: the start noise (optimize.init_image); pixels:
     sigmoid (optimise logits) or clamp; pool, padding: the network's during synthesis (tile: circular,
     the output tiles); dtype: --dtype (auto|bf16|fp16|fp32), resolved on the network's device;
     spectrum_weight > 0 adds the Fourier spectrum term, its errors scaled by spectrum_scale
@@ -40,6 +41,8 @@ class Options:
     lr: float = H.gen_lr
     steps: int = H.steps
     time_budget: float = H.time_budget
+    stop_tolerance: float = H.stop_tolerance
+    stop_window: int = H.stop_window
     init: str = H.init
     pixels: str = H.pixels
     pool: str = H.pool
@@ -72,6 +75,7 @@ class Options:
         flags set on the command line: --refine-steps among them refines outputs made coarse to fine."""
         return cls(layers=parse_layers(args.layers, known), loss=args.loss, features=args.features,
                    optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps, time_budget=args.time_budget,
+                   stop_tolerance=args.stop_tolerance, stop_window=args.stop_window,
                    init=args.init, pixels=args.pixels, pool=args.pool, padding=args.padding,
                    tile=getattr(args, "tile", False), dtype=args.dtype, spectrum_weight=args.spectrum_weight,
                    spectrum_scale=args.spectrum_scale, levels=args.levels,
