@@ -21,6 +21,7 @@ from texture.networks.checkpoints import CheckpointError, load_checkpoint
 from texture.networks.evaluation import verdict
 from texture.run import outputs
 from texture.run.device import autocast, pick_device, pick_dtype
+from texture.synthesis.histogram import match_histogram
 from texture.synthesis.targets import label_of
 
 
@@ -54,17 +55,41 @@ def judge_for(args, ckpt):
     return judge, found["classes"]
 
 
-def sample_one(g, c, size, seed, args, device, dtype):
-    """One sample of class c, and the seconds it took (noise included)."""
+def sample_one(g, c, size, seed, target, args, device, dtype):
+    """One sample of class c, given the target's grey levels by rank (histogram.match_histogram, on
+    the assembled image, so a tiled sample stays equal to one pass), its grey-level distance before
+    that, and the seconds it took (noise and matching included)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     noise = G.noise_pyramid(g, *size, seed, device=device)
     with autocast(device, dtype):
-        img = G.sample(g, noise, c, args.sample_tile).float().cpu()
+        raw = G.sample(g, noise, c, args.sample_tile).float()
+    img = match_histogram(raw, target).cpu()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return img, time.perf_counter() - t0
+    return img, quality.hist_distance(raw.cpu(), target), time.perf_counter() - t0
+
+
+def window(img, h, w):
+    """The centre (h, w) window of img, or all of it along a shorter side."""
+    h, w = min(img.shape[0], h), min(img.shape[1], w)
+    y, x = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    return img[y:y + h, x:x + w]
+
+
+def measured(img, target, judge, classes, kind):
+    """gen.py's quality measures and the classifier's verdict (if judge), taken on a centre window of
+    the target's size (at least 32 px, the classifier's least): comparable with gen.py's outputs, and
+    bounded in time and memory for a sample of any size; the histogram on the whole sample."""
+    seen = window(img, *(max(32, s) for s in target.shape))
+    hist = quality.hist_distance(img, target)
+    out = {"hist_distance": hist, "quality": {**quality.measures(seen, target), "hist_distance": hist},
+           "window": list(seen.shape)}
+    if judge is not None and min(img.shape) >= 32:
+        out["verdict"] = verdict(judge, seen, classes, kind)
+        out["target_verdict"] = verdict(judge, target, classes, kind)
+    return out
 
 
 def sample(args):
@@ -96,19 +121,12 @@ def sample(args):
         outputs.write_png(target, os.path.join(folder, "target.png"))
         for i in range(args.count):
             seed = zlib.crc32(f"{args.seed}:{i}".encode())
-            img, seconds = sample_one(g, c, size, seed, args, device, dtype)
+            img, raw_hist, seconds = sample_one(g, c, size, seed, target, args, device, dtype)
             stem = os.path.join(folder, f"{size[0]}x{size[1]}_seed{args.seed}_{i}")
             record = {"generator": args.generator, "target": ckpt["targets"][c], "label": label, "seed": args.seed,
                       "index": i, "size": list(size), "seconds": seconds, "device": str(device),
-                      "dtype": str(dtype).replace("torch.", ""), "hist_distance": quality.hist_distance(img, target),
-                      "quality": quality.measures(img, target), "settings": vars(args)}
-            if judge is not None and min(size) >= 32:  # on a target-sized centre crop: VGG over 16 Mpx is too much
-                h, w = min(size[0], max(32, target.shape[0])), min(size[1], max(32, target.shape[1]))
-                crop = img[(size[0] - h) // 2:(size[0] - h) // 2 + h, (size[1] - w) // 2:(size[1] - w) // 2 + w]
-                kind = label_of(ckpt["targets"][c])
-                record["verdict"] = verdict(judge, crop, classes, kind)
-                record["target_verdict"] = verdict(judge, target, classes, kind)
-                record["verdict_crop"] = [h, w]
+                      "dtype": str(dtype).replace("torch.", ""), "hist_distance_raw": raw_hist,
+                      **measured(img, target, judge, classes, label_of(ckpt["targets"][c])), "settings": vars(args)}
             outputs.write_png(img, stem + ".png")
             outputs.save_json(record, stem + ".json")
             records.append({**record, "name": f"{label}/{i}"})
