@@ -125,6 +125,18 @@ def test_tiled_sample_equals_one_pass_and_a_short_halo_does_not():
     assert quality.hist_distance(matched, target) < 0.05
 
 
+def test_folded_normalisations_give_the_eval_mode_result():
+    torch.manual_seed(0)
+    g = G.Generator(scales=3, width=4, noise=2, classes=2).double()
+    noise = [z.double() for z in G.noise_pyramid(g, 32, 48, seed=4)]
+    G.calibrate(g, noise)
+    for c in range(2):
+        labels = torch.tensor([c])
+        fast = G.folded(g, c)
+        assert not any(isinstance(m, G.Norm) for m in [*fast.branches.modules(), *fast.joins.modules()])
+        assert torch.allclose(fast(noise, labels), g.eval()(noise, labels), atol=1e-12)
+
+
 def test_samples_have_the_targets_histogram_and_training_lowers_their_patch_distances(trained, tmp_path):
     """Against the same generator untrained (its weights at step 0, calibrated as training would),
     30 steps bring the samples' patches nearer to the target's, both ways."""
