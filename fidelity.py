@@ -5,6 +5,7 @@ quality.py's measures (none uses the network or the loss), with a picture of eve
     python fidelity.py --fidelity-methods default,spectrum0   # some of METHODS only
     python fidelity.py --ckpt asset/fidelity/ckpt             # reuse a classifier
     python fidelity.py --demo-size 128 --fidelity-size 128 --fidelity-seeds 4 --fidelity-steps 500  # full setting
+    python fidelity.py --fidelity-methods default,texnet     # texnet.py's samples beside gen.py's default
 
 One command does everything: the data (procedural.make_demo: --demo-classes procedural classes and the
 --demo-photos photographs, each photograph's quadrants samples a..d) in --fidelity-dir/data; the
@@ -13,7 +14,9 @@ it already holds one or --ckpt names one; then gen.py on the first patch of samp
 (regions of the photographs never seen in training) for every method and seed. Each run writes
 --fidelity-dir/fidelity_<time>.md (the table), .json (every target's measures) and .png (each
 target beside each method's output). The reference row scores sample c's first patch against the
-target: what a new photograph of the same texture scores.
+target: what a new photograph of the same texture scores. Method `texnet` (only when named) trains
+texnet.py's generator on each target with the --texnet-* flags, once (kept in --fidelity-dir/gen/texnet/
+generators and reused), and scores one sample of the target's size per seed.
 """
 import argparse
 import os
@@ -22,7 +25,8 @@ import time
 
 from PIL import Image, ImageDraw
 
-from hyperparams import add_arguments, given, parse_args
+import texnet
+from hyperparams import Hyperparams, add_arguments, given, parse_args
 from texture.data import photographs, procedural
 from texture.data.images import DataError, center_crop, load_gray
 from texture.measures import quality
@@ -33,17 +37,18 @@ from texture.run.outputs import first_free, save_args, save_json, to_uint8, writ
 from texture.synthesis import batch
 from texture.synthesis.methods import METHODS
 
-GROUPS = ["device", "seed", "demo", "fidelity"]
+GROUPS = ["device", "seed", "demo", "fidelity", "texnet"]
 MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn",
             "patch_cover", "copy_share"]
 REFERENCE = "sample c (reference)"
+TEXNET = "texnet"  # not a gen.py recipe: texnet.py's generator of each target, sampled at the target's size
 
 
 def chosen_methods(spec):
     names = [n.strip() for n in spec.split(",") if n.strip()] or list(METHODS)
-    unknown = [n for n in names if n not in METHODS]
+    unknown = [n for n in names if n not in [*METHODS, TEXNET]]
     if unknown:
-        raise SystemExit(f"--fidelity-methods: unknown {','.join(unknown)}; known: {','.join(METHODS)}")
+        raise SystemExit(f"--fidelity-methods: unknown {','.join(unknown)}; known: {','.join([*METHODS, TEXNET])}")
     return names
 
 
@@ -107,10 +112,32 @@ def synthesise(args, method, seed, targets, ckpt):
     results = []
     for job in jobs:
         r = done.get(job["path"], {})
-        results.append({"dir": os.path.join(out, r["name"]) if r else None, "label": job["label"],
+        results.append({"png": os.path.join(out, r["name"], "final.png") if r else None, "label": job["label"],
                         "quality": r.get("quality"), "recognised": (r.get("verdict") or {}).get("recognised"),
                         "seconds": r["seconds"] / r["batch"] if r else None,
                         "message": failed.get(job["path"], r.get("message"))})
+    return results
+
+
+def texnet_samples(args, seed, targets, ckpt):
+    """texnet.py on every target: its generator trained with the --texnet-* flags (or the one an earlier
+    seed or run trained with them, continued to --texnet-steps), then one sample of the target's size
+    from this seed; each target's record as synthesise gives it (seconds: the sample's)."""
+    common = ["--ckpt", ckpt, "--device", args.device, "--dtype", args.dtype]
+    flags = [x for k in vars(Hyperparams()) if k.startswith("texnet_") and k != "texnet_dir"
+             for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
+    folder = os.path.join(args.fidelity_dir, "gen", TEXNET)
+    texnet.main(["train", *targets, *common, *flags, "--image-size", str(args.fidelity_size), "--seed",
+                 str(args.seed), "--texnet-dir", os.path.join(folder, "generators"), "--resume"])
+    results = []
+    for path in targets:
+        label = os.path.basename(os.path.dirname(path))
+        side, out = str(args.fidelity_size), os.path.join(folder, f"seed{seed}")
+        r = texnet.main(["sample", os.path.join(folder, "generators", label, "texnet.pt"), *common, "--size", side,
+                         side, "--seed", str(seed), "--sample-dir", out])[0]
+        results.append({"png": os.path.join(out, label, f"{side}x{side}_seed{seed}_0.png"), "label": label,
+                        "quality": r["quality"], "recognised": (r.get("verdict") or {}).get("recognised"),
+                        "seconds": r["seconds"], "message": None})
     return results
 
 
@@ -187,17 +214,19 @@ def main(argv=None):
         records.append({"method": REFERENCE, "seed": None, "label": c, "quality": quality.measures(other, targets[c])})
     for method in methods:
         for seed in range(args.seed, args.seed + args.fidelity_seeds):
-            for r in synthesise(args, method, seed, paths, ckpt):
+            made = texnet_samples(args, seed, paths, ckpt) if method == TEXNET else \
+                synthesise(args, method, seed, paths, ckpt)
+            for r in made:
                 records.append({"method": method, "seed": seed, **r})
                 if seed == args.seed and r["quality"] is not None:
-                    outputs[method, r["label"]] = load_gray(os.path.join(r["dir"], "final.png")).float() / 255
+                    outputs[method, r["label"]] = load_gray(r["png"]).float() / 255
     rows = summary(records, photo_classes)
     stem = os.path.join(args.fidelity_dir, f"fidelity_{time.strftime('%Y%m%d-%H%M%S')}")
     md = first_free(stem + ".md", stem + ".json", stem + ".png")[0]  # an earlier run's three are kept
     base = os.path.splitext(md)[0]
     table = markdown(rows)
     write_atomic(base + ".md", lambda tmp: write_text(tmp, table + "\n"))
-    save_json({"settings": vars(args), "methods": {m: METHODS[m] for m in methods}, "summary": rows,
+    save_json({"settings": vars(args), "methods": {m: METHODS.get(m, TEXNET) for m in methods}, "summary": rows,
                "records": records, "checkpoint": ckpt}, base + ".json")
     picture(targets, outputs, methods, base + ".png")
     save_args(args, first_free(os.path.join(args.fidelity_dir, "args.json"))[0])

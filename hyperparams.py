@@ -112,7 +112,8 @@ class Hyperparams:
     # == texnet ==
     texnet_dir: str = "asset/texnet"  # trained generators, one folder each: texnet.pt (weights and settings), snapshots
     texnet_steps: int = 1000  # Adam steps per generator
-    texnet_lr: float = 0.01  # Adam learning rate of the generator
+    texnet_lr: float = 0.01  # Adam learning rate of the generator (its peak with --texnet-schedule cosine)
+    texnet_schedule: str = "constant"  # constant|cosine: the learning rate held, or decayed to 0 along a half cosine over --texnet-steps
     texnet_batch: int = 4  # samples per step (per process under torchrun)
     texnet_size: int = 128  # side of the training samples, a multiple of 2**(scales-1)
     texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
@@ -147,6 +148,7 @@ CHOICES = {
     "bench_photo": list(PHOTOS),
     "texnet_mode": ["each", "joint"],
     "texnet_norm": ["batch", "instance"],
+    "texnet_schedule": ["constant", "cosine"],
 }
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",

@@ -45,8 +45,8 @@ from texture.synthesis import sampling
 from texture.synthesis.batch import without_effect
 from texture.synthesis.optimize import objective
 from texture.synthesis.options import Options
-from texture.synthesis.targets import load_target, plan
 from texture.synthesis.taps import downsampling, parse_layers
+from texture.synthesis.targets import load_target, plan
 
 TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
 SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
@@ -158,10 +158,15 @@ def start(job, args, device):
         raise SystemExit(f"{job['ckpt']}: trained as {old.config()} on {ckpt['labels']}, not "
                          f"{g.config()} on {job['labels']}")
     g.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    for group in opt.param_groups:
-        group["lr"] = args.texnet_lr
+    opt.load_state_dict(ckpt["optimizer"])  # its learning rate is set at every step (learning_rate)
     return g, opt, ckpt["step"], list(ckpt.get("curve", [])), float(ckpt.get("seconds", 0.0))
+
+
+def learning_rate(args, step):
+    """--texnet-lr at `step`, a function of the step alone, so that a resumed run continues exactly."""
+    if args.texnet_schedule == "constant":
+        return args.texnet_lr
+    return args.texnet_lr * 0.5 * (1 + math.cos(math.pi * step / args.texnet_steps))
 
 
 def train_one(job, net, args, device, dtype, rank, world):
@@ -186,6 +191,8 @@ def train_one(job, net, args, device, dtype, rank, world):
                 dist.all_reduce(sync)
             if not math.isfinite(sync[0]):
                 raise SystemExit(f"{job['dir']}: loss is {sync[0].item()} at step {step}; try a lower --texnet-lr")
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(args, step)
             opt.step()
             step += 1
             curve.append(sync[0].item() / world)

@@ -10,7 +10,6 @@ import shlex
 import unicodedata
 
 import pytest
-
 from conftest import ROOT
 
 PAGES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))

@@ -112,3 +112,22 @@ def test_a_stopped_classifier_is_resumed_a_finished_one_reused(tmp_path, monkeyp
     args = parse_args("", fidelity.GROUPS, ["--fidelity-dir", str(tmp_path)], extra=fidelity._extra)
     assert fidelity.classifier(args, "data") == str(folder)
     assert len(calls) == int(resumed) and (not calls or calls[0].resume)
+
+
+def test_texnet_method_trains_a_generator_per_target_once_and_scores_its_samples(first_run):
+    out, _ = first_run
+    tiny = ["--texnet-steps", "2", "--texnet-size", "32", "--texnet-scales", "3", "--texnet-width", "4",
+            "--texnet-noise", "2", "--texnet-batch", "2", "--texnet-calibrate", "64"]
+    args = [*TINY, "--fidelity-dir", str(out), "--fidelity-methods", "texnet", *tiny]
+    result = fidelity.main([*args, "--fidelity-seeds", "2"])
+    rows = {(r["method"], r["set"]): r for r in result["summary"]}
+    assert set(rows) == {(m, s) for m in [fidelity.REFERENCE, "texnet"] for s in ("photographs", "demo")}
+    for s in ("photographs", "demo"):
+        r = rows["texnet", s]
+        assert r["outputs"] == 2 and all(r[k] is not None for k in fidelity.MEASURES) and r["hist_distance"] == 0
+    generators = out / "gen" / "texnet" / "generators"
+    assert sorted(os.listdir(generators)) == ["gravel", "stripes1"]
+    stamps = {c: os.path.getmtime(generators / c / "texnet.pt") for c in ("gravel", "stripes1")}
+    again = fidelity.main(args)  # the generators are reused, not trained again
+    assert {c: os.path.getmtime(generators / c / "texnet.pt") for c in stamps} == stamps
+    assert again["base"] != result["base"] and os.path.isfile(again["base"] + ".png")

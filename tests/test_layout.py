@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 import torch
+from conftest import ROOT
 from PIL import Image
 
 import gen
-from conftest import ROOT
 
 SCRIPTS = {"prepro", "train", "test", "gen", "texnet", "fidelity", "bench"}
 ROOT_MODULES = {"hyperparams", "model"}  # the design's shared defaults and network, imported by the library too

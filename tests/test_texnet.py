@@ -19,6 +19,7 @@ from texture.measures import quality
 from texture.networks import checkpoints as C
 from texture.networks import feedforward as G
 from texture.synthesis import sampling
+from texture.synthesis.histogram import match_histogram
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures("quick_vgg")
@@ -95,6 +96,50 @@ def test_tiled_sample_equals_one_pass_and_a_short_halo_does_not():
     assert torch.equal(G.sample(g, noise, tile=16), whole)
     assert torch.equal(G.sample(g, noise, tile=32), whole)
     assert not torch.allclose(G.sample(g, noise, tile=16, halo=g.halo - g.factor), whole)
+    # the target's grey levels are given to the assembled sample: tiles change nothing there either
+    target = torch.rand(40, 40).mul(255).round() / 255
+    matched = match_histogram(G.sample(g, noise, tile=16), target)
+    assert torch.equal(matched, match_histogram(whole, target))
+    assert quality.hist_distance(matched, target) < 0.05
+
+
+def test_folded_normalisations_give_the_eval_mode_result():
+    torch.manual_seed(0)
+    g = G.Generator(scales=3, width=4, noise=2, classes=2).double()
+    noise = [z.double() for z in G.noise_pyramid(g, 32, 48, seed=4)]
+    G.calibrate(g, noise)
+    for c in range(2):
+        labels = torch.tensor([c])
+        fast = G.folded(g, c)
+        assert not any(isinstance(m, G.Norm) for m in [*fast.branches.modules(), *fast.joins.modules()])
+        assert torch.allclose(fast(noise, labels), g.eval()(noise, labels), atol=1e-12)
+
+
+def test_samples_have_the_targets_histogram_and_training_lowers_their_patch_distances(trained, tmp_path):
+    """Against the same generator untrained (its weights at step 0, calibrated as training would),
+    30 steps bring the samples' patches nearer to the target's, both ways."""
+    path, label = trained
+    ckpt = C.load_checkpoint(path)
+    torch.manual_seed(ckpt["settings"]["seed"])  # as train_one: the weights training started from
+    fresh = G.Generator(**ckpt["generator"])
+    side = ckpt["settings"]["texnet_calibrate"]
+    G.calibrate(fresh, G.noise_pyramid(fresh, side, side, ckpt["settings"]["seed"]))
+    C.save_checkpoint({**ckpt, "model": fresh.state_dict(), "step": 0}, str(tmp_path / "untrained.pt"))
+    distances = {}
+    for name, gen in (("trained", path), ("untrained", tmp_path / "untrained.pt")):
+        records = sample(gen, tmp_path / name, "--count", 4, "--seed", 5)
+        assert all(r["hist_distance"] == 0 and r["hist_distance_raw"] > 0 for r in records)
+        distances[name] = [sum(r["quality"][k] for r in records) / 4 for k in ("patch_nn", "patch_cover")]
+    assert all(a < b for a, b in zip(distances["trained"], distances["untrained"])), distances
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero():
+    args = texnet.parse(["train", "x.png", "--texnet-schedule", "cosine", "--texnet-steps", "10",
+                         "--texnet-lr", "0.02"])
+    rates = [texnet.learning_rate(args, s) for s in range(11)]
+    assert rates[0] == 0.02 and abs(rates[5] - 0.01) < 1e-12 and rates[10] < 1e-12
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert texnet.learning_rate(texnet.parse(["train", "x.png"]), 7) == texnet.parse(["train", "x.png"]).texnet_lr
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance"])
@@ -137,13 +182,14 @@ def test_joint_generator_and_unknown_label(firsts, tmp_path):
 
 
 def test_time_budget_then_resume_equals_an_uninterrupted_run(firsts, tmp_path):
-    train(firsts[:1], tmp_path / "a", "--texnet-steps", 3)
-    train(firsts[:1], tmp_path / "b", "--texnet-steps", 3, "--time-budget", 1e-9)  # stops after one step
+    cosine = ["--texnet-steps", 3, "--texnet-schedule", "cosine"]  # the learning rate follows the step
+    train(firsts[:1], tmp_path / "a", *cosine)
+    train(firsts[:1], tmp_path / "b", *cosine, "--time-budget", 1e-9)  # stops after one step
     label = os.path.basename(os.path.dirname(firsts[0]))
     assert sampling.load(tmp_path / "b" / label / "texnet.pt")[1]["step"] == 1
     with pytest.raises(SystemExit, match="continue with --resume"):
-        train(firsts[:1], tmp_path / "b", "--texnet-steps", 3)
-    train(firsts[:1], tmp_path / "b", "--texnet-steps", 3, "--resume")
+        train(firsts[:1], tmp_path / "b", *cosine)
+    train(firsts[:1], tmp_path / "b", *cosine, "--resume")
     a, b = (sampling.load(tmp_path / d / label / "texnet.pt")[1] for d in "ab")
     assert b["step"] == 3 and a["curve"] == b["curve"]
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from texture.data.images import DataError, NAME, center_crop, is_image, is_junk, label_from_filename, load_gray
+from texture.data.images import NAME, DataError, center_crop, is_image, is_junk, label_from_filename, load_gray
 from texture.run import outputs
 
 CACHE = "prepro_cache.pt"

@@ -19,6 +19,7 @@ from texture.networks import feedforward as generator
 from texture.networks.checkpoints import CheckpointError
 from texture.run.device import autocast, pick_dtype
 from texture.run.timing import interleave, sync
+from texture.synthesis.histogram import match_histogram
 from texture.synthesis.methods import method_options
 from texture.synthesis.optimize import objective, refinement, synthesize
 from texture.synthesis.options import Options
@@ -146,9 +147,10 @@ def bench_refine_sizes(args, device):
 
 
 def bench_texnet(args, device, dtype, data_dir):
-    """Section texnet: a sample of the default generator, tiled as texnet.py samples, vs one synthesis
-    iteration of gen.py's default for an output of the same size (the time between two iterations; an
-    output that large is made coarse to fine, without the refinement)."""
+    """Section texnet: a sample of the default generator, tiled and given the target's grey levels as
+    texnet.py samples (sampling.sample_one), vs one synthesis iteration of gen.py's default for an
+    output of the same size (the time between two iterations; an output that large is made coarse to
+    fine, without the refinement)."""
     h, s = Hyperparams(), args.bench_texnet_size
     g = generator.Generator(h.texnet_scales, h.texnet_width, h.texnet_noise).to(device)
     generator.calibrate(g, generator.noise_pyramid(g, g.factor * 4, g.factor * 4, args.seed, device=device))
@@ -160,7 +162,8 @@ def bench_texnet(args, device, dtype, data_dir):
 
     def sample():
         with autocast(device, dtype):
-            generator.sample(g, generator.noise_pyramid(g, s, s, args.seed, device=device), 0, h.sample_tile)
+            img = generator.sample(g, generator.noise_pyramid(g, s, s, args.seed, device=device), 0, h.sample_tile)
+        match_histogram(img.float(), target)
 
     def iteration():
         stamps = []

@@ -26,8 +26,8 @@ from texture.run.outputs import collection, first_free, save_args, save_json, wr
 from texture.synthesis.levels import level_steps, levels_problem
 from texture.synthesis.optimize import resolve, synthesize
 from texture.synthesis.options import Options
-from texture.synthesis.targets import load_target, plan, training_images
 from texture.synthesis.taps import downsampling, smallest_side, taps
+from texture.synthesis.targets import load_target, plan, training_images
 
 GROUPS = ["device", "seed", "crop", "ckpt", "gen"]  # gen.py's groups of hyperparams.py
 

@@ -145,10 +145,10 @@ def image_loss(x, ref, occurrence, best=None):
 
 def correspondence_loss(target_feats, occurrence, patches):
     """builder(target_feats) -> loss(feats, renew=True) -> {layer: (B,) fp32}, as synthesis' losses;
-    features in fp32, one target per image. Patches are PATCH wide, or as wide as the smaller of the two
-    maps, compared with at most `patches` target patches per tap (reference). The occurrence penalty
-    counts the matches found at the last call with renew=True: held in between, the loss is one smooth
-    function of the features, as a line search needs."""
+    features in fp32, one target per image (or one for all). Patches are PATCH wide, or as wide as the
+    smaller of the two maps, compared with at most `patches` target patches per tap (reference). The
+    occurrence penalty counts the matches found at the last call with renew=True: held in between, the
+    loss is one smooth function of the features, as a line search needs."""
     refs, held = {}, {}
 
     def ref(n, b, k):
@@ -161,10 +161,11 @@ def correspondence_loss(target_feats, occurrence, patches):
         for n, f in feats.items():
             vals = []
             for b in range(len(f)):
-                k = min(PATCH, *f.shape[2:], *target_feats[b][n].shape[2:])
+                t = b if len(target_feats) > 1 else 0  # one target serves every image, as for the Gram loss
+                k = min(PATCH, *f.shape[2:], *target_feats[t][n].shape[2:])
                 x = f[b:b + 1].float()
                 renewed = renew or (n, b) not in held
-                loss, matches = image_loss(x, ref(n, b, k), occurrence, None if renewed else held[n, b])
+                loss, matches = image_loss(x, ref(n, t, k), occurrence, None if renewed else held[n, b])
                 held[n, b] = matches
                 vals.append(loss)
             out[n] = torch.stack(vals)

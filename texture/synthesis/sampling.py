@@ -14,14 +14,15 @@ import zlib
 import torch
 from tqdm import tqdm
 
-from texture.measures import quality, report
 from texture.data.images import center_crop
+from texture.measures import quality, report
 from texture.networks import backbones
 from texture.networks import feedforward as G
 from texture.networks.checkpoints import CheckpointError, load_checkpoint
 from texture.networks.evaluation import verdict
 from texture.run import memory, outputs
 from texture.run.device import autocast, pick_device, pick_dtype
+from texture.synthesis.histogram import match_histogram
 from texture.synthesis.targets import label_of
 
 
@@ -55,17 +56,20 @@ def judge_for(args, ckpt):
     return judge, found["classes"]
 
 
-def sample_one(g, c, size, seed, args, device, dtype):
-    """One sample of class c, and the seconds it took (noise included)."""
+def sample_one(g, c, size, seed, target, args, device, dtype):
+    """One sample of class c, given the target's grey levels by rank (histogram.match_histogram, on
+    the assembled image, so a tiled sample stays equal to one pass), its grey-level distance before
+    that, and the seconds it took (noise and matching included)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     noise = G.noise_pyramid(g, *size, seed, device=device)
     with autocast(device, dtype):
-        img = G.sample(g, noise, c, args.sample_tile).float().cpu()
+        raw = G.sample(g, noise, c, args.sample_tile).float()
+    img = match_histogram(raw, target).cpu()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return img, time.perf_counter() - t0
+    return img, quality.hist_distance(raw.cpu(), target), time.perf_counter() - t0
 
 
 def measured(img, target, tile):
@@ -121,12 +125,13 @@ def sample(args):
         target = ckpt["target_images"][c].float() / 255
         outputs.write_png(target, os.path.join(folder, "target.png"))
         for i in range(args.count):
-            img, seconds = sample_one(g, c, size, zlib.crc32(f"{args.seed}:{i}".encode()), args, device, dtype)
+            seed = zlib.crc32(f"{args.seed}:{i}".encode())
+            img, raw_hist, seconds = sample_one(g, c, size, seed, target, args, device, dtype)
             stem = os.path.join(folder, f"{size[0]}x{size[1]}_seed{args.seed}_{i}")
             record = {"generator": args.generator, "target": ckpt["targets"][c], "label": label, "seed": args.seed,
                       "index": i, "size": list(size), "seconds": seconds, "device": str(device),
-                      "dtype": str(dtype).replace("torch.", ""), **measured(img, target, args.sample_tile),
-                      "settings": vars(args), **judged(img, target, judge, classes, label_of(ckpt["targets"][c]))}
+                      "dtype": str(dtype).replace("torch.", ""), "hist_distance_raw": raw_hist,
+                      **measured(img, target, args.sample_tile), "settings": vars(args), **judged(img, target, judge, classes, label_of(ckpt["targets"][c]))}
             outputs.write_png(img, stem + ".png")
             outputs.save_json(record, stem + ".json")
             records.append({**record, "name": f"{os.path.basename(folder)}/{i}"})
