@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from texture.measures import quality, report
+from texture.measures.colour import colour_hist_distance, luminance
 from texture.networks import backbones
 from texture.networks import feedforward as G
 from texture.networks.checkpoints import CheckpointError, load_checkpoint
@@ -100,14 +101,16 @@ def sample(args):
             stem = os.path.join(folder, f"{size[0]}x{size[1]}_seed{args.seed}_{i}")
             record = {"generator": args.generator, "target": ckpt["targets"][c], "label": label, "seed": args.seed,
                       "index": i, "size": list(size), "seconds": seconds, "device": str(device),
-                      "dtype": str(dtype).replace("torch.", ""), "hist_distance": quality.hist_distance(img, target),
+                      "dtype": str(dtype).replace("torch.", ""),
+                      "hist_distance": (colour_hist_distance if img.dim() == 3 else quality.hist_distance)(img, target),
                       "quality": quality.measures(img, target), "settings": vars(args)}
             if judge is not None and min(size) >= 32:  # on a target-sized centre crop: VGG over 16 Mpx is too much
-                h, w = min(size[0], max(32, target.shape[0])), min(size[1], max(32, target.shape[1]))
-                crop = img[(size[0] - h) // 2:(size[0] - h) // 2 + h, (size[1] - w) // 2:(size[1] - w) // 2 + w]
+                h, w = min(size[0], max(32, target.shape[-2])), min(size[1], max(32, target.shape[-1]))
+                crop = img[..., (size[0] - h) // 2:(size[0] - h) // 2 + h, (size[1] - w) // 2:(size[1] - w) // 2 + w]
                 kind = label_of(ckpt["targets"][c])
-                record["verdict"] = verdict(judge, crop, classes, kind)
-                record["target_verdict"] = verdict(judge, target, classes, kind)
+                grey = luminance if img.dim() == 3 else (lambda x: x)  # the classifier reads luminance
+                record["verdict"] = verdict(judge, grey(crop), classes, kind)
+                record["target_verdict"] = verdict(judge, grey(target), classes, kind)
                 record["verdict_crop"] = [h, w]
             outputs.write_png(img, stem + ".png")
             outputs.save_json(record, stem + ".json")
