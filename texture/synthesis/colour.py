@@ -61,6 +61,33 @@ class Space:
         return torch.einsum("bij,bjhw->bihw", axes, x.float() - mean[:, :, None, None]) + 0.5
 
 
+class View:
+    """How a batch meets the frozen network `net`: grey images as they are; colour images in their
+    targets' decorrelated colour space, the first channel at every tap of `every`, all three at the
+    taps of `chroma` (features); or as they are if the network has an RGB first convolution
+    (backbones.imagenet_net's rgb_first), which then replaces the folded grey one in `net`."""
+
+    def __init__(self, net, targets, every, chroma):
+        self.net, self.every = net, every
+        self.space = Space(targets) if is_colour(targets[0]) else None
+        self.chroma = [n for n in chroma if n in every]
+        self.rgb = self.space is not None and getattr(net, "rgb_first", None) is not None
+        if self.rgb:
+            net.rgb_first.padding_mode = net.features[0].padding_mode
+            net.features[0] = net.rgb_first
+
+    def channels(self, x, index=None):
+        """x (B, C, H, W) as the spectrum term sees it: decorrelated if in colour (`index`: the targets'
+        rows, default all)."""
+        return x if self.space is None else self.space.decorrelate(x, index)
+
+    def feats(self, x, channels):
+        """The taps of x (B, C, H, W), given its channels()."""
+        if self.space is None or self.rgb:
+            return self.net.taps(x, self.every)
+        return features(self.net, channels, self.every, self.chroma)
+
+
 def features(net, y, every, chroma):
     """The taps `every` of decorrelated images y (B, 3, H, W): the first channel's at every tap, and
     at the taps of `chroma` the features of all three channels side by side, (B, 3 C, h, w). The

@@ -27,8 +27,7 @@ def objective(net, targets, size, options):
     """What one iteration evaluates, built in one place for synthesize, bench.py and any other caller:
     the frozen network (circular padding with tile), the loss terms built from the targets' taps
     (options.loss: a key of losses.LOSSES, or a statistic and gcd joined by +) and the spectrum term for
-    an output of `size`; colour targets (3, H, W) in their decorrelated colour space (colour.py), their
-    first channel at every tap, all three at options.chroma_layers. Returns evaluate(x (B, C, H, W),
+    an output of `size`; colour targets (3, H, W) as colour.View shows them to the network. Returns evaluate(x (B, C, H, W),
     renew=True) -> (total (B,), parts {name: (B,)}):
     per term the weighted mean of its per-layer losses (the gcd term times options.gcd_weight, its
     occurrence penalty's matches found again only if renew), plus the weighted spectrum term."""
@@ -36,15 +35,11 @@ def objective(net, targets, size, options):
     device = next(net.parameters()).device
     dtype = pick_dtype(o.dtype, device)
     net = model.frozen(net, o.pool, o.padding, dtype, keep=every)
-    space = colour.Space(targets) if colour.is_colour(targets[0]) else None
-    chroma = [n for n in o.chroma_layers if n in every]
-
-    def feats_of(x):  # x (B, C, H, W): grey, or decorrelated colour
-        return net.taps(x, every) if space is None else colour.features(net, x, every, chroma)
-    decorrelated = [colour.planes(t.to(device).float()) if space is None else
-                    space.decorrelate(t.to(device)[None], [b])[0] for b, t in enumerate(targets)]
+    view = colour.View(net, targets, every, o.chroma_layers)
+    images = [colour.planes(t.to(device).float())[None] for t in targets]
+    channels = [view.channels(t, [b]) for b, t in enumerate(images)]
     with torch.no_grad(), autocast(device, dtype):
-        tfeats = [feats_of(t[None]) for t in decorrelated]
+        tfeats = [view.feats(t, c) for t, c in zip(images, channels)]
     # (weight, {tap: weight}, loss, prefix of its parts, whether it holds matches); losses in fp32, outside autocast
     terms = []
     for name in o.loss.split("+"):
@@ -55,19 +50,19 @@ def objective(net, targets, size, options):
         terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix, name == "gcd"))
     model.set_padding(net, "circular" if o.tile else o.padding)
     spectrum = None if o.spectrum_weight <= 0 else spectra.spectrum_loss(targets, size, device, o.spectrum_scale) \
-        if space is None else colour.spectrum_loss(decorrelated, size, device, o.spectrum_scale)
+        if view.space is None else colour.spectrum_loss([c[0] for c in channels], size, device, o.spectrum_scale)
 
     def evaluate(x, renew=True):
-        x = x if space is None else space.decorrelate(x)
+        y = view.channels(x)
         with autocast(x.device, dtype):
-            feats = feats_of(x)
+            feats = view.feats(x, y)
         total, per = 0.0, {}
         for weight, own, fn, prefix, holds in terms:
             part = fn({n: feats[n] for n in own}, renew) if holds else fn({n: feats[n] for n in own})
             total = total + weight * sum(w * part[n] for n, w in own.items()) / sum(own.values())
             per.update({prefix + n: v for n, v in part.items()})
         if spectrum is not None:
-            per["spectrum"] = spectrum(x)
+            per["spectrum"] = spectrum(y)
             total = total + o.spectrum_weight * per["spectrum"]
         return total, per
     return evaluate
