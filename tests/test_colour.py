@@ -4,6 +4,7 @@ procedural colour textures: dots keep their colour, a grey target gives a grey o
 first convolution."""
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -42,7 +43,8 @@ def files(tmp_path_factory):
     Image.fromarray(data.colour_texture("dots", SIZE, 0)).save(d / "dots.png")
     grey = data.colour_texture("stripes", SIZE, 0)[..., 0]
     Image.fromarray(grey).save(d / "grey.png")
-    Image.fromarray(np.stack([grey] * 3, -1)).save(d / "grey_rgb.png")  # RGB file, no colour
+    os.makedirs(d / "rgb")
+    Image.fromarray(np.stack([grey] * 3, -1)).save(d / "rgb" / "grey.png")  # an RGB file without colour
     return d
 
 
@@ -90,9 +92,9 @@ def test_principal_axes_are_orthonormal_and_the_first_grows_with_brightness():
 
 
 def test_grey_target_gives_a_grey_png_and_an_rgb_file_without_colour_the_same(files, tmp_path):
-    gen.main([str(files / "grey.png"), str(files / "grey_rgb.png"), *FAST, "--steps", "4", "--refine-steps", "0",
-              "--gen-dir", str(tmp_path)])
-    a, b = (Image.open(tmp_path / n / "final.png") for n in ("grey", "grey_rgb"))
+    for name, path in (("l", files / "grey.png"), ("rgb", files / "rgb" / "grey.png")):  # same name: same seed
+        gen.main([str(path), *FAST, "--steps", "4", "--refine-steps", "0", "--gen-dir", str(tmp_path / name)])
+    a, b = (Image.open(tmp_path / n / "grey" / "final.png") for n in ("l", "rgb"))
     assert a.mode == b.mode == "L" and np.array_equal(np.asarray(a), np.asarray(b))
 
 
