@@ -244,7 +244,7 @@ def coarse_to_fine(net, targets, size, options, *, seeds=None, match=True, callb
                       seeds=seeds, match=match, start=start,
                       callback=callback and (lambda i, im, v: callback(offset[0] + i, im, v)))
     for c, f in zip(coarse, fine):
-        f["levels"] = c.get("levels", [{"size": list(c["raw"].shape), "steps": c["steps"], "seconds": c["seconds"],
+        f["levels"] = c.get("levels", [{"size": list(c["raw"].shape[-2:]), "steps": c["steps"], "seconds": c["seconds"],
                                         "loss": c["loss"]}])
         f["levels"] = f["levels"] + [{"size": list(size), "steps": f["steps"], "seconds": f["seconds"], "loss": f["loss"]}]
         f["steps"], f["seconds"], f["curve"] = c["steps"] + f["steps"], c["seconds"] + f["seconds"], c["curve"] + f["curve"]
