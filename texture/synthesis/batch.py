@@ -142,7 +142,8 @@ def run_group(net, jobs, size, opts, args, info, judge):
     results = synthesize(net, [j["target"] for j in jobs], size, opts, seeds=[j["seed"] for j in jobs],
                          callback=progress)
     bar.close()
-    greys = [luminance(j["target"]) if is_colour(j["target"]) else j["target"] for j in jobs]  # what the classifier reads
+    # the classifier (and the silent-channel probe) reads the luminance of a colour target
+    greys = [luminance(j["target"]) if is_colour(j["target"]) else j["target"] for j in jobs]
     silent = backbones.silent_channels(net, greys, opts.layers, args.pool, args.padding)
     records = []
     for j, r, quiet, grey in zip(jobs, results, silent, greys):

@@ -27,8 +27,8 @@ def objective(net, targets, size, options):
     """What one iteration evaluates, built in one place for synthesize, bench.py and any other caller:
     the frozen network (circular padding with tile), the loss terms built from the targets' taps
     (options.loss: a key of losses.LOSSES, or a statistic and gcd joined by +) and the spectrum term for
-    an output of `size`; colour targets (3, H, W) as colour.View shows them to the network. Returns evaluate(x (B, C, H, W),
-    renew=True) -> (total (B,), parts {name: (B,)}):
+    an output of `size`; colour targets (3, H, W) as colour.View shows them to the network. Returns
+    evaluate(x (B, C, H, W), renew=True) -> (total (B,), parts {name: (B,)}):
     per term the weighted mean of its per-layer losses (the gcd term times options.gcd_weight, its
     occurrence penalty's matches found again only if renew), plus the weighted spectrum term."""
     o, every = options, taps(options)
