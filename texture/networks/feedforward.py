@@ -84,8 +84,11 @@ class Generator(nn.Module):
         return -(-(2 ** (self.scales + 1) - 2) // self.factor) * self.factor
 
     def config(self):
+        """The constructor's arguments; `channels` only for a colour generator, so that a grey one's
+        configuration (and its checkpoints') is as before."""
+        colour = {"channels": self.channels} if self.channels != 1 else {}
         return {"scales": self.scales, "width": self.width, "noise": self.noise, "classes": self.classes,
-                "norm": self.norm, "channels": self.channels}
+                "norm": self.norm, **colour}
 
     def forward(self, noise, labels):
         """noise: list of (B, noise, H / 2**k, W / 2**k), finest first; labels: (B,) class indices.
