@@ -28,6 +28,9 @@ hits both alike):
              --bench-refine-sizes (output = target), and up to 192 px the same with every target patch:
              its cost grows with the output alone
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
+  colour     one iteration of gen.py's default on a colour photograph (immunohistochemistry's centre
+             --image-size crop) vs one on its luminance, for the Gram + spectrum part and the refinement,
+             and each default's seconds per target made from them
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
              not depend on its weights) vs one iteration of gen.py's default at that size (made coarse to
              fine, so without the refinement)
@@ -48,7 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from hyperparams import Hyperparams, given, parse_args
 from texture.data.kylberg import KYLBERG
 from texture.data.procedural import make_demo
-from texture.measures.speed import bench_refine_sizes, bench_synthesis, bench_texnet
+from texture.measures.speed import bench_colour, bench_refine_sizes, bench_synthesis, bench_texnet
 from texture.measures.time_to_quality import QUALITY
 from texture.networks import training
 from texture.networks.checkpoints import CheckpointError, find_checkpoint
@@ -219,6 +222,11 @@ def rows(r):
         out += [("refine", f"{x['side']} px: refinement iteration / Gram + spectrum's", f"{x['ratio']:.2f}x"),
                 ("refine", f"{x['side']} px: the same with every target patch",
                  "-" if x["all_patches_ratio"] is None else f"{x['all_patches_ratio']:.2f}x")]
+    c = r["colour"]
+    out += [("colour", f"{c['photo']} {c['size']} px: colour iteration / grey (its luminance)", f"{c['ratio']:.2f}x"),
+            ("colour", "the same in the refinement", f"{c['refine_ratio']:.2f}x"),
+            ("colour", "default's seconds per target, grey / colour",
+             f"{c['grey_target_s']:.1f} / {c['colour_target_s']:.1f} ({c['target_ratio']:.2f}x)")]
     tx = r["texnet"]
     out += [("texnet", f"texnet.py sample {tx['size']}x{tx['size']}, s", f"{tx['sample_s']:.3f}"),
             ("texnet", f"gen.py default iteration at {tx['size']}x{tx['size']}, s", f"{tx['gen_iteration_s']:.3f}"),
@@ -292,6 +300,8 @@ def main(argv=None):
         results["synthesis"], results["iteration"] = bench_synthesis(args, device)
         say(f"refinement iteration vs the Gram + spectrum one at {args.bench_refine_sizes} px")
         results["refine"] = bench_refine_sizes(args, device)
+        say(f"colour iteration vs grey at {args.image_size} px")
+        results["colour"] = bench_colour(args, device)
         say(f"texnet.py sample vs gen.py iteration at {args.bench_texnet_size} px")
         results["texnet"] = bench_texnet(args, device, dtype, data_dir)
         say("done")

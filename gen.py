@@ -7,6 +7,7 @@ and take back what that copied (--polish-steps).
     python gen.py a.png b.png --size 448 448 --tile          # twice the crop, periodically tileable
     python gen.py a.png --layers gatys                       # conv1_1,pool1..pool4 as in Gatys et al.
     python gen.py a.png --backbone random                    # untrained weights: no checkpoint needed
+    python gen.py photo.jpg --colour grey                    # a colour photograph's luminance alone (auto: colour out)
     python gen.py a.png --backbone imagenet --backbone-weights vgg19-dcbb9e9d.pth  # Gatys' ImageNet VGG-19
     python gen.py a.png --loss swd --spectrum-weight 1          # whole feature distribution + Fourier spectrum
     python gen.py a.png --refine-steps 0                     # Gram + spectrum alone, about 3x faster
@@ -24,6 +25,10 @@ checkpoint was trained at. Its verdict on a target it was trained on is marked (
 result.json, a note on stderr): recognising a training image says little. --gen-lr defaults to each
 optimiser's own step size; --pixels clamp is for Adam only. Under torchrun every process finishes its
 share even when some of its targets fail; failures are reported per target and the exit status is 1.
+
+A colour target gives a colour texture (--colour auto): its decorrelated colour channels meet the
+grey network at --chroma-layers (texture/synthesis/colour.py, docs/colour.md); grey and colour
+targets run as separate batches, and the verdict reads the luminance.
 
 Each target gets --gen-dir/<label>/ with target.png, snapshot_NNNNN.png, final.png and
 result.json (with quality measures against the target, see quality.py); every call writes

@@ -112,6 +112,9 @@ def jobs(args, least):
             found.append({**p, "target": load_target(p["path"], args, least)})
         except DataError as e:
             raise SystemExit(str(e))
+    if args.texnet_mode == "joint" and len({p["target"].dim() for p in found}) > 1:
+        raise SystemExit("--texnet-mode joint: the targets are grey and colour; train them with --texnet-mode each, "
+                         "or all in grey with --colour grey")
     groups = [[p] for p in found] if args.texnet_mode == "each" else [found]
     return [{"labels": [os.path.basename(p["dir"]) for p in g], "paths": [p["path"] for p in g],
              "targets": [p["target"] for p in g],
@@ -133,7 +136,8 @@ def step_loss(g, objs, args, step, rank, world, device, dtype):
     noise = G.noise_pyramid(g.module if world > 1 else g, s, s, zlib.crc32(f"{args.seed}:{step}:{rank}".encode()),
                             batch=b, device=device)
     with autocast(device, dtype):
-        x = g(noise, labels.to(device))[:, None]
+        x = g(noise, labels.to(device))
+    x = x[:, None] if x.dim() == 3 else x  # grey (B, H, W) as one channel
     total = 0
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().flatten().to(device)
@@ -143,7 +147,8 @@ def step_loss(g, objs, args, step, rank, world, device, dtype):
 
 def start(job, args, device):
     """A fresh generator and optimiser, or the ones of --texnet-dir's checkpoint with --resume."""
-    g = G.Generator(**{k: getattr(args, v) for k, v in ARCH.items()}, classes=len(job["labels"])).to(device)
+    g = G.Generator(**{k: getattr(args, v) for k, v in ARCH.items()}, classes=len(job["labels"]),
+                    channels=3 if job["targets"][0].dim() == 3 else 1).to(device)
     opt = torch.optim.Adam(g.parameters(), lr=args.texnet_lr)
     if not os.path.exists(job["ckpt"]):
         return g, opt, 0, [], 0.0

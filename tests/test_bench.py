@@ -23,7 +23,7 @@ TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images",
         "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-texnet-size", "64",
         "--bench-refine-sizes", "32,48", "--bench-dir", "out"]
 SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds", "iteration": "ratio",
-            "flops": "default_share_of_peak", "texnet": "ratio"}
+            "flops": "default_share_of_peak", "colour": "ratio", "texnet": "ratio"}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def test_quick_run_prints_the_table(quick_run):
     assert "speed-up" in out and "iteration / bare" in out
     assert "--loss gcd iteration / bare" in out and "refinement iteration / bare" in out
     assert "iteration / sample" in out
+    assert "colour iteration / grey (its luminance)" in out and "default's seconds per target, grey / colour" in out
     assert "48 px: refinement iteration / Gram + spectrum's" in out and "48 px: the same with every target patch" in out
     assert "original recipe on gravel, 5 Adam steps" in out and "gram-spectrum: speed-up to all" in out
 

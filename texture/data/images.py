@@ -1,5 +1,5 @@
-"""One image file as the scripts read it: decoded to 8-bit grey, or rejected in one line that names
-the file; which files of a folder are images; Kylberg's file names; the one centre crop.
+"""One image file as the scripts read it: decoded to 8-bit grey (or RGB where it has colour), or
+rejected in one line that names the file; which files of a folder are images; Kylberg's file names; the one centre crop.
 
     python -c "from texture.data import images; print(images.load_gray('data/demo/dots1/dots1-a-p001.png').shape)"
 """
@@ -51,6 +51,22 @@ def load_gray(path):
             return torch.from_numpy(np.clip(np.rint(a), 0, 255).astype(np.uint8))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: unreadable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+
+
+def load_image(path, colour="auto"):
+    """uint8 (H, W) grey as load_gray, or (3, H, W) RGB when `colour` is auto and the image has colour:
+    an RGB (or palette) image with a pixel whose channels differ. Alpha is dropped as load_gray drops
+    it, so that an RGB image without colour gives load_gray's grey levels exactly."""
+    grey = load_gray(path)  # also rejects an unreadable file in one line
+    if colour == "grey":
+        return grey
+    with Image.open(path) as im:
+        if im.mode in ("L", "LA", "1", "F", "I", "I;16", "I;16L", "I;16B", "I;16N"):
+            return grey
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+        rgb = torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+    return rgb.contiguous() if (rgb != rgb[:1]).any() else grey
 
 
 def is_junk(relpath):

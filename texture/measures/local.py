@@ -1,7 +1,7 @@
 """Measures of local structure, micro-texture and objects, that Gram matrices and spectra miss.
 
 Pure functions of two (H, W) images in [0, 1] (sizes may differ), compared as saved (8-bit); none
-uses the network or a loss. quality.measures reports them:
+uses the network or a loss. The patch measures take (3, H, W) colour images too (colour.py). quality.measures reports them:
     lbp_distance   chi-square distance of uniform LBP histograms (scikit-image), mean over radii 1-3
                    (0: same micro-texture statistics)
     patch_nn       each 7x7 patch of the image to its nearest target patch, mean RMS in grey levels:
@@ -47,9 +47,9 @@ def lbp_distance(img, target, radii=LBP_RADII):
     return sum(out) / len(out)
 
 
-def patches(grey, size, stride):
-    """(N, size * size) patches of an (H, W) image, row by row at the stride."""
-    return F.unfold(grey[None, None], size, stride=stride)[0].T.contiguous()
+def patches(img, size, stride):
+    """(N, C * size * size) patches of an (H, W) or (C, H, W) image, row by row at the stride."""
+    return F.unfold(img[None] if img.dim() == 3 else img[None, None], size, stride=stride)[0].T.contiguous()
 
 
 def nearest(queries, pool):
@@ -100,14 +100,14 @@ def copy_share(img, target, size=COPY_PATCH, stride=COPY_STRIDE, min_std=COPY_ST
     (non-overlapping) patch is. A structure the target itself repeats that closely, such as a
     brick's straight mortar segments, is drawn, not copied. 0 when the image has no textured patch."""
     q = patches(grey_levels(img), size, stride)
-    q = q[q.std(1) > min_std]
+    q = q[q.unflatten(1, (-1, size * size)).std(2).mean(1) > min_std]  # per channel: a flat colour is flat
     if not len(q):
         return 0.0
     t = grey_levels(target)
     pool = patches(t, size, 1)
     d, best = nearest(q, pool)
     close = torch.nonzero(d < max_rms).flatten()
-    copied = d[close] < own_repeat(pool, best[close], t.shape[1] - size + 1, size)
+    copied = d[close] < own_repeat(pool, best[close], t.shape[-1] - size + 1, size)
     return copied.sum().item() / len(q)
 
 

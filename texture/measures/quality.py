@@ -9,12 +9,14 @@ Pure functions of two (H, W) images in [0, 1] (sizes may differ):
     hf_excess          power at the upper half of the frequencies relative to the target's (1: as much
                        fine detail; above 1: ripples, streaks or specks the target lacks; below 1: blur)
 and texture.measures.local's measures of micro-texture and objects: lbp_distance, patch_nn (are the
-structures real?), patch_cover (is every structure present?) and copy_share (copied verbatim?).
+structures real?), patch_cover (is every structure present?) and copy_share (copied verbatim?);
+of colour images, these on the luminance and texture.measures.colour's measures.
 """
 
 import torch
 import torch.nn.functional as F
 
+from texture.measures.colour import colour_measures, luminance
 from texture.measures.local import local_measures
 from texture.run.outputs import grey_levels
 from texture.synthesis.histogram import quantiles
@@ -124,7 +126,10 @@ def hf_excess(img, target, low=HF_LOW):
 
 
 def measures(img, target):
-    """Every measure of one texture against its target."""
+    """Every measure of one texture against its target; of two (3, H, W) colour images, the grey
+    measures of their luminance and colour.colour_measures."""
+    if img.dim() == 3:
+        return {**measures(luminance(img), luminance(target)), **colour_measures(img, target)}
     pe, share = peak_energy(img, target)
     return {"hist_distance": hist_distance(img, target), "spectrum_distance": spectrum_distance(img, target),
             "peak_energy": pe, "target_peak_share": share, "hf_excess": hf_excess(img, target)[2],

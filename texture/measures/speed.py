@@ -1,6 +1,7 @@
 """bench.py's synthesis sections: time to quality against the original recipe (time_to_quality), one
-synthesis iteration of each method against a bare forward and backward pass, and a texnet.py sample
-against a gen.py iteration at the same size; every comparison timed side by side (timing.interleave).
+synthesis iteration of each method against a bare forward and backward pass, a colour iteration
+against a grey one, and a texnet.py sample against a gen.py iteration at the same size; every
+comparison timed side by side (timing.interleave).
 """
 import argparse
 import dataclasses
@@ -12,7 +13,9 @@ import torch
 import model as M
 from hyperparams import Hyperparams
 from texture.data import folders
+from texture.data.colour import colour_photograph
 from texture.data.images import center_crop
+from texture.measures.colour import luminance
 from texture.measures.time_to_quality import ORIGINAL, photo_target, time_to_quality, timed_methods
 from texture.networks import backbones
 from texture.networks import feedforward as generator
@@ -118,6 +121,29 @@ def bench_synthesis(args, device):
                  "gcd_iteration_s": t["gcd"], "gcd_ratio": t.ratio("gcd", "bare"),
                  "refine_iteration_s": t["refine"], "refine_ratio": t.ratio("refine", "bare")}
     return synth, iteration
+
+
+COLOUR_PHOTO = "immunohistochemistry"  # data.colour.PHOTOS: the colour target of section colour (512 px)
+
+
+def bench_colour(args, device):
+    """Section colour: an iteration of gen.py's default on COLOUR_PHOTO's centre --image-size crop
+    against one on its luminance (the grey synthesis of the same target), for the Gram + spectrum part
+    and for the refinement, interleaved; and each default's seconds per target from them (the
+    iterations of each part times its iteration's time)."""
+    net = synthesis_net(args, device)
+    rgb = torch.from_numpy(colour_photograph(COLOUR_PHOTO, args.image_size)).permute(2, 0, 1).float() / 255
+    targets = {"grey": luminance(rgb).to(device), "colour": rgb.to(device)}
+    options = method_options("default", args.dtype)
+    parts = {"first": dataclasses.replace(options, refine_steps=0), "refine": refinement(options)}
+    t = interleave({f"{kind}_{part}": iteration_times(net, target, o, args.bench_chunk + 1, args.seed)
+                    for kind, target in targets.items() for part, o in parts.items()}, args.bench_repeats, device)
+    per_target = {k: (options.steps + options.polish_steps) * t[f"{k}_first"] + options.refine_steps * t[f"{k}_refine"]
+                  for k in targets}
+    return {"photo": COLOUR_PHOTO, "size": args.image_size, "grey_iteration_s": t["grey_first"],
+            "colour_iteration_s": t["colour_first"], "ratio": t.ratio("colour_first", "grey_first"),
+            "refine_ratio": t.ratio("colour_refine", "grey_refine"), "grey_target_s": per_target["grey"],
+            "colour_target_s": per_target["colour"], "target_ratio": per_target["colour"] / per_target["grey"]}
 
 
 ALL_PATCHES_UP_TO = 192  # side up to which the refinement is also timed with every target patch (beyond: minutes)

@@ -30,9 +30,22 @@ def fold_rgb(conv, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return folded
 
 
+def normalise_rgb(conv, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """A copy of an RGB first convolution that takes RGB in [0, 1]: on x it gives what `conv` gives on
+    the normalised (x - mean) / std (exact under reflect or circular padding, as fold_rgb)."""
+    m = torch.tensor(mean, dtype=conv.weight.dtype)[None, :, None, None]
+    w = conv.weight.detach() / torch.tensor(std, dtype=conv.weight.dtype)[None, :, None, None]
+    out = torch.nn.Conv2d(3, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+    with torch.no_grad():
+        out.weight.copy_(w)
+        out.bias.copy_(conv.bias.detach() - (w * m).sum((1, 2, 3)))
+    return out
+
+
 def imagenet_net(path=""):
     """torchvision's ImageNet VGG-19 (Gatys' network) on one grey channel, with the classifier's tap
-    names. `path`: a local copy of its state_dict (whole or features only); empty: torchvision
+    names, and its RGB first convolution kept as `rgb_first` (normalise_rgb), through which colour
+    targets go as they are (synthesis.colour.View). `path`: a local copy of its state_dict (whole or features only); empty: torchvision
     fetches the weights (VGG19_Weights.IMAGENET1K_V1)."""
     if not path:
         weights = torchvision.models.VGG19_Weights.IMAGENET1K_V1
@@ -53,7 +66,7 @@ def imagenet_net(path=""):
     except Exception as e:  # whatever a damaged or foreign file raises, report it as one line
         why = " ".join(f"{type(e).__name__}: {e}".split())[:160]
         raise C.CheckpointError(f"--backbone-weights {path}: unreadable or not a VGG-19 state_dict ({why})")
-    net.features[0] = fold_rgb(rgb)
+    net.features[0], net.rgb_first = fold_rgb(rgb), normalise_rgb(rgb)
     return net
 
 

@@ -1,5 +1,6 @@
 """The feed-forward texture generator of texnet.py (Ulyanov et al. 2016, 2017): a noise pyramid in,
-convolution blocks at each scale, upsampled and joined coarse to fine, one grey image out.
+convolution blocks at each scale, upsampled and joined coarse to fine, one grey image out (or an RGB
+one, `channels=3`, for a colour target).
 
 Every convolution pads circularly, so a sample is periodic: it tiles. While training, each
 normalisation runs over all images of a texture in the batch (or over each image, `kind="instance"`);
@@ -60,16 +61,17 @@ def block(cin, cout, classes, norm):
 class Generator(nn.Module):
     """`scales` noise images, the coarsest 2**(scales-1) times smaller than the output, each with
     `noise` channels (and a one-hot of the class when `classes` > 1) through a block of `width`
-    channels; the path grows by `width` channels at every join."""
+    channels; the path grows by `width` channels at every join; `channels` out (1: grey, 3: RGB)."""
 
-    def __init__(self, scales=5, width=8, noise=3, classes=1, norm="batch"):
+    def __init__(self, scales=5, width=8, noise=3, classes=1, norm="batch", channels=1):
         super().__init__()
         self.scales, self.width, self.noise, self.classes, self.norm = scales, width, noise, classes, norm
+        self.channels = channels
         cin = noise + (classes if classes > 1 else 0)
         self.branches = nn.ModuleList(block(cin, width, classes, norm) for _ in range(scales))
         self.joins = nn.ModuleList(block(width * (k + 1), width * (k + 1), classes, norm) for k in range(1, scales))
         self.skip_norms = nn.ModuleList(Norm(width * k, classes, norm) for k in range(1, scales))
-        self.out = nn.Conv2d(width * scales, 1, 1)
+        self.out = nn.Conv2d(width * scales, channels, 1)
 
     @property
     def factor(self):
@@ -84,11 +86,15 @@ class Generator(nn.Module):
         return -(-(2 ** (self.scales + 1) - 2) // self.factor) * self.factor
 
     def config(self):
+        """The constructor's arguments; `channels` only for a colour generator, so that a grey one's
+        configuration (and its checkpoints') is as before."""
+        colour = {"channels": self.channels} if self.channels != 1 else {}
         return {"scales": self.scales, "width": self.width, "noise": self.noise, "classes": self.classes,
-                "norm": self.norm}
+                "norm": self.norm, **colour}
 
     def forward(self, noise, labels):
-        """noise: list of (B, noise, H / 2**k, W / 2**k), finest first; labels: (B,) class indices."""
+        """noise: list of (B, noise, H / 2**k, W / 2**k), finest first; labels: (B,) class indices.
+        Returns (B, H, W) grey or (B, 3, H, W) RGB images in [0, 1]."""
         for m in self.modules():
             if isinstance(m, Norm):
                 m.labels = labels
@@ -106,7 +112,8 @@ class Generator(nn.Module):
                 x = F.interpolate(self.skip_norms[j](x), scale_factor=2, mode="nearest")
                 y = self.joins[j](torch.cat([x, y], 1))
             x = y
-        return torch.sigmoid(self.out(x).float())[:, 0]
+        out = torch.sigmoid(self.out(x).float())
+        return out[:, 0] if self.channels == 1 else out
 
 
 def noise_pyramid(gen, h, w, seed, batch=1, device="cpu"):
@@ -158,22 +165,22 @@ def _wrap(start, length, period, device):
 
 @torch.no_grad()
 def sample(gen, noise, label=0, tile=1024, halo=None):
-    """One (H, W) sample in eval mode (its normalisations folded), made in tiles of at most `tile` px
-    (a multiple of gen.factor) each computed with `halo` px of periodically continued noise around it
-    (default gen.halo): the result equals one pass over the whole image, and memory stays that of one
-    tile."""
+    """One (H, W) (or (3, H, W)) sample in eval mode (its normalisations folded), made in tiles of at
+    most `tile` px (a multiple of gen.factor) each computed with `halo` px of periodically continued
+    noise around it (default gen.halo): the result equals one pass over the whole image, and memory
+    stays that of one tile."""
     H, W = noise[0].shape[-2:]
     halo = gen.halo if halo is None else halo
     gen = folded(gen, label)
     labels = torch.full((1,), label, dtype=torch.long, device=noise[0].device)
     if H <= tile and W <= tile:
         return gen(noise, labels)[0]
-    out = torch.empty(H, W, device=noise[0].device)
+    out = torch.empty(*(() if gen.channels == 1 else (gen.channels,)), H, W, device=noise[0].device)
     for y in range(0, H, tile):
         for x in range(0, W, tile):
             th, tw = min(tile, H - y), min(tile, W - x)
             crop = [z[..., _wrap((y - halo) >> k, (th + 2 * halo) >> k, z.shape[-2], z.device), :]
                     [..., _wrap((x - halo) >> k, (tw + 2 * halo) >> k, z.shape[-1], z.device)]
                     for k, z in enumerate(noise)]
-            out[y:y + th, x:x + tw] = gen(crop, labels)[0, halo:halo + th, halo:halo + tw]
+            out[..., y:y + th, x:x + tw] = gen(crop, labels)[0, ..., halo:halo + th, halo:halo + tw]
     return out

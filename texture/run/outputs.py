@@ -1,7 +1,7 @@
 """Every file a run writes, written atomically: JSON records, the settings a script ran with, PNGs
-of images in [0, 1] as their saved 8-bit grey levels, and the collection of targets beside what was
-made from them; and the first free name for an output, so that a later run writes beside an earlier
-one's outputs instead of over them.
+of images in [0, 1] as their saved 8-bit grey levels (RGB for (3, H, W) images), and the collection
+of targets beside what was made from them; and the first free name for an output, so that a later
+run writes beside an earlier one's outputs instead of over them.
 
     python -c "import torch; from texture.run import outputs; outputs.write_png(torch.rand(64, 64), 'noise.png')"
 """
@@ -79,7 +79,7 @@ def save_args(args, path):
 
 
 def grey_levels(img):
-    """The image as saved: 8-bit grey levels, as float32 (H, W)."""
+    """The image as saved: 8-bit grey levels, as float32 (H, W) (or (3, H, W) of each colour channel)."""
     return (img.detach().float().cpu().clamp(0, 1) * 255).round()
 
 
@@ -89,25 +89,29 @@ def to_uint8(img):
 
 
 def write_png(img, path):
-    """Save a (H, W) image in [0, 1] or a PIL image atomically."""
-    pil = img if isinstance(img, Image.Image) else Image.fromarray(to_uint8(img).numpy())
+    """Save a (H, W) grey or (3, H, W) RGB image in [0, 1], or a PIL image, atomically."""
+    pil = img if isinstance(img, Image.Image) else \
+        Image.fromarray(to_uint8(img).permute(1, 2, 0).numpy() if img.dim() == 3 else to_uint8(img).numpy())
     write_atomic(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
 def collection(entries, path):
-    """Target (labelled with its name) and generated texture side by side, one pair per row."""
+    """Target (labelled with its name) and generated texture side by side, one pair per row; in colour
+    if any of them is."""
     band, cells, names = 14, [], []
     imgs = [(Image.open(t), Image.open(g)) for _, t, g in entries]
+    mode = "L" if all(i.mode == "L" for pair in imgs for i in pair) else "RGB"
     h = max(i.height for pair in imgs for i in pair) + band
     w = max(i.width for pair in imgs for i in pair)
     for (name, _, _), pair in zip(entries, imgs):
         for tag, im in zip((name, "generated"), pair):  # short tags: they must fit over a 64 px cell
-            cell = torch.ones(1, h, w)
-            cell[:, band:band + im.height, :im.width] = pil_to_tensor(im.convert("L")).float() / 255
+            cell = torch.ones(len(mode), h, w)
+            cell[:, band:band + im.height, :im.width] = pil_to_tensor(im.convert(mode)).float() / 255
             cells.append(cell)
             names.append(tag)
     pad = 4
-    grid = Image.fromarray(to_uint8(make_grid(torch.stack(cells), nrow=2, padding=pad, pad_value=1)[0]).numpy())
+    grid = make_grid(torch.stack(cells), nrow=2, padding=pad, pad_value=1)
+    grid = Image.fromarray(to_uint8(grid).permute(1, 2, 0).numpy() if mode == "RGB" else to_uint8(grid[0]).numpy())
     draw = ImageDraw.Draw(grid)
     for i, text in enumerate(names):
         draw.text((pad + (i % 2) * (w + pad) + 2, pad + (i // 2) * (h + pad) + 1), text, fill=0)

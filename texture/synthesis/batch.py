@@ -1,5 +1,5 @@
 """The targets of one gen.py command line synthesised as batches: the flags that name them, the network
-and options set up from the flags, each target loaded and grouped by output size, each group
+and options set up from the flags, each target loaded and grouped by output size and colour, each group
 synthesised as one batch with its folder written (target.png, snapshots, final.png, result.json), and
 the records gathered from every torchrun process for the report. fidelity.py runs its methods through
 here too.
@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from texture.data.images import DataError
 from texture.measures import quality, report
+from texture.measures.colour import colour_hist_distance, luminance
 from texture.measures.quality import hist_distance
 from texture.networks import backbones
 from texture.networks.checkpoints import CheckpointError
@@ -23,6 +24,7 @@ from texture.networks.evaluation import verdict
 from texture.run import memory
 from texture.run.device import pick_dtype
 from texture.run.outputs import collection, first_free, save_args, save_json, write_png
+from texture.synthesis.colour import is_colour, unplanes
 from texture.synthesis.levels import level_steps, levels_problem
 from texture.synthesis.optimize import resolve, synthesize
 from texture.synthesis.options import Options
@@ -69,6 +71,8 @@ def check_flags(args, given):
         return "--occurrence-hold applies to --optimizer lbfgs only (Adam takes no line search)"
     if "occurrence_hold" in given and "gcd" not in args.loss.split("+"):
         return "--occurrence-hold applies to --loss gcd, gram+gcd or swd+gcd only (the refinement runs Adam)"
+    if "chroma_layers" in given and args.colour == "grey":
+        return "--chroma-layers applies to colour targets only, not with --colour grey"
     return without_effect(args, given, args.refine_steps > 0, ", or with --refine-steps above 0")
 
 
@@ -100,7 +104,8 @@ def setup(args, explicit, device):
 
 
 def prepare(jobs, args, least, factor, coarsest, train_set):
-    """Load this process's targets and group them by output size; returns (groups, {failed path: why})."""
+    """Load this process's targets and group them by output size and colour (grey and colour targets run
+    as separate batches); returns (groups {(size, colour): jobs}, {failed path: why})."""
     groups, failed = {}, {}
     for job in jobs:
         try:
@@ -109,10 +114,10 @@ def prepare(jobs, args, least, factor, coarsest, train_set):
             tqdm.write(str(e), file=sys.stderr)
             failed[job["path"]] = str(e).removeprefix(f"{job['path']}: ")
             continue
-        size = tuple(args.size or job["target"].shape)
+        size = tuple(args.size or job["target"].shape[-2:])
         why = f"--tile needs sides that are multiples of {factor}; pass --size" \
             if args.tile and any(s % factor for s in size) else None
-        if not why and args.levels > 1 and (problem := levels_problem(size, job["target"].shape, args.levels,
+        if not why and args.levels > 1 and (problem := levels_problem(size, job["target"].shape[-2:], args.levels,
                                                                       factor, args.tile, coarsest)):
             why = f"--levels {args.levels}: {problem}"
         if why:
@@ -123,7 +128,7 @@ def prepare(jobs, args, least, factor, coarsest, train_set):
         if job["in_training"]:
             tqdm.write(f"{job['path']}: the classifier was trained on this image, so its verdict on it (and on the "
                        "texture made from it) is not a held-out result", file=sys.stderr)
-        groups.setdefault(size, []).append(job)
+        groups.setdefault((size, is_colour(job["target"])), []).append(job)
     return groups, failed
 
 
@@ -171,15 +176,18 @@ def run_group(net, jobs, size, opts, args, info, judge):
         if args.snapshot_every and step % args.snapshot_every == 0:
             for j, img, v in zip(jobs, images, losses):
                 if torch.isfinite(v):
-                    write_png(img[0], os.path.join(j["dir"], f"snapshot_{step:05d}.png"))
+                    write_png(unplanes(img), os.path.join(j["dir"], f"snapshot_{step:05d}.png"))
 
     results = synthesize(net, [j["target"] for j in jobs], size, opts, seeds=[j["seed"] for j in jobs],
                          callback=progress)
     bar.close()
-    silent = backbones.silent_channels(net, [j["target"] for j in jobs], opts.layers, args.pool, args.padding)
+    # the classifier (and the silent-channel probe) reads the luminance of a colour target
+    greys = [luminance(j["target"]) if is_colour(j["target"]) else j["target"] for j in jobs]
+    silent = backbones.silent_channels(net, greys, opts.layers, args.pool, args.padding)
     records = []
-    for j, r, quiet in zip(jobs, results, silent):
+    for j, r, quiet, grey in zip(jobs, results, silent, greys):
         record = {"target": j["path"], "label": j["label"], "seed": j["seed"], "size": list(size),
+                  "colour": is_colour(j["target"]),
                   "layers": opts.layers, "status": "stopped" if r["message"] else "ok", "message": r["message"],
                   **{k: r[k] for k in ("loss", "final_loss", "layer_losses", "steps", "seconds", "curve")},
                   "levels": r.get("levels"), "refine": r.get("refine"), "polish": r.get("polish"), "batch": len(jobs),
@@ -194,13 +202,15 @@ def run_group(net, jobs, size, opts, args, info, judge):
             tqdm.write(f"{j['path']}: {r['message']}", file=sys.stderr)
             failed[j["path"]] = r["message"]
         if math.isfinite(r["loss"]):
-            record["hist_distance_raw"] = hist_distance(r["raw"], j["target"])
-            record["hist_distance"] = hist_distance(r["image"], j["target"])
+            distance = colour_hist_distance if is_colour(j["target"]) else hist_distance
+            record["hist_distance_raw"] = distance(r["raw"], j["target"])
+            record["hist_distance"] = distance(r["image"], j["target"])
             record["quality"] = quality.measures(r["image"], j["target"])
             record["quality_raw"] = quality.measures(r["raw"], j["target"])
             if judge is not None:
-                record["verdict"] = verdict(judge, r["image"], info["classes"], j["label"])
-                record["target_verdict"] = verdict(judge, j["target"], info["classes"], j["label"])
+                image = luminance(r["image"]) if is_colour(r["image"]) else r["image"]
+                record["verdict"] = verdict(judge, image, info["classes"], j["label"])
+                record["target_verdict"] = verdict(judge, grey, info["classes"], j["label"])
             write_png(r["image"], os.path.join(j["dir"], "final.png"))
         save_json(record, os.path.join(j["dir"], "result.json"))
         records.append({**record, "name": os.path.basename(j["dir"])})
@@ -211,7 +221,7 @@ def synthesise_share(groups, net, opts, args, info, judge):
     """Every group of this process; a group that raises fails its own targets, the others go on.
     Returns ({failed path: why}, records)."""
     failed, records = {}, []
-    for size, group in groups.items():
+    for (size, _), group in groups.items():
         try:
             bad, done = run_group(net, group, size, opts, args, info, judge)
             failed.update(bad)

@@ -31,11 +31,19 @@ def level_steps(steps, levels):
     return [max(1, steps >> i) for i in range(levels)]
 
 
+def downsample(img):
+    """(H, W) or (C, H, W) -> half the size, each pixel the mean of 2 x 2."""
+    x = torch.nn.functional.avg_pool2d(img.float()[None] if img.dim() == 3 else img.float()[None, None], 2)
+    return x[0] if img.dim() == 3 else x[0, 0]
+
+
 def upsample(img, size, tile):
-    """(H, W) -> size (twice as large) by bilinear interpolation; periodic across the edges with tile."""
-    x = img.float()[None, None]
+    """(H, W) or (C, H, W) -> size (twice as large) by bilinear interpolation; periodic across the edges
+    with tile."""
+    x = img.float()[None] if img.dim() == 3 else img.float()[None, None]
     if not tile:
-        return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)[0, 0]
-    x = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="circular")
-    x = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-    return x[0, 0, 2:-2, 2:-2]
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    else:
+        x = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="circular")
+        x = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)[..., 2:-2, 2:-2]
+    return x[0] if img.dim() == 3 else x[0, 0]

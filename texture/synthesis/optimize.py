@@ -14,10 +14,10 @@ import torch
 
 import model
 from texture.run.device import autocast, pick_dtype
-from texture.synthesis import lbfgs, stopping
+from texture.synthesis import colour, lbfgs, stopping
 from texture.synthesis import spectrum as spectra
 from texture.synthesis.histogram import match_histogram
-from texture.synthesis.levels import auto_levels, level_steps, upsample
+from texture.synthesis.levels import auto_levels, downsample, level_steps, upsample
 from texture.synthesis.losses import LOSSES
 from texture.synthesis.options import Options
 from texture.synthesis.taps import downsampling, taps
@@ -27,15 +27,19 @@ def objective(net, targets, size, options):
     """What one iteration evaluates, built in one place for synthesize, bench.py and any other caller:
     the frozen network (circular padding with tile), the loss terms built from the targets' taps
     (options.loss: a key of losses.LOSSES, or a statistic and gcd joined by +) and the spectrum term for
-    an output of `size`. Returns evaluate(x (B, 1, H, W), renew=True) -> (total (B,), parts {name: (B,)}):
+    an output of `size`; colour targets (3, H, W) as colour.View shows them to the network. Returns
+    evaluate(x (B, C, H, W), renew=True) -> (total (B,), parts {name: (B,)}):
     per term the weighted mean of its per-layer losses (the gcd term times options.gcd_weight, its
     occurrence penalty's matches found again only if renew), plus the weighted spectrum term."""
     o, every = options, taps(options)
     device = next(net.parameters()).device
     dtype = pick_dtype(o.dtype, device)
     net = model.frozen(net, o.pool, o.padding, dtype, keep=every)
+    view = colour.View(net, targets, every, o.chroma_layers)
+    images = [colour.planes(t.to(device).float())[None] for t in targets]
+    channels = [view.channels(t, [b]) for b, t in enumerate(images)]
     with torch.no_grad(), autocast(device, dtype):
-        tfeats = [net.taps(t.to(device).float()[None, None], every) for t in targets]
+        tfeats = [view.feats(t, c) for t, c in zip(images, channels)]
     # (weight, {tap: weight}, loss, prefix of its parts, whether it holds matches); losses in fp32, outside autocast
     terms = []
     for name in o.loss.split("+"):
@@ -45,25 +49,31 @@ def objective(net, targets, size, options):
         prefix = "gcd:" if name == "gcd" and o.loss != "gcd" else ""
         terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix, name == "gcd"))
     model.set_padding(net, "circular" if o.tile else o.padding)
-    spectrum = spectra.spectrum_loss(targets, size, device, o.spectrum_scale) if o.spectrum_weight > 0 else None
+    spectrum = None if o.spectrum_weight <= 0 else spectra.spectrum_loss(targets, size, device, o.spectrum_scale) \
+        if view.space is None else colour.spectrum_loss([c[0] for c in channels], size, device, o.spectrum_scale)
 
     def evaluate(x, renew=True):
+        y = view.channels(x)
         with autocast(x.device, dtype):
-            feats = net.taps(x, every)
+            feats = view.feats(x, y)
         total, per = 0.0, {}
         for weight, own, fn, prefix, holds in terms:
             part = fn({n: feats[n] for n in own}, renew) if holds else fn({n: feats[n] for n in own})
             total = total + weight * sum(w * part[n] for n, w in own.items()) / sum(own.values())
             per.update({prefix + n: v for n, v in part.items()})
         if spectrum is not None:
-            per["spectrum"] = spectrum(x)
+            per["spectrum"] = spectrum(y)
             total = total + o.spectrum_weight * per["spectrum"]
         return total, per
     return evaluate
 
 
 def init_image(target, size, kind, seed):
-    """Start noise: i.i.d. draws of the target's grey levels, Gaussian with its mean/std, or U(0,1)."""
+    """Start noise: i.i.d. draws of the target's grey levels, Gaussian with its mean/std, or U(0,1);
+    of a colour target, draws of its colours (whole pixels), or each channel's as a grey target's."""
+    if colour.is_colour(target):
+        return colour.init_pixels(target, size, seed) if kind == "shuffle" else \
+            torch.stack([init_image(c, size, kind, seed + k) for k, c in enumerate(target)])
     g, t = torch.Generator().manual_seed(seed), target.flatten().float().cpu()
     if kind == "uniform":
         return torch.rand(size, generator=g)
@@ -86,14 +96,15 @@ def resolve(net, targets, size, options):
 
 
 def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=True, callback=None, start=None):
-    """Optimise one image of `size` (H, W) per target (list of (H, W) tensors in [0, 1]) as one batch.
+    """Optimise one image of `size` (H, W) per target (list of (H, W) grey or (3, H, W) colour tensors
+    in [0, 1], all grey or all colour) as one batch.
 
     `options` (Options) says how; levels 0 is decided here (resolve). Returns one dict per target:
-    image (H, W) on the CPU (the best iterate, `raw`, given the target's grey-level histogram if
-    `match`) and its loss `final_loss`, the best loss during optimisation and its per-layer parts,
-    the loss curve, steps run, and a message if it stopped early (non-finite loss).
-    `callback(step, images, losses)` is called after every step; `seeds` (one per target) seed the
-    start noise; `start` (B, H, W) in [0, 1] replaces it."""
+    image (H, W) or (3, H, W) on the CPU (the best iterate, `raw`, given the target's grey-level or
+    colour histogram if `match`) and its loss `final_loss`, the best loss during optimisation and its
+    per-layer parts, the loss curve, steps run, and a message if it stopped early (non-finite loss).
+    `callback(step, images (B, C, H, W), losses)` is called after every step; `seeds` (one per target)
+    seed the start noise; `start` (B, H, W) or (B, 3, H, W) in [0, 1] replaces it."""
     size = tuple(size or targets[0].shape[-2:])
     o = resolve(net, targets, size, options)
     if o.refine_steps:
@@ -105,8 +116,8 @@ def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=
     evaluate = objective(net, targets, size, o)
     live = stopping.LiveBatch(evaluate, lambda rows: objective(net, [targets[i] for i in rows], size, o))
     stop = stopping.Plateau(B, o.stop_window, o.stop_tolerance) if o.stop_tolerance else None
-    x0 = start[:, None].float().to(device) if start is not None else \
-        torch.stack([init_image(t, size, o.init, s) for t, s in zip(targets, seeds)])[:, None].to(device)
+    x0 = torch.stack([colour.planes(x) for x in (start if start is not None else
+                      [init_image(t, size, o.init, s) for t, s in zip(targets, seeds)])]).float().to(device)
     z = (torch.logit(x0.clamp(0.01, 0.99)) if o.pixels == "sigmoid" else x0.clone()).requires_grad_()
     opt = lbfgs.BatchLBFGS(z, o.step_size) if o.optimizer == "lbfgs" else torch.optim.Adam([z], o.step_size)
     best, best_loss, parts = x0.clone(), torch.full((B,), math.inf), [None] * B
@@ -146,10 +157,12 @@ def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=
         if callback:
             callback(done, x.detach(), values)
     seconds = time.perf_counter() - start
-    final = torch.stack([match_histogram(i[0], t)[None] if match else i for i, t in zip(best, targets)])
+    final = torch.stack([i if not match else colour.match_colours(i, t) if colour.is_colour(t) else
+                         match_histogram(i[0], t)[None] for i, t in zip(best, targets)])
     with torch.no_grad():
         final_loss = evaluate(final)[0].cpu()
-    return [{"image": final[b, 0].float().cpu(), "raw": best[b, 0].float().cpu(), "loss": best_loss[b].item(),
+    return [{"image": colour.unplanes(final[b]).float().cpu(), "raw": colour.unplanes(best[b]).float().cpu(),
+             "loss": best_loss[b].item(),
              "final_loss": final_loss[b].item(), "layer_losses": parts[b], "curve": curves[b], "steps": ran[b],
              "seconds": seconds, "message": messages[b]} for b in range(B)]
 
@@ -213,7 +226,7 @@ def coarse_to_fine(net, targets, size, options, *, seeds=None, match=True, callb
     levels and `levels`: per level, size, steps, seconds and best loss."""
     o, levels = options, options.levels
     size = tuple(size or targets[0].shape[-2:])
-    small = [torch.nn.functional.avg_pool2d(t.float()[None, None], 2)[0, 0] for t in targets]
+    small = [downsample(t) for t in targets]
     budget = o.time_budget / levels if o.time_budget else 0.0
     offset = [0]
 
@@ -228,15 +241,14 @@ def coarse_to_fine(net, targets, size, options, *, seeds=None, match=True, callb
     # from the target than noise does (measured): add the start noise's own finest octave
     seeds = seeds or [0] * len(targets)
     noise = [init_image(t, size, o.init, s) for t, s in zip(targets, seeds)]
-    start = torch.stack([upsample(r["raw"], size, o.tile) + n
-                         - upsample(torch.nn.functional.avg_pool2d(n[None, None], 2)[0, 0], size, o.tile)
+    start = torch.stack([upsample(r["raw"], size, o.tile) + n - upsample(downsample(n), size, o.tile)
                          for r, n in zip(coarse, noise)]).clamp(0, 1)
     fine = synthesize(net, targets, size,
                       dataclasses.replace(o, levels=1, steps=level_steps(o.steps, levels)[-1], time_budget=budget),
                       seeds=seeds, match=match, start=start,
                       callback=callback and (lambda i, im, v: callback(offset[0] + i, im, v)))
     for c, f in zip(coarse, fine):
-        f["levels"] = c.get("levels", [{"size": list(c["raw"].shape), "steps": c["steps"], "seconds": c["seconds"],
+        f["levels"] = c.get("levels", [{"size": list(c["raw"].shape[-2:]), "steps": c["steps"], "seconds": c["seconds"],
                                         "loss": c["loss"]}])
         f["levels"] = f["levels"] + [{"size": list(size), "steps": f["steps"], "seconds": f["seconds"], "loss": f["loss"]}]
         f["steps"], f["seconds"], f["curve"] = c["steps"] + f["steps"], c["seconds"] + f["seconds"], c["curve"] + f["curve"]

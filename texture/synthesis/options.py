@@ -33,7 +33,9 @@ improved by less than stop_tolerance over stop_window iterations (stopping.Plate
     0 adds a refinement with Adam at refine_lr and the correspondence term on refine_layers, then
     polish_steps of the first loss (optimize.refine); an output made coarse to fine skips them unless
     refine_coarse; occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again
-    only every occurrence_hold evaluations."""
+    only every occurrence_hold evaluations; chroma_layers: the taps of `layers` at which a colour
+    target's three decorrelated channels are matched together (colour.features; {}: its first channel
+    alone through the network, the others held by the spectrum term and the colour histogram)."""
     layers: dict = _layers(H.layers)
     loss: str = H.loss
     features: str = H.features
@@ -62,6 +64,7 @@ improved by less than stop_tolerance over stop_window iterations (stopping.Plate
     polish_steps: int = H.polish_steps
     occurrence_hold: int = H.occurrence_hold
     refine_coarse: bool = False
+    chroma_layers: dict = _layers(H.chroma_layers)
 
     @property
     def step_size(self):
@@ -83,4 +86,5 @@ improved by less than stop_tolerance over stop_window iterations (stopping.Plate
                    occurrence=args.occurrence, gcd_patches=args.gcd_patches, refine_steps=args.refine_steps,
                    refine_lr=args.refine_lr, refine_layers=parse_layers(args.refine_layers, known, "--refine-layers"),
                    polish_steps=args.polish_steps, occurrence_hold=args.occurrence_hold,
-                   refine_coarse="refine_steps" in given)
+                   refine_coarse="refine_steps" in given,
+                   chroma_layers=parse_layers(args.chroma_layers, known, "--chroma-layers"))

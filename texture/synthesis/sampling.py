@@ -16,12 +16,14 @@ from tqdm import tqdm
 
 from texture.data.images import center_crop
 from texture.measures import quality, report
+from texture.measures.colour import colour_hist_distance, luminance
 from texture.networks import backbones
 from texture.networks import feedforward as G
 from texture.networks.checkpoints import CheckpointError, load_checkpoint
 from texture.networks.evaluation import verdict
 from texture.run import memory, outputs
 from texture.run.device import autocast, pick_device, pick_dtype
+from texture.synthesis import colour
 from texture.synthesis.histogram import match_histogram
 from texture.synthesis.targets import label_of
 
@@ -57,39 +59,47 @@ def judge_for(args, ckpt):
 
 
 def sample_one(g, c, size, seed, target, args, device, dtype):
-    """One sample of class c, given the target's grey levels by rank (histogram.match_histogram, on
-    the assembled image, so a tiled sample stays equal to one pass), its grey-level distance before
-    that, and the seconds it took (noise and matching included)."""
+    """One sample of class c, given the target's grey levels by rank (histogram.match_histogram) or a
+    colour target's colours (colour.match_colours), on the assembled image, so a tiled sample stays
+    equal to one pass; its histogram distance before that, and the seconds it took (noise and
+    matching included)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     noise = G.noise_pyramid(g, *size, seed, device=device)
     with autocast(device, dtype):
         raw = G.sample(g, noise, c, args.sample_tile).float()
-    img = match_histogram(raw, target).cpu()
+    img = (colour.match_colours(raw, target) if colour.is_colour(target) else match_histogram(raw, target)).cpu()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return img, quality.hist_distance(raw.cpu(), target), time.perf_counter() - t0
+    return img, hist_distance(raw.cpu(), target), time.perf_counter() - t0
+
+
+def hist_distance(img, target):
+    """The grey-level distance, or the colour histogram's for a (3, H, W) colour sample."""
+    return (colour_hist_distance if img.dim() == 3 else quality.hist_distance)(img, target)
 
 
 def measured(img, target, tile):
     """A sample's quality measures against its target, on its centre crop of at most `tile` px a side:
     the patch measures of a whole 4096 px sample would need several GB."""
     out = {}
-    if max(img.shape) > tile:
+    if max(img.shape[-2:]) > tile:
         img = center_crop(img, tile)
-        out["quality_crop"] = list(img.shape)
-    return {**out, "hist_distance": quality.hist_distance(img, target), "quality": quality.measures(img, target)}
+        out["quality_crop"] = list(img.shape[-2:])
+    return {**out, "hist_distance": hist_distance(img, target), "quality": quality.measures(img, target)}
 
 
 def judged(img, target, judge, classes, kind):
     """The classifier's verdict on a target-sized centre crop of the sample (VGG over 16 Mpx is too
-    slow) and on the target; nothing without a classifier or below the network's 32 px."""
-    if judge is None or min(img.shape) < 32:
+    slow) and on the target, read in luminance as the classifier is grey; nothing without a classifier
+    or below the network's 32 px."""
+    if judge is None or min(img.shape[-2:]) < 32:
         return {}
-    crop = center_crop(img, max(32, target.shape[0]), max(32, target.shape[1]))
-    return {"verdict": verdict(judge, crop, classes, kind), "target_verdict": verdict(judge, target, classes, kind),
-            "verdict_crop": list(crop.shape)}
+    crop = center_crop(img, max(32, target.shape[-2]), max(32, target.shape[-1]))
+    grey = luminance if img.dim() == 3 else (lambda x: x)
+    return {"verdict": verdict(judge, grey(crop), classes, kind),
+            "target_verdict": verdict(judge, grey(target), classes, kind), "verdict_crop": list(crop.shape[-2:])}
 
 
 def sample(args):
@@ -131,7 +141,8 @@ def sample(args):
             record = {"generator": args.generator, "target": ckpt["targets"][c], "label": label, "seed": args.seed,
                       "index": i, "size": list(size), "seconds": seconds, "device": str(device),
                       "dtype": str(dtype).replace("torch.", ""), "hist_distance_raw": raw_hist,
-                      **measured(img, target, args.sample_tile), "settings": vars(args), **judged(img, target, judge, classes, label_of(ckpt["targets"][c]))}
+                      **measured(img, target, args.sample_tile), "settings": vars(args),
+                      **judged(img, target, judge, classes, label_of(ckpt["targets"][c]))}
             outputs.write_png(img, stem + ".png")
             outputs.save_json(record, stem + ".json")
             records.append({**record, "name": f"{os.path.basename(folder)}/{i}"})

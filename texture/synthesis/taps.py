@@ -13,8 +13,11 @@ LAYER_PRESETS = {"original": "pool1,pool2,pool3,pool4", "gatys": "conv1_1,pool1,
 
 
 def parse_layers(spec, known=None, flag="--layers"):
-    """'pool1,pool2:0.5' (or a preset name) -> {'pool1': 1.0, 'pool2': 0.5}; ValueError names the flag."""
+    """'pool1,pool2:0.5' (or a preset name) -> {'pool1': 1.0, 'pool2': 0.5}; 'none' -> {}; ValueError
+    names the flag."""
     text, out = LAYER_PRESETS.get(spec, spec), {}
+    if text == "none":
+        return out
     for item in text.split(","):
         name, _, weight = item.strip().partition(":")
         try:

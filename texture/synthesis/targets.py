@@ -11,7 +11,7 @@ import zlib
 from tqdm import tqdm
 
 from texture.data import folders
-from texture.data.images import DataError, center_crop, label_from_filename, load_gray
+from texture.data.images import DataError, center_crop, label_from_filename, load_image
 from texture.run.outputs import first_free
 
 
@@ -44,15 +44,16 @@ def plan(paths, out_dir, seed, beside=False):
 
 
 def load_target(path, args, min_side):
-    """8-bit grey in [0, 1]; the centre --image-size crop unless --full or the image is smaller."""
-    img = load_gray(path).float() / 255
-    h, w = img.shape
+    """8-bit grey (H, W) in [0, 1], or RGB (3, H, W) where the image has colour and --colour is auto;
+    the centre --image-size crop unless --full or the image is smaller."""
+    img = load_image(path, getattr(args, "colour", "grey")).float() / 255
+    h, w = img.shape[-2:]
     s = args.image_size
     if not args.full and min(h, w) >= s:
         img = center_crop(img, s)
     elif not args.full:
         tqdm.write(f"{path}: {w}x{h} is smaller than --image-size {s}; using the whole image", file=sys.stderr)
-    if min(img.shape) < min_side:
+    if min(img.shape[-2:]) < min_side:
         raise DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
     return img
 
