@@ -5,6 +5,7 @@
     python bench.py                             # VGG-19 at 224 px, batch 16: tens of minutes on a CPU
     python bench.py --image-size 128 --bench-repeats 3 --device cuda
     python bench.py --quick --ckpt best         # synthesis sections with the trained classifier (default: random weights)
+    python bench.py --bench-sections colour     # one section (or several, comma-separated)
 
 Sections (medians over --bench-repeats rounds that alternate the compared paths, so machine load
 hits both alike):
@@ -60,6 +61,7 @@ from texture.run.outputs import first_free, save_args, save_json
 from texture.run.timing import interleave
 
 GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
+SECTIONS = ("train", "synthesis", "refine", "colour", "texnet")  # --bench-sections; train brings data and flops, synthesis brings iteration
 # --quick replaces these defaults (flags given explicitly still win).
 QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 1000,
          "bench_gen_steps": 100, "bench_chunk": 4, "bench_matmul": 1024,
@@ -185,17 +187,52 @@ def bench_data(args, device, data_dir):
 
 def rows(r):
     """(section, measure, value) lines of the table."""
-    tr, d, sy, it, fl = r["train"], r["data"], r["synthesis"], r["iteration"], r["flops"]
-    m = r["machine"]
+    m, out = r["machine"], []
+    if "train" in r:
+        out += train_rows(r["train"], r["data"], m)
+    if "synthesis" in r:
+        out += synthesis_rows(r["synthesis"], r["iteration"])
+    if "train" in r:
+        fl = r["flops"]
+        out += [("flops", "training step, GFLOP (counted)", f"{fl['flops_per_step'] / 1e9:.1f}"),
+                ("flops", f"default step, GFLOP/s ({m['dtype']})", f"{fl['default_flop_per_s'] / 1e9:.1f}"),
+                ("flops", f"peak matmul, GFLOP/s ({m['dtype']})", f"{fl['peak_matmul_flop_per_s'] / 1e9:.1f}"),
+                ("flops", "default step / peak", f"{fl['default_share_of_peak']:.1%}"),
+                ("flops", "fp32 eager step / fp32 peak", f"{fl['fp32_eager_share_of_peak']:.1%}")]
+    for x in r.get("refine", ()):
+        out += [("refine", f"{x['side']} px: refinement iteration / Gram + spectrum's", f"{x['ratio']:.2f}x"),
+                ("refine", f"{x['side']} px: the same with every target patch",
+                 "-" if x["all_patches_ratio"] is None else f"{x['all_patches_ratio']:.2f}x")]
+    if "colour" in r:
+        c = r["colour"]
+        out += [("colour", f"{c['photo']} {c['size']} px: colour iteration / grey (its luminance)",
+                 f"{c['ratio']:.2f}x"),
+                ("colour", "the same in the refinement", f"{c['refine_ratio']:.2f}x"),
+                ("colour", "default's seconds per target, grey / colour",
+                 f"{c['grey_target_s']:.1f} / {c['colour_target_s']:.1f} ({c['target_ratio']:.2f}x)")]
+    if "texnet" in r:
+        tx = r["texnet"]
+        out += [("texnet", f"texnet.py sample {tx['size']}x{tx['size']}, s", f"{tx['sample_s']:.3f}"),
+                ("texnet", f"gen.py default iteration at {tx['size']}x{tx['size']}, s", f"{tx['gen_iteration_s']:.3f}"),
+                ("texnet", "iteration / sample", f"{tx['ratio']:.1f}x")]
+    return out
+
+
+def train_rows(tr, d, m):
+    """Sections train (with the training step's flops) and data."""
     default = f"{m['dtype']}, channels-last{', compiled' if tr['compiled'] else ''}"
-    out = [("train", "fp32 eager, images/s", f"{tr['fp32_eager_images_per_s']:.2f}"),
+    return [("train", "fp32 eager, images/s", f"{tr['fp32_eager_images_per_s']:.2f}"),
            ("train", f"default ({default}), images/s", f"{tr['default_images_per_s']:.2f}"),
            ("train", "speed-up", f"{tr['speedup']:.2f}x"),
            ("data", "whole epoch through batches.Batches, images/s", f"{d['epoch_images_per_s']:.2f}"),
            ("data", "model step alone (preloaded), images/s", f"{d['model_only_images_per_s']:.2f}"),
            ("data", "epoch / model-alone throughput", f"{d['ratio']:.3f}"),
-           ("data", "split loaded from the uint8 cache, images/s", f"{d['cache_load_images_per_s']:.0f}"),
-           ("synthesis", f"original recipe on {sy['target']}, {sy['original_steps']} Adam steps, s",
+           ("data", "split loaded from the uint8 cache, images/s", f"{d['cache_load_images_per_s']:.0f}")]
+
+
+def synthesis_rows(sy, it):
+    """Sections synthesis and iteration."""
+    out = [("synthesis", f"original recipe on {sy['target']}, {sy['original_steps']} Adam steps, s",
             f"{sy['original_seconds']:.1f}"),
            ("synthesis", "its final " + ", ".join(QUALITY), ", ".join(f"{sy['goal'][k]:.3f}" for k in QUALITY)),
            ("synthesis", "its last quarter's share of its gain", ", ".join(
@@ -212,34 +249,17 @@ def rows(r):
             ("iteration", "--loss gcd iteration (correspondence alone), ms", f"{1e3 * it['gcd_iteration_s']:.1f}"),
             ("iteration", "--loss gcd iteration / bare", f"{it['gcd_ratio']:.2f}x"),
             ("iteration", "method refine: refinement iteration, ms", f"{1e3 * it['refine_iteration_s']:.1f}"),
-            ("iteration", "refinement iteration / bare", f"{it['refine_ratio']:.2f}x"),
-            ("flops", "training step, GFLOP (counted)", f"{fl['flops_per_step'] / 1e9:.1f}"),
-            ("flops", f"default step, GFLOP/s ({m['dtype']})", f"{fl['default_flop_per_s'] / 1e9:.1f}"),
-            ("flops", f"peak matmul, GFLOP/s ({m['dtype']})", f"{fl['peak_matmul_flop_per_s'] / 1e9:.1f}"),
-            ("flops", "default step / peak", f"{fl['default_share_of_peak']:.1%}"),
-            ("flops", "fp32 eager step / fp32 peak", f"{fl['fp32_eager_share_of_peak']:.1%}")]
-    for x in r["refine"]:
-        out += [("refine", f"{x['side']} px: refinement iteration / Gram + spectrum's", f"{x['ratio']:.2f}x"),
-                ("refine", f"{x['side']} px: the same with every target patch",
-                 "-" if x["all_patches_ratio"] is None else f"{x['all_patches_ratio']:.2f}x")]
-    c = r["colour"]
-    out += [("colour", f"{c['photo']} {c['size']} px: colour iteration / grey (its luminance)", f"{c['ratio']:.2f}x"),
-            ("colour", "the same in the refinement", f"{c['refine_ratio']:.2f}x"),
-            ("colour", "default's seconds per target, grey / colour",
-             f"{c['grey_target_s']:.1f} / {c['colour_target_s']:.1f} ({c['target_ratio']:.2f}x)")]
-    tx = r["texnet"]
-    out += [("texnet", f"texnet.py sample {tx['size']}x{tx['size']}, s", f"{tx['sample_s']:.3f}"),
-            ("texnet", f"gen.py default iteration at {tx['size']}x{tx['size']}, s", f"{tx['gen_iteration_s']:.3f}"),
-            ("texnet", "iteration / sample", f"{tx['ratio']:.1f}x")]
+            ("iteration", "refinement iteration / bare", f"{it['refine_ratio']:.2f}x")]
     return out
 
 
 def table(r):
     m = r["machine"]
     head = (f"{m['cpu']}, torch threads {m['threads']}, torch {m['torch']}, {m['device']}"
-            f"{' (' + m['gpu'] + ')' if 'gpu' in m else ''}, autocast {m['dtype']}, "
-            f"{r['train']['arch']} ({r['train']['classes']} classes) at {r['train']['image_size']} px, "
-            f"batch {r['train']['batch']}")
+            f"{' (' + m['gpu'] + ')' if 'gpu' in m else ''}, autocast {m['dtype']}")
+    if "train" in r:
+        head += (f", {r['train']['arch']} ({r['train']['classes']} classes) at {r['train']['image_size']} px, "
+                 f"batch {r['train']['batch']}")
     if "load_avg_1min_start" in m:
         head += f"\nload average (1 min) {m['load_avg_1min_start']:.1f} at the start, {m['load_avg_1min_end']:.1f} at the end"
     lines = rows(r)
@@ -269,6 +289,11 @@ def settings(argv):
         args.bench_refine_sizes = [0]
     if min(args.bench_refine_sizes) < 32:
         raise SystemExit(f"--bench-refine-sizes {spec}: comma-separated sides of at least 32 px")
+    chosen = [x for x in args.bench_sections.split(",") if x] or list(SECTIONS)
+    if set(chosen) - set(SECTIONS):
+        raise SystemExit(f"--bench-sections {args.bench_sections}: sections are {', '.join(SECTIONS)} "
+                         "(data and flops come with train, iteration with synthesis)")
+    args.bench_sections = chosen
     if args.ckpt:
         try:
             path = find_checkpoint(args.ckpt)[0]
@@ -288,22 +313,28 @@ def main(argv=None):
 
     def say(what):
         print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)
+    run = args.bench_sections
     with tempfile.TemporaryDirectory() as tmp:
-        say("generating the dataset")
-        data_dir = demo_data(args, tmp)
-        say("training step: fp32 eager vs default, matmul peaks")
-        results["train"], results["flops"] = bench_train(args, device, dtype, data_dir)
-        say(f"training speed-up {results['train']['speedup']:.2f}x; data pipeline: epochs vs preloaded batches")
-        results["data"] = bench_data(args, device, data_dir)
-        say(f"epoch / model-alone {results['data']['ratio']:.3f}; synthesis: original recipe vs gen.py's "
-            "default, iteration vs bare network")
-        results["synthesis"], results["iteration"] = bench_synthesis(args, device)
-        say(f"refinement iteration vs the Gram + spectrum one at {args.bench_refine_sizes} px")
-        results["refine"] = bench_refine_sizes(args, device)
-        say(f"colour iteration vs grey at {args.image_size} px")
-        results["colour"] = bench_colour(args, device)
-        say(f"texnet.py sample vs gen.py iteration at {args.bench_texnet_size} px")
-        results["texnet"] = bench_texnet(args, device, dtype, data_dir)
+        if {"train", "data", "texnet"} & set(run):
+            say("generating the dataset")
+            data_dir = demo_data(args, tmp)
+        if "train" in run:
+            say("training step: fp32 eager vs default, matmul peaks")
+            results["train"], results["flops"] = bench_train(args, device, dtype, data_dir)
+            say(f"training speed-up {results['train']['speedup']:.2f}x; data pipeline: epochs vs preloaded batches")
+            results["data"] = bench_data(args, device, data_dir)
+        if "synthesis" in run:
+            say("synthesis: original recipe vs gen.py's default, iteration vs bare network")
+            results["synthesis"], results["iteration"] = bench_synthesis(args, device)
+        if "refine" in run:
+            say(f"refinement iteration vs the Gram + spectrum one at {args.bench_refine_sizes} px")
+            results["refine"] = bench_refine_sizes(args, device)
+        if "colour" in run:
+            say(f"colour iteration vs grey at {args.image_size} px")
+            results["colour"] = bench_colour(args, device)
+        if "texnet" in run:
+            say(f"texnet.py sample vs gen.py iteration at {args.bench_texnet_size} px")
+            results["texnet"] = bench_texnet(args, device, dtype, data_dir)
         say("done")
     if hasattr(os, "getloadavg"):
         results["machine"]["load_avg_1min_end"] = os.getloadavg()[0]

@@ -74,7 +74,8 @@ def settings(argv):
     if not (args.resume or restarted) and C.checkpoints(args.ckpt_dir):
         path = C.latest_checkpoint(args.ckpt_dir)
         ckpt = C.load_checkpoint(path)
-        other = differing(args, ckpt.get("hparams") or {}, [k for k in vars(args) if k != "resume"])
+        # the folder itself is no setting: a run's checkpoints moved to another folder are the same run
+        other = differing(args, ckpt.get("hparams") or {}, [k for k in vars(args) if k not in ("resume", "ckpt_dir")])
         if other:
             raise SystemExit(f"{args.ckpt_dir} already holds checkpoints of a run with other settings ({other[0]} "
                              f"{other[2]} there): continue it with --resume, or pick another --ckpt-dir")

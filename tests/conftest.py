@@ -1,12 +1,21 @@
 """Shared fixtures: tiny datasets made on the fly in the Kylberg layout (nothing is downloaded), a
-classifier trained on one, and texnet.py's tiny settings."""
+classifier trained on one, and texnet.py's tiny settings.
+
+The suite runs on as many processes as the machine has cores (pytest-xdist, `-n auto` in
+pyproject.toml): each process then computes on one thread, since the tests' tiny images leave a
+second thread little to do, and the session's demo set and classifier are made once, by the
+first process that needs them, for all."""
 import copy
 import glob
 import importlib.util
 import os
 import types
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # before torch is imported; the scripts the tests start inherit it
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
+from filelock import FileLock
 
 import model
 from texture.synthesis.options import Options
@@ -34,27 +43,42 @@ def gram_options(layers, **kw):
                       "gcd_weight": 1.0, "occurrence_hold": 0, "dtype": "fp32", **kw})
 
 
+def shared(tmp_path_factory, name, make):
+    """The folder `name` made by make(folder) once per session: under pytest-xdist in the folder all
+    worker processes share, by the first that asks (the others wait on a lock); else in its own."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp(name)
+        make(out)
+        return out
+    root = tmp_path_factory.getbasetemp().parent  # this session's, above each worker's own
+    with FileLock(str(root / f"{name}.lock")):
+        if not (root / name / "done").exists():
+            make(root / name)
+            (root / name / "done").touch()
+    return root / name
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
     """A tiny procedural demo set: 3 classes x 8 patches (2 per sample a..d) of 48 px. Returns its folder."""
     from texture.data import procedural
 
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    procedural.make_demo(str(out), classes=3, patches=8, size=48, seed=0)
-    return str(out)
+    out = shared(tmp_path_factory, "demo", lambda d: procedural.make_demo(str(d / "demo"), classes=3, patches=8,
+                                                                          size=48, seed=0))
+    return str(out / "demo")
 
 
 @pytest.fixture(scope="session")
 def trained_ckpt(demo_data, tmp_path_factory):
     """TextureNet trained for 3 epochs on demo_data at 32 px, keeping 2 checkpoints plus best.pt.
 
-    Returns the checkpoint folder; the logs are in the sibling folder `log`.
+    Returns the checkpoint folder; the logs are in the sibling folder `log`. Tests read it, never write it.
     """
     import train
 
-    out = tmp_path_factory.mktemp("trained")
-    train.main(["--data-dir", demo_data, "--image-size", "32", "--epochs", "3", "--batch-size", "4",
-                "--keep", "2", "--ckpt-dir", str(out / "ckpt"), "--log-dir", str(out / "log")])
+    out = shared(tmp_path_factory, "trained", lambda d: train.main([
+        "--data-dir", demo_data, "--image-size", "32", "--epochs", "3", "--batch-size", "4", "--keep", "2",
+        "--ckpt-dir", str(d / "ckpt"), "--log-dir", str(d / "log")]))
     return str(out / "ckpt")
 
 

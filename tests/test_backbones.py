@@ -95,7 +95,7 @@ def read_results(out):
 
 def test_random_backbone_runs_without_a_checkpoint_and_skips_the_verdict(firsts, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no asset/train/ckpt here
-    gen.main([firsts[0], firsts[1], "--backbone", "random", "--steps", "3", "--gen-dir", "out"])
+    gen.main([firsts[0], firsts[1], "--backbone", "random", "--steps", "3", "--refine-steps", "0", "--gen-dir", "out"])
     results = read_results(tmp_path / "out")
     assert len(results) == 2
     for r in results.values():
@@ -108,7 +108,7 @@ def test_random_backbone_runs_without_a_checkpoint_and_skips_the_verdict(firsts,
 def test_imagenet_backbone_from_a_weights_file_with_the_classifier_verdict(ckpt, vgg, firsts, tmp_path):
     out = tmp_path / "out"
     gen.main([firsts[0], "--backbone", "imagenet", "--backbone-weights", vgg[1], "--ckpt", ckpt,
-              "--steps", "5", "--gen-dir", str(out)])
+              "--steps", "5", "--refine-steps", "0", "--gen-dir", str(out)])
     [r] = read_results(out).values()
     assert r["status"] == "ok" and r["backbone"] == "imagenet" and r["checkpoint"] == ckpt
     assert r["verdict"]["target_class"] == r["label"] and "verdict_skipped" not in r
@@ -194,7 +194,7 @@ def test_a_network_with_silent_taps_is_flagged(ckpt, firsts, tmp_path, capsys):
                 m.bias[len(m.bias) // 10:] = -100.0  # 90% of the ReLUs after it die, as in a badly trained net
     path = str(tmp_path / "silent.pt")
     C.save_checkpoint({**C.load_checkpoint(ckpt), "model": broken.state_dict()}, path)
-    gen.main([firsts[0], "--ckpt", path, "--steps", "1", "--gen-dir", str(tmp_path / "g")])
+    gen.main([firsts[0], "--ckpt", path, "--steps", "1", "--refine-steps", "0", "--gen-dir", str(tmp_path / "g")])
     [r] = read_results(tmp_path / "g").values()
     quiet = r["silent_channels"]  # default taps relu1_1..relu5_1
     assert r["status"] == "ok" and quiet["relu1_1"] < backbones.SILENT_WARNING <= min(quiet["relu3_1"], quiet["relu4_1"])

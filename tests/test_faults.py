@@ -226,7 +226,8 @@ def test_values_checked_after_parsing_are_one_line(demo_data, ckpt, capsys, tmp_
 
 def test_sizes_that_do_not_fit_in_memory_are_refused_before_allocating(ckpt, demo_data, tmp_path, capsys,
                                                                        monkeypatch):
-    """On a machine with 2 GB free: a 1024 px output of a 48 px target (coarse to fine, about 3.4 GB), a
+    """On a machine with 2 GB free: a 1024 px output of a 48 px target (too small a target for coarse to
+    fine: refined at full size, about 4.4 GB), a
     2048 px image with --full (refined at full size, about 16.4 GB) and a demo set of 2048 px patches
     are refused with both figures; nothing is written."""
     monkeypatch.setattr(memory, "available", lambda device: 2 * memory.GB)
@@ -235,7 +236,7 @@ def test_sizes_that_do_not_fit_in_memory_are_refused_before_allocating(ckpt, dem
     Image.fromarray(np.zeros((2048, 2048), np.uint8)).save(big)
     out = tmp_path / "g"
     for argv, why in [([target, "--size", "1024", "1024"], "--size 1024 1024: 1 output(s) of 1024x1024 at once, "
-                                                           "about 3.4 GB needed, 2.0 GB available"),
+                                                           "about 4.4 GB needed, 2.0 GB available"),
                       ([str(big), "--full"], "--full: 1 output(s) of 2048x2048 at once, about 16.4 GB needed")]:
         status, line = fails(gen.main, [*argv, "--ckpt", ckpt, "--gen-dir", str(out)], capsys)
         assert status == 1 and line.startswith(f"1 of 1 target(s) failed: {argv[0]} ({why}") and not out.exists()
@@ -411,7 +412,7 @@ def test_gen_accepts_a_checkpoint_of_other_classes(ckpt, demo_data, tmp_path):
     path = spoiled(ckpt, tmp_path / "five.pt", "other class count")
     target = os.path.join(demo_data, "dots1", "dots1-a-p001.png")
     gen.main([target, "--ckpt", path, "--gen-dir", str(tmp_path / "g"), "--steps", "1", "--image-size", "32",
-              "--snapshot-every", "0"])
+              "--snapshot-every", "0", "--refine-steps", "0"])
     r = json.load(open(tmp_path / "g" / "dots1" / "result.json"))
     assert r["status"] == "ok" and r["verdict"]["target_class"] is None and r["verdict"]["predicted"] in \
         [f"x{i}" for i in range(5)]
@@ -464,7 +465,8 @@ def test_test_report_that_cannot_be_written_keeps_the_earlier_one(ckpt, demo_dat
 
 def test_gen_outputs_that_cannot_be_written_keep_the_earlier_ones(ckpt, demo_data, tmp_path, capsys, monkeypatch):
     target = os.path.join(demo_data, "dots1", "dots1-a-p001.png")
-    argv = [target, "--ckpt", ckpt, "--steps", "1", "--image-size", "32", "--snapshot-every", "0", "--gen-dir"]
+    argv = [target, "--ckpt", ckpt, "--steps", "1", "--refine-steps", "0", "--image-size", "32", "--snapshot-every",
+            "0", "--gen-dir"]
     gen.main(argv + [str(tmp_path / "g")])
     kept = snapshot(tmp_path / "g")
     assert "dots1/final.png" in kept
@@ -480,8 +482,8 @@ def test_gen_outputs_that_cannot_be_written_keep_the_earlier_ones(ckpt, demo_dat
 
 def test_failed_targets_leave_earlier_outputs_of_others_intact(ckpt, demo_data, tmp_path, capsys):
     a, b = (os.path.join(demo_data, c, f"{c}-a-p001.png") for c in ("dots1", "stripes1"))
-    argv = ["--ckpt", ckpt, "--steps", "1", "--image-size", "32", "--snapshot-every", "0", "--gen-dir",
-            str(tmp_path / "g")]
+    argv = ["--ckpt", ckpt, "--steps", "1", "--refine-steps", "0", "--image-size", "32", "--snapshot-every", "0",
+            "--gen-dir", str(tmp_path / "g")]
     gen.main([a, *argv])
     kept = snapshot(tmp_path / "g" / "dots1")
     missing = str(tmp_path / "nothere-a-p001.png")

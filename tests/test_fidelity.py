@@ -168,7 +168,7 @@ def test_cli_writes_quality_and_the_run_report(net, tmp_path, capsys):
     C.save_checkpoint({"arch": "vgg19", "classes": ["dots0", "dots1", "x"], "model": net.state_dict()}, ckpt)
     out = tmp_path / "gen"
     gen.main([*paths, "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "3", "--loss", "swd",
-              "--spectrum-weight", "0.5", "--snapshot-every", "0"])
+              "--spectrum-weight", "0.5", "--snapshot-every", "0", "--refine-steps", "0"])
     for name in ("dots0", "dots1"):
         r = json.load(open(out / name / "result.json"))
         assert set(r["quality"]) == {"hist_distance", "spectrum_distance", "peak_energy", "target_peak_share",

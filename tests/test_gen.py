@@ -264,7 +264,7 @@ def test_cli_writes_every_output(ckpt, firsts, tmp_path, classes):
 
 def test_cli_full_target_and_tile_size_check(ckpt, firsts, tmp_path):
     out = tmp_path / "gen"
-    gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "1", "--full", "--tile"])
+    gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "1", "--full", "--tile", "--refine-steps", "0"])
     label = images.label_from_filename(os.path.basename(firsts[2]))
     assert Image.open(out / label / "final.png").size == (48, 48)
     with pytest.raises(SystemExit, match="--size 40 48: must be .* multiple of 16 with --tile"):
@@ -276,7 +276,8 @@ def test_missing_and_unreadable_targets_are_named_and_others_finish(ckpt, firsts
     junk.write_text("not an image")
     missing = str(tmp_path / "nothere-a-p001.png")
     with pytest.raises(SystemExit, match=r"2 of 3 target\(s\) failed") as e:
-        gen.main([missing, firsts[0], str(junk), "--ckpt", ckpt, "--gen-dir", str(tmp_path / "g"), "--steps", "2"])
+        gen.main([missing, firsts[0], str(junk), "--ckpt", ckpt, "--gen-dir", str(tmp_path / "g"), "--steps", "2",
+                  "--refine-steps", "0"])
     assert missing in str(e.value) and str(junk) in str(e.value)
     err = capsys.readouterr().err
     assert f"{missing}: unreadable image" in err and f"{junk}: unreadable image" in err
@@ -306,7 +307,7 @@ def test_nan_weights_stop_each_target_with_a_message(net, classes, firsts, tmp_p
 
 def test_readme_bash_loop_over_first_patch_of_each_class(ckpt, demo_data, classes, tmp_path):
     loop = (f'for f in {demo_data}/*/*-a-p001.png; do '
-            f'{sys.executable} {ROOT}/gen.py "$f" --ckpt {ckpt} --steps 2 --snapshot-every 0 || exit 1; done')
+            f'{sys.executable} {ROOT}/gen.py "$f" --ckpt {ckpt} --steps 2 --refine-steps 0 --snapshot-every 0 || exit 1; done')
     subprocess.run(["bash", "-c", loop], cwd=tmp_path, check=True, capture_output=True, timeout=300)
     out = tmp_path / "gen_images"
     firsts = sorted(glob.glob(f"{demo_data}/*/*-a-p001.png"))
@@ -327,7 +328,8 @@ def test_torchrun_shards_targets_and_a_failing_rank_stops_no_one(ckpt, firsts, t
     broken.write_bytes(b"not an image")
     targets = [firsts[0], str(broken), firsts[2]]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           f"{ROOT}/gen.py", *targets, "--ckpt", ckpt, "--steps", "2", "--device", "cpu"]
+           f"{ROOT}/gen.py", *targets, "--ckpt", ckpt, "--steps", "2", "--refine-steps", "0",
+           "--device", "cpu"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     # torchrun itself prints a traceback of its own for any worker's non-zero exit; the workers print none
@@ -346,7 +348,7 @@ def test_verdict_on_a_training_image_is_marked_and_the_crop_is_the_checkpoints(t
     files = sorted(glob.glob(os.path.join(demo_data, "dots1", "*.png")))
     seen = next(f for f in files if os.path.realpath(f) in trained)
     held_out = next(f for f in files if os.path.realpath(f) not in trained)
-    gen.main([seen, held_out, "--ckpt", trained_ckpt, "--steps", "1", "--snapshot-every", "0",
+    gen.main([seen, held_out, "--ckpt", trained_ckpt, "--steps", "1", "--snapshot-every", "0", "--refine-steps", "0",
               "--gen-dir", str(tmp_path)])
     out, err = capsys.readouterr()
     assert f"checkpoint {C.latest_checkpoint(trained_ckpt)}: the newest numbered one" in out

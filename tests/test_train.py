@@ -92,7 +92,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(demo_data, tmp_path, monke
     monkeypatch.setattr(training, "save", save)
     kept = {p.name: p.read_bytes() for p in (parts / "ckpt").iterdir()}
     with pytest.raises(SystemExit, match=r"already holds checkpoints of a run with other settings "
-                                         r"\(--epochs 3 there\): continue it with --resume, or pick another --ckpt-dir"):
+                                         r"\(--dtype fp32 there\): continue it with --resume, or pick another --ckpt-dir"):
         train.main(flags(demo_data, parts))
     assert {p.name: p.read_bytes() for p in (parts / "ckpt").iterdir()} == kept
     # The same command again continues the run, in the middle of epoch 2, as --resume would.
@@ -138,7 +138,8 @@ def test_a_finished_run_run_again_reports_its_result_and_writes_nothing(trained_
 
 @pytest.mark.parametrize("flag, value", [("--arch", "vgg19"), ("--split", "source"), ("--seed", "1"),
                                          ("--batch-size", "8"), ("--test-fraction", "0.5")])
-def test_resume_refuses_another_network_split_or_batch_size(flag, value, trained_ckpt, tmp_path, capsys):
+def test_resume_refuses_another_network_split_or_batch_size(flag, value, trained_ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # argparse names the program after it, as `python train.py` does
     folder = linked_run(trained_ckpt, tmp_path)
     was = C.load_checkpoint(C.latest_checkpoint(folder))["hparams"][flag[2:].replace("-", "_")]
     with pytest.raises(SystemExit) as e:

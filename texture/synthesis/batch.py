@@ -136,13 +136,14 @@ def too_large(groups, net, opts, args, device):
     """Leave out of `groups` those whose memory `device` does not have, before any of it is taken
     (memory.synthesis, with the refinement where it runs at full size); returns {failed path: why}."""
     failed = {}
-    for size, group in list(groups.items()):
+    for key, group in list(groups.items()):
+        size = key[0]  # (size, colour)
         refined = resolve(net, [j["target"] for j in group], size, opts).refine_steps > 0
         if why := memory.shortfall(memory.synthesis(len(group), size, refined), device):
             flag = f"--size {size[0]} {size[1]}" if args.size else "--full" if args.full else \
                 f"--image-size {args.image_size}"
             why = f"{flag}: {len(group)} output(s) of {size[0]}x{size[1]} at once, {why}"
-            for job in groups.pop(size):
+            for job in groups.pop(key):
                 tqdm.write(f"{job['path']}: {why}", file=sys.stderr)
                 failed[job["path"]] = why
     return failed
