@@ -25,7 +25,6 @@ import time
 
 from PIL import Image, ImageDraw
 
-import texnet
 from hyperparams import Hyperparams, add_arguments, given, parse_args
 from texture.data import photographs, procedural
 from texture.data.images import DataError, center_crop, load_gray
@@ -34,7 +33,7 @@ from texture.networks import checkpoints as C
 from texture.networks import training
 from texture.run.device import pick_device
 from texture.run.outputs import first_free, save_args, save_json, to_uint8, write_atomic
-from texture.synthesis import batch
+from texture.synthesis import batch, generator_training
 from texture.synthesis.methods import METHODS
 
 GROUPS = ["device", "seed", "demo", "fidelity", "texnet"]
@@ -120,21 +119,22 @@ def synthesise(args, method, seed, targets, ckpt):
 
 
 def texnet_samples(args, seed, targets, ckpt):
-    """texnet.py on every target: its generator trained with the --texnet-* flags (or the one an earlier
-    seed or run trained with them, continued to --texnet-steps), then one sample of the target's size
+    """texnet.py's training and sampling (generator_training.run) on every target: its generator trained
+    with the --texnet-* flags (or the one an earlier seed or run trained with them, continued to
+    --texnet-steps), then one sample of the target's size
     from this seed; each target's record as synthesise gives it (seconds: the sample's)."""
     common = ["--ckpt", ckpt, "--device", args.device, "--dtype", args.dtype]
     flags = [x for k in vars(Hyperparams()) if k.startswith("texnet_") and k != "texnet_dir"
              for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
     folder = os.path.join(args.fidelity_dir, "gen", TEXNET)
-    texnet.main(["train", *targets, *common, *flags, "--image-size", str(args.fidelity_size), "--seed",
-                 str(args.seed), "--texnet-dir", os.path.join(folder, "generators"), "--resume"])
+    generator_training.run(["train", *targets, *common, *flags, "--image-size", str(args.fidelity_size),
+                            "--seed", str(args.seed), "--texnet-dir", os.path.join(folder, "generators"), "--resume"])
     results = []
     for path in targets:
         label = os.path.basename(os.path.dirname(path))
         side, out = str(args.fidelity_size), os.path.join(folder, f"seed{seed}")
-        r = texnet.main(["sample", os.path.join(folder, "generators", label, "texnet.pt"), *common, "--size", side,
-                         side, "--seed", str(seed), "--sample-dir", out])[0]
+        r = generator_training.run(["sample", os.path.join(folder, "generators", label, "texnet.pt"), *common,
+                                    "--size", side, side, "--seed", str(seed), "--sample-dir", out])[0]
         results.append({"png": os.path.join(out, label, f"{side}x{side}_seed{seed}_0.png"), "label": label,
                         "quality": r["quality"], "recognised": (r.get("verdict") or {}).get("recognised"),
                         "seconds": r["seconds"], "message": None})

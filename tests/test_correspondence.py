@@ -123,7 +123,7 @@ def test_cli_combines_gram_and_correspondence_and_names_a_bad_tap(net, tmp_path)
     C.save_checkpoint({"arch": "vgg19", "classes": ["discs", "x", "y"], "model": net.state_dict()}, ckpt)
     out = tmp_path / "gen"
     gen.main([str(path), "--ckpt", ckpt, "--gen-dir", str(out), "--steps", "2", "--loss", "gram+gcd",
-              "--gcd-weight", "0.5", "--snapshot-every", "0", "--size", "64", "48", "--tile"])
+              "--gcd-weight", "0.5", "--snapshot-every", "0", "--size", "64", "48", "--tile", "--refine-steps", "0"])
     r = json.load(open(out / "discs" / "result.json"))
     assert r["status"] == "ok" and r["size"] == [64, 48]
     assert {"relu1_1", "relu5_1", "gcd:relu2_1", "gcd:relu4_1", "spectrum"} <= set(r["layer_losses"])

@@ -18,7 +18,7 @@ import texnet
 from texture.measures import quality
 from texture.networks import checkpoints as C
 from texture.networks import feedforward as G
-from texture.synthesis import sampling
+from texture.synthesis import generator_training, sampling
 from texture.synthesis.histogram import match_histogram
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,12 +135,12 @@ def test_samples_have_the_targets_histogram_and_training_lowers_their_patch_dist
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero():
-    args = texnet.parse(["train", "x.png", "--texnet-schedule", "cosine", "--texnet-steps", "10",
+    args = generator_training.parse(["train", "x.png", "--texnet-schedule", "cosine", "--texnet-steps", "10",
                          "--texnet-lr", "0.02"])
-    rates = [texnet.learning_rate(args, s) for s in range(11)]
+    rates = [generator_training.learning_rate(args, s) for s in range(11)]
     assert rates[0] == 0.02 and abs(rates[5] - 0.01) < 1e-12 and rates[10] < 1e-12
     assert all(a > b for a, b in zip(rates, rates[1:]))
-    assert texnet.learning_rate(texnet.parse(["train", "x.png"]), 7) == texnet.parse(["train", "x.png"]).texnet_lr
+    assert generator_training.learning_rate(generator_training.parse(["train", "x.png"]), 7) == generator_training.parse(["train", "x.png"]).texnet_lr
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance"])
@@ -208,7 +208,7 @@ def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, train
         texnet.main(["train", "--help"])
     offered = set(re.findall(r"^  (--[a-z][a-z-]+)", capsys.readouterr().out, re.M))  # declared, not named in a help
     assert e.value.code == 0 and {"--layers", "--texnet-steps", "--time-budget", "--resume"} <= offered
-    assert not offered & {"--" + k.replace("_", "-") for k in texnet.UNUSED}
+    assert not offered & {"--" + k.replace("_", "-") for k in generator_training.UNUSED}
     with pytest.raises(SystemExit, match="--texnet-size 40: must be a multiple of 16"):
         texnet.main(["train", firsts[0], "--texnet-size", "40"])
     with pytest.raises(SystemExit, match="--size 34 32 .* multiples of 4"):

@@ -7,9 +7,8 @@ import torch
 from conftest import texnet_sample as sample
 from conftest import texnet_train as train
 
-import texnet
 from texture.run import memory
-from texture.synthesis import sampling
+from texture.synthesis import generator_training, sampling
 from texture.synthesis.targets import label_of
 
 pytestmark = pytest.mark.usefixtures("quick_vgg")
@@ -52,8 +51,8 @@ def test_a_sample_that_does_not_fit_in_memory_is_refused(one_step, tmp_path, mon
 def test_a_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(one_step, tmp_path, monkeypatch):
     path, target = one_step
     before = path.read_bytes()
-    real = texnet.step_loss
-    monkeypatch.setattr(texnet, "step_loss", lambda *a: real(*a) * float("nan"))
+    real = generator_training.step_loss
+    monkeypatch.setattr(generator_training, "step_loss", lambda *a: real(*a) * float("nan"))
     with pytest.raises(SystemExit, match=r"loss is nan at step 1; try a lower --texnet-lr$"):
         train([target], tmp_path, "--texnet-steps", 3, "--resume")
     assert path.read_bytes() == before
@@ -61,19 +60,19 @@ def test_a_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(o
 
 
 def test_sigterm_saves_the_step_reached_and_resume_continues(firsts, tmp_path, monkeypatch):
-    real = texnet.step_loss
+    real = generator_training.step_loss
 
     def terminated_at_step_two(g, objs, args, step, *rest):
         if step == 1:
             os.kill(os.getpid(), signal.SIGTERM)  # caught by interrupt.Stop until the loop has saved
         return real(g, objs, args, step, *rest)
-    monkeypatch.setattr(texnet, "step_loss", terminated_at_step_two)
+    monkeypatch.setattr(generator_training, "step_loss", terminated_at_step_two)
     with pytest.raises(SystemExit, match=r"^stopped at step 2: saved .*texnet.pt; continue with --resume$"):
         train(firsts[:1], tmp_path, "--texnet-steps", 5)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     path = tmp_path / label_of(firsts[0]) / "texnet.pt"
     assert sampling.load(path)[1]["step"] == 2
-    monkeypatch.setattr(texnet, "step_loss", real)
+    monkeypatch.setattr(generator_training, "step_loss", real)
     train(firsts[:1], tmp_path, "--texnet-steps", 3, "--resume")
     assert sampling.load(path)[1]["step"] == 3
 

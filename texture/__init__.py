@@ -5,7 +5,8 @@
     texture/networks/   the networks around model.py's TextureNet: synthesis backbones, checkpoints,
                         the classifier's training and evaluation, texnet.py's feed-forward generator
     texture/synthesis/  where synthesis happens: options, the loss terms, the optimisation loops, the
-                        targets of a command line and their batches, sampling a trained generator
+                        targets of a command line and their batches, training and sampling texnet.py's
+                        generator
     texture/measures/   where the result is judged: quality measures that use neither network nor loss,
                         the run report, speed and time to quality for bench.py
     texture/run/        run infrastructure: device and precision, files written atomically, Ctrl-C,

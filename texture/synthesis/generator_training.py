@@ -1,0 +1,243 @@
+"""texnet.py's training: a feed-forward generator per texture (feedforward.py, Ulyanov et al. 2016)
+trained against the frozen network and gen.py's loss (optimize.objective), its flags and their checks,
+its checkpoints (sampling.load reads them) and snapshots; and the one entry point of both commands,
+run(argv), which texnet.py and fidelity.py call.
+
+    python -c "from texture.synthesis import generator_training as T; print(T.UNUSED)"
+"""
+import argparse
+import math
+import os
+import sys
+import time
+import zlib
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+import hyperparams
+from hyperparams import add_arguments
+from texture.data.images import DataError
+from texture.networks import backbones
+from texture.networks import feedforward as G
+from texture.networks.checkpoints import CheckpointError, save_checkpoint
+from texture.run import outputs
+from texture.run.device import autocast, distributed, pick_dtype
+from texture.run.interrupt import Stop
+from texture.synthesis import sampling
+from texture.synthesis.batch import without_effect
+from texture.synthesis.optimize import objective
+from texture.synthesis.options import Options
+from texture.synthesis.taps import downsampling, parse_layers
+from texture.synthesis.targets import load_target, plan
+
+TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
+SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
+# flags of the gen group that training does not use: setting one is an error, not a no-op
+UNUSED = ["gen_dir", "optimizer", "gen_lr", "steps", "snapshot_every", "levels", "init", "pixels", "padding",
+          "refine_steps", "refine_lr", "refine_layers", "polish_steps", "occurrence_hold"]
+ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
+
+
+def train_flags(parser):
+    parser.add_argument("targets", nargs="+", help="target texture images (any format Pillow reads)")
+    parser.add_argument("--full", action="store_true", help="use the whole target, not its centre --image-size crop")
+    parser.add_argument("--resume", action="store_true", help="continue the generator in --texnet-dir")
+
+
+def parse(argv=None, doc=__doc__):
+    """texnet.py's command line (train or sample) parsed and checked; `doc`: the --help text."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a generator per target (or one for all)")
+    train_flags(train)
+    add_arguments(train, TRAIN_GROUPS, hidden=UNUSED)  # parsed, to be refused by name, but not offered
+    samp = sub.add_parser("sample", help="write new textures from a trained generator")
+    samp.add_argument("generator", help="a texnet.pt written by `texnet.py train`")
+    samp.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="sample size (default: the training size)")
+    samp.add_argument("--count", type=int, default=1, help="samples per texture (default: %(default)s)")
+    samp.add_argument("--label", help="texture of a joint generator (default: every one it knows)")
+    add_arguments(samp, SAMPLE_GROUPS)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        rest = (sys.argv[1:] if argv is None else list(argv))[1:]  # after the word train
+        given = hyperparams.given(rest, TRAIN_GROUPS, train_flags)
+        if unused := [k for k in UNUSED if k in given]:
+            train.error(f"--{unused[0].replace('_', '-')}: gen.py's flag, texnet.py train does not use it")
+        if problem := without_effect(args, given, refines=False):
+            train.error(problem)
+        if args.texnet_size % 2 ** (args.texnet_scales - 1):
+            raise SystemExit(f"--texnet-size {args.texnet_size}: must be a multiple of {2 ** (args.texnet_scales - 1)}"
+                             f" with --texnet-scales {args.texnet_scales}")
+    return args
+
+
+# ---- checkpoint -----------------------------------------------------------------------------
+
+def save(g, opt, job, args, step, curve, seconds):
+    """Freeze the normalisation statistics (generator.calibrate), then write texnet.pt atomically
+    (sampling.load reads it back)."""
+    side = args.texnet_calibrate - args.texnet_calibrate % g.factor or g.factor
+    G.calibrate(g, G.noise_pyramid(g, side, side, args.seed, device=next(g.parameters()).device))
+    state = {"generator": g.config(), "model": g.state_dict(), "optimizer": opt.state_dict(), "step": step,
+             "labels": job["labels"], "targets": job["paths"], "curve": curve, "seconds": seconds,
+             "target_images": [(t * 255).round().to(torch.uint8).cpu() for t in job["targets"]],
+             "settings": vars(args)}
+    save_checkpoint(state, job["ckpt"])
+
+
+# ---- training -------------------------------------------------------------------------------
+
+def jobs(args, least):
+    """The generators to train: one per target, or one for all (--texnet-mode joint)."""
+    found = []
+    for p in plan(args.targets, args.texnet_dir, args.seed):
+        try:
+            found.append({**p, "target": load_target(p["path"], args, least)})
+        except DataError as e:
+            raise SystemExit(str(e))
+    if args.texnet_mode == "joint" and len({p["target"].dim() for p in found}) > 1:
+        raise SystemExit("--texnet-mode joint: the targets are grey and colour; train them with --texnet-mode each, "
+                         "or all in grey with --colour grey")
+    groups = [[p] for p in found] if args.texnet_mode == "each" else [found]
+    return [{"labels": [os.path.basename(p["dir"]) for p in g], "paths": [p["path"] for p in g],
+             "targets": [p["target"] for p in g],
+             "dir": g[0]["dir"] if len(g) == 1 else os.path.join(args.texnet_dir, "joint")} for g in groups]
+
+
+def objectives(net, targets, size, args):
+    """optimize.objective for each target, with gen.py's options and circular padding (samples are
+    periodic): evaluate(x) -> (loss per image, parts) against that target."""
+    opts = Options.from_args(argparse.Namespace(**vars(args), tile=True), net.names)
+    return [objective(net, [t], size, opts) for t in targets]
+
+
+def step_loss(g, objs, args, step, rank, world, device, dtype):
+    """Mean loss of one batch: noise drawn from (seed, step, rank) alone, so a resumed run continues
+    exactly; images cycle through the classes."""
+    b, s = args.texnet_batch, args.texnet_size
+    labels = (torch.arange(b) + (step * world + rank) * b) % len(objs)
+    noise = G.noise_pyramid(g.module if world > 1 else g, s, s, zlib.crc32(f"{args.seed}:{step}:{rank}".encode()),
+                            batch=b, device=device)
+    with autocast(device, dtype):
+        x = g(noise, labels.to(device))
+    x = x[:, None] if x.dim() == 3 else x  # grey (B, H, W) as one channel
+    total = 0
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten().to(device)
+        total = total + objs[c](x[idx])[0].sum()
+    return total / b
+
+
+def start(job, args, device):
+    """A fresh generator and optimiser, or the ones of --texnet-dir's checkpoint with --resume."""
+    g = G.Generator(**{k: getattr(args, v) for k, v in ARCH.items()}, classes=len(job["labels"]),
+                    channels=3 if job["targets"][0].dim() == 3 else 1).to(device)
+    opt = torch.optim.Adam(g.parameters(), lr=args.texnet_lr)
+    if not os.path.exists(job["ckpt"]):
+        return g, opt, 0, [], 0.0
+    if not args.resume:
+        raise SystemExit(f"{job['ckpt']}: a generator is already there: continue with --resume, "
+                         "or pick another --texnet-dir")
+    try:
+        old, ckpt = sampling.load(job["ckpt"])
+    except CheckpointError as e:
+        raise SystemExit(str(e))
+    if old.config() != g.config() or ckpt["labels"] != job["labels"]:
+        raise SystemExit(f"{job['ckpt']}: trained as {old.config()} on {ckpt['labels']}, not "
+                         f"{g.config()} on {job['labels']}")
+    g.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])  # its learning rate is set at every step (learning_rate)
+    return g, opt, ckpt["step"], list(ckpt.get("curve", [])), float(ckpt.get("seconds", 0.0))
+
+
+def learning_rate(args, step):
+    """--texnet-lr at `step`, a function of the step alone, so that a resumed run continues exactly."""
+    if args.texnet_schedule == "constant":
+        return args.texnet_lr
+    return args.texnet_lr * 0.5 * (1 + math.cos(math.pi * step / args.texnet_steps))
+
+
+def train_one(job, net, args, device, dtype, rank, world):
+    """Adam on batches of samples until --texnet-steps or --time-budget; checkpoint and snapshot
+    every --texnet-snapshot-every steps and at the end (process 0)."""
+    torch.manual_seed(args.seed)  # every process starts from the same weights
+    g, opt, step, curve, seconds = start(job, args, device)
+    if rank == 0:
+        outputs.save_args(args, os.path.join(job["dir"], "args.json"))
+    objs = objectives(net, job["targets"], (args.texnet_size,) * 2, args)
+    ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
+    bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
+    t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave
+    try:
+        while step < args.texnet_steps:
+            loss = step_loss(ddp, objs, args, step, rank, world, device, dtype)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            over = args.time_budget and time.perf_counter() - t0 > args.time_budget or stop.signum is not None
+            sync = torch.tensor([loss.item(), float(bool(over))])
+            if world > 1:
+                dist.all_reduce(sync)
+            if not math.isfinite(sync[0]):
+                raise SystemExit(f"{job['dir']}: loss is {sync[0].item()} at step {step}; try a lower --texnet-lr")
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(args, step)
+            opt.step()
+            step += 1
+            curve.append(sync[0].item() / world)
+            bar.update()
+            bar.set_postfix(loss=f"{curve[-1]:.4g}")
+            done = step == args.texnet_steps or sync[1] > 0
+            if rank == 0 and (done or args.texnet_snapshot_every and step % args.texnet_snapshot_every == 0):
+                save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
+                s = args.texnet_size
+                img = G.sample(g, G.noise_pyramid(g, s, s, args.seed, device=device), 0, args.texnet_size)
+                outputs.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
+            if done:
+                break
+    finally:  # also after a failure: Ctrl-C must work again in the caller
+        bar.close()
+        stop.restore()
+    if stop.signum is not None:
+        raise SystemExit(f"stopped at step {step}: saved {job['ckpt']}; continue with --resume")
+    return {"label": job["dir"], "steps": step, "seconds": seconds + time.perf_counter() - t0,
+            "loss_first": curve[0] if curve else None, "loss_last": curve[-1] if curve else None}
+
+
+def train(args):
+    rank, world, device = distributed(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    try:
+        layers = parse_layers(args.layers)
+        net = backbones.networks(args)[0].to(device).eval().requires_grad_(False)
+        layers = parse_layers(args.layers, net.names)
+    except (CheckpointError, ValueError) as e:
+        raise SystemExit(str(e))
+    least = downsampling(net, layers)
+    if not args.full and args.image_size < least:
+        raise SystemExit(f"--image-size {args.image_size}: must be at least {least} px for --layers {args.layers}")
+    if args.texnet_size < least:
+        raise SystemExit(f"--texnet-size {args.texnet_size}: must be at least {least} for --layers {args.layers}")
+    try:
+        for job in jobs(args, least):
+            job["ckpt"] = os.path.join(job["dir"], "texnet.pt")
+            r = train_one(job, net, args, device, dtype, rank, world)
+            if rank == 0:
+                tqdm.write(f"{job['ckpt']}: {r['steps']} steps in {r['seconds']:.0f} s, loss {r['loss_first']:.4g}"
+                           f" -> {r['loss_last']:.4g}")
+    except OSError as e:
+        raise SystemExit(f"--texnet-dir {args.texnet_dir}: cannot write there ({e.strerror or e})")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run(argv=None, doc=__doc__):
+    """texnet.py train or sample with these arguments."""
+    args = parse(argv, doc)
+    try:
+        return train(args) if args.command == "train" else sampling.sample(args)
+    except OSError as e:  # every file is replaced whole, so earlier outputs stay as they were
+        raise SystemExit(f"cannot write output ({e.strerror or e}: {e.filename})")
