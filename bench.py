@@ -30,8 +30,8 @@ hits both alike):
              its cost grows with the output alone
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
   colour     one iteration of gen.py's default on a colour photograph (immunohistochemistry's centre
-             --image-size crop) vs one on its luminance, for the Gram + spectrum part and the refinement,
-             and each default's seconds per target made from them
+             --image-size crop) vs one on its luminance, for the Gram + spectrum part (also with
+             --chroma-layers relu1_1,relu2_1) and the refinement, and each default's seconds per target
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
              not depend on its weights) vs one iteration of gen.py's default at that size (made coarse to
              fine, so without the refinement)
@@ -208,6 +208,7 @@ def rows(r):
         out += [("colour", f"{c['photo']} {c['size']} px: colour iteration / grey (its luminance)",
                  f"{c['ratio']:.2f}x"),
                 ("colour", "the same in the refinement", f"{c['refine_ratio']:.2f}x"),
+                ("colour", "the first with --chroma-layers relu1_1,relu2_1 / grey", f"{c['joint_ratio']:.2f}x"),
                 ("colour", "default's seconds per target, grey / colour",
                  f"{c['grey_target_s']:.1f} / {c['colour_target_s']:.1f} ({c['target_ratio']:.2f}x)")]
     if "texnet" in r:

@@ -85,7 +85,7 @@ class Hyperparams:
     polish_steps: int = 30  # iterations after --refine-steps with --loss and --optimizer again: they take back what the refinement copied verbatim and keep part of its gain (0: none; docs/correspondence.md)
     occurrence_hold: int = 5  # with --optimizer lbfgs: evaluations for which the occurrence penalty's matches are held, so that each line search sees one smooth objective (0: found again at every evaluation, which stalls L-BFGS)
     colour: str = "auto"  # auto|grey: a colour target gives a colour texture (auto), or its luminance is synthesised as before (grey)
-    chroma_layers: str = "relu1_1,relu2_1"  # taps of --layers at which a colour target's three decorrelated channels are matched together through the grey network (none: its first channel only; docs/colour.md)
+    chroma_layers: str = "none"  # taps of --layers at which a colour target's three decorrelated channels are matched together through the grey network (none: its first channel alone, the colour by the spectrum term and the histogram: as good over 3 seeds, at less cost; docs/colour.md)
     spectrum_scale: str = "absolute"  # absolute|relative|hybrid: the spectrum term's error per frequency as is, relative to the target's power there (weighs a smooth target's top frequencies), or relative with powers above the target's mean counted as the mean (keeps peaks too; docs/ripples.md)
     # == bench ==
     bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
