@@ -53,9 +53,10 @@ def net():
     return backbones.random_net("vgg19_bn", 0).eval().requires_grad_(False)
 
 
-def test_red_dots_stay_red_on_their_blue_ground(net):
+@pytest.mark.parametrize("chroma", ["none", "relu1_1,relu2_1"])  # the default (c), and (b1)
+def test_red_dots_stay_red_on_their_blue_ground(net, chroma):
     target = rgb("dots", 0)
-    o = gram_options(parse_layers("blocks"), spectrum_weight=0.3, chroma_layers=parse_layers("relu1_1,relu2_1"))
+    o = gram_options(parse_layers("blocks"), spectrum_weight=0.3, chroma_layers=parse_layers(chroma))
     r = synthesize(net, [target], None, dataclasses.replace(o, steps=60), seeds=[1])[0]
     assert r["image"].shape == (3, SIZE, SIZE)
     assert foreign_share(r["raw"], target) < 0.1  # few purple or dark pixels before the histogram
@@ -148,3 +149,13 @@ def test_imagenet_colour_goes_through_its_rgb_first_convolution(tmp_path):
     want = torch.relu(conv((x - mean) / std))
     with torch.no_grad():
         assert torch.allclose(view.feats(x, view.channels(x))["relu1_1"], want, atol=1e-4)
+
+
+def test_the_time_budget_covers_a_colour_batch_with_its_refinement(net):
+    """A budget spent within the first iterations: both targets stop, in colour, at their size."""
+    targets = [rgb("dots", 0), rgb("stripes", 1)]
+    o = gram_options(parse_layers("relu1_1,relu2_1"), spectrum_weight=0.3, steps=500, refine_steps=500,
+                     polish_steps=500, time_budget=1.0)
+    out = synthesize(net, targets, None, o, seeds=[0, 1])
+    for r, t in zip(out, targets):
+        assert r["image"].shape == t.shape and r["steps"] < 1500 and measures.colourfulness(r["image"], t) > 0.5
