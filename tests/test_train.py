@@ -267,7 +267,7 @@ def wait_for_checkpoint(directory, proc, timeout=120):
 
 def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(demo_data, tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *flags(demo_data, tmp_path, "--epochs", 3)],
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *flags(demo_data, tmp_path, "--epochs", 2)],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_checkpoint(tmp_path / "ckpt", proc)
     proc.kill()
@@ -278,8 +278,8 @@ def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(demo_data, tmp_pa
     assert r.returncode == 0, r.stderr
     resumed = int(r.stdout.split("resuming at step ")[1].split()[0])
     assert resumed >= 4 and resumed % 4 == 0
-    assert [m["epoch"] for m in metrics(tmp_path) if "epoch" in m] == [1, 2, 3]
-    assert C.latest_checkpoint(tmp_path / "ckpt").endswith("ckpt_00000012.pt")
+    assert [m["epoch"] for m in metrics(tmp_path) if "epoch" in m] == [1, 2]
+    assert C.latest_checkpoint(tmp_path / "ckpt").endswith("ckpt_00000008.pt")
 
 
 def children(pid):
@@ -300,7 +300,7 @@ def test_torchrun_restarts_a_killed_worker_which_resumes(demo_data, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     with open(tmp_path / "out.txt", "w") as out:
         proc = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "1", "--max-restarts=1",
-                                 os.path.join(ROOT, "train.py"), *flags(demo_data, tmp_path, "--epochs", 3)],
+                                 os.path.join(ROOT, "train.py"), *flags(demo_data, tmp_path, "--epochs", 2)],
                                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
         wait_for_checkpoint(tmp_path / "ckpt", proc)
         workers = children(proc.pid)
@@ -310,7 +310,7 @@ def test_torchrun_restarts_a_killed_worker_which_resumes(demo_data, tmp_path):
     out = (tmp_path / "out.txt").read_text()
     assert proc.returncode == 0, out[-2000:]
     assert "resuming at step" in out
-    assert C.latest_checkpoint(tmp_path / "ckpt").endswith("ckpt_00000012.pt")
+    assert C.latest_checkpoint(tmp_path / "ckpt").endswith("ckpt_00000008.pt")
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(demo_data, tmp_path, monkeypatch):
