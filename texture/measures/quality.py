@@ -16,7 +16,7 @@ of colour images, these on the luminance and texture.measures.colour's measures.
 import torch
 import torch.nn.functional as F
 
-from texture.measures.colour import colour_measures, luminance
+from texture.measures.colour import colour_hist_distance, colour_measures, luminance
 from texture.measures.local import local_measures
 from texture.run.outputs import grey_levels
 from texture.synthesis.histogram import quantiles
@@ -33,6 +33,12 @@ def hist_distance(a, b):
     a, b = grey_levels(a), grey_levels(b)
     n = max(a.numel(), b.numel())
     return (quantiles(a, n) - quantiles(b, n)).abs().mean().item()
+
+
+def histogram_distance(img, target):
+    """hist_distance of grey images; of (3, H, W) colour images, the colour histogram's
+    (colour.colour_hist_distance)."""
+    return (colour_hist_distance if img.dim() == 3 else hist_distance)(img, target)
 
 
 def power(img):

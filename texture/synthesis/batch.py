@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from texture.data.images import DataError
 from texture.measures import quality, report
-from texture.measures.colour import colour_hist_distance, luminance
-from texture.measures.quality import hist_distance
+from texture.measures.colour import luminance
+from texture.measures.quality import histogram_distance
 from texture.networks import backbones
 from texture.networks.checkpoints import CheckpointError
 from texture.networks.evaluation import verdict
@@ -203,9 +203,8 @@ def run_group(net, jobs, size, opts, args, info, judge):
             tqdm.write(f"{j['path']}: {r['message']}", file=sys.stderr)
             failed[j["path"]] = r["message"]
         if math.isfinite(r["loss"]):
-            distance = colour_hist_distance if is_colour(j["target"]) else hist_distance
-            record["hist_distance_raw"] = distance(r["raw"], j["target"])
-            record["hist_distance"] = distance(r["image"], j["target"])
+            record["hist_distance_raw"] = histogram_distance(r["raw"], j["target"])
+            record["hist_distance"] = histogram_distance(r["image"], j["target"])
             record["quality"] = quality.measures(r["image"], j["target"])
             record["quality_raw"] = quality.measures(r["raw"], j["target"])
             if judge is not None:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from texture.data.images import center_crop
 from texture.measures import quality, report
-from texture.measures.colour import colour_hist_distance, luminance
+from texture.measures.colour import luminance
 from texture.networks import backbones
 from texture.networks import feedforward as G
 from texture.networks.checkpoints import CheckpointError, load_checkpoint
@@ -72,12 +72,7 @@ def sample_one(g, c, size, seed, target, args, device, dtype):
     img = (colour.match_colours(raw, target) if colour.is_colour(target) else match_histogram(raw, target)).cpu()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return img, hist_distance(raw.cpu(), target), time.perf_counter() - t0
-
-
-def hist_distance(img, target):
-    """The grey-level distance, or the colour histogram's for a (3, H, W) colour sample."""
-    return (colour_hist_distance if img.dim() == 3 else quality.hist_distance)(img, target)
+    return img, quality.histogram_distance(raw.cpu(), target), time.perf_counter() - t0
 
 
 def measured(img, target, tile):
@@ -87,7 +82,7 @@ def measured(img, target, tile):
     if max(img.shape[-2:]) > tile:
         img = center_crop(img, tile)
         out["quality_crop"] = list(img.shape[-2:])
-    return {**out, "hist_distance": hist_distance(img, target), "quality": quality.measures(img, target)}
+    return {**out, "hist_distance": quality.histogram_distance(img, target), "quality": quality.measures(img, target)}
 
 
 def judged(img, target, judge, classes, kind):
