@@ -3,9 +3,9 @@ rule of synthesis.synthesize (--stop-tolerance, --stop-window) and the objective
 optimised.
 
 An image stops when its best loss has improved by less than `tolerance` (relative) over the last
-`window` iterations; --steps stays the upper bound. The loss is the proxy: the loss-free measures
-(texture.measures) cost as much as an iteration or more at 224 px, and the rule was validated
-against them (docs/speed.md).
+`window` iterations; --steps stays the upper bound. The loss is the proxy, since the loss-free
+measures (texture.measures) cost as much as an iteration or more at 224 px; the rule has not yet been
+checked against those measures, which is why it is off by default (--stop-tolerance 0).
 
     python -c "from texture.synthesis.stopping import Plateau; p = Plateau(1, 2, 0.1); print([p.done([v], [True]) for v in (4, 3, 2.9, 2.8)])"
 """
