@@ -15,6 +15,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # before torch is imported; the scrip
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
+import torch
 from filelock import FileLock
 
 import model
@@ -97,7 +98,8 @@ def quick_vgg():
     def features_of(arch):
         def build(weights=None):
             if arch not in built:
-                built[arch] = archs[arch](weights=None).features
+                with torch.device("cpu"):  # not TextureNet(init=False)'s meta device: the copies are used as built
+                    built[arch] = archs[arch](weights=None).features
             return types.SimpleNamespace(features=copy.deepcopy(built[arch]))
         return build
     with pytest.MonkeyPatch.context() as m:

@@ -83,7 +83,7 @@ def model_from_checkpoint(ckpt, path="checkpoint", num_classes=None):
     if num_classes is not None and len(classes) != num_classes:
         raise CheckpointError(f"{path}: trained for {len(classes)} classes, this data has {num_classes}")
     try:
-        model = TextureNet(len(classes), arch)
+        model = TextureNet(len(classes), arch, init=False)
         model.load_state_dict(weights)
     except (ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0]
