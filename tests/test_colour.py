@@ -19,6 +19,7 @@ import texnet
 from texture.data import colour as data
 from texture.measures import colour as measures
 from texture.networks import backbones
+from texture.run import memory
 from texture.synthesis import colour
 from texture.synthesis.optimize import synthesize
 from texture.synthesis.taps import parse_layers
@@ -113,9 +114,18 @@ def test_colour_auto_gives_rgb_and_colour_grey_gives_grey(files, tmp_path):
         gen.main([str(files / "dots.png"), *FAST, "--colour", "grey", "--chroma-layers", "relu1_1"])
 
 
-def test_mixed_batch_tile_size_and_coarse_to_fine_in_colour(files, tmp_path):
-    gen.main([str(files / "dots.png"), str(files / "grey.png"), *FAST, "--steps", "4", "--size", "64", "64",
-              "--tile", "--levels", "2", "--layers", "relu1_1,relu2_1,relu3_1", "--gen-dir", str(tmp_path)])
+def test_mixed_batch_tile_size_and_coarse_to_fine_in_colour(files, tmp_path, monkeypatch, capsys):
+    args = [str(files / "dots.png"), str(files / "grey.png"), *FAST, "--steps", "4", "--size", "64", "64",
+            "--tile", "--levels", "2", "--layers", "relu1_1,relu2_1,relu3_1"]
+    # memory that a grey output of this size fits in and a colour one does not: the colour one is refused
+    grey_need, colour_need = (memory.synthesis(1, (64, 64), False, c) for c in (False, True))
+    with monkeypatch.context() as m:
+        m.setattr(memory, "available", lambda device: (grey_need + colour_need) / 2)
+        with pytest.raises(SystemExit):
+            gen.main([*args, "--gen-dir", str(tmp_path / "small")])
+    assert "dots.png: --size 64 64: 1 output(s) of 64x64 at once, about" in capsys.readouterr().err
+    assert (tmp_path / "small" / "grey" / "final.png").exists() and not (tmp_path / "small" / "dots").exists()
+    gen.main([*args, "--gen-dir", str(tmp_path)])
     dots, grey = (np.asarray(Image.open(tmp_path / n / "final.png"), dtype=np.float64) for n in ("dots", "grey"))
     assert dots.shape == (64, 64, 3) and grey.shape == (64, 64)
     r = json.load(open(tmp_path / "dots" / "result.json"))

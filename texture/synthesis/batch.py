@@ -137,9 +137,9 @@ def too_large(groups, net, opts, args, device):
     (memory.synthesis, with the refinement where it runs at full size); returns {failed path: why}."""
     failed = {}
     for key, group in list(groups.items()):
-        size = key[0]  # (size, colour)
+        size, colour = key
         refined = resolve(net, [j["target"] for j in group], size, opts).refine_steps > 0
-        if why := memory.shortfall(memory.synthesis(len(group), size, refined), device):
+        if why := memory.shortfall(memory.synthesis(len(group), size, refined, colour), device):
             flag = f"--size {size[0]} {size[1]}" if args.size else "--full" if args.full else \
                 f"--image-size {args.image_size}"
             why = f"{flag}: {len(group)} output(s) of {size[0]}x{size[1]} at once, {why}"
