@@ -30,8 +30,9 @@ hits both alike):
              its cost grows with the output alone
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
   colour     one iteration of gen.py's default on a colour photograph (immunohistochemistry's centre
-             --image-size crop) vs one on its luminance, for the Gram + spectrum part (also with
-             --chroma-layers relu1_1,relu2_1) and the refinement, and each default's seconds per target
+             --image-size crop) vs one on its luminance, for the Gram + spectrum part and the
+             refinement, both also with the three channels together at --chroma-layers (as a target
+             of colours of one luminance gets them), and each default's seconds per target
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
              not depend on its weights) vs one iteration of gen.py's default at that size (made coarse to
              fine, so without the refinement)
@@ -208,9 +209,12 @@ def rows(r):
         out += [("colour", f"{c['photo']} {c['size']} px: colour iteration / grey (its luminance)",
                  f"{c['ratio']:.2f}x"),
                 ("colour", "the same in the refinement", f"{c['refine_ratio']:.2f}x"),
-                ("colour", "the first with --chroma-layers relu1_1,relu2_1 / grey", f"{c['joint_ratio']:.2f}x"),
+                ("colour", "channels together at --chroma-layers / grey, first part and refinement",
+                 f"{c['joint_ratio']:.2f}x, {c['joint_refine_ratio']:.2f}x"),
                 ("colour", "default's seconds per target, grey / colour",
-                 f"{c['grey_target_s']:.1f} / {c['colour_target_s']:.1f} ({c['target_ratio']:.2f}x)")]
+                 f"{c['grey_target_s']:.1f} / {c['colour_target_s']:.1f} ({c['target_ratio']:.2f}x)"),
+                ("colour", "the same with the channels together",
+                 f"{c['joint_target_s']:.1f} ({c['joint_target_ratio']:.2f}x)")]
     if "texnet" in r:
         tx = r["texnet"]
         out += [("texnet", f"texnet.py sample {tx['size']}x{tx['size']}, s", f"{tx['sample_s']:.3f}"),

@@ -85,7 +85,8 @@ class Hyperparams:
     polish_steps: int = 30  # iterations after --refine-steps with --loss and --optimizer again: they take back what the refinement copied verbatim and keep part of its gain (0: none; docs/correspondence.md)
     occurrence_hold: int = 5  # with --optimizer lbfgs: evaluations for which the occurrence penalty's matches are held, so that each line search sees one smooth objective (0: found again at every evaluation, which stalls L-BFGS)
     colour: str = "auto"  # auto|grey: a colour target gives a colour texture (auto), or its luminance is synthesised as before (grey)
-    chroma_layers: str = "none"  # taps of --layers at which a colour target's three decorrelated channels are matched together through the grey network (none: its first channel alone, the colour by the spectrum term and the histogram: as good over 3 seeds, at less cost; docs/colour.md)
+    chroma_layers: str = "relu1_1,relu2_1"  # taps of --layers at which a colour target's three decorrelated channels are matched together through the grey network, for a target whose colours --chroma-share says need it (none: never; docs/colour.md)
+    chroma_share: float = 0.7  # a colour target whose strongest principal axis carries more than this share of its pixels' variance goes through the network by that channel alone, its colour held by the spectrum term and the histogram (as good on photographs, at less cost); at most this share (colours of one luminance, as four-colour tiles), its three channels meet at --chroma-layers (0: never, 1: always; docs/colour.md)
     spectrum_scale: str = "absolute"  # absolute|relative|hybrid: the spectrum term's error per frequency as is, relative to the target's power there (weighs a smooth target's top frequencies), or relative with powers above the target's mean counted as the mean (keeps peaks too; docs/ripples.md)
     # == bench ==
     bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
@@ -157,7 +158,7 @@ CHOICES = {
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
-           "texnet_snapshot_every"}
+           "texnet_snapshot_every", "chroma_share"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
 # Where `prepro.py --demo` writes when --data-dir is not given.
@@ -187,6 +188,8 @@ def _checked(name, kind):
             raise argparse.ArgumentTypeError(f"must be {'>= 0' if name in ZERO_OK else '> 0'}, got {text}")
         if name == "test_fraction" and not value < 1:
             raise argparse.ArgumentTypeError(f"must be below 1, got {text}")
+        if name == "chroma_share" and value > 1:
+            raise argparse.ArgumentTypeError(f"must be at most 1, got {text}")
         return value
     convert.__name__ = kind.__name__
     return convert

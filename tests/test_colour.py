@@ -42,6 +42,7 @@ def foreign_share(img, target, levels=60):
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("colour")
     Image.fromarray(data.colour_texture("dots", SIZE, 0)).save(d / "dots.png")
+    Image.fromarray(data.colour_texture("tiles", SIZE, 0)).save(d / "tiles.png")
     grey = data.colour_texture("stripes", SIZE, 0)[..., 0]
     Image.fromarray(grey).save(d / "grey.png")
     os.makedirs(d / "rgb")
@@ -54,10 +55,10 @@ def net():
     return backbones.random_net("vgg19_bn", 0).eval().requires_grad_(False)
 
 
-@pytest.mark.parametrize("chroma", ["none", "relu1_1,relu2_1"])  # the default (c), and (b1)
-def test_red_dots_stay_red_on_their_blue_ground(net, chroma):
+@pytest.mark.parametrize("chroma,share", [("none", 0.7), ("relu1_1,relu2_1", 1.0)])  # dots' default (c), and (b1)
+def test_red_dots_stay_red_on_their_blue_ground(net, chroma, share):
     target = rgb("dots", 0)
-    o = gram_options(parse_layers("blocks"), spectrum_weight=0.3, chroma_layers=parse_layers(chroma))
+    o = gram_options(parse_layers("blocks"), spectrum_weight=0.3, chroma_layers=parse_layers(chroma), chroma_share=share)
     r = synthesize(net, [target], None, dataclasses.replace(o, steps=60), seeds=[1])[0]
     assert r["image"].shape == (3, SIZE, SIZE)
     assert foreign_share(r["raw"], target) < 0.1  # few purple or dark pixels before the histogram
@@ -66,6 +67,29 @@ def test_red_dots_stay_red_on_their_blue_ground(net, chroma):
         return ((x[0] > 0.6) & (x[2] < 0.4)).float().mean().item()
     assert 0.6 < red(r["image"]) / red(target) < 1.6
     assert measures.colourfulness(r["image"], target) > 0.8
+
+
+def test_colours_of_one_luminance_meet_the_network_together_and_run_apart(files, tmp_path, monkeypatch, capsys):
+    """The strongest principal axis carries nearly all of red dots on blue, about half of four-colour
+    tiles: the tiles' three channels meet at --chroma-layers, in a batch of their own."""
+    grey = torch.from_numpy(np.array(Image.open(files / "rgb" / "grey.png"))).permute(2, 0, 1).float() / 255
+    shares = {n: colour.first_axis_share(x) for n, x in (("dots", rgb("dots", 0)), ("tiles", rgb("tiles", 0)),
+                                                           ("grey", grey))}
+    assert shares["dots"] > 0.95 and shares["tiles"] < 0.6 and shares["grey"] == pytest.approx(1.0)
+    assert colour.joint([rgb("dots", 0)], ["relu1_1"], 0.7) == [] and colour.joint([rgb("tiles", 0)], ["relu1_1"], 0.7)
+    seen, features = [], colour.features
+    monkeypatch.setattr(colour, "features", lambda net, y, every, chroma: seen.append((len(y), tuple(chroma))) or
+                        features(net, y, every, chroma))
+    gen.main([str(files / "dots.png"), str(files / "tiles.png"), *FAST, "--steps", "2", "--refine-steps", "0",
+              "--gen-dir", str(tmp_path / "a")])
+    assert {s for s in seen if s[1]} == {(1, ("relu1_1", "relu2_1"))} and (1, ()) in seen  # one batch each
+    seen.clear()
+    gen.main([str(files / "tiles.png"), *FAST, "--steps", "2", "--refine-steps", "0", "--chroma-share", "0",
+              "--gen-dir", str(tmp_path / "b")])
+    assert seen and not any(s[1] for s in seen)
+    with pytest.raises(SystemExit):
+        gen.main([str(files / "tiles.png"), "--chroma-share", "1.5"])
+    assert "argument --chroma-share: must be at most 1, got 1.5" in capsys.readouterr().err
 
 
 def test_match_colours_gives_the_target_colours_and_moves_a_texture_that_has_them_little():

@@ -26,7 +26,6 @@ from texture.synthesis.histogram import match_histogram
 from texture.synthesis.methods import method_options
 from texture.synthesis.optimize import objective, refinement, synthesize
 from texture.synthesis.options import Options
-from texture.synthesis.taps import parse_layers
 
 
 def synthesis_net(args, device):
@@ -125,13 +124,12 @@ def bench_synthesis(args, device):
 
 
 COLOUR_PHOTO = "immunohistochemistry"  # data.colour.PHOTOS: the colour target of section colour (512 px)
-CHROMA_B1 = "relu1_1,relu2_1"  # docs/colour.md's candidate (b1), timed beside the default
-
 
 def bench_colour(args, device):
     """Section colour: an iteration of gen.py's default on COLOUR_PHOTO's centre --image-size crop
     against one on its luminance (the grey synthesis of the same target), for the Gram + spectrum part
-    and for the refinement, interleaved, and the first part with --chroma-layers CHROMA_B1; and each
+    and for the refinement, interleaved, and both again with the three channels together at
+    --chroma-layers (--chroma-share 1, as a target of colours of one luminance gets them); and each
     default's seconds per target from them (the iterations of each part times its iteration's time)."""
     net = synthesis_net(args, device)
     rgb = torch.from_numpy(colour_photograph(COLOUR_PHOTO, args.image_size)).permute(2, 0, 1).float() / 255
@@ -140,17 +138,19 @@ def bench_colour(args, device):
     parts = {"first": dataclasses.replace(options, refine_steps=0), "refine": refinement(options)}
     runs = {f"{kind}_{part}": iteration_times(net, target, o, args.bench_chunk + 1, args.seed)
             for kind, target in targets.items() for part, o in parts.items()}
-    # candidate (b1) of docs/colour.md: the three channels together at the shallow taps
-    joint = dataclasses.replace(parts["first"], chroma_layers=parse_layers(CHROMA_B1))
-    runs["joint_first"] = iteration_times(net, targets["colour"], joint, args.bench_chunk + 1, args.seed)
+    # the three channels together at --chroma-layers, as for four colours of one luminance
+    for part, o in parts.items():
+        runs[f"joint_{part}"] = iteration_times(net, targets["colour"], dataclasses.replace(o, chroma_share=1.0),
+                                                args.bench_chunk + 1, args.seed)
     t = interleave(runs, args.bench_repeats, device)
     per_target = {k: (options.steps + options.polish_steps) * t[f"{k}_first"] + options.refine_steps * t[f"{k}_refine"]
-                  for k in targets}
+                  for k in (*targets, "joint")}
     return {"photo": COLOUR_PHOTO, "size": args.image_size, "grey_iteration_s": t["grey_first"],
             "colour_iteration_s": t["colour_first"], "ratio": t.ratio("colour_first", "grey_first"),
             "refine_ratio": t.ratio("colour_refine", "grey_refine"), "joint_ratio": t.ratio("joint_first", "grey_first"),
-            "grey_target_s": per_target["grey"],
-            "colour_target_s": per_target["colour"], "target_ratio": per_target["colour"] / per_target["grey"]}
+            "joint_refine_ratio": t.ratio("joint_refine", "grey_refine"), "grey_target_s": per_target["grey"],
+            "colour_target_s": per_target["colour"], "target_ratio": per_target["colour"] / per_target["grey"],
+            "joint_target_s": per_target["joint"], "joint_target_ratio": per_target["joint"] / per_target["grey"]}
 
 
 ALL_PATCHES_UP_TO = 192  # side up to which the refinement is also timed with every target patch (beyond: minutes)

@@ -24,7 +24,7 @@ from texture.networks.evaluation import verdict
 from texture.run import memory
 from texture.run.device import pick_dtype
 from texture.run.outputs import collection, first_free, save_args, save_json, write_png
-from texture.synthesis.colour import is_colour, unplanes
+from texture.synthesis.colour import first_axis_share, is_colour, unplanes
 from texture.synthesis.levels import level_steps, levels_problem
 from texture.synthesis.optimize import resolve, synthesize
 from texture.synthesis.options import Options
@@ -71,8 +71,10 @@ def check_flags(args, given):
         return "--occurrence-hold applies to --optimizer lbfgs only (Adam takes no line search)"
     if "occurrence_hold" in given and "gcd" not in args.loss.split("+"):
         return "--occurrence-hold applies to --loss gcd, gram+gcd or swd+gcd only (the refinement runs Adam)"
-    if "chroma_layers" in given and args.colour == "grey":
-        return "--chroma-layers applies to colour targets only, not with --colour grey"
+    if (flags := sorted(given & {"chroma_layers", "chroma_share"})) and args.colour == "grey":
+        return f"--{flags[0].replace('_', '-')} applies to colour targets only, not with --colour grey"
+    if "chroma_share" in given and args.chroma_layers == "none":
+        return "--chroma-share has no effect with --chroma-layers none"
     return without_effect(args, given, args.refine_steps > 0, ", or with --refine-steps above 0")
 
 
@@ -104,8 +106,9 @@ def setup(args, explicit, device):
 
 
 def prepare(jobs, args, least, factor, coarsest, train_set):
-    """Load this process's targets and group them by output size and colour (grey and colour targets run
-    as separate batches); returns (groups {(size, colour): jobs}, {failed path: why})."""
+    """Load this process's targets and group them by output size and colour (grey targets, colour ones,
+    and colour ones whose channels meet at --chroma-layers run as separate batches); returns
+    (groups {(size, colour, joint): jobs}, {failed path: why})."""
     groups, failed = {}, {}
     for job in jobs:
         try:
@@ -128,7 +131,10 @@ def prepare(jobs, args, least, factor, coarsest, train_set):
         if job["in_training"]:
             tqdm.write(f"{job['path']}: the classifier was trained on this image, so its verdict on it (and on the "
                        "texture made from it) is not a held-out result", file=sys.stderr)
-        groups.setdefault((size, is_colour(job["target"])), []).append(job)
+        # colour targets whose channels meet at --chroma-layers run apart from the others: each as if alone
+        t = job["target"]
+        joint = is_colour(t) and args.chroma_layers != "none" and first_axis_share(t) <= args.chroma_share
+        groups.setdefault((size, is_colour(t), joint), []).append(job)
     return groups, failed
 
 
@@ -137,9 +143,9 @@ def too_large(groups, net, opts, args, device):
     (memory.synthesis, with the refinement where it runs at full size); returns {failed path: why}."""
     failed = {}
     for key, group in list(groups.items()):
-        size, colour = key
+        size, in_colour = key[:2]
         refined = resolve(net, [j["target"] for j in group], size, opts).refine_steps > 0
-        if why := memory.shortfall(memory.synthesis(len(group), size, refined, colour), device):
+        if why := memory.shortfall(memory.synthesis(len(group), size, refined, in_colour), device):
             flag = f"--size {size[0]} {size[1]}" if args.size else "--full" if args.full else \
                 f"--image-size {args.image_size}"
             why = f"{flag}: {len(group)} output(s) of {size[0]}x{size[1]} at once, {why}"
@@ -221,7 +227,7 @@ def synthesise_share(groups, net, opts, args, info, judge):
     """Every group of this process; a group that raises fails its own targets, the others go on.
     Returns ({failed path: why}, records)."""
     failed, records = {}, []
-    for (size, _), group in groups.items():
+    for (size, *_), group in groups.items():
         try:
             bad, done = run_group(net, group, size, opts, args, info, judge)
             failed.update(bad)

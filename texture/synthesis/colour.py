@@ -44,6 +44,22 @@ def principal_axes(target):
     return mean, axes * torch.where(axes.sum(1, keepdim=True) < 0, -1.0, 1.0)
 
 
+def first_axis_share(target):
+    """Share of a (3, H, W) image's pixel variance along its strongest principal axis: near 1 when one
+    axis holds its colours (most photographs, red dots on blue), about 0.5 for four colours of one
+    luminance; 1 for a flat image."""
+    q = target.float().flatten(1)
+    q = q - q.mean(1, keepdim=True)
+    vals = torch.linalg.eigvalsh((q @ q.T / q.shape[1]).double())
+    return 1.0 if vals.sum() <= 0 else float(vals[-1] / vals.sum())
+
+
+def joint(targets, chroma, share):
+    """The taps of `chroma` if a colour target of the batch has its strongest axis at most `share` of its
+    variance (one axis through the network cannot carry its structure), else none."""
+    return list(chroma) if any(is_colour(t) and first_axis_share(t.cpu()) <= share for t in targets) else []
+
+
 class Space:
     """Each target's decorrelated colour space: channel k is the pixel's coordinate along the
     target's k-th principal axis, plus 0.5 (the network takes grey levels in [0, 1])."""
@@ -64,13 +80,14 @@ class Space:
 class View:
     """How a batch meets the frozen network `net`: grey images as they are; colour images in their
     targets' decorrelated colour space, the first channel at every tap of `every`, all three at the
-    taps of `chroma` (features); or as they are if the network has an RGB first convolution
-    (backbones.imagenet_net's rgb_first), which then replaces the folded grey one in `net`."""
+    taps of `chroma` if joint() asks for them with `share` (features); or as they are if the network has
+    an RGB first convolution (backbones.imagenet_net's rgb_first), which then replaces the folded grey
+    one in `net`."""
 
-    def __init__(self, net, targets, every, chroma):
+    def __init__(self, net, targets, every, chroma, share=1.0):
         self.net, self.every = net, every
         self.space = Space(targets) if is_colour(targets[0]) else None
-        self.chroma = [n for n in chroma if n in every]
+        self.chroma = [n for n in joint(targets, chroma, share) if n in every]
         self.rgb = self.space is not None and getattr(net, "rgb_first", None) is not None
         if self.rgb:
             net.rgb_first.padding_mode = net.features[0].padding_mode

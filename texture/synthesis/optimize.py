@@ -35,7 +35,7 @@ def objective(net, targets, size, options):
     device = next(net.parameters()).device
     dtype = pick_dtype(o.dtype, device)
     net = model.frozen(net, o.pool, o.padding, dtype, keep=every)
-    view = colour.View(net, targets, every, o.chroma_layers)
+    view = colour.View(net, targets, every, o.chroma_layers, o.chroma_share)
     images = [colour.planes(t.to(device).float())[None] for t in targets]
     channels = [view.channels(t, [b]) for b, t in enumerate(images)]
     with torch.no_grad(), autocast(device, dtype):

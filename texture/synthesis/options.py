@@ -35,7 +35,9 @@ improved by less than stop_tolerance over stop_window iterations (stopping.Plate
     refine_coarse; occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again
     only every occurrence_hold evaluations; chroma_layers: the taps of `layers` at which a colour
     target's three decorrelated channels are matched together (colour.features; {}: its first channel
-    alone through the network, the others held by the spectrum term and the colour histogram)."""
+    alone through the network, the others held by the spectrum term and the colour histogram), for a
+    batch holding a target whose strongest principal axis carries at most chroma_share of its variance
+    (colour.joint)."""
     layers: dict = _layers(H.layers)
     loss: str = H.loss
     features: str = H.features
@@ -65,6 +67,7 @@ improved by less than stop_tolerance over stop_window iterations (stopping.Plate
     occurrence_hold: int = H.occurrence_hold
     refine_coarse: bool = False
     chroma_layers: dict = _layers(H.chroma_layers)
+    chroma_share: float = H.chroma_share
 
     @property
     def step_size(self):
@@ -87,4 +90,5 @@ improved by less than stop_tolerance over stop_window iterations (stopping.Plate
                    refine_lr=args.refine_lr, refine_layers=parse_layers(args.refine_layers, known, "--refine-layers"),
                    polish_steps=args.polish_steps, occurrence_hold=args.occurrence_hold,
                    refine_coarse="refine_steps" in given,
-                   chroma_layers=parse_layers(args.chroma_layers, known, "--chroma-layers"))
+                   chroma_layers=parse_layers(args.chroma_layers, known, "--chroma-layers"),
+                   chroma_share=args.chroma_share)
