@@ -4,6 +4,7 @@ TextureNet is torchvision's VGG-19 (convolutional part, trained from scratch) on
 channel, followed by a 1x1 convolution to the classes and a global mean: fully convolutional, so
 any input of 32 px or more gives logits.
 """
+import contextlib
 import copy
 
 import torch
@@ -38,7 +39,7 @@ class TextureNet(nn.Module):
         if arch not in ARCHS:
             raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
         self.arch, self.num_classes = arch, num_classes
-        with torch.device("cpu" if init else "meta"):
+        with contextlib.nullcontext() if init else torch.device("meta"):
             self.features = ARCHS[arch](weights=None).features
             first = self.features[0]
             self.features[0] = nn.Conv2d(1, first.out_channels, 3, padding=1)

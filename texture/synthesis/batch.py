@@ -24,7 +24,7 @@ from texture.networks.evaluation import verdict
 from texture.run import memory
 from texture.run.device import pick_dtype
 from texture.run.outputs import collection, first_free, save_args, save_json, write_png
-from texture.synthesis.colour import first_axis_share, is_colour, unplanes
+from texture.synthesis.colour import is_colour, joint, unplanes
 from texture.synthesis.levels import level_steps, levels_problem
 from texture.synthesis.optimize import resolve, synthesize
 from texture.synthesis.options import Options
@@ -105,7 +105,7 @@ def setup(args, explicit, device):
     return net, judge, found, opts, factor, least, smallest_side(net, taps(opts))
 
 
-def prepare(jobs, args, least, factor, coarsest, train_set):
+def prepare(jobs, args, opts, least, factor, coarsest, train_set):
     """Load this process's targets and group them by output size and colour (grey targets, colour ones,
     and colour ones whose channels meet at --chroma-layers run as separate batches); returns
     (groups {(size, colour, joint): jobs}, {failed path: why})."""
@@ -132,9 +132,8 @@ def prepare(jobs, args, least, factor, coarsest, train_set):
             tqdm.write(f"{job['path']}: the classifier was trained on this image, so its verdict on it (and on the "
                        "texture made from it) is not a held-out result", file=sys.stderr)
         # colour targets whose channels meet at --chroma-layers run apart from the others: each as if alone
-        t = job["target"]
-        joint = is_colour(t) and args.chroma_layers != "none" and first_axis_share(t) <= args.chroma_share
-        groups.setdefault((size, is_colour(t), joint), []).append(job)
+        together = bool(joint([job["target"]], opts.chroma_layers, opts.chroma_share))
+        groups.setdefault((size, is_colour(job["target"]), together), []).append(job)
     return groups, failed
 
 
@@ -259,7 +258,7 @@ def synthesise(args, explicit, rank, world, device):
         dist.broadcast_object_list(jobs, src=0)
     jobs = jobs[0]
     train_set = training_images(found["hparams"]) if found else None
-    groups, failed = prepare(jobs[rank::world], args, least, factor, coarsest, train_set)
+    groups, failed = prepare(jobs[rank::world], args, opts, least, factor, coarsest, train_set)
     failed.update(too_large(groups, net, opts, args, device))
     bad, records = synthesise_share(groups, net, opts, args, info, judge)
     failed.update(bad)

@@ -33,13 +33,19 @@ def is_colour(img):
     return img.dim() == 3 and img.shape[0] == 3
 
 
-def principal_axes(target):
-    """(mean (3,), axes (3, 3)) of a (3, H, W) image's pixels: its principal axes as rows, strongest
-    first, each signed so that its components sum to >= 0 (the first then grows with brightness)."""
+def _pixel_covariance(target):
+    """(mean (3,), covariance (3, 3) in float64) of a (3, H, W) image's pixels."""
     p = target.float().flatten(1)
     mean = p.mean(1)
     q = p - mean[:, None]
-    vals, vecs = torch.linalg.eigh((q @ q.T / q.shape[1]).double())
+    return mean, (q @ q.T / q.shape[1]).double()
+
+
+def principal_axes(target):
+    """(mean (3,), axes (3, 3)) of a (3, H, W) image's pixels: its principal axes as rows, strongest
+    first, each signed so that its components sum to >= 0 (the first then grows with brightness)."""
+    mean, cov = _pixel_covariance(target)
+    vals, vecs = torch.linalg.eigh(cov)
     axes = vecs.flip(1).T.float()
     return mean, axes * torch.where(axes.sum(1, keepdim=True) < 0, -1.0, 1.0)
 
@@ -48,9 +54,7 @@ def first_axis_share(target):
     """Share of a (3, H, W) image's pixel variance along its strongest principal axis: near 1 when one
     axis holds its colours (most photographs, red dots on blue), about 0.5 for four colours of one
     luminance; 1 for a flat image."""
-    q = target.float().flatten(1)
-    q = q - q.mean(1, keepdim=True)
-    vals = torch.linalg.eigvalsh((q @ q.T / q.shape[1]).double())
+    vals = torch.linalg.eigvalsh(_pixel_covariance(target)[1])
     return 1.0 if vals.sum() <= 0 else float(vals[-1] / vals.sum())
 
 
