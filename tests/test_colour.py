@@ -90,6 +90,11 @@ def test_colours_of_one_luminance_meet_the_network_together_and_run_apart(files,
     with pytest.raises(SystemExit):
         gen.main([str(files / "tiles.png"), "--chroma-share", "1.5"])
     assert "argument --chroma-share: must be at most 1, got 1.5" in capsys.readouterr().err
+    for flags, why in ((["--colour", "grey"], "--chroma-share applies to colour targets only, not with --colour grey"),
+                       (["--chroma-layers", "none"], "--chroma-share has no effect with --chroma-layers none")):
+        with pytest.raises(SystemExit):
+            gen.main([str(files / "tiles.png"), *FAST, "--chroma-share", "0.5", *flags])
+        assert why in capsys.readouterr().err
 
 
 def test_match_colours_gives_the_target_colours_and_moves_a_texture_that_has_them_little():
