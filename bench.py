@@ -29,10 +29,11 @@ hits both alike):
              --bench-refine-sizes (output = target), and up to 192 px the same with every target patch:
              its cost grows with the output alone
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
-  colour     one iteration of gen.py's default on a colour photograph (immunohistochemistry's centre
-             --image-size crop) vs one on its luminance, for the Gram + spectrum part and the
-             refinement, both also with the three channels together at --chroma-layers (as a target
-             of colours of one luminance gets them), and each default's seconds per target
+  colour     gen.py's default on a colour photograph (immunohistochemistry's centre --image-size
+             crop): the grey synthesis of its luminance, then its colouring (timed); an iteration with
+             the three channels together at --chroma-layers (as a target of colours of one luminance
+             gets them) vs a grey one, in the Gram + spectrum part and the refinement; and each
+             default's seconds per target
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
              not depend on its weights) vs one iteration of gen.py's default at that size (made coarse to
              fine, so without the refinement)
@@ -206,9 +207,8 @@ def rows(r):
                  "-" if x["all_patches_ratio"] is None else f"{x['all_patches_ratio']:.2f}x")]
     if "colour" in r:
         c = r["colour"]
-        out += [("colour", f"{c['photo']} {c['size']} px: colour iteration / grey (its luminance)",
-                 f"{c['ratio']:.2f}x"),
-                ("colour", "the same in the refinement", f"{c['refine_ratio']:.2f}x"),
+        out += [("colour", f"{c['photo']} {c['size']} px: colouring the luminance's output, s (grey iterations)",
+                 f"{c['colourise_s']:.2f} ({c['colourise_iterations']:.1f})"),
                 ("colour", "channels together at --chroma-layers / grey, first part and refinement",
                  f"{c['joint_ratio']:.2f}x, {c['joint_refine_ratio']:.2f}x"),
                 ("colour", "default's seconds per target, grey / colour",

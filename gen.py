@@ -26,11 +26,13 @@ result.json, a note on stderr): recognising a training image says little. --gen-
 optimiser's own step size; --pixels clamp is for Adam only. Under torchrun every process finishes its
 share even when some of its targets fail; failures are reported per target and the exit status is 1.
 
-A colour target gives a colour texture (--colour auto) through the grey network: its strongest
-principal colour axis through every tap, and all three decorrelated channels together at
---chroma-layers when that axis carries at most --chroma-share of its colour variance
-(texture/synthesis/colour.py, docs/colour.md); grey and colour targets run as separate batches, and
-the verdict reads the luminance.
+A colour target gives a colour texture (--colour auto) through the grey network: its luminance is
+synthesised as a grey target's would be (in one batch with the grey targets), then each patch of the
+output takes the colours of the target patch nearest to it in luminance (texture/synthesis/chroma.py).
+A target whose strongest principal colour axis carries at most --chroma-share of its colour variance
+(colours of one luminance) has instead its three decorrelated channels meet in the network at
+--chroma-layers, in a batch of its own (texture/synthesis/colour.py, docs/colour.md). Snapshots of a
+colour target are coloured the same way; the verdict reads the luminance.
 
 Each target gets --gen-dir/<label>/ with target.png, snapshot_NNNNN.png, final.png and
 result.json (with quality measures against the target, see quality.py); every call writes

@@ -157,6 +157,7 @@ def test_chosen_sections_alone_are_run_printed_and_saved(tmp_path, monkeypatch, 
     lines = capsys.readouterr().out.splitlines()
     assert {line.split()[0] for line in lines[lines.index(next(x for x in lines if x.startswith("section"))) + 1:]
             if line.split()} == {"colour", "wrote"}  # the table's rows, then the file written
-    assert json.load(open(tmp_path / "out" / "bench.json"))["colour"]["ratio"] > 0
+    c = json.load(open(tmp_path / "out" / "bench.json"))["colour"]
+    assert c["colourise_s"] > 0 and c["colour_target_s"] > c["grey_target_s"] and c["joint_ratio"] > 0
     with pytest.raises(SystemExit, match=r"^--bench-sections colour,foo: sections are train, synthesis, refine"):
         bench.main(["--bench-sections", "colour,foo"])

@@ -20,7 +20,7 @@ from texture.data import colour as data
 from texture.measures import colour as measures
 from texture.networks import backbones
 from texture.run import memory
-from texture.synthesis import colour
+from texture.synthesis import chroma, colour
 from texture.synthesis.optimize import synthesize
 from texture.synthesis.taps import parse_layers
 
@@ -77,16 +77,18 @@ def test_colours_of_one_luminance_meet_the_network_together_and_run_apart(files,
                                                            ("grey", grey))}
     assert shares["dots"] > 0.95 and shares["tiles"] < 0.6 and shares["grey"] == pytest.approx(1.0)
     assert colour.joint([rgb("dots", 0)], ["relu1_1"], 0.7) == [] and colour.joint([rgb("tiles", 0)], ["relu1_1"], 0.7)
-    seen, features = [], colour.features
+    seen, features, coloured, colourise = [], colour.features, [], chroma.colourise
     monkeypatch.setattr(colour, "features", lambda net, y, every, chroma: seen.append((len(y), tuple(chroma))) or
                         features(net, y, every, chroma))
+    monkeypatch.setattr(chroma, "colourise", lambda y, t, *a: coloured.append(t.shape) or colourise(y, t, *a))
     gen.main([str(files / "dots.png"), str(files / "tiles.png"), *FAST, "--steps", "2", "--refine-steps", "0",
               "--gen-dir", str(tmp_path / "a")])
-    assert {s for s in seen if s[1]} == {(1, ("relu1_1", "relu2_1"))} and (1, ()) in seen  # one batch each
-    seen.clear()
+    assert set(seen) == {(1, ("relu1_1", "relu2_1"))}  # the tiles alone, in colour
+    assert coloured == [(3, SIZE, SIZE)] * 2  # the dots in luminance, coloured after (image and raw)
+    seen.clear(), coloured.clear()
     gen.main([str(files / "tiles.png"), *FAST, "--steps", "2", "--refine-steps", "0", "--chroma-share", "0",
               "--gen-dir", str(tmp_path / "b")])
-    assert seen and not any(s[1] for s in seen)
+    assert not seen and len(coloured) == 2
     with pytest.raises(SystemExit):
         gen.main([str(files / "tiles.png"), "--chroma-share", "1.5"])
     assert "argument --chroma-share: must be at most 1, got 1.5" in capsys.readouterr().err
@@ -95,6 +97,28 @@ def test_colours_of_one_luminance_meet_the_network_together_and_run_apart(files,
         with pytest.raises(SystemExit):
             gen.main([str(files / "tiles.png"), *FAST, "--chroma-share", "0.5", *flags])
         assert why in capsys.readouterr().err
+
+
+def test_a_colour_outputs_luminance_is_the_grey_synthesis_of_its_targets_luminance(net):
+    target = rgb("dots", 0)
+    o = gram_options(parse_layers("blocks"), spectrum_weight=0.3, steps=20)
+    out = synthesize(net, [target], None, o, seeds=[1])[0]
+    grey = synthesize(net, [measures.luminance(target)], None, o, seeds=[1])[0]
+    for kind in ("image", "raw"):
+        gap = (measures.luminance(out[kind]) - grey[kind]).abs() * 255  # apart where a colour was clipped
+        assert out[kind].shape == (3, SIZE, SIZE) and gap.median() < 0.01 and (gap > 1).float().mean() < 0.05
+
+
+@pytest.mark.parametrize("pool", [None, 400])  # every target patch a candidate, or 400 drawn of them
+def test_colourise_gives_a_target_its_own_colours_back_from_its_luminance(monkeypatch, pool):
+    target = rgb("stripes", 2)
+    if pool:
+        monkeypatch.setattr(chroma, "POOL", pool)
+    out = chroma.colourise(measures.luminance(target), target)
+    assert (out - target).abs().mean() * 255 < (2 if pool is None else 6)
+    assert measures.colourfulness(out, target) > 0.95 and foreign_share(out, target) < 0.02
+    basis = chroma.chroma_basis()
+    assert torch.allclose(basis @ torch.tensor(measures.LUMA), torch.zeros(2), atol=1e-6)
 
 
 def test_match_colours_gives_the_target_colours_and_moves_a_texture_that_has_them_little():
@@ -131,9 +155,10 @@ def test_grey_target_gives_a_grey_png_and_an_rgb_file_without_colour_the_same(fi
 
 def test_colour_auto_gives_rgb_and_colour_grey_gives_grey(files, tmp_path):
     gen.main([str(files / "dots.png"), *FAST, "--steps", "4", "--refine-steps", "2", "--polish-steps", "1",
-              "--gen-dir", str(tmp_path / "auto")])
-    out = Image.open(tmp_path / "auto" / "dots" / "final.png")
-    assert out.mode == "RGB" and out.size == (SIZE, SIZE)
+              "--snapshot-every", "3", "--gen-dir", str(tmp_path / "auto")])
+    for name in ("final.png", "snapshot_00003.png", "snapshot_00006.png"):  # snapshots coloured as they run
+        out = Image.open(tmp_path / "auto" / "dots" / name)
+        assert out.mode == "RGB" and out.size == (SIZE, SIZE)
     r = json.load(open(tmp_path / "auto" / "dots" / "result.json"))
     assert r["colour"] and "colourfulness" in r["quality"] and r["status"] == "ok"
     gen.main([str(files / "dots.png"), *FAST, "--steps", "4", "--refine-steps", "0", "--colour", "grey",
@@ -146,14 +171,15 @@ def test_colour_auto_gives_rgb_and_colour_grey_gives_grey(files, tmp_path):
 def test_mixed_batch_tile_size_and_coarse_to_fine_in_colour(files, tmp_path, monkeypatch, capsys):
     args = [str(files / "dots.png"), str(files / "grey.png"), *FAST, "--steps", "4", "--size", "64", "64",
             "--tile", "--levels", "2", "--layers", "relu1_1,relu2_1,relu3_1"]
-    # memory that a grey output of this size fits in and a colour one does not: the colour one is refused
-    grey_need, colour_need = (memory.synthesis(1, (64, 64), False, c) for c in (False, True))
+    # the dots, synthesised in luminance, run in one batch with the grey target; memory that two grey
+    # outputs of this size fit in and one colour and one grey do not: the batch is refused whole
+    grey_need, colour_need = (memory.synthesis(2, (64, 64), False, c) for c in (False, True))
     with monkeypatch.context() as m:
         m.setattr(memory, "available", lambda device: (grey_need + colour_need) / 2)
         with pytest.raises(SystemExit):
             gen.main([*args, "--gen-dir", str(tmp_path / "small")])
-    assert "dots.png: --size 64 64: 1 output(s) of 64x64 at once, about" in capsys.readouterr().err
-    assert (tmp_path / "small" / "grey" / "final.png").exists() and not (tmp_path / "small" / "dots").exists()
+    assert "dots.png: --size 64 64: 2 output(s) of 64x64 at once, about" in capsys.readouterr().err
+    assert not any((tmp_path / "small" / n).exists() for n in ("dots", "grey"))
     gen.main([*args, "--gen-dir", str(tmp_path)])
     dots, grey = (np.asarray(Image.open(tmp_path / n / "final.png"), dtype=np.float64) for n in ("dots", "grey"))
     assert dots.shape == (64, 64, 3) and grey.shape == (64, 64)

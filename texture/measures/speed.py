@@ -22,6 +22,7 @@ from texture.networks import feedforward as generator
 from texture.networks.checkpoints import CheckpointError
 from texture.run.device import autocast, pick_dtype
 from texture.run.timing import interleave, sync
+from texture.synthesis import chroma
 from texture.synthesis.histogram import match_histogram
 from texture.synthesis.methods import method_options
 from texture.synthesis.optimize import objective, refinement, synthesize
@@ -126,28 +127,30 @@ def bench_synthesis(args, device):
 COLOUR_PHOTO = "immunohistochemistry"  # data.colour.PHOTOS: the colour target of section colour (512 px)
 
 def bench_colour(args, device):
-    """Section colour: an iteration of gen.py's default on COLOUR_PHOTO's centre --image-size crop
-    against one on its luminance (the grey synthesis of the same target), for the Gram + spectrum part
-    and for the refinement, interleaved, and both again with the three channels together at
-    --chroma-layers (--chroma-share 1, as a target of colours of one luminance gets them); and each
-    default's seconds per target from them (the iterations of each part times its iteration's time)."""
+    """Section colour: gen.py's default on COLOUR_PHOTO's centre --image-size crop, which synthesises
+    its luminance as a grey target and then colours it (chroma.colourise, timed on its own), against
+    the grey synthesis of that luminance; and an iteration with the three channels through the network
+    together at --chroma-layers (--chroma-share 1, as a target of colours of one luminance gets them)
+    against a grey one, for the Gram + spectrum part and the refinement, interleaved; each default's
+    seconds per target from them (the iterations of each part times its iteration's time)."""
     net = synthesis_net(args, device)
     rgb = torch.from_numpy(colour_photograph(COLOUR_PHOTO, args.image_size)).permute(2, 0, 1).float() / 255
-    targets = {"grey": luminance(rgb).to(device), "colour": rgb.to(device)}
+    grey, rgb = luminance(rgb).to(device), rgb.to(device)
     options = method_options("default", args.dtype)
     parts = {"first": dataclasses.replace(options, refine_steps=0), "refine": refinement(options)}
-    runs = {f"{kind}_{part}": iteration_times(net, target, o, args.bench_chunk + 1, args.seed)
-            for kind, target in targets.items() for part, o in parts.items()}
-    # the three channels together at --chroma-layers, as for four colours of one luminance
-    for part, o in parts.items():
-        runs[f"joint_{part}"] = iteration_times(net, targets["colour"], dataclasses.replace(o, chroma_share=1.0),
-                                                args.bench_chunk + 1, args.seed)
+    runs = {}
+    for kind, target, share in (("grey", grey, options.chroma_share), ("joint", rgb, 1.0)):
+        for part, o in parts.items():
+            runs[f"{kind}_{part}"] = iteration_times(net, target, dataclasses.replace(o, chroma_share=share),
+                                                     args.bench_chunk + 1, args.seed)
+    runs["colourise"] = lambda: chroma.colourise(grey, rgb, seed=args.seed)
     t = interleave(runs, args.bench_repeats, device)
     per_target = {k: (options.steps + options.polish_steps) * t[f"{k}_first"] + options.refine_steps * t[f"{k}_refine"]
-                  for k in (*targets, "joint")}
+                  for k in ("grey", "joint")}
+    per_target["colour"] = per_target["grey"] + t["colourise"]
     return {"photo": COLOUR_PHOTO, "size": args.image_size, "grey_iteration_s": t["grey_first"],
-            "colour_iteration_s": t["colour_first"], "ratio": t.ratio("colour_first", "grey_first"),
-            "refine_ratio": t.ratio("colour_refine", "grey_refine"), "joint_ratio": t.ratio("joint_first", "grey_first"),
+            "colourise_s": t["colourise"], "colourise_iterations": t["colourise"] / t["grey_first"],
+            "joint_ratio": t.ratio("joint_first", "grey_first"),
             "joint_refine_ratio": t.ratio("joint_refine", "grey_refine"), "grey_target_s": per_target["grey"],
             "colour_target_s": per_target["colour"], "target_ratio": per_target["colour"] / per_target["grey"],
             "joint_target_s": per_target["joint"], "joint_target_ratio": per_target["joint"] / per_target["grey"]}

@@ -24,6 +24,7 @@ from texture.networks.evaluation import verdict
 from texture.run import memory
 from texture.run.device import pick_dtype
 from texture.run.outputs import collection, first_free, save_args, save_json, write_png
+from texture.synthesis.chroma import colourise
 from texture.synthesis.colour import is_colour, joint, unplanes
 from texture.synthesis.levels import level_steps, levels_problem
 from texture.synthesis.optimize import resolve, synthesize
@@ -106,9 +107,10 @@ def setup(args, explicit, device):
 
 
 def prepare(jobs, args, opts, least, factor, coarsest, train_set):
-    """Load this process's targets and group them by output size and colour (grey targets, colour ones,
-    and colour ones whose channels meet at --chroma-layers run as separate batches); returns
-    (groups {(size, colour, joint): jobs}, {failed path: why})."""
+    """Load this process's targets and group them by output size and by whether they go through
+    the network in colour (colour targets whose channels meet at --chroma-layers, and every colour
+    target with --backbone imagenet; the others, grey or synthesised in luminance and coloured after,
+    run together); returns (groups {(size, in colour): jobs}, {failed path: why})."""
     groups, failed = {}, {}
     for job in jobs:
         try:
@@ -132,8 +134,9 @@ def prepare(jobs, args, opts, least, factor, coarsest, train_set):
             tqdm.write(f"{job['path']}: the classifier was trained on this image, so its verdict on it (and on the "
                        "texture made from it) is not a held-out result", file=sys.stderr)
         # colour targets whose channels meet at --chroma-layers run apart from the others: each as if alone
-        together = bool(joint([job["target"]], opts.chroma_layers, opts.chroma_share))
-        groups.setdefault((size, is_colour(job["target"]), together), []).append(job)
+        in_colour = is_colour(job["target"]) and (args.backbone == "imagenet" or bool(
+            joint([job["target"]], opts.chroma_layers, opts.chroma_share)))
+        groups.setdefault((size, in_colour), []).append(job)
     return groups, failed
 
 
@@ -142,9 +145,9 @@ def too_large(groups, net, opts, args, device):
     (memory.synthesis, with the refinement where it runs at full size); returns {failed path: why}."""
     failed = {}
     for key, group in list(groups.items()):
-        size, in_colour = key[:2]
-        refined = resolve(net, [j["target"] for j in group], size, opts).refine_steps > 0
-        if why := memory.shortfall(memory.synthesis(len(group), size, refined, in_colour), device):
+        size, targets = key[0], [j["target"] for j in group]
+        refined = resolve(net, targets, size, opts).refine_steps > 0
+        if why := memory.shortfall(memory.synthesis(len(group), size, refined, any(map(is_colour, targets))), device):
             flag = f"--size {size[0]} {size[1]}" if args.size else "--full" if args.full else \
                 f"--image-size {args.image_size}"
             why = f"{flag}: {len(group)} output(s) of {size[0]}x{size[1]} at once, {why}"
@@ -181,8 +184,10 @@ def run_group(net, jobs, size, opts, args, info, judge):
         bar.set_postfix(loss=f"{losses[torch.isfinite(losses)].mean().item():.4g}")
         if args.snapshot_every and step % args.snapshot_every == 0:
             for j, img, v in zip(jobs, images, losses):
-                if torch.isfinite(v):
-                    write_png(unplanes(img), os.path.join(j["dir"], f"snapshot_{step:05d}.png"))
+                if torch.isfinite(v):  # a colour target's luminance while it runs, coloured as the output will be
+                    img = colourise(img[0], j["target"], opts.tile, False, j["seed"]) \
+                        if is_colour(j["target"]) and len(img) == 1 else unplanes(img)
+                    write_png(img, os.path.join(j["dir"], f"snapshot_{step:05d}.png"))
 
     results = synthesize(net, [j["target"] for j in jobs], size, opts, seeds=[j["seed"] for j in jobs],
                          callback=progress)

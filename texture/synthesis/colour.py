@@ -1,5 +1,8 @@
 """Colour synthesis through a grey network: the target's decorrelated colour space, the network's
-features of its channels, the Fourier spectrum term in colour and the exact colour histogram.
+features of its channels, the Fourier spectrum term in colour and the exact colour histogram. gen.py
+takes this way for targets of colours of one luminance (joint) and texnet.py's generators for every
+colour target; gen.py synthesises the others in luminance and colours them after (by_luminance,
+chroma.py).
 
 A colour image is (3, H, W) RGB in [0, 1]; a batch (B, 3, H, W). Each target's pixels give its
 principal axes (Space): the first channel along the strongest axis (for most photographs nearly the
@@ -62,6 +65,14 @@ def joint(targets, chroma, share):
     """The taps of `chroma` if a colour target of the batch has its strongest axis at most `share` of its
     variance (one axis through the network cannot carry its structure), else none."""
     return list(chroma) if any(is_colour(t) and first_axis_share(t.cpu()) <= share for t in targets) else []
+
+
+def by_luminance(net, targets, options):
+    """Whether a batch holding colour targets is synthesised in luminance and coloured after
+    (chroma.colourise): a grey network (no RGB first convolution) and no target whose channels must
+    meet in it (joint)."""
+    return any(is_colour(t) for t in targets) and getattr(net, "rgb_first", None) is None and \
+        not joint(targets, options.chroma_layers, options.chroma_share)
 
 
 class Space:
@@ -174,19 +185,27 @@ def _match_along(p, target_p):
     return out
 
 
-def match_colours(img, target, slices=SLICES, seed=0):
-    """The target's colour histogram for img (3, H, W): sliced optimal transport of the pixel cloud
-    (Pitie et al. 2005; `slices` random rotations, each moving the pixels so that their projections
-    on its three axes take the target's values), then exact matching along the target's principal
-    axes, so that those three marginals are the target's. Pixels keep their rank order in each
-    projection: a colour becomes the nearest of the target's, and colours the target lacks vanish."""
-    g = torch.Generator().manual_seed(seed)
-    x, t = img.float().cpu().flatten(1), target.float().cpu().flatten(1)
-    rotations = [torch.linalg.qr(torch.randn(3, 3, generator=g))[0] for _ in range(slices)]
-    for r in rotations + [principal_axes(target.cpu())[1]]:
+def transport(x, t, slices=SLICES, seed=0):
+    """Points x (D, N) moved to take the distribution of points t (D, M) (sliced optimal transport,
+    Pitie et al. 2005): `slices` random rotations, each moving the points so that their projections
+    on its D axes take t's values, then exact matching along t's principal axes, so that those D
+    marginals are t's. Points keep their rank order in each projection: a value becomes the nearest
+    of t's, and values t lacks vanish."""
+    g, d = torch.Generator().manual_seed(seed), len(x)
+    rotations = [torch.linalg.qr(torch.randn(d, d, generator=g))[0] for _ in range(slices)]
+    q = t - t.mean(1, keepdim=True)
+    axes = torch.linalg.eigh((q @ q.T / q.shape[1]).double())[1].flip(1).T.float()
+    for r in rotations + [axes]:
         px, pt = r @ x, r @ t
         x = x + r.T @ (torch.stack([_match_along(a, b) for a, b in zip(px, pt)]) - px)
-    return x.clamp(0, 1).view_as(img).to(img.device)
+    return x
+
+
+def match_colours(img, target, slices=SLICES, seed=0):
+    """The target's colour histogram for img (3, H, W): transport of its cloud of RGB pixels to the
+    target's; a colour becomes the nearest of the target's, and colours the target lacks vanish."""
+    x, t = img.float().cpu().flatten(1), target.float().cpu().flatten(1)
+    return transport(x, t, slices, seed).clamp(0, 1).view_as(img).to(img.device)
 
 
 def init_pixels(target, size, seed):

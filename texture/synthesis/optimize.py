@@ -13,8 +13,9 @@ import time
 import torch
 
 import model
+from texture.measures.colour import luminance
 from texture.run.device import autocast, pick_dtype
-from texture.synthesis import colour, lbfgs, stopping
+from texture.synthesis import chroma, colour, lbfgs, stopping
 from texture.synthesis import spectrum as spectra
 from texture.synthesis.histogram import match_histogram
 from texture.synthesis.levels import auto_levels, downsample, level_steps, upsample
@@ -106,6 +107,8 @@ def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=
     `callback(step, images (B, C, H, W), losses)` is called after every step; `seeds` (one per target)
     seed the start noise; `start` (B, H, W) or (B, 3, H, W) in [0, 1] replaces it."""
     size = tuple(size or targets[0].shape[-2:])
+    if colour.by_luminance(net, targets, options):
+        return in_luminance(net, targets, size, options, seeds=seeds, match=match, callback=callback, start=start)
     o = resolve(net, targets, size, options)
     if o.refine_steps:
         return refine(net, targets, size, o, seeds=seeds, match=match, callback=callback, start=start)
@@ -165,6 +168,23 @@ def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=
              "loss": best_loss[b].item(),
              "final_loss": final_loss[b].item(), "layer_losses": parts[b], "curve": curves[b], "steps": ran[b],
              "seconds": seconds, "message": messages[b]} for b in range(B)]
+
+
+def in_luminance(net, targets, size, options, *, seeds=None, match=True, callback=None, start=None):
+    """synthesize for a batch with colour targets that colour.by_luminance sends through the network
+    in luminance: each colour target's luminance is synthesised as a grey target would be (with the
+    grey ones of the batch), then given the chrominance of its target's patches (chroma.colourise;
+    its histogram too if `match`). `callback` sees the luminance (B, 1, H, W) while it runs."""
+    greys = [luminance(t) if colour.is_colour(t) else t for t in targets]
+    if start is not None:
+        start = torch.stack([luminance(x) if colour.is_colour(x) else x for x in start])
+    out = synthesize(net, greys, size, options, seeds=seeds, match=match, callback=callback, start=start)
+    seeds = seeds or [0] * len(targets)
+    for r, t, s in zip(out, targets, seeds):
+        if colour.is_colour(t):
+            r["image"] = chroma.colourise(r["image"], t, options.tile, match, s)
+            r["raw"] = chroma.colourise(r["raw"], t, options.tile, False, s)
+    return out
 
 
 def refinement(options):

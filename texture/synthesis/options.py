@@ -34,10 +34,11 @@ improved by less than stop_tolerance over stop_window iterations (stopping.Plate
     polish_steps of the first loss (optimize.refine); an output made coarse to fine skips them unless
     refine_coarse; occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again
     only every occurrence_hold evaluations; chroma_layers: the taps of `layers` at which a colour
-    target's three decorrelated channels are matched together (colour.features; {}: its first channel
-    alone through the network, the others held by the spectrum term and the colour histogram), for a
-    batch holding a target whose strongest principal axis carries at most chroma_share of its variance
-    (colour.joint)."""
+    target's three decorrelated channels are matched together (colour.features), for a batch holding a
+    target whose strongest principal axis carries at most chroma_share of its variance (colour.joint);
+    other colour targets are synthesised in luminance and coloured after (optimize.in_luminance), and
+    texnet.py's generators, which make colour directly, take the first channel alone through the
+    network, the others held by the spectrum term and the colour histogram."""
     layers: dict = _layers(H.layers)
     loss: str = H.loss
     features: str = H.features
