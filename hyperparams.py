@@ -113,6 +113,8 @@ class Hyperparams:
     fidelity_train_size: int = 64  # side of the crops the classifier trains on (as the README's demo)
     fidelity_epochs: int = 12  # classifier training epochs (as the README's demo)
     fidelity_steps: int = 300  # synthesis iterations per output (gen.py --steps)
+    fidelity_set: str = "grey"  # grey: the demo classes and photographs, with the classifier; colour: texture.data.colour's photographs and procedural classes with --backbone random, no classifier (docs/colour.md)
+    fidelity_colour_targets: str = "all"  # the colour set's targets, comma-separated names of texture.data.colour's PHOTOS and PALETTES (all: every one; parrot and macaque need plenoptic)
     # == texnet ==
     texnet_dir: str = "asset/texnet"  # trained generators, one folder each: texnet.pt (weights and settings), snapshots
     texnet_steps: int = 1000  # Adam steps per generator
@@ -148,6 +150,7 @@ CHOICES = {
     "pixels": ["sigmoid", "clamp"],
     "spectrum_scale": ["absolute", "relative", "hybrid"],
     "colour": ["auto", "grey"],
+    "fidelity_set": ["grey", "colour"],
     "padding": ["reflect", "zeros", "circular"],
     "backbone": ["trained", "random", "imagenet"],
     "bench_photo": list(PHOTOS),

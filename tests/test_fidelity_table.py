@@ -135,3 +135,20 @@ def test_texnet_method_trains_a_generator_per_target_once_and_scores_its_samples
     again = fidelity.main(args)  # the generators are reused, not trained again
     assert {c: os.path.getmtime(generators / c / "texnet.pt") for c in stamps} == stamps
     assert again["base"] != result["base"] and os.path.isfile(again["base"] + ".png")
+
+
+def test_colour_set_measures_every_output_in_colour_against_another_window(tmp_path):
+    flags = ["--fidelity-set", "colour", "--fidelity-size", "32", "--fidelity-steps", "2", "--fidelity-seeds", "1",
+             "--fidelity-dir", str(tmp_path), "--dtype", "fp32", "--device", "cpu"]
+    result = fidelity.main([*flags, "--fidelity-colour-targets", "immunohistochemistry,chelsea,dots",
+                            "--fidelity-methods", "gram-spectrum,colour-grey"])
+    rows = {(r["method"], r["set"]): r for r in result["summary"]}
+    sets = ("development", "held-out", "procedural")
+    assert set(rows) == {(m, s) for m in (fidelity.WINDOW, "gram-spectrum", "colour-grey") for s in sets}
+    for s in sets:  # a grey output measured as a colour image has no colour; the default's keeps it
+        assert rows["colour-grey", s]["colourfulness"] == 0 and rows["gram-spectrum", s]["colourfulness"] > 0.8
+        assert all(rows["gram-spectrum", s][k] is not None for k in fidelity.MEASURES + fidelity.COLOUR_MEASURES)
+    assert Image.open(result["base"] + ".png").mode == "RGB"
+    assert Image.open(tmp_path / "colour" / "32" / "dots" / "dots.png").mode == "RGB"
+    with pytest.raises(SystemExit, match="^--fidelity-colour-targets: unknown bricks; known: immunohistochemistry,"):
+        fidelity.main([*flags, "--fidelity-colour-targets", "dots,bricks"])

@@ -8,6 +8,7 @@ packages ship. The classifier's demo set (procedural.py) stays grey.
 import os
 
 import numpy as np
+import torch
 from PIL import Image
 from skimage import data as samples
 
@@ -86,3 +87,17 @@ def colour_photograph(name, side):
         raise ValueError(f"{name}: {w}x{h} is smaller than {side} px")
     top, left = int(round(fy * (h - side))), int(round(fx * (w - side)))
     return np.ascontiguousarray(img[top:top + side, left:left + side])
+
+
+def windows(name, side, seed=0):
+    """(target, reference): the top left and bottom right `side` px squares, (3, side, side) in [0, 1],
+    of a photograph of PHOTOS (colour_photograph) or a procedural family of PALETTES (colour_texture
+    with `seed`) twice that size: two windows of the same texture."""
+    whole = colour_photograph(name, 2 * side) if name in PHOTOS else colour_texture(name, 2 * side, seed)
+    whole = torch.from_numpy(whole).permute(2, 0, 1).float() / 255
+    return whole[:, :side, :side], whole[:, side:, side:]
+
+
+def set_of(name):
+    """development, held-out (photographs) or procedural."""
+    return "development" if name in DEVELOP else "held-out" if name in HELD_OUT else "procedural"

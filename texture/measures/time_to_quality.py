@@ -10,7 +10,7 @@ import torch
 from texture.data import photographs
 from texture.data.images import center_crop
 from texture.measures.local import local_measures
-from texture.synthesis.methods import METHODS, method_options
+from texture.synthesis.methods import COLOUR_ONLY, METHODS, method_options
 from texture.synthesis.optimize import synthesize
 from texture.synthesis.options import Options
 from texture.synthesis.taps import parse_layers
@@ -23,10 +23,10 @@ ORIGINAL = Options(layers=parse_layers("original"), optimizer="adam", lr=1e-4, i
 
 
 def timed_methods(dtype):
-    """{name: options} of the methods timed to quality: all but those with a
-    refinement (the default among them), whose first part is method gram-spectrum's run (bench.py times a
-    refinement's iteration apart)."""
-    methods = {name: method_options(name, dtype) for name in METHODS}
+    """{name: options} of the methods timed to quality (on a grey photograph): all but those for colour
+    targets only and those with a refinement (the default among them), whose first part is method
+    gram-spectrum's run (bench.py times a refinement's iteration apart)."""
+    methods = {name: method_options(name, dtype) for name in METHODS if name not in COLOUR_ONLY}
     return {name: o for name, o in methods.items() if not o.refine_steps}
 
 

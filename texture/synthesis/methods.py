@@ -25,7 +25,11 @@ METHODS = {"default": [], "gram-spectrum": UNREFINED, "spectrum0": ["--spectrum-
            # the relative spectrum term takes the ripples, the refinement keeps the demo's peaks
            "refine-polish-relative": ["--spectrum-scale", "relative"],
            # the same with the hybrid scale: the demo's peaks kept best
-           "refine-polish-hybrid": ["--spectrum-scale", "hybrid"]}
+           "refine-polish-hybrid": ["--spectrum-scale", "hybrid"],
+           # fidelity.py --fidelity-set colour: a colour target's luminance alone, and its three channels
+           # through the network together at --chroma-layers (as colours of one luminance get them)
+           "colour-grey": ["--colour", "grey", *UNREFINED], "colour-joint": ["--chroma-share", "1", *UNREFINED]}
+COLOUR_ONLY = ("colour-grey", "colour-joint")  # methods that differ from another on colour targets only
 
 
 def method_options(name, dtype="auto"):
