@@ -179,11 +179,13 @@ def in_luminance(net, targets, size, options, *, seeds=None, match=True, callbac
     if start is not None:
         start = torch.stack([luminance(x) if colour.is_colour(x) else x for x in start])
     out = synthesize(net, greys, size, options, seeds=seeds, match=match, callback=callback, start=start)
-    seeds = seeds or [0] * len(targets)
+    seeds, begin = seeds or [0] * len(targets), time.perf_counter()
     for r, t, s in zip(out, targets, seeds):
         if colour.is_colour(t):
             r["image"] = chroma.colourise(r["image"], t, options.tile, match, s)
             r["raw"] = chroma.colourise(r["raw"], t, options.tile, False, s)
+    for r in out:  # seconds are the batch's, as synthesize gives them
+        r["seconds"] += time.perf_counter() - begin
     return out
 
 
