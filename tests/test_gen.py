@@ -327,7 +327,7 @@ def test_torchrun_shards_targets_and_a_failing_rank_stops_no_one(ckpt, firsts, t
     and the collection; the exit status is 1 and no process crashes or waits for ever."""
     broken = tmp_path / "broken-a-p001.png"
     broken.write_bytes(b"not an image")
-    coloured = tmp_path / "dots-a-p001.png"  # rank 0 makes a grey and a colour target, as separate batches
+    coloured = tmp_path / "dots-a-p001.png"  # rank 0 makes a grey and a colour target, one batch (in luminance)
     Image.fromarray(colour_data.colour_texture("dots", 48, 0)).save(coloured)
     targets = [firsts[0], str(broken), str(coloured)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -338,7 +338,8 @@ def test_torchrun_shards_targets_and_a_failing_rank_stops_no_one(ckpt, firsts, t
     # torchrun itself prints a traceback of its own for any worker's non-zero exit; the workers print none
     assert r.returncode == 1 and "gen.py\", line" not in r.stderr and "ChildFailedError" in r.stderr, r.stderr[-3000:]
     results = [json.load(open(p)) for p in glob.glob(str(tmp_path / "gen_images" / "*" / "result.json"))]
-    assert sorted((x["target"], x["rank"]) for x in results) == sorted([(firsts[0], 0), (str(coloured), 0)])
+    assert sorted((x["target"], x["rank"], x["batch"]) for x in results) == sorted([(firsts[0], 0, 2),
+                                                                                    (str(coloured), 0, 2)])
     assert Image.open(tmp_path / "gen_images" / "dots" / "final.png").mode == "RGB"
     assert f"{broken}: unreadable image" in r.stderr
     assert re.search(rf"1 of 3 target\(s\) failed: {re.escape(str(broken))} \(unreadable image", r.stderr)

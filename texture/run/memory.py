@@ -7,9 +7,9 @@ on the CPU at two sizes each and rounded up (docs/troubleshooting.md, out of mem
     synthesis (gen.py)   about 3 KB per output pixel and image of the batch, bf16 and fp32 alike (the
                          network's activations kept for the backward pass, L-BFGS's history, the
                          quality measures), 4 KB with the refinement at full size (its chunks of
-                         the correspondence term); plus 0.4 GB; a colour output 3 KB more per
-                         pixel (its three channels, colour histogram and RGB patch measures: peak
-                         3.43 GB against grey's 2.75 GB at 512 px, docs/colour.md)
+                         the correspondence term); plus 0.4 GB; a colour output 3.5 KB more
+                         per pixel (its colouring and RGB patch measures: peak 3.56 GB against
+                         grey's 2.72 GB at 512 px, docs/colour.md)
     texnet.py sample     about 48 B per pixel of the sample (its noise, the image, its PNG and the
                          collection), plus 1.2 KB per pixel of one tile of at most --sample-tile px a
                          side with its halo, and of the quality measures' crop of that size
@@ -23,7 +23,7 @@ GB = 2 ** 30
 SYNTHESIS_PIXEL = 3072  # bytes per output pixel and image of the batch
 SYNTHESIS_REFINED_PIXEL = 4096  # the same when the refinement runs at full size
 SYNTHESIS_FIXED = 0.4 * GB
-SYNTHESIS_COLOUR_PIXEL = 3072  # bytes a colour output takes beyond a grey one, per pixel
+SYNTHESIS_COLOUR_PIXEL = 3584  # bytes a colour output takes beyond a grey one, per pixel
 SAMPLE_PIXEL = 48  # bytes per pixel of a texnet.py sample
 TILE_PIXEL = 1200  # bytes per pixel of one tile (with its halo) and of the quality measures' crop
 DEMO_PATCH_PIXEL = 80  # bytes per pixel of the patch being drawn
