@@ -23,7 +23,7 @@ TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images",
         "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-texnet-size", "64",
         "--bench-refine-sizes", "32,48", "--bench-dir", "out"]
 SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds", "iteration": "ratio",
-            "flops": "default_share_of_peak", "colour": "ratio", "texnet": "ratio"}
+            "flops": "default_share_of_peak", "colour": "target_ratio", "texnet": "ratio"}
 
 
 @pytest.fixture(scope="module")
