@@ -110,11 +110,9 @@ def test_a_colour_outputs_luminance_is_the_grey_synthesis_of_its_targets_luminan
 
 
 @pytest.mark.parametrize("pool", [None, 400])  # every target patch a candidate, or 400 drawn of them
-def test_colourise_gives_a_target_its_own_colours_back_from_its_luminance(monkeypatch, pool):
+def test_colourise_gives_a_target_its_own_colours_back_from_its_luminance(pool):
     target = rgb("stripes", 2)
-    if pool:
-        monkeypatch.setattr(chroma, "POOL", pool)
-    out = chroma.colourise(measures.luminance(target), target)
+    out = chroma.colourise(measures.luminance(target), target, pool_size=pool)
     assert (out - target).abs().mean() * 255 < (2 if pool is None else 6)
     assert measures.colourfulness(out, target) > 0.95 and foreign_share(out, target) < 0.02
     basis = chroma.chroma_basis()

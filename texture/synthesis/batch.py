@@ -24,7 +24,7 @@ from texture.networks.evaluation import verdict
 from texture.run import memory
 from texture.run.device import pick_dtype
 from texture.run.outputs import collection, first_free, save_args, save_json, write_png
-from texture.synthesis.chroma import colourise
+from texture.synthesis.chroma import SNAPSHOT_POOL, colourise
 from texture.synthesis.colour import is_colour, joint, unplanes
 from texture.synthesis.levels import level_steps, levels_problem
 from texture.synthesis.optimize import resolve, synthesize
@@ -185,7 +185,7 @@ def run_group(net, jobs, size, opts, args, info, judge):
         if args.snapshot_every and step % args.snapshot_every == 0:
             for j, img, v in zip(jobs, images, losses):
                 if torch.isfinite(v):  # a colour target's luminance while it runs, coloured as the output will be
-                    img = colourise(img[0], j["target"], opts.tile, False, j["seed"]) \
+                    img = colourise(img[0], j["target"], opts.tile, False, j["seed"], SNAPSHOT_POOL) \
                         if is_colour(j["target"]) and len(img) == 1 else unplanes(img)
                     write_png(img, os.path.join(j["dir"], f"snapshot_{step:05d}.png"))
 
