@@ -37,7 +37,7 @@ def is_colour(img):
 
 
 def _pixel_covariance(target):
-    """(mean (3,), covariance (3, 3) in float64) of a (3, H, W) image's pixels."""
+    """(mean (D,), covariance (D, D) in float64) of a (D, H, W) image's pixels or of points (D, N)."""
     p = target.float().flatten(1)
     mean = p.mean(1)
     q = p - mean[:, None]
@@ -45,8 +45,8 @@ def _pixel_covariance(target):
 
 
 def principal_axes(target):
-    """(mean (3,), axes (3, 3)) of a (3, H, W) image's pixels: its principal axes as rows, strongest
-    first, each signed so that its components sum to >= 0 (the first then grows with brightness)."""
+    """(mean (D,), axes (D, D)) of a (D, H, W) image's pixels (or of points (D, N)): their principal
+    axes as rows, strongest first, each signed so that its components sum to >= 0 (the first then grows with brightness)."""
     mean, cov = _pixel_covariance(target)
     vals, vecs = torch.linalg.eigh(cov)
     axes = vecs.flip(1).T.float()
@@ -193,9 +193,7 @@ def transport(x, t, slices=SLICES, seed=0):
     of t's, and values t lacks vanish."""
     g, d = torch.Generator().manual_seed(seed), len(x)
     rotations = [torch.linalg.qr(torch.randn(d, d, generator=g))[0] for _ in range(slices)]
-    q = t - t.mean(1, keepdim=True)
-    axes = torch.linalg.eigh((q @ q.T / q.shape[1]).double())[1].flip(1).T.float()
-    for r in rotations + [axes]:
+    for r in rotations + [principal_axes(t)[1]]:
         px, pt = r @ x, r @ t
         x = x + r.T @ (torch.stack([_match_along(a, b) for a, b in zip(px, pt)]) - px)
     return x
