@@ -41,7 +41,7 @@ from texture.measures import quality
 from texture.networks import checkpoints as C
 from texture.networks import training
 from texture.run.device import pick_device
-from texture.run.outputs import first_free, save_args, save_json, to_uint8, write_atomic, write_png
+from texture.run.outputs import first_free, save_args, save_json, to_pil, write_atomic, write_png
 from texture.synthesis import batch, generator_training
 from texture.synthesis.methods import COLOUR_ONLY, METHODS
 
@@ -186,11 +186,6 @@ def markdown(rows, measures):
     return "\n".join(lines + ["| " + " | ".join(fmt(r.get(k)) for k in head) + " |" for r in rows])
 
 
-def as_pil(img):
-    """(H, W) grey or (3, H, W) RGB in [0, 1] -> its 8-bit PIL image."""
-    return Image.fromarray((to_uint8(img).permute(1, 2, 0) if img.dim() == 3 else to_uint8(img)).numpy())
-
-
 def load_rgb(path):
     """An image file as (3, H, W) RGB in [0, 1] (a grey one with three equal channels)."""
     with Image.open(path) as im:
@@ -211,7 +206,7 @@ def picture(targets, outputs, methods, path):
             img = t if name == "target" else outputs.get((name, label))
             draw.text((x + 1, y), f"{label[:14]}" if name == "target" else name[:14], fill="black")
             if img is not None:
-                grid.paste(as_pil(img).convert(mode), (x, y + band))
+                grid.paste(to_pil(img).convert(mode), (x, y + band))
     write_atomic(path, lambda tmp: grid.save(tmp, format="PNG", optimize=True))
 
 
@@ -285,11 +280,13 @@ def main(argv=None):
             made = texnet_samples(args, seed, paths, ckpt) if method == TEXNET else \
                 synthesise(args, method, seed, paths, ckpt)
             for r in made:
-                if in_colour and r["quality"] is not None:  # grey outputs too, as colour images
-                    r["quality"] = quality.measures(load_rgb(r["png"]), targets[r["label"]])
+                if r["quality"] is not None and (in_colour or seed == args.seed):
+                    img = load_rgb(r["png"]) if in_colour else load_gray(r["png"]).float() / 255
+                    if in_colour:  # grey outputs too, as colour images
+                        r["quality"] = quality.measures(img, targets[r["label"]])
+                    if seed == args.seed:
+                        outputs[method, r["label"]] = img
                 records.append({"method": method, "seed": seed, **r})
-                if seed == args.seed and r["quality"] is not None:
-                    outputs[method, r["label"]] = load_rgb(r["png"]) if in_colour else load_gray(r["png"]).float() / 255
     rows = summary(records, sets.get, measures)
     stem = os.path.join(args.fidelity_dir, f"fidelity_{time.strftime('%Y%m%d-%H%M%S')}")
     md = first_free(stem + ".md", stem + ".json", stem + ".png")[0]  # an earlier run's three are kept

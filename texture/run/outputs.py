@@ -88,10 +88,14 @@ def to_uint8(img):
     return grey_levels(img).to(torch.uint8)
 
 
+def to_pil(img):
+    """A (H, W) grey or (3, H, W) RGB image in [0, 1] as the 8-bit PIL image a PNG of it holds."""
+    return Image.fromarray(to_uint8(img).permute(1, 2, 0).numpy() if img.dim() == 3 else to_uint8(img).numpy())
+
+
 def write_png(img, path):
     """Save a (H, W) grey or (3, H, W) RGB image in [0, 1], or a PIL image, atomically."""
-    pil = img if isinstance(img, Image.Image) else \
-        Image.fromarray(to_uint8(img).permute(1, 2, 0).numpy() if img.dim() == 3 else to_uint8(img).numpy())
+    pil = img if isinstance(img, Image.Image) else to_pil(img)
     write_atomic(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
