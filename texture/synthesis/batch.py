@@ -25,7 +25,7 @@ from texture.run import memory
 from texture.run.device import pick_dtype
 from texture.run.outputs import collection, first_free, save_args, save_json, write_png
 from texture.synthesis.chroma import SNAPSHOT_POOL, colourise
-from texture.synthesis.colour import is_colour, joint, unplanes
+from texture.synthesis.colour import by_luminance, is_colour, unplanes
 from texture.synthesis.levels import level_steps, levels_problem
 from texture.synthesis.optimize import resolve, synthesize
 from texture.synthesis.options import Options
@@ -106,11 +106,11 @@ def setup(args, explicit, device):
     return net, judge, found, opts, factor, least, smallest_side(net, taps(opts))
 
 
-def prepare(jobs, args, opts, least, factor, coarsest, train_set):
+def prepare(jobs, args, net, opts, least, factor, coarsest, train_set):
     """Load this process's targets and group them by output size and by whether they go through
-    the network in colour (colour targets whose channels meet at --chroma-layers, and every colour
-    target with --backbone imagenet; the others, grey or synthesised in luminance and coloured after,
-    run together); returns (groups {(size, in colour): jobs}, {failed path: why})."""
+    the network `net` in colour (colour targets that colour.by_luminance does not send through it in
+    luminance; those, and grey targets, run together); returns (groups {(size, in colour): jobs},
+    {failed path: why})."""
     groups, failed = {}, {}
     for job in jobs:
         try:
@@ -133,9 +133,8 @@ def prepare(jobs, args, opts, least, factor, coarsest, train_set):
         if job["in_training"]:
             tqdm.write(f"{job['path']}: the classifier was trained on this image, so its verdict on it (and on the "
                        "texture made from it) is not a held-out result", file=sys.stderr)
-        # colour targets whose channels meet at --chroma-layers run apart from the others: each as if alone
-        in_colour = is_colour(job["target"]) and (args.backbone == "imagenet" or bool(
-            joint([job["target"]], opts.chroma_layers, opts.chroma_share)))
+        # colour targets that go through the network in colour run apart from the others: each as if alone
+        in_colour = is_colour(job["target"]) and not by_luminance(net, [job["target"]], opts)
         groups.setdefault((size, in_colour), []).append(job)
     return groups, failed
 
@@ -263,7 +262,7 @@ def synthesise(args, explicit, rank, world, device):
         dist.broadcast_object_list(jobs, src=0)
     jobs = jobs[0]
     train_set = training_images(found["hparams"]) if found else None
-    groups, failed = prepare(jobs[rank::world], args, opts, least, factor, coarsest, train_set)
+    groups, failed = prepare(jobs[rank::world], args, net, opts, least, factor, coarsest, train_set)
     failed.update(too_large(groups, net, opts, args, device))
     bad, records = synthesise_share(groups, net, opts, args, info, judge)
     failed.update(bad)

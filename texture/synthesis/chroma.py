@@ -67,8 +67,8 @@ def colourise(y, target, tile=False, match=True, seed=0, pool_size=None):
     tc = torch.einsum("ij,jhw->ihw", basis, target - ty[None])  # (2, Ht, Wt)
     pool = local.patches(ty * 255, PATCH, 1)
     tc_patches = F.unfold(tc[None], PATCH)[0]  # (2 * PATCH^2, N), the same positions as pool
-    if len(pool) > (pool_size or POOL):
-        keep = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:pool_size or POOL]
+    if len(pool) > (limit := pool_size or POOL):
+        keep = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:limit]
         pool, tc_patches = pool[keep], tc_patches[:, keep]
     padded = F.pad(y[None, None] * 255, (r, r, r, r), mode="circular" if tile else "reflect")[0, 0]
     best = local.nearest(local.patches(padded, PATCH, STRIDE), pool)[1]

@@ -98,7 +98,8 @@ def resolve(net, targets, size, options):
 
 def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=True, callback=None, start=None):
     """Optimise one image of `size` (H, W) per target (list of (H, W) grey or (3, H, W) colour tensors
-    in [0, 1], all grey or all colour) as one batch.
+    in [0, 1]; grey and colour together only if colour.by_luminance sends the colour ones through the
+    network in luminance) as one batch.
 
     `options` (Options) says how; levels 0 is decided here (resolve). Returns one dict per target:
     image (H, W) or (3, H, W) on the CPU (the best iterate, `raw`, given the target's grey-level or
