@@ -55,7 +55,8 @@ def net():
     return backbones.random_net("vgg19_bn", 0).eval().requires_grad_(False)
 
 
-@pytest.mark.parametrize("chroma,share", [("none", 0.7), ("relu1_1,relu2_1", 1.0)])  # dots' default (c), and (b1)
+# dots' default (its luminance synthesised, then coloured), and (b1)
+@pytest.mark.parametrize("chroma,share", [("none", 0.7), ("relu1_1,relu2_1", 1.0)])
 def test_red_dots_stay_red_on_their_blue_ground(net, chroma, share):
     target = rgb("dots", 0)
     o = gram_options(parse_layers("blocks"), spectrum_weight=0.3, chroma_layers=parse_layers(chroma), chroma_share=share)

@@ -10,6 +10,7 @@ from PIL import Image
 
 import fidelity
 from hyperparams import parse_args
+from texture.data import colour as colour_data
 from texture.measures import report
 from texture.networks import checkpoints as C
 from texture.synthesis import methods
@@ -152,3 +153,15 @@ def test_colour_set_measures_every_output_in_colour_against_another_window(tmp_p
     assert Image.open(tmp_path / "colour" / "32" / "dots" / "dots.png").mode == "RGB"
     with pytest.raises(SystemExit, match="^--fidelity-colour-targets: unknown bricks; known: immunohistochemistry,"):
         fidelity.main([*flags, "--fidelity-colour-targets", "dots,bricks"])
+    with pytest.raises(SystemExit, match=r"^--fidelity-size 400: retina: \d+x\d+ is smaller than 800 px$"):
+        fidelity.main([*flags, "--fidelity-colour-targets", "retina", "--fidelity-size", "400"])
+
+
+def test_colour_set_without_plenoptic_names_the_photograph_and_the_package(tmp_path, monkeypatch):
+    def missing(name):
+        raise ModuleNotFoundError("No module named 'plenoptic'", name="plenoptic")
+    monkeypatch.setattr(colour_data, "_plenoptic", missing)
+    with pytest.raises(SystemExit, match=r"^--fidelity-colour-targets: parrot needs plenoptic \(pip install "
+                                         r"plenoptic\); leave it out$"):
+        fidelity.main(["--fidelity-set", "colour", "--fidelity-colour-targets", "dots,parrot",
+                       "--fidelity-dir", str(tmp_path)])
