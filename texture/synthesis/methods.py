@@ -12,7 +12,11 @@ from texture.synthesis.options import Options
 
 UNREFINED = ["--refine-steps", "0"]  # the first part of the default alone: Gram + spectrum
 # name -> gen.py flags; the first is today's default. Every feature loss of losses.LOSSES is one.
-METHODS = {"default": [], "gram-spectrum": UNREFINED, "spectrum0": ["--spectrum-weight", "0", *UNREFINED],
+METHODS = {"default": [], "gram-spectrum": UNREFINED,
+           # the default's parts shorter, its Gram + spectrum part coarse to fine even at the target's size:
+           # about 3x faster, not as good on every measure (docs/speed.md); bench.py's section fast times both
+           "fast": ["--levels", "2", "--steps", "100", "--refine-steps", "30", "--refine-lr", "0.15", "--polish-steps", "10"],
+           "spectrum0": ["--spectrum-weight", "0", *UNREFINED],
            **{k: ["--loss", k, *UNREFINED] for k in LOSSES if k != Hyperparams.loss},
            # the occurrence penalty changes with the matches between evaluations: Adam, not L-BFGS
            "gcd-adam": ["--loss", "gcd", "--optimizer", "adam", "--gen-lr", "0.1", "--gcd-weight", "1", *UNREFINED],
@@ -32,8 +36,11 @@ METHODS = {"default": [], "gram-spectrum": UNREFINED, "spectrum0": ["--spectrum-
 COLOUR_ONLY = ("colour-grey", "colour-joint")  # methods that differ from another on colour targets only
 
 
-def method_options(name, dtype="auto"):
-    """The Options of a method: gen.py's defaults with its flags, for an output as large as the target."""
+def method_options(name, dtype="auto", levels=1):
+    """The Options of a method: gen.py's defaults with its flags, for an output as large as the target,
+    made at one level (levels=1, as the callers that time iterations need) or at the levels its flags
+    and gen.py decide (levels=None)."""
     flags = METHODS[name]
     args = add_arguments(argparse.ArgumentParser(), ["device", "gen"]).parse_args(flags)
-    return dataclasses.replace(Options.from_args(args, given=given(flags, ["gen"])), dtype=dtype, levels=1)
+    options = dataclasses.replace(Options.from_args(args, given=given(flags, ["gen"])), dtype=dtype)
+    return options if levels is None else dataclasses.replace(options, levels=levels)
