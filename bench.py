@@ -34,6 +34,10 @@ hits both alike):
              the three channels together at --chroma-layers (as a target of colours of one luminance
              gets them) vs a grey one, in the Gram + spectrum part and the refinement; and each
              default's seconds per target
+  fast       gen.py's default against method fast (its parts shorter, the first coarse to fine) in whole
+             runs: on --bench-photo's centre crop alone, then as a batch of --bench-batch-targets
+             targets of --bench-batch-side px: the seconds, the speed-up and whether fast reaches the
+             default's final measures (LBP, patch_nn, patch_cover, spectrum within 2%, copy share)
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
              not depend on its weights) vs one iteration of gen.py's default at that size (made coarse to
              fine, so without the refinement)
@@ -54,7 +58,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from hyperparams import Hyperparams, given, parse_args
 from texture.data.kylberg import KYLBERG
 from texture.data.procedural import make_demo
-from texture.measures.speed import bench_colour, bench_refine_sizes, bench_synthesis, bench_texnet
+from texture.measures.speed import bench_colour, bench_refine_sizes, bench_synthesis, bench_texnet, synthesis_net
+from texture.measures.speedup import bench_fast
 from texture.measures.time_to_quality import QUALITY
 from texture.networks import training
 from texture.networks.checkpoints import CheckpointError, find_checkpoint
@@ -63,11 +68,11 @@ from texture.run.outputs import first_free, save_args, save_json
 from texture.run.timing import interleave
 
 GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
-SECTIONS = ("train", "synthesis", "refine", "colour", "texnet")  # --bench-sections; train brings data and flops, synthesis brings iteration
+SECTIONS = ("train", "synthesis", "refine", "colour", "texnet", "fast")  # --bench-sections; train brings data and flops, synthesis brings iteration
 # --quick replaces these defaults (flags given explicitly still win).
 QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 1000,
          "bench_gen_steps": 100, "bench_chunk": 4, "bench_matmul": 1024,
-         "bench_texnet_size": 256, "bench_refine_sizes": "64,128"}
+         "bench_texnet_size": 256, "bench_refine_sizes": "64,128", "bench_batch_targets": 4, "bench_batch_side": 64}
 
 
 def machine(device, dtype):
@@ -220,6 +225,13 @@ def rows(r):
         out += [("texnet", f"texnet.py sample {tx['size']}x{tx['size']}, s", f"{tx['sample_s']:.3f}"),
                 ("texnet", f"gen.py default iteration at {tx['size']}x{tx['size']}, s", f"{tx['gen_iteration_s']:.3f}"),
                 ("texnet", "iteration / sample", f"{tx['ratio']:.1f}x")]
+    for key, d in (r.get("fast") or {}).items():
+        what = f"{d['targets'][0]} {d['side']} px" if key == "one" else f"{len(d['targets'])} targets {d['side']} px"
+        out += [("fast", f"{what}: default / fast, s", f"{d['default_s']:.1f} / {d['fast_s']:.1f}"),
+                ("fast", f"{what}: speed-up", f"{d['speedup']:.2f}x"),
+                ("fast", f"{what}: reaches the default's measures (mean; targets)",
+                 f"{'yes' if d['reached']['all'] else 'no: ' + ', '.join(k for k, v in d['reached'].items() if not v and k != 'all')}"
+                 f"; {d['reached_one_by_one']} of {len(d['targets'])}")]
     return out
 
 
@@ -340,6 +352,9 @@ def main(argv=None):
         if "texnet" in run:
             say(f"texnet.py sample vs gen.py iteration at {args.bench_texnet_size} px")
             results["texnet"] = bench_texnet(args, device, dtype, data_dir)
+        if "fast" in run:
+            say(f"gen.py's default vs method fast, whole runs at {args.image_size} px and a batch")
+            results["fast"] = bench_fast(args, synthesis_net(args, device), device)
         say("done")
     if hasattr(os, "getloadavg"):
         results["machine"]["load_avg_1min_end"] = os.getloadavg()[0]

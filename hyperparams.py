@@ -104,7 +104,9 @@ class Hyperparams:
     bench_orig_every: int = 250  # original recipe's iterations between quality measurements
     bench_gen_every: int = 5  # each method's iterations between quality measurements
     bench_refine_sizes: str = "96,192,288"  # output sides (= target's) at which the refinement's iteration (fidelity method refine) is timed against the Gram + spectrum iteration
-    bench_sections: str = ""  # sections to run, comma-separated: train (with data and flops), synthesis (with iteration), refine, colour, texnet (empty: all)
+    bench_sections: str = ""  # sections to run, comma-separated: train (with data and flops), synthesis (with iteration), refine, colour, texnet, fast (empty: all)
+    bench_batch_targets: int = 28  # section fast: targets of the batch timed after the single one (the photographs of PHOTOS, then procedural classes; 0: none)
+    bench_batch_side: int = 160  # section fast: side of the batch's targets and outputs
     # == fidelity ==
     fidelity_dir: str = "asset/fidelity"  # fidelity.py's data, classifier, outputs, tables, pictures and JSON
     fidelity_methods: str = ""  # methods of fidelity.METHODS to run, comma-separated (empty: all)

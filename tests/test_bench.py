@@ -2,6 +2,7 @@
 
 Timings are never asserted here (the machine is shared); only that each figure was measured.
 """
+import dataclasses
 import json
 import math
 import os
@@ -13,7 +14,7 @@ import torch
 
 import bench
 from hyperparams import Hyperparams
-from texture.measures import speed, time_to_quality
+from texture.measures import speed, speedup, time_to_quality
 from texture.networks import checkpoints as C
 from texture.synthesis import methods
 
@@ -22,6 +23,7 @@ TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images",
         "--bench-repeats", "1", "--bench-orig-steps", "5", "--bench-orig-every", "2", "--bench-gen-steps", "3",
         "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-texnet-size", "64",
         "--bench-refine-sizes", "32,48", "--bench-dir", "out"]
+ALL_BUT_FAST = ["--bench-sections", "train,synthesis,refine,colour,texnet"]  # fast: whole runs, tested alone
 SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds", "iteration": "ratio",
             "flops": "default_share_of_peak", "colour": "target_ratio", "texnet": "ratio"}
 
@@ -30,7 +32,7 @@ SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds"
 def quick_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *TINY], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *TINY, *ALL_BUT_FAST], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, cwd / "out"
@@ -162,3 +164,48 @@ def test_chosen_sections_alone_are_run_printed_and_saved(tmp_path, monkeypatch, 
     assert c["colourise_s"] > 0 and c["colour_target_s"] > c["grey_target_s"] and c["joint_ratio"] > 0
     with pytest.raises(SystemExit, match=r"^--bench-sections colour,foo: sections are train, synthesis, refine"):
         bench.main(["--bench-sections", "colour,foo"])
+
+
+def test_fast_section_times_both_recipes_whole_on_one_target_and_a_batch(tmp_path, monkeypatch, capsys):
+    """The two recipes shortened (their iterations are what bench.py times, not what is tested here)."""
+    short = {"default": (4, 2, 1), "fast": (2, 1, 1)}
+    monkeypatch.setattr(speedup, "method_options", lambda name, dtype, levels: dataclasses.replace(
+        methods.method_options(name, dtype), steps=short[name][0], refine_steps=short[name][1],
+        polish_steps=short[name][2]))
+    monkeypatch.chdir(tmp_path)
+    result = bench.main([*TINY, "--bench-sections", "fast", "--bench-batch-targets", "3", "--bench-batch-side", "32",
+                         "--bench-repeats", "2"])["fast"]
+    one, batch = result["one"], result["batch"]
+    assert one["targets"] == ["gravel"] and batch["targets"] == ["brick", "grass", "gravel"]
+    assert (one["side"], batch["side"]) == (32, 32)
+    for d in (one, batch):
+        assert all(len(s) == 2 and min(s) > 0 for s in d["seconds"].values()) and d["speedup"] > 0
+        assert [x["all"] for x in d["iterations"]["default"]] == [7] * len(d["targets"])
+        assert [x["all"] for x in d["iterations"]["fast"]] == [4] * len(d["targets"])
+        assert set(d["reached"]) == {*speedup.MEASURES, "all"} and 0 <= d["reached_one_by_one"] <= len(d["targets"])
+    out = capsys.readouterr().out
+    assert "gravel 32 px: default / fast, s" in out and "3 targets 32 px: speed-up" in out
+    assert "3 targets 32 px: reaches the default's measures (mean; targets)" in out
+
+
+def test_fast_recipe_keeps_its_two_levels_and_refinement_for_whole_runs_and_one_level_for_iterations():
+    whole, timed = methods.method_options("fast", levels=None), methods.method_options("fast")
+    assert (whole.levels, whole.steps, whole.refine_steps, whole.polish_steps) == (2, 100, 30, 10) and whole.refine_coarse
+    assert timed.levels == 1 and methods.method_options("default", levels=None).levels == 0  # gen.py decides
+
+
+def test_reaching_the_defaults_measures_allows_the_spectrum_two_percent_and_nothing_else():
+    goal = {"lbp_distance": 0.1, "patch_nn": 9.0, "patch_cover": 9.0, "spectrum_distance": 0.2, "copy_share": 0.0}
+    assert speedup.reaches({**goal, "spectrum_distance": 0.2039}, goal)["all"]
+    assert not speedup.reaches({**goal, "spectrum_distance": 0.2041}, goal)["all"]
+    for k in speedup.AT_MOST:
+        worse = speedup.reaches({**goal, k: goal[k] + 1e-3}, goal)
+        assert not worse["all"] and not worse[k] and sum(not v for v in worse.values()) == 2
+
+
+def test_a_batch_is_the_photographs_then_the_procedural_classes_sample_by_sample():
+    names, images = speedup.batch_targets(7, 32, ["brick", "gravel"], torch.device("cpu"))
+    assert names == ["brick", "gravel", "stripes1-a", "checker1-a", "dots1-a", "grid1-a", "waves1-a"]
+    assert all(x.shape == (32, 32) and 0 <= x.min() < x.max() <= 1 for x in images)
+    more, _ = speedup.batch_targets(16, 32, [], torch.device("cpu"))
+    assert more[11:] == ["speckle1-a", "stripes1-b", "checker1-b", "dots1-b", "grid1-b"] and len(set(more)) == 16
