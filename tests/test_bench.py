@@ -67,9 +67,9 @@ def test_time_to_quality_measures_the_original_until_its_end_and_each_method_aga
     orig = sy["original"]
     assert [s for s, _ in orig["curve"]] == [1, 2, 4, 5] and orig["steps"] == 5  # the start, every 2 and the last
     assert sy["goal"] == orig["curve"][-1][1] and set(sy["goal"]) == set(time_to_quality.QUALITY)
-    # the default and the refine-* methods refine after their first part, which gram-spectrum is
-    assert list(sy["methods"]) == [m for m in methods.METHODS if m != "default" and not m.startswith("refine")
-                                      and m not in methods.COLOUR_ONLY]
+    # the default, fast and the refine-* methods refine after their first part, which gram-spectrum is
+    assert list(sy["methods"]) == [m for m in methods.METHODS if m not in ("default", "fast")
+                                      and not m.startswith("refine") and m not in methods.COLOUR_ONLY]
     for name, m in sy["methods"].items():
         steps = [s for s, _ in m["curve"]]
         assert steps == list(range(1, len(steps) + 1)) and len(steps) <= 3, name

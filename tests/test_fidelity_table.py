@@ -97,7 +97,7 @@ def test_data_of_other_settings_in_the_fidelity_dir_is_refused_and_kept(first_ru
 
 
 def test_unknown_method_is_a_one_line_error():
-    with pytest.raises(SystemExit, match="--fidelity-methods: unknown nope; known: default,gram-spectrum,spectrum0"):
+    with pytest.raises(SystemExit, match="--fidelity-methods: unknown nope; known: default,gram-spectrum,fast,spectrum0"):
         fidelity.main(["--fidelity-methods", "default,nope"])
 
 
