@@ -83,6 +83,15 @@ def demo_patch(family, params, rng, size):
     return np.clip(np.rint(_norm(t) * 40 + 127), 0, 255).astype(np.uint8)
 
 
+def demo_image(name, sample, k, size, seed=0):
+    """Patch k of sample `sample` (0 to 3: a to d) of the family `name`, as make_demo writes it: the
+    sample's parameters drawn from (seed, family, sample), the patch's placement from k as well."""
+    ci, (lo, hi) = list(FAMILIES).index(name), FAMILIES[name][0]
+    g = np.random.default_rng([seed, ci, sample])
+    params = (g.uniform(-0.3, 0.3), g.uniform(lo, hi), g.random(), g.uniform(0.2, 0.6))
+    return demo_patch(name, params, np.random.default_rng([seed, ci, sample, k]), size)
+
+
 def make_demo(out_dir, classes=6, patches=40, size=96, seed=0, photographs=()):
     """Write a procedural demo set in the Kylberg layout <out>/<class>/<class>-<a..d>-p<NNN>.png.
 
@@ -107,12 +116,9 @@ def make_demo(out_dir, classes=6, patches=40, size=96, seed=0, photographs=()):
     try:
         for ci, name in enumerate(names):
             os.makedirs(os.path.join(tmp, name))
-            lo, hi = FAMILIES[name][0]
             for si, letter in enumerate("abcd"):
-                g = np.random.default_rng([seed, ci, si])
-                params = (g.uniform(-0.3, 0.3), g.uniform(lo, hi), g.random(), g.uniform(0.2, 0.6))
                 for k in range(patches // 4 + (si < patches % 4)):
-                    img = demo_patch(name, params, np.random.default_rng([seed, ci, si, k]), size)
+                    img = demo_image(name, si, k, size, seed)
                     Image.fromarray(img, "L").save(os.path.join(tmp, name, f"{name}-{letter}-p{k + 1:03d}.png"))
         for name in photographs:
             try:

@@ -8,7 +8,6 @@ within 2%, copy share not above), the mean over the targets and target by target
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from hyperparams import PHOTOS
@@ -39,12 +38,9 @@ def batch_targets(count, side, photo_names, device):
     images = [photo_target(p, side, device) for p in names]
     families, sample = list(procedural.FAMILIES), 0
     while len(names) < count:
-        for ci, family in enumerate(families[:count - len(names)]):
-            g = np.random.default_rng([0, ci, sample])
-            lo, hi = procedural.FAMILIES[family][0]
-            params = (g.uniform(-0.3, 0.3), g.uniform(lo, hi), g.random(), g.uniform(0.2, 0.6))
-            patch = procedural.demo_patch(family, params, np.random.default_rng([0, ci, sample, 0]), side)
-            names.append(f"{family}-{'abcd'[sample % 4]}" if sample < 4 else f"{family}-{sample}")
+        for family in families[:count - len(names)]:
+            patch = procedural.demo_image(family, sample, 0, side)
+            names.append(f"{family}-{'abcd'[sample]}" if sample < 4 else f"{family}-{sample}")
             images.append((torch.from_numpy(patch).float() / 255).to(device))
         sample += 1
     return names, images
