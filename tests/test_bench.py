@@ -23,7 +23,7 @@ TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images",
         "--bench-repeats", "1", "--bench-orig-steps", "5", "--bench-orig-every", "2", "--bench-gen-steps", "3",
         "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-texnet-size", "64",
         "--bench-refine-sizes", "32,48", "--bench-dir", "out"]
-ALL_BUT_FAST = ["--bench-sections", "train,synthesis,refine,colour,texnet"]  # fast: whole runs, tested alone
+ALL_BUT_FAST = ["--bench-sections", ",".join(s for s in bench.SECTIONS if s != "fast")]  # fast: whole runs, tested alone
 SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds", "iteration": "ratio",
             "flops": "default_share_of_peak", "colour": "target_ratio", "texnet": "ratio"}
 
