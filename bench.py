@@ -6,9 +6,10 @@
     python bench.py --image-size 128 --bench-repeats 3 --device cuda
     python bench.py --quick --ckpt best         # synthesis sections with the trained classifier (default: random weights)
     python bench.py --bench-sections colour     # one section (or several, comma-separated)
+    python bench.py --bench-sections fast --bench-batch-targets 6   # whole runs: the default vs method fast
 
 Sections (medians over --bench-repeats rounds that alternate the compared paths, so machine load
-hits both alike):
+hits both alike; every one but fast, which runs only when named):
   train      training step of train.py, plain fp32 eager vs its default path (autocast dtype,
              channels-last, torch.compile by its rule): images/s and the speed-up
   data       a whole epoch through batches.Batches from the uint8 cache vs the same steps on batches
@@ -69,6 +70,8 @@ from texture.run.timing import interleave
 
 GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
 SECTIONS = ("train", "synthesis", "refine", "colour", "texnet", "fast")  # --bench-sections; train brings data and flops, synthesis brings iteration
+NAMED_ONLY = ("fast",)  # whole runs of two recipes (an hour and more at the defaults): run only when named
+FAST_LEAST = 64  # fast makes its first level at half the side, where the default taps need 32 px
 # --quick replaces these defaults (flags given explicitly still win).
 QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 1000,
          "bench_gen_steps": 100, "bench_chunk": 4, "bench_matmul": 1024,
@@ -306,11 +309,19 @@ def settings(argv):
         args.bench_refine_sizes = [0]
     if min(args.bench_refine_sizes) < 32:
         raise SystemExit(f"--bench-refine-sizes {spec}: comma-separated sides of at least 32 px")
-    chosen = [x for x in args.bench_sections.split(",") if x] or list(SECTIONS)
+    chosen = [x for x in args.bench_sections.split(",") if x] or [s for s in SECTIONS if s not in NAMED_ONLY]
     if set(chosen) - set(SECTIONS):
         raise SystemExit(f"--bench-sections {args.bench_sections}: sections are {', '.join(SECTIONS)} "
                          "(data and flops come with train, iteration with synthesis)")
     args.bench_sections = chosen
+    if "fast" in chosen:
+        sides = {"--image-size": args.image_size}
+        if args.bench_batch_targets:
+            sides["--bench-batch-side"] = args.bench_batch_side
+        for flag, side in sides.items():
+            if side < FAST_LEAST:
+                raise SystemExit(f"{flag} {side}: section fast needs at least {FAST_LEAST} px (its first level is "
+                                 "half the side)")
     if args.ckpt:
         try:
             path = find_checkpoint(args.ckpt)[0]

@@ -104,7 +104,7 @@ class Hyperparams:
     bench_orig_every: int = 250  # original recipe's iterations between quality measurements
     bench_gen_every: int = 5  # each method's iterations between quality measurements
     bench_refine_sizes: str = "96,192,288"  # output sides (= target's) at which the refinement's iteration (fidelity method refine) is timed against the Gram + spectrum iteration
-    bench_sections: str = ""  # sections to run, comma-separated: train (with data and flops), synthesis (with iteration), refine, colour, texnet, fast (empty: all)
+    bench_sections: str = ""  # sections to run, comma-separated: train (with data and flops), synthesis (with iteration), refine, colour, texnet, fast (empty: all but fast, which runs whole recipes and only when named)
     bench_batch_targets: int = 28  # section fast: targets of the batch timed after the single one (the photographs of PHOTOS, then procedural classes; 0: none)
     bench_batch_side: int = 160  # section fast: side of the batch's targets and outputs
     # == fidelity ==
@@ -163,7 +163,7 @@ CHOICES = {
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
-           "texnet_snapshot_every", "chroma_share"}
+           "texnet_snapshot_every", "chroma_share", "bench_batch_targets"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
 # Where `prepro.py --demo` writes when --data-dir is not given.

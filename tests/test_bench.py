@@ -23,7 +23,6 @@ TINY = ["--quick", "--image-size", "32", "--bench-batch", "4", "--bench-images",
         "--bench-repeats", "1", "--bench-orig-steps", "5", "--bench-orig-every", "2", "--bench-gen-steps", "3",
         "--bench-gen-every", "1", "--bench-chunk", "2", "--bench-matmul", "128", "--bench-texnet-size", "64",
         "--bench-refine-sizes", "32,48", "--bench-dir", "out"]
-ALL_BUT_FAST = ["--bench-sections", ",".join(s for s in bench.SECTIONS if s != "fast")]  # fast: whole runs, tested alone
 SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds", "iteration": "ratio",
             "flops": "default_share_of_peak", "colour": "target_ratio", "texnet": "ratio"}
 
@@ -32,7 +31,7 @@ SECTIONS = {"train": "speedup", "data": "ratio", "synthesis": "original_seconds"
 def quick_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *TINY, *ALL_BUT_FAST], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *TINY], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, cwd / "out"
@@ -173,19 +172,19 @@ def test_fast_section_times_both_recipes_whole_on_one_target_and_a_batch(tmp_pat
         methods.method_options(name, dtype), steps=short[name][0], refine_steps=short[name][1],
         polish_steps=short[name][2]))
     monkeypatch.chdir(tmp_path)
-    result = bench.main([*TINY, "--bench-sections", "fast", "--bench-batch-targets", "3", "--bench-batch-side", "32",
-                         "--bench-repeats", "2"])["fast"]
+    result = bench.main([*TINY, "--bench-sections", "fast", "--image-size", "64", "--bench-batch-targets", "3",
+                         "--bench-batch-side", "64", "--bench-repeats", "2"])["fast"]
     one, batch = result["one"], result["batch"]
     assert one["targets"] == ["gravel"] and batch["targets"] == ["brick", "grass", "gravel"]
-    assert (one["side"], batch["side"]) == (32, 32)
+    assert (one["side"], batch["side"]) == (64, 64)
     for d in (one, batch):
         assert all(len(s) == 2 and min(s) > 0 for s in d["seconds"].values()) and d["speedup"] > 0
         assert [x["all"] for x in d["iterations"]["default"]] == [7] * len(d["targets"])
         assert [x["all"] for x in d["iterations"]["fast"]] == [4] * len(d["targets"])
         assert set(d["reached"]) == {*speedup.MEASURES, "all"} and 0 <= d["reached_one_by_one"] <= len(d["targets"])
     out = capsys.readouterr().out
-    assert "gravel 32 px: default / fast, s" in out and "3 targets 32 px: speed-up" in out
-    assert "3 targets 32 px: reaches the default's measures (mean; targets)" in out
+    assert "gravel 64 px: default / fast, s" in out and "3 targets 64 px: speed-up" in out
+    assert "3 targets 64 px: reaches the default's measures (mean; targets)" in out
 
 
 def test_fast_recipe_keeps_its_two_levels_and_refinement_for_whole_runs_and_one_level_for_iterations():
@@ -209,3 +208,15 @@ def test_a_batch_is_the_photographs_then_the_procedural_classes_sample_by_sample
     assert all(x.shape == (32, 32) and 0 <= x.min() < x.max() <= 1 for x in images)
     more, _ = speedup.batch_targets(16, 32, [], torch.device("cpu"))
     assert more[11:] == ["speckle1-a", "stripes1-b", "checker1-b", "dots1-b", "grid1-b"] and len(set(more)) == 16
+
+
+def test_fast_runs_only_when_named_and_refuses_sides_its_first_level_cannot_have(capsys):
+    assert "fast" not in bench.settings([]).bench_sections and "fast" in bench.settings(["--bench-sections", "fast"]).bench_sections
+    for flags, error in ((["--image-size", "48"], "--image-size 48"), (["--bench-batch-side", "32"], "--bench-batch-side 32")):
+        with pytest.raises(SystemExit, match=f"^{error}: section fast needs at least 64 px"):
+            bench.settings(["--bench-sections", "fast", *flags])
+    assert bench.settings(["--bench-sections", "fast", "--bench-batch-targets", "0", "--bench-batch-side", "32"])
+    assert bench.settings(["--image-size", "32"]).image_size == 32  # the other sections take it
+    with pytest.raises(SystemExit):  # argparse's one line, as for every count
+        bench.settings(["--bench-batch-targets", "-1"])
+    assert "--bench-batch-targets: must be >= 0, got -1" in capsys.readouterr().err
