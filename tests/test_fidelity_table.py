@@ -136,6 +136,13 @@ def test_texnet_method_trains_a_generator_per_target_once_and_scores_its_samples
     again = fidelity.main(args)  # the generators are reused, not trained again
     assert {c: os.path.getmtime(generators / c / "texnet.pt") for c in stamps} == stamps
     assert again["base"] != result["base"] and os.path.isfile(again["base"] + ".png")
+    # more steps continue the generators; the table and picture take the new samples, the old ones stay
+    more = fidelity.main([*args, "--texnet-steps", "3"])
+    assert all(os.path.getmtime(generators / c / "texnet.pt") > stamps[c] for c in stamps)
+    pngs = [{r["label"]: r["png"] for r in run["records"] if r["method"] == "texnet" and r["seed"] == 0}
+            for run in (result, more)]
+    assert all(pngs[1][c] != pngs[0][c] and os.path.isfile(pngs[0][c]) and os.path.isfile(pngs[1][c])
+               for c in stamps)
 
 
 def test_colour_set_measures_every_output_in_colour_against_another_window(tmp_path):
