@@ -154,8 +154,7 @@ def texnet_samples(args, seed, targets, ckpt):
         side, out = str(args.fidelity_size), os.path.join(folder, f"seed{seed}")
         r = generator_training.run(["sample", os.path.join(folder, "generators", label, "texnet.pt"), *common,
                                     "--size", side, side, "--seed", str(seed), "--sample-dir", out])[0]
-        folder_of = r["name"].split("/")[0]  # label, or label-2... when an earlier run's sample is there
-        results.append({"png": os.path.join(out, folder_of, f"{side}x{side}_seed{seed}_0.png"), "label": label,
+        results.append({"png": r["png"], "label": label,
                         "quality": r["quality"], "recognised": (r.get("verdict") or {}).get("recognised"),
                         "seconds": r["seconds"], "message": None})
     return results

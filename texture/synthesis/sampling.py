@@ -98,7 +98,8 @@ def judged(img, target, judge, classes, kind):
 
 
 def sample(args):
-    """Write --count samples of each chosen texture, their result records, the report and a collection."""
+    """Write --count samples of each chosen texture, their result records, the report and a collection;
+    return the records, each with its name in the report and the path of its PNG."""
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
     try:
@@ -140,7 +141,7 @@ def sample(args):
                       **judged(img, target, judge, classes, label_of(ckpt["targets"][c]))}
             outputs.write_png(img, stem + ".png")
             outputs.save_json(record, stem + ".json")
-            records.append({**record, "name": f"{os.path.basename(folder)}/{i}"})
+            records.append({**record, "name": f"{os.path.basename(folder)}/{i}", "png": stem + ".png"})
             entries.append((f"{label} {i}", os.path.join(folder, "target.png"), stem + ".png"))
     [out] = outputs.first_free(os.path.join(args.sample_dir, f"collection_{time.strftime('%Y%m%d-%H%M%S')}.png"))
     outputs.collection(entries, out)
