@@ -120,6 +120,7 @@ class Hyperparams:
     # == texnet ==
     texnet_dir: str = "asset/texnet"  # trained generators, one folder each: texnet.pt (weights and settings), snapshots
     texnet_steps: int = 1000  # Adam steps per generator
+    texnet_loss: str = "gram+gcd"  # the training loss, --loss's choices: the Gram statistics with the guided correspondence term give samples closer to the target in the same time (docs/texnet.md)
     texnet_lr: float = 0.01  # Adam learning rate of the generator (its peak with --texnet-schedule cosine)
     texnet_schedule: str = "constant"  # constant|cosine: the learning rate held, or decayed to 0 along a half cosine over --texnet-steps
     texnet_batch: int = 4  # samples per step (per process under torchrun)
@@ -156,6 +157,7 @@ CHOICES = {
     "padding": ["reflect", "zeros", "circular"],
     "backbone": ["trained", "random", "imagenet"],
     "bench_photo": list(PHOTOS),
+    "texnet_loss": ["gram", "swd", "gcd", "gram+gcd", "swd+gcd"],
     "texnet_mode": ["each", "joint"],
     "texnet_norm": ["batch", "instance"],
     "texnet_schedule": ["constant", "cosine"],

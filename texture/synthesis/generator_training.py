@@ -36,7 +36,7 @@ from texture.synthesis.targets import load_target, plan
 TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
 SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
 # flags of the gen group that training does not use: setting one is an error, not a no-op
-UNUSED = ["gen_dir", "optimizer", "gen_lr", "steps", "snapshot_every", "levels", "init", "pixels", "padding",
+UNUSED = ["gen_dir", "loss", "optimizer", "gen_lr", "steps", "snapshot_every", "levels", "init", "pixels", "padding",
           "refine_steps", "refine_lr", "refine_layers", "polish_steps", "occurrence_hold"]
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
@@ -65,7 +65,9 @@ def parse(argv=None, doc=__doc__):
         rest = (sys.argv[1:] if argv is None else list(argv))[1:]  # after the word train
         given = hyperparams.given(rest, TRAIN_GROUPS, train_flags)
         if unused := [k for k in UNUSED if k in given]:
-            train.error(f"--{unused[0].replace('_', '-')}: gen.py's flag, texnet.py train does not use it")
+            train.error(f"--{unused[0].replace('_', '-')}: gen.py's flag, texnet.py train does not use it"
+                        + ("; its loss is --texnet-loss" if unused[0] == "loss" else ""))
+        args.loss = args.texnet_loss  # the objective, shared with gen.py, reads --loss
         if problem := without_effect(args, given, refines=False):
             train.error(problem)
         if args.texnet_size % 2 ** (args.texnet_scales - 1):
