@@ -189,7 +189,8 @@ BAD_FLAGS = [
                                                                                "--spectrum-weight above 0"),
     ("gen", ["t.png", "--full", "--image-size", "64"], "--image-size has no effect with --full"),
     ("texnet", ["train", "t.png", "--steps", "300"], "--steps: gen.py's flag, texnet.py train does not use it"),
-    ("texnet", ["train", "t.png", "--gcd-weight", "1"], "--gcd-weight applies to --loss gcd, gram+gcd or swd+gcd"),
+    ("texnet", ["train", "t.png", "--texnet-loss", "gram", "--gcd-weight", "1"],
+     "--gcd-weight applies to --texnet-loss gcd, gram+gcd or swd+gcd"),
     ("texnet", ["train", "t.png", "--full", "--image-size", "64"], "--image-size has no effect with --full"),
     *((script, [*pre, "--device", "foo"], "argument --device: must be auto, cpu, cuda or cuda:N, got 'foo'")
       for script, pre in [("train", []), ("test", []), ("gen", ["t.png"]), ("bench", []), ("fidelity", []),

@@ -68,7 +68,7 @@ def parse(argv=None, doc=__doc__):
             train.error(f"--{unused[0].replace('_', '-')}: gen.py's flag, texnet.py train does not use it"
                         + ("; its loss is --texnet-loss" if unused[0] == "loss" else ""))
         args.loss = args.texnet_loss  # the objective, shared with gen.py, reads --loss
-        if problem := without_effect(args, given, refines=False):
+        if problem := without_effect(args, given, refines=False, loss_flag="--texnet-loss"):
             train.error(problem)
         if args.texnet_size % 2 ** (args.texnet_scales - 1):
             raise SystemExit(f"--texnet-size {args.texnet_size}: must be a multiple of {2 ** (args.texnet_scales - 1)}"
