@@ -6,14 +6,15 @@ textures of any size in one forward pass (texture/synthesis/sampling.py).
     python texnet.py train a.png b.png --time-budget 600                    # one generator each, 10 min each
     python texnet.py train a.png --resume --texnet-steps 2000               # continue to 2000 steps
     python texnet.py train data/demo/*/*-a-p001.png --texnet-mode joint     # one generator for all, by class
-    python texnet.py train a.png --backbone random --loss swd --spectrum-weight 1
+    python texnet.py train a.png --backbone random --texnet-loss swd --spectrum-weight 1
     torchrun --nproc-per-node 2 texnet.py train a.png                       # one generator, data-parallel
     python texnet.py sample asset/texnet/blanket1/texnet.pt --size 1024 1024 --count 4 --seed 1
     python texnet.py sample asset/texnet/joint/texnet.pt --label blanket1 --size 4096 4096
 
-Training takes gen.py's network and loss flags (--ckpt, --backbone, --layers, --loss, --features,
---pool, --spectrum-weight) and --time-budget (per generator); gen.py's optimiser flags do not
-apply (--texnet-steps, --texnet-lr). It writes --texnet-dir/<label>/texnet.pt (generator weights,
+Training takes gen.py's network and loss-term flags (--ckpt, --backbone, --layers, --features,
+--pool, --spectrum-weight, --gcd-*) and --time-budget (per generator); its loss is --texnet-loss
+(gen.py's --loss choices; default gram+gcd, docs/texnet.md), and gen.py's --loss and optimiser flags
+do not apply (--texnet-steps, --texnet-lr). It writes --texnet-dir/<label>/texnet.pt (generator weights,
 settings, the target crop: never the classifier), args.json and snapshot_NNNNN.png every
 --texnet-snapshot-every steps. Sampling writes --sample-dir/<label>/<H>x<W>_seed<S>_<i>.png and .json
 (gen.py's quality measures and verdict, by the classifier the generator trained with unless --ckpt

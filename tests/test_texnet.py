@@ -50,6 +50,7 @@ def test_training_lowers_the_loss_and_writes_a_small_checkpoint(trained):
     ckpt = C.load_checkpoint(path)
     curve = ckpt["curve"]
     assert len(curve) == 30 and ckpt["step"] == 30 and ckpt["labels"] == [label]
+    assert ckpt["settings"]["loss"] == ckpt["settings"]["texnet_loss"] == "gram+gcd"  # the objective read it
     assert sum(curve[-5:]) < 0.7 * sum(curve[:5]), curve
     assert not any(k.startswith("features.") for k in ckpt["model"])  # the classifier is not in it
     assert os.path.getsize(path) < 200_000 and os.path.isfile(os.path.join(os.path.dirname(path), "args.json"))
@@ -204,6 +205,10 @@ def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, train
             texnet.main(["train", firsts[0], flag, value])
         assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == \
             f"texnet.py train: error: {flag}: gen.py's flag, texnet.py train does not use it"
+    with pytest.raises(SystemExit) as e:  # the loss is texnet.py's own flag, with its own default
+        texnet.main(["train", firsts[0], "--loss", "gram"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "texnet.py train: error: --loss: gen.py's flag, texnet.py train does not use it; its loss is --texnet-loss"
     with pytest.raises(SystemExit) as e:
         texnet.main(["train", "--help"])
     offered = set(re.findall(r"^  (--[a-z][a-z-]+)", capsys.readouterr().out, re.M))  # declared, not named in a help
