@@ -49,13 +49,27 @@ def test_loss_and_gradient_match_the_plain_formula_whole_or_chunked(monkeypatch,
     assert held.item() == pytest.approx(got.item(), rel=1e-6) and torch.equal(same, best)
 
 
+def test_bf16_backward_keeps_the_loss_and_moves_the_gradient_by_a_few_percent_at_most():
+    """With features from a bf16 network the gradient's product with the target's patches runs in bf16;
+    the distances stay fp32 (the contextual normalisation divides by the nearest one)."""
+    g = torch.Generator().manual_seed(1)
+    t, x = torch.rand(1, 16, 30, 30, generator=g), torch.rand(1, 16, 30, 30, generator=g).requires_grad_()
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        loss, best = correspondence.image_loss(x, correspondence.reference(t, correspondence.PATCH, 1024, dtype), 0.05)
+        out[dtype] = loss, best, torch.autograd.grad(loss, x)[0]
+    (l32, b32, g32), (l16, b16, g16) = out[torch.float32], out[torch.bfloat16]
+    assert l16.item() == l32.item() and torch.equal(b16, b32)
+    assert (g16 - g32).norm() < 0.03 * g32.norm() and F.cosine_similarity(g16.flatten(), g32.flatten(), 0) > 0.999
+
+
 def test_a_large_target_gives_a_fixed_sample_of_its_patches():
     """Beyond --gcd-patches target patches, the same random sample of them on every call: the loss stays
     one function and its cost grows with the output alone."""
     t = torch.rand(1, 4, 40, 40, generator=torch.Generator().manual_seed(0))  # 12 x 12 patches
     full = correspondence.reference(t, correspondence.PATCH, 1024)
     a, b = (correspondence.reference(t, correspondence.PATCH, 50) for _ in range(2))
-    assert len(full[0]) == 144 and len(a[0]) == 50 and torch.equal(a[0], b[0]) and torch.equal(a[1], full[1])
+    assert len(full[0]) == 144 and len(a[0]) == 50 and torch.equal(a[0], b[0]) and torch.equal(a[2], full[2])
     # each sampled patch is one of the target's, none twice
     nearest = torch.cdist(a[0].flatten(1), full[0].flatten(1), compute_mode="donot_use_mm_for_euclid_dist").min(1)
     assert nearest.values.max() < 1e-5 and len(nearest.indices.unique()) == 50

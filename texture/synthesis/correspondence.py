@@ -9,11 +9,13 @@ patch's nearest one (contextual normalisation) and the loss is, per output patch
 -log of its contextual similarity to its best match: low when each output patch has one clear match
 in the target. losses.gcd_loss scales the features and registers it.
 
-The dot products with every target patch are one convolution with the target's patches as kernels,
-so the output's unfolded patches are never stored. Up to WHOLE entries the distance matrix is held
-whole and the gradient is written out (one convolution forward, one transposed); beyond, it is
-evaluated in chunks of output rows (CHUNK entries), each recomputed in the backward pass: memory
-stays bounded for large outputs.
+The dot products with every target patch are one matrix product of the target's patches with the
+output's unfolded ones, in fp32; in the backward pass the product runs in bf16 when the network does
+(the gradient moves by under 3%, the loss not at all). On a CPU both run faster than the convolutions
+with the target's patches as kernels they replace (bench.py section refine). Up to WHOLE entries the
+distance matrix is held whole and the gradient is written out (one product forward, one back);
+beyond, it is evaluated in chunks of output rows (CHUNK entries), each recomputed in the backward
+pass: memory stays bounded for large outputs.
 """
 import math
 
@@ -27,9 +29,10 @@ CHUNK = 1 << 21  # entries of the distance matrix evaluated at once beyond WHOLE
 WHOLE = 1 << 24  # most entries of the distance matrix held whole (64 MB in fp32: relu1_1 of a 384 px output)
 
 
-def reference(f, k, most):
-    """The target's patches (f: (1, C, H, W)) as unit-norm kernels after removing their mean patch:
-    (kernels (N, C, k, k), mean patch (1, C, k, k), each kernel's dot product with the mean (N,)).
+def reference(f, k, most, dtype=torch.float32):
+    """The target's patches (f: (1, C, H, W)) as unit-norm rows after removing their mean patch:
+    (patches (N, C k k) in fp32, the same in `dtype` for the backward pass, the mean patch (1, C, k, k),
+    each patch's dot product with it (N,)).
     N is at most `most`: beyond, the same random sample of them on every call, so the loss stays one
     function and its cost grows with the output alone."""
     q = F.unfold(f, k, stride=STRIDE)[0].T  # (N, C k k)
@@ -38,23 +41,24 @@ def reference(f, k, most):
         q = q[torch.randperm(len(q), generator=torch.Generator().manual_seed(0))[:most].to(q.device)]
     q = q - m
     q = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return q.view(len(q), f.shape[1], k, k), m.view(1, f.shape[1], k, k), q @ m
+    return q, q.to(dtype), m.view(1, f.shape[1], k, k), q @ m
 
 
 def _dots(x, ref):
-    """Dot products of x's patches (x: (1, C, H, W), minus the mean patch) with the unit kernels, in the
-    kernels' dtype (bf16 where accurate enough), (N_ref, H', W') in fp32, and the norms of those centred
-    patches (1, H', W'), in fp32."""
-    kernels, mean, mdot = ref
-    k = kernels.shape[-1]
-    dots = F.conv2d(x.to(kernels.dtype), kernels, stride=STRIDE).float()[0] - mdot[:, None, None]
+    """Dot products of x's patches (x: (1, C, H, W), minus the mean patch) with the target's unit
+    patches, (N_ref, N_out), and the norms of those centred patches (N_out,); all in fp32, which the
+    contextual normalisation needs: in bf16 the rounding of the products alone turned the gradient
+    of relu1_1's term on a brick photograph (nearest distances near 0) to another direction."""
+    patches, _, mean, mdot = ref
+    k = mean.shape[-1]
+    dots = patches @ F.unfold(x, k, stride=STRIDE)[0] - mdot[:, None]
     sq = F.conv2d(x.square().sum(1, keepdim=True), x.new_ones(1, 1, k, k), stride=STRIDE)
     sq = sq - 2 * F.conv2d(x, mean, stride=STRIDE) + mean.square().sum()
-    return dots, sq[0].clamp_min(1e-12).sqrt()
+    return dots, sq.flatten().clamp_min(1e-12).sqrt()
 
 
 def distances(x, ref):
-    """(1 - cos) / 2 from every patch of x (1, C, H, W) to every target patch: (N_ref, H', W')."""
+    """(1 - cos) / 2 from every patch of x (1, C, H, W) to every target patch: (N_ref, N_out)."""
     dots, r = _dots(x, ref)
     return ((1 - dots / r) / 2).clamp_min(0)
 
@@ -70,7 +74,7 @@ def nearest(x, ref):
     """Index of the nearest target patch of every output patch, row by row (N_out,)."""
     with torch.no_grad():
         return torch.cat([distances(c, ref).flatten(1).argmin(0)
-                          for c in row_chunks(x.detach(), ref[0].shape[-1], len(ref[0]))])
+                          for c in row_chunks(x.detach(), ref[2].shape[-1], len(ref[0]))])
 
 
 def contextual(d, penalty):
@@ -96,36 +100,36 @@ class _WholeLoss(torch.autograd.Function):
     matches (when `best` is None) taken from the same distances, and only the distances are kept."""
 
     @staticmethod
-    def forward(ctx, x, kernels, mean, mdot, occurrence, best):
-        dots, r = _dots(x, (kernels, mean, mdot))
-        d = ((1 - dots / r) / 2).clamp_min(0).flatten(1)  # (N_ref, N_out)
+    def forward(ctx, x, patches, low, mean, mdot, occurrence, best):
+        dots, r = _dots(x, (patches, low, mean, mdot))
+        d = ((1 - dots / r) / 2).clamp_min(0)  # (N_ref, N_out)
         best = d.argmin(0) if best is None else best
         penalty = penalty_of(best, len(d), occurrence)
         dp = d + penalty[:, None]
         near, at = dp.min(0)
         lse = torch.logsumexp((1 - dp / (near + 1e-5)) / BANDWIDTH, 0)
-        ctx.save_for_backward(x, kernels, mean, d, penalty, near, at, r, lse)
+        ctx.save_for_backward(x, low, mean, d, penalty, near, at, r, lse)
         ctx.mark_non_differentiable(best)
         return lse.mean(), best
 
     @staticmethod
     def backward(ctx, grad, _):
-        x, kernels, mean, d, penalty, near, at, r, lse = ctx.saved_tensors
+        x, low, mean, d, penalty, near, at, r, lse = ctx.saved_tensors
         dp, n1 = d + penalty[:, None], near + 1e-5
         w = torch.exp((1 - dp / n1) / BANDWIDTH - lse).mul_(grad / d.shape[1])  # d loss / d exponent
         g = w / (-BANDWIDTH * n1)  # the exponent through d_j, the nearest distance held
         g[at, torch.arange(len(at))] += (w * dp).sum(0) / (BANDWIDTH * n1.square())  # through the nearest
         g = g.mul_(d > 0).div_(-2)  # d = (1 - c) / 2, clamped at 0: now the gradient of c = dots / r
-        k, shape, grid = kernels.shape[-1], x.shape, (1, -1, *r.shape[1:])
-        r = r.flatten()
+        k, shape = mean.shape[-1], x.shape
+        grid = (1, 1, *((s - k) // STRIDE + 1 for s in shape[2:]))
         g_sq = -(g * (1 - 2 * d)).sum(0) / (2 * r.square()) * (r > 1e-6)  # c = 1 - 2 d; r = sqrt(sq)
-        g_dots = (g / r).view(grid).to(kernels.dtype)
-        gx = torch.nn.grad.conv2d_input(shape, kernels, g_dots, stride=STRIDE).float()
+        # through the dot products: the patches' weighted sum, each output patch's own, in `low`'s dtype
+        gx = F.fold((low.T @ (g / r).to(low.dtype)).float()[None], shape[2:], k, stride=STRIDE)
         g_sq = g_sq.view(grid)
         ones = x.new_ones(1, 1, k, k)
         gx += 2 * x * torch.nn.grad.conv2d_input((1, 1, *shape[2:]), ones, g_sq, stride=STRIDE)
         gx -= 2 * torch.nn.grad.conv2d_input(shape, mean, g_sq, stride=STRIDE)
-        return gx, None, None, None, None, None
+        return gx, None, None, None, None, None, None
 
 
 def image_loss(x, ref, occurrence, best=None):
@@ -133,7 +137,7 @@ def image_loss(x, ref, occurrence, best=None):
     occurrence penalty of the matches `best` (None: x's nearest target patches now), and those matches.
     Up to WHOLE distances in one pass (_WholeLoss); beyond, in row chunks of CHUNK, each recomputed in
     the backward pass, so that memory stays bounded for large outputs."""
-    k, n_ref = ref[0].shape[-1], len(ref[0])
+    k, n_ref = ref[2].shape[-1], len(ref[0])
     if n_ref * math.prod((s - k) // STRIDE + 1 for s in x.shape[2:]) <= WHOLE:
         return _WholeLoss.apply(x, *ref, occurrence, best)
     best = nearest(x, ref) if best is None else best
@@ -143,17 +147,18 @@ def image_loss(x, ref, occurrence, best=None):
     return torch.cat(parts).mean(), best
 
 
-def correspondence_loss(target_feats, occurrence, patches):
+def correspondence_loss(target_feats, occurrence, patches, dtype=torch.float32):
     """builder(target_feats) -> loss(feats, renew=True) -> {layer: (B,) fp32}, as synthesis' losses;
     features in fp32, one target per image (or one for all). Patches are PATCH wide, or as wide as the
-    smaller of the two maps, compared with at most `patches` target patches per tap (reference). The
+    smaller of the two maps, compared with at most `patches` target patches per tap (reference), in
+    `dtype` in the backward pass. The
     occurrence penalty counts the matches found at the last call with renew=True: held in between, the
     loss is one smooth function of the features, as a line search needs."""
     refs, held = {}, {}
 
     def ref(n, b, k):
         if (n, b, k) not in refs:
-            refs[n, b, k] = reference(target_feats[b][n].float(), k, patches)
+            refs[n, b, k] = reference(target_feats[b][n].float(), k, patches, dtype)
         return refs[n, b, k]
 
     def loss(feats, renew=True):
