@@ -86,8 +86,8 @@ def init_image(target, size, kind, seed):
 def resolve(net, targets, size, options):
     """The options with levels decided for this output size when 0 (levels.auto_levels), and without
     the refinement when the output is made coarse to fine unless options.refine_coarse: it was
-    measured at the target's scale only, and at full size each of its iterations costs about six of
-    the levels' (docs/correspondence.md)."""
+    measured at the target's scale only, and at full size each of its iterations costs about four of
+    the levels' or more (docs/speed.md)."""
     o = options
     levels = o.levels or auto_levels(size, min(min(t.shape[-2:]) for t in targets), downsampling(net, taps(o)),
                                      o.tile)
