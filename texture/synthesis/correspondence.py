@@ -95,9 +95,9 @@ class _WholeLoss(torch.autograd.Function):
     """image_loss for an output whose distance matrix is held whole, with its gradient written out.
 
     Autograd through distances and contextual keeps half a dozen (N_ref, N_out) tensors, and the
-    chunked path convolves with the target's patches three or four times per evaluation (the matches,
-    the loss, its recomputation and the backward pass); here once forward and once transposed, the
-    matches (when `best` is None) taken from the same distances, and only the distances are kept."""
+    chunked path multiplies by the target's patches three or four times per evaluation (the matches,
+    the loss, its recomputation and the backward pass); here once forward and once back, the matches
+    (when `best` is None) taken from the same distances, and only the distances are kept."""
 
     @staticmethod
     def forward(ctx, x, patches, low, mean, mdot, occurrence, best):
