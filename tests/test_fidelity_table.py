@@ -164,6 +164,19 @@ def test_colour_set_measures_every_output_in_colour_against_another_window(tmp_p
         fidelity.main([*flags, "--fidelity-colour-targets", "retina", "--fidelity-size", "400"])
 
 
+def test_colour_set_texnet_trains_with_random_weights_and_samples_in_colour(tmp_path):
+    """The colour set has no classifier: the generators train with --backbone random, and their
+    samples, judged by no classifier, are measured in colour."""
+    tiny = ["--texnet-steps", "2", "--texnet-size", "32", "--texnet-scales", "3", "--texnet-width", "4",
+            "--texnet-noise", "2", "--texnet-batch", "2", "--texnet-calibrate", "64"]
+    result = fidelity.main(["--fidelity-set", "colour", "--fidelity-size", "32", "--fidelity-seeds", "1",
+                            "--fidelity-dir", str(tmp_path), "--dtype", "fp32", "--device", "cpu",
+                            "--fidelity-colour-targets", "dots", "--fidelity-methods", "texnet", *tiny])
+    row = {(r["method"], r["set"]): r for r in result["summary"]}["texnet", "procedural"]
+    assert row["outputs"] == 1 and row["colourfulness"] > 0.5 and row["recognised"] is None
+    assert all(row[k] is not None for k in fidelity.MEASURES + fidelity.COLOUR_MEASURES)
+
+
 def test_colour_set_without_plenoptic_names_the_photograph_and_the_package(tmp_path, monkeypatch):
     def missing(name):
         raise ModuleNotFoundError("No module named 'plenoptic'", name="plenoptic")
