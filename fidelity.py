@@ -143,16 +143,17 @@ def texnet_samples(args, seed, targets, ckpt):
     --texnet-steps), then one sample of the target's size
     from this seed; each target's record as synthesise gives it (seconds: the sample's)."""
     common = ["--device", args.device, "--dtype", args.dtype]
+    judge = ["--ckpt", ckpt] if ckpt else []  # the samples' verdict; the colour set has no classifier
     flags = [x for k in vars(Hyperparams()) if k.startswith("texnet_") and k != "texnet_dir"
              for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
     folder = os.path.join(args.fidelity_dir, "gen", TEXNET)
-    generator_training.run(["train", *targets, *network(ckpt), *common, *flags, "--image-size", str(args.fidelity_size),
-                            "--seed", str(args.seed), "--texnet-dir", os.path.join(folder, "generators"), "--resume"])
+    generator_training.run(["train", *targets, *network(ckpt), *common, *flags,
+                            "--image-size", str(args.fidelity_size), "--seed", str(args.seed),
+                            "--texnet-dir", os.path.join(folder, "generators"), "--resume"])
     results = []
     for path in targets:
         label = os.path.basename(os.path.dirname(path))
         side, out = str(args.fidelity_size), os.path.join(folder, f"seed{seed}")
-        judge = ["--ckpt", ckpt] if ckpt else []  # the sample's verdict; the colour set has no classifier
         r = generator_training.run(["sample", os.path.join(folder, "generators", label, "texnet.pt"), *judge, *common,
                                     "--size", side, side, "--seed", str(seed), "--sample-dir", out])[0]
         results.append({"png": r["png"], "label": label,

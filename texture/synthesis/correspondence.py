@@ -151,9 +151,9 @@ def correspondence_loss(target_feats, occurrence, patches, dtype=torch.float32):
     """builder(target_feats) -> loss(feats, renew=True) -> {layer: (B,) fp32}, as synthesis' losses;
     features in fp32, one target per image (or one for all). Patches are PATCH wide, or as wide as the
     smaller of the two maps, compared with at most `patches` target patches per tap (reference), in
-    `dtype` in the backward pass. The
-    occurrence penalty counts the matches found at the last call with renew=True: held in between, the
-    loss is one smooth function of the features, as a line search needs."""
+    `dtype` in the backward pass. The occurrence penalty counts the matches found at the last call
+    with renew=True: held in between, the loss is one smooth function of the features, as a line
+    search needs."""
     refs, held = {}, {}
 
     def ref(n, b, k):
