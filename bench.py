@@ -7,9 +7,10 @@
     python bench.py --quick --ckpt best         # synthesis sections with the trained classifier (default: random weights)
     python bench.py --bench-sections colour     # one section (or several, comma-separated)
     python bench.py --bench-sections fast --bench-batch-targets 6   # whole runs: the default vs method fast
+    python bench.py --bench-sections heap --bench-repeats 1   # whole gen.py runs: --heap keep vs release
 
 Sections (medians over --bench-repeats rounds that alternate the compared paths, so machine load
-hits both alike; every one but fast, which runs only when named):
+hits both alike; every one but fast and heap, which run only when named):
   train      training step of train.py, plain fp32 eager vs its default path (autocast dtype,
              channels-last, torch.compile by its rule): images/s and the speed-up
   data       a whole epoch through batches.Batches from the uint8 cache vs the same steps on batches
@@ -39,6 +40,9 @@ hits both alike; every one but fast, which runs only when named):
              runs: on --bench-photo's centre crop alone, then as a batch of --bench-batch-targets
              targets of --bench-batch-side px: the seconds, the speed-up and whether fast reaches the
              default's final measures (LBP, patch_nn, patch_cover, spectrum within 2%, copy share)
+  heap       gen.py run whole in processes of their own with --heap keep vs --heap release: a tileable
+             --bench-heap-side square of --bench-photo's crop (coarse to fine), then section fast's batch;
+             the synthesis's seconds, the process's peak memory and their ratios (texture/measures/heap.py)
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
              not depend on its weights) vs one iteration of gen.py's default at that size (made coarse to
              fine, so without the refinement)
@@ -59,6 +63,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from hyperparams import Hyperparams, given, parse_args
 from texture.data.kylberg import KYLBERG
 from texture.data.procedural import make_demo
+from texture.measures.heap import bench_heap
 from texture.measures.speed import bench_colour, bench_refine_sizes, bench_synthesis, bench_texnet, synthesis_net
 from texture.measures.speedup import bench_fast
 from texture.measures.time_to_quality import QUALITY
@@ -69,13 +74,14 @@ from texture.run.outputs import first_free, save_args, save_json
 from texture.run.timing import interleave
 
 GROUPS = ["device", "seed", "crop", "loader", "ckpt", "bench"]
-SECTIONS = ("train", "synthesis", "refine", "colour", "texnet", "fast")  # --bench-sections; train brings data and flops, synthesis brings iteration
-NAMED_ONLY = ("fast",)  # whole runs of two recipes (an hour and more at the defaults): run only when named
+SECTIONS = ("train", "synthesis", "refine", "colour", "texnet", "fast", "heap")  # --bench-sections; train brings data and flops, synthesis brings iteration
+NAMED_ONLY = ("fast", "heap")  # whole runs (an hour and more at the defaults): run only when named
 FAST_LEAST = 64  # fast makes its first level at half the side, where the default taps need 32 px
 # --quick replaces these defaults (flags given explicitly still win).
 QUICK = {"image_size": 64, "bench_repeats": 5, "bench_steps": 1, "bench_images": 112, "bench_orig_steps": 1000,
          "bench_gen_steps": 100, "bench_chunk": 4, "bench_matmul": 1024,
-         "bench_texnet_size": 256, "bench_refine_sizes": "64,128", "bench_batch_targets": 4, "bench_batch_side": 64}
+         "bench_texnet_size": 256, "bench_refine_sizes": "64,128", "bench_batch_targets": 4, "bench_batch_side": 64,
+         "bench_heap_side": 256, "bench_heap_steps": 10}
 
 
 def machine(device, dtype):
@@ -235,6 +241,14 @@ def rows(r):
                 ("fast", f"{what}: reaches the default's measures (mean; targets)",
                  f"{'yes' if d['reached']['all'] else 'no: ' + ', '.join(k for k, v in d['reached'].items() if not v and k != 'all')}"
                  f"; {d['reached_one_by_one']} of {len(d['targets'])}")]
+    for key, d in (r.get("heap") or {}).items():
+        what = f"{d['side']} px tileable" if key == "large" else f"{d['targets']} targets {d['side']} px"
+        k, rel = d["median"]["keep"], d["median"]["release"]
+        out += [("heap", f"{what}: synthesis s, keep / release", f"{k['seconds']:.1f} / {rel['seconds']:.1f}"
+                 f" ({d['ratio']['seconds']:.2f}x)"),
+                ("heap", f"{what}: system s, keep / release", f"{k['system']:.1f} / {rel['system']:.1f}"),
+                ("heap", f"{what}: peak GB, keep / release", f"{k['peak_gb']:.2f} / {rel['peak_gb']:.2f}"
+                 f" ({d['ratio']['peak_gb']:.2f}x)")]
     return out
 
 
@@ -366,6 +380,9 @@ def main(argv=None):
         if "fast" in run:
             say(f"gen.py's default vs method fast, whole runs at {args.image_size} px and a batch")
             results["fast"] = bench_fast(args, synthesis_net(args, device), device)
+        if "heap" in run:
+            say(f"gen.py with --heap keep vs release, whole runs at {args.bench_heap_side} px and a batch")
+            results["heap"] = bench_heap(args)
         say("done")
     if hasattr(os, "getloadavg"):
         results["machine"]["load_avg_1min_end"] = os.getloadavg()[0]

@@ -88,6 +88,7 @@ class Hyperparams:
     chroma_layers: str = "relu1_1,relu2_1"  # taps of --layers at which a colour target's three decorrelated channels are matched together through the grey network, for a target whose colours --chroma-share says need it (none: never; docs/colour.md)
     chroma_share: float = 0.7  # a colour target whose strongest principal axis carries more than this share of its pixels' variance is synthesised in luminance, as a grey target, and coloured after from its own patches nearest in luminance (its luminance is the grey synthesis's); at most this share (colours of one luminance, as four-colour tiles), its three decorrelated channels meet in the network at --chroma-layers (0: never, 1: always; docs/colour.md)
     spectrum_scale: str = "absolute"  # absolute|relative|hybrid: the spectrum term's error per frequency as is, relative to the target's power there (weighs a smooth target's top frequencies), or relative with powers above the target's mean counted as the mean (keeps peaks too; docs/ripples.md)
+    heap: str = "keep"  # keep|release: the memory a CPU run frees is kept for its own reuse (glibc; a 1024 px output in 0.69x the time, its peak memory up to 1.6x; release when that would not fit) or returned to the system at once (docs/speed.md)
     # == bench ==
     bench_dir: str = "asset/bench"  # bench.json (the results) and args.json
     bench_batch: int = 16  # images per timed training step
@@ -104,9 +105,11 @@ class Hyperparams:
     bench_orig_every: int = 250  # original recipe's iterations between quality measurements
     bench_gen_every: int = 5  # each method's iterations between quality measurements
     bench_refine_sizes: str = "96,192,288"  # output sides (= target's) at which the refinement's iteration (fidelity method refine) is timed against the Gram + spectrum iteration
-    bench_sections: str = ""  # sections to run, comma-separated: train (with data and flops), synthesis (with iteration), refine, colour, texnet, fast (empty: all but fast, which runs whole recipes and only when named)
-    bench_batch_targets: int = 28  # section fast: targets of the batch timed after the single one (the photographs of PHOTOS, then procedural classes; 0: none)
-    bench_batch_side: int = 160  # section fast: side of the batch's targets and outputs
+    bench_sections: str = ""  # sections to run, comma-separated: train (with data and flops), synthesis (with iteration), refine, colour, texnet, fast, heap (empty: all but fast and heap, which run whole recipes and only when named)
+    bench_batch_targets: int = 28  # sections fast and heap: targets of the batch timed after the single one (the photographs of PHOTOS, then procedural classes; 0: none)
+    bench_batch_side: int = 160  # sections fast and heap: side of the batch's targets and outputs
+    bench_heap_side: int = 1024  # section heap: side of the tileable output made of --bench-photo's crop
+    bench_heap_steps: int = 100  # section heap: gen.py's --steps in each run (the batch's refinement a third of them, its polish a tenth)
     # == fidelity ==
     fidelity_dir: str = "asset/fidelity"  # fidelity.py's data, classifier, outputs, tables, pictures and JSON
     fidelity_methods: str = ""  # methods of fidelity.METHODS to run, comma-separated (empty: all)
@@ -152,6 +155,7 @@ CHOICES = {
     "init": ["shuffle", "gauss", "uniform"],
     "pixels": ["sigmoid", "clamp"],
     "spectrum_scale": ["absolute", "relative", "hybrid"],
+    "heap": ["keep", "release"],
     "colour": ["auto", "grey"],
     "fidelity_set": ["grey", "colour"],
     "padding": ["reflect", "zeros", "circular"],

@@ -141,19 +141,23 @@ def prepare(jobs, args, net, opts, least, factor, coarsest, train_set):
 
 def too_large(groups, net, opts, args, device):
     """Leave out of `groups` those whose memory `device` does not have, before any of it is taken
-    (memory.synthesis, with the refinement where it runs at full size); returns {failed path: why}."""
-    failed = {}
+    (memory.synthesis, with the refinement where it runs at full size); returns ({failed path: why},
+    the bytes the largest group left takes)."""
+    failed, most = {}, 0
     for key, group in list(groups.items()):
         size, targets = key[0], [j["target"] for j in group]
         refined = resolve(net, targets, size, opts).refine_steps > 0
-        if why := memory.shortfall(memory.synthesis(len(group), size, refined, any(map(is_colour, targets))), device):
+        need = memory.synthesis(len(group), size, refined, any(map(is_colour, targets)))
+        if not (why := memory.shortfall(need, device)):
+            most = max(most, need)
+        else:
             flag = f"--size {size[0]} {size[1]}" if args.size else "--full" if args.full else \
                 f"--image-size {args.image_size}"
             why = f"{flag}: {len(group)} output(s) of {size[0]}x{size[1]} at once, {why}"
             for job in groups.pop(key):
                 tqdm.write(f"{job['path']}: {why}", file=sys.stderr)
                 failed[job["path"]] = why
-    return failed
+    return failed, most
 
 
 def run_group(net, jobs, size, opts, args, info, judge):
@@ -180,6 +184,9 @@ def run_group(net, jobs, size, opts, args, info, judge):
 
     def progress(step, images, losses):
         bar.update()
+        if memory.bound_kept():
+            tqdm.write(f"memory freed is returned to the system from iteration {step} on: this run holds more than "
+                       "--heap keep allows", file=sys.stderr)
         bar.set_postfix(loss=f"{losses[torch.isfinite(losses)].mean().item():.4g}")
         if args.snapshot_every and step % args.snapshot_every == 0:
             for j, img, v in zip(jobs, images, losses):
@@ -263,7 +270,10 @@ def synthesise(args, explicit, rank, world, device):
     jobs = jobs[0]
     train_set = training_images(found["hparams"]) if found else None
     groups, failed = prepare(jobs[rank::world], args, net, opts, least, factor, coarsest, train_set)
-    failed.update(too_large(groups, net, opts, args, device))
+    bad, need = too_large(groups, net, opts, args, device)
+    failed.update(bad)
+    if args.heap == "keep" and not memory.keep_freed(need, device):
+        args.heap = "release"  # recorded as used: not the CPU, not glibc, or its peak would not fit
     bad, records = synthesise_share(groups, net, opts, args, info, judge)
     failed.update(bad)
     if world > 1:  # every process gets here, whatever failed on it
