@@ -248,7 +248,9 @@ def rows(r):
                  f" ({d['ratio']['seconds']:.2f}x)"),
                 ("heap", f"{what}: system s, keep / release", f"{k['system']:.1f} / {rel['system']:.1f}"),
                 ("heap", f"{what}: peak GB, keep / release", f"{k['peak_gb']:.2f} / {rel['peak_gb']:.2f}"
-                 f" ({d['ratio']['peak_gb']:.2f}x)")]
+                 f" ({d['ratio']['peak_gb']:.2f}x)"),
+                ("heap", f"{what}: keep runs released from iteration", ", ".join(
+                    str(x["released_at"] or "-") for x in d["runs"]["keep"]))]
     return out
 
 

@@ -2,6 +2,7 @@
 import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -105,7 +106,9 @@ def test_bench_heap_section_runs_gen_whole_with_each_choice(tmp_path, monkeypatc
         assert all(len(d["runs"][m]) == 1 for m in ("keep", "release"))
         for run in (r for runs in d["runs"].values() for r in runs):
             assert run["seconds"] > 0 and run["wall"] > run["seconds"] and run["peak_gb"] > 0.1
+            assert run["released_at"] is None  # a few MB above the start: far below the cap
         assert all(v > 0 for v in d["ratio"].values())
     assert "--refine-steps" in result["batch"]["argv"] and "--tile" in result["large"]["argv"]
     out = capsys.readouterr().out
     assert "64 px tileable: synthesis s, keep / release" in out and "2 targets 32 px: peak GB, keep / release" in out
+    assert re.search(r"^heap +2 targets 32 px: keep runs released from iteration +-$", out, re.M)

@@ -11,6 +11,7 @@ of --bench-batch-side px) with the default's parts at a third of that: --steps -
 """
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -47,8 +48,10 @@ def gen_run(argv, out):
         raise RuntimeError(f"gen.py {' '.join(argv)} failed ({child.returncode}): {errors.strip()[-500:]}")
     with open(os.path.join(out, "report.json"), encoding="utf-8") as f:
         seconds = max(t["seconds"] for t in json.load(f)["targets"])  # every target of a batch has the batch's
+    released = re.search(r"memory freed is returned to the system from iteration (\d+) on", errors)
     # ru_maxrss is in KiB on Linux
-    return {"seconds": seconds, "wall": wall, "system": usage.ru_stime, "peak_gb": usage.ru_maxrss / 2 ** 20}
+    return {"seconds": seconds, "wall": wall, "system": usage.ru_stime, "peak_gb": usage.ru_maxrss / 2 ** 20,
+            "released_at": released and int(released.group(1))}
 
 
 def compare(argv, rounds, tmp):
@@ -57,7 +60,8 @@ def compare(argv, rounds, tmp):
     for r in range(rounds):
         for mode in MODES if r % 2 == 0 else MODES[::-1]:
             runs[mode].append(gen_run([*argv, "--heap", mode], os.path.join(tmp, f"{mode}-{r}")))
-    median = {m: {k: statistics.median(x[k] for x in runs[m]) for k in runs[m][0]} for m in MODES}
+    median = {m: {k: statistics.median(x[k] for x in runs[m]) for k in ("seconds", "wall", "system", "peak_gb")}
+              for m in MODES}
     return {"argv": argv, "rounds": rounds, "runs": runs, "median": median,
             "ratio": {k: statistics.median(a[k] / b[k] for a, b in zip(runs["keep"], runs["release"]))
                       for k in ("seconds", "wall", "peak_gb")}}
