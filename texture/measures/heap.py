@@ -18,32 +18,26 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-from PIL import Image
-
 from hyperparams import PHOTOS
 from texture.measures.speedup import batch_targets
 from texture.measures.time_to_quality import photo_target
+from texture.run.outputs import write_png
 
 GEN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "gen.py")
 MODES = ("keep", "release")
 
 
-def save_png(image, path):
-    Image.fromarray((image.cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(path)
-    return path
-
-
 def gen_run(argv, out):
-    """One gen.py process writing to `out`: {seconds: the synthesis's, wall, system, peak_gb}."""
+    """One gen.py process writing to `out`: {seconds: the synthesis's, wall, system, peak_gb, released_at}."""
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, GEN, *argv, "--gen-dir", out], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    errors = child.stderr.read()
-    child.stderr.close()
-    child.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: tqdm's progress would fill a pipe and stall it
+        child = subprocess.Popen([sys.executable, GEN, *argv, "--gen-dir", out], stdout=subprocess.DEVNULL,
+                                 stderr=log, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        log.seek(0)
+        errors = log.read()
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait for it again
     if child.returncode:
         raise RuntimeError(f"gen.py {' '.join(argv)} failed ({child.returncode}): {errors.strip()[-500:]}")
     with open(os.path.join(out, "report.json"), encoding="utf-8") as f:
@@ -73,8 +67,8 @@ def bench_heap(args):
               *(["--ckpt", args.ckpt] if args.ckpt else ["--backbone", "random"])]
     steps = args.bench_heap_steps
     with tempfile.TemporaryDirectory() as tmp:
-        photo = save_png(photo_target(args.bench_photo, args.image_size, "cpu"),
-                         os.path.join(tmp, f"{args.bench_photo}.png"))
+        photo = os.path.join(tmp, f"{args.bench_photo}.png")
+        write_png(photo_target(args.bench_photo, args.image_size, "cpu"), photo)
         side = str(args.bench_heap_side)
         out = {"large": compare([photo, "--image-size", str(args.image_size), "--size", side, side, "--tile",
                                  "--steps", str(steps), *common],
@@ -82,7 +76,9 @@ def bench_heap(args):
         out["large"]["side"] = args.bench_heap_side
         if args.bench_batch_targets:
             names, images = batch_targets(args.bench_batch_targets, args.bench_batch_side, PHOTOS, "cpu")
-            paths = [save_png(im, os.path.join(tmp, f"{n}.png")) for n, im in zip(names, images)]
+            paths = [os.path.join(tmp, f"{n}.png") for n in names]
+            for im, path in zip(images, paths):
+                write_png(im, path)
             out["batch"] = compare([*paths, "--image-size", str(args.bench_batch_side), "--steps", str(steps),
                                     "--refine-steps", str(max(1, steps // 3)), "--polish-steps", str(steps // 10),
                                     *common], args.bench_repeats, os.path.join(tmp, "batch"))
