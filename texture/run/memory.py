@@ -115,7 +115,7 @@ def keep_freed(need, device):
     glibc serves each block above 32 MB (a large output's activations) with a fresh mapping and unmaps
     it when freed, so every pass faults in and zeroes every page again: a third of a 1024 px run's time
     in the kernel. Here every block comes from the heap, which is never trimmed: the pages stay mapped
-    and are reused, at the price of fragmentation (the peak 1.5 times higher on a 1024 px output)."""
+    and are reused, at the price of fragmentation (the peak 1.4 to 1.5 times higher on a 1024 px output)."""
     mallopt = _mallopt()
     if device.type != "cpu" or mallopt is None or resident() is None or shortfall(need * KEEP_FACTOR, device):
         return False
