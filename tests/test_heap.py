@@ -1,5 +1,4 @@
 """gen.py --heap keep: the memory a CPU run frees stays mapped for its own reuse (memory.keep_freed)."""
-import ctypes
 import json
 import os
 import re
@@ -12,11 +11,7 @@ import bench
 import gen
 from texture.run import memory
 
-try:
-    ctypes.CDLL(None).mallopt
-    GLIBC = True
-except (AttributeError, OSError, TypeError):
-    GLIBC = False
+GLIBC = memory.glibc() is not None
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Eight times a block of 64 MB (above glibc's 32 MB mapping threshold) allocated, written and freed

@@ -93,10 +93,14 @@ def resident():
         return None
 
 
-def _mallopt():
+def glibc():
+    """The C library when it is glibc (it has mallopt), else None: macOS's and Windows' allocators are
+    left as they are."""
     try:
-        return ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, TypeError):  # not glibc (macOS, Windows): its allocator is left as it is
+        lib = ctypes.CDLL(None)
+        lib.mallopt
+        return lib
+    except (AttributeError, OSError, TypeError):
         return None
 
 
@@ -116,12 +120,12 @@ def keep_freed(need, device):
     it when freed, so every pass faults in and zeroes every page again: a third of a 1024 px run's time
     in the kernel. Here every block comes from the heap, which is never trimmed: the pages stay mapped
     and are reused, at the price of fragmentation (the peak 1.4 to 1.5 times higher on a 1024 px output)."""
-    mallopt = _mallopt()
-    if device.type != "cpu" or mallopt is None or resident() is None or shortfall(need * KEEP_FACTOR, device):
+    lib, now = glibc(), resident()
+    if device.type != "cpu" or lib is None or now is None or shortfall(need * KEEP_FACTOR, device):
         return False
-    if not (mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)):
+    if not (lib.mallopt(M_MMAP_MAX, 0) and lib.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)):
         return False
-    _kept["base"] = _kept["base"] or resident()
+    _kept["base"] = _kept["base"] or now
     _kept["cap"] = _kept["base"] + max(need * KEEP_FACTOR, (available(device) or 0) / 2)
     return True
 
@@ -133,9 +137,9 @@ def bound_kept():
     heap would grow without end. Returns whether it did."""
     if _kept["cap"] is None or resident() <= _kept["cap"]:
         return False
-    mallopt = _mallopt()
-    mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-    mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-    ctypes.CDLL(None).malloc_trim(0)
+    lib = glibc()
+    lib.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+    lib.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+    lib.malloc_trim(0)
     _kept["cap"] = None
     return True
