@@ -22,6 +22,7 @@ from hyperparams import PHOTOS
 from texture.measures.speedup import batch_targets
 from texture.measures.time_to_quality import photo_target
 from texture.run.outputs import write_png
+from texture.run.timing import alternating
 
 GEN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "gen.py")
 MODES = ("keep", "release")
@@ -51,9 +52,8 @@ def gen_run(argv, out):
 def compare(argv, rounds, tmp):
     """gen.py `argv` with --heap keep and --heap release, `rounds` times, alternating (A B, B A, ...)."""
     runs = {m: [] for m in MODES}
-    for r in range(rounds):
-        for mode in MODES if r % 2 == 0 else MODES[::-1]:
-            runs[mode].append(gen_run([*argv, "--heap", mode], os.path.join(tmp, f"{mode}-{r}")))
+    for r, mode in alternating(MODES, rounds):
+        runs[mode].append(gen_run([*argv, "--heap", mode], os.path.join(tmp, f"{mode}-{r}")))
     median = {m: {k: statistics.median(x[k] for x in runs[m]) for k in ("seconds", "wall", "system", "peak_gb")}
               for m in MODES}
     return {"argv": argv, "rounds": rounds, "runs": runs, "median": median,

@@ -14,7 +14,7 @@ from hyperparams import PHOTOS
 from texture.data import procedural
 from texture.measures import quality
 from texture.measures.time_to_quality import photo_target
-from texture.run.timing import sync
+from texture.run.timing import alternating, sync
 from texture.synthesis.methods import method_options
 from texture.synthesis.optimize import synthesize
 
@@ -49,15 +49,14 @@ def batch_targets(count, side, photo_names, device):
 def whole_runs(net, targets, recipes, rounds, seed, device):
     """Each recipe's synthesize run on the targets (one batch), `rounds` times, the order alternating
     (A B, B A, ...): ({name: [seconds of each round]}, {name: results of its first round})."""
-    seconds, results, names = {k: [] for k in recipes}, {}, list(recipes)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            sync(device)
-            t = time.perf_counter()
-            out = synthesize(net, targets, None, recipes[name], seeds=[seed + i for i in range(len(targets))])
-            sync(device)
-            seconds[name].append(time.perf_counter() - t)
-            results.setdefault(name, out)
+    seconds, results = {k: [] for k in recipes}, {}
+    for _, name in alternating(recipes, rounds):
+        sync(device)
+        t = time.perf_counter()
+        out = synthesize(net, targets, None, recipes[name], seeds=[seed + i for i in range(len(targets))])
+        sync(device)
+        seconds[name].append(time.perf_counter() - t)
+        results.setdefault(name, out)
     return seconds, results
 
 

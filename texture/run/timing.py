@@ -30,18 +30,26 @@ class Timings:
                                  for x, y in zip(self.rounds[a], self.rounds[b]))
 
 
+def alternating(names, rounds):
+    """(round, name) of `rounds` rounds over `names`, every other round in reverse (A B, B A, ...): a
+    drift in the machine's load then hits each name alike."""
+    names = list(names)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            yield r, name
+
+
 def interleave(fns, repeats, device):
     """Run each callable once to warm up, then `repeats` rounds alternating them (ABBA order
     against drift). A callable may return a list of per-iteration seconds; otherwise its total
     time is taken."""
     for fn in fns.values():  # allocator, oneDNN/cuDNN plans, compilation
         fn()
-    rounds, names = {k: [] for k in fns}, list(fns)
-    for r in range(repeats):
-        for k in names if r % 2 == 0 else names[::-1]:
-            sync(device)
-            t = time.perf_counter()
-            inner = fns[k]()
-            sync(device)
-            rounds[k].append(inner if isinstance(inner, list) else [time.perf_counter() - t])
+    rounds = {k: [] for k in fns}
+    for _, k in alternating(fns, repeats):
+        sync(device)
+        t = time.perf_counter()
+        inner = fns[k]()
+        sync(device)
+        rounds[k].append(inner if isinstance(inner, list) else [time.perf_counter() - t])
     return Timings(rounds)
