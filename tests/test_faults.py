@@ -188,6 +188,8 @@ BAD_FLAGS = [
     ("gen", ["t.png", "--spectrum-weight", "0", "--spectrum-scale", "hybrid"], "--spectrum-scale applies only with "
                                                                                "--spectrum-weight above 0"),
     ("gen", ["t.png", "--full", "--image-size", "64"], "--image-size has no effect with --full"),
+    ("gen", ["t.png", "--heap", "forever"], "argument --heap: invalid choice: 'forever'"),
+    ("bench", ["--bench-sections", "heap", "--bench-heap-side", "0"], "--bench-heap-side"),
     ("texnet", ["train", "t.png", "--steps", "300"], "--steps: gen.py's flag, texnet.py train does not use it"),
     ("texnet", ["train", "t.png", "--texnet-loss", "gram", "--gcd-weight", "1"],
      "--gcd-weight applies to --texnet-loss gcd, gram+gcd or swd+gcd"),

@@ -107,3 +107,13 @@ def test_bench_heap_section_runs_gen_whole_with_each_choice(tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert "64 px tileable: synthesis s, keep / release" in out and "2 targets 32 px: peak GB, keep / release" in out
     assert re.search(r"^heap +2 targets 32 px: keep runs released from iteration +-$", out, re.M)
+
+
+def test_bench_heap_section_names_a_size_gen_refuses(tmp_path, monkeypatch):
+    """A --bench-heap-side that gen.py cannot tile is gen.py's one-line error, named for the section."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"^--bench-sections heap: gen.py failed: --size 40 40: must be at least 32 "
+                                         r"and a multiple of 16 with --tile"):
+        bench.main(["--quick", "--image-size", "32", "--bench-sections", "heap", "--bench-heap-side", "40",
+                    "--bench-batch-targets", "0", "--bench-dir", "out"])
+    assert not (tmp_path / "out").exists()

@@ -39,8 +39,9 @@ def gen_run(argv, out):
         log.seek(0)
         errors = log.read()
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait for it again
-    if child.returncode:
-        raise RuntimeError(f"gen.py {' '.join(argv)} failed ({child.returncode}): {errors.strip()[-500:]}")
+    if child.returncode:  # gen.py's own one-line error is its last line
+        last = errors.strip().splitlines()[-1] if errors.strip() else f"exit status {child.returncode}"
+        raise SystemExit(f"--bench-sections heap: gen.py failed: {last}")
     with open(os.path.join(out, "report.json"), encoding="utf-8") as f:
         seconds = max(t["seconds"] for t in json.load(f)["targets"])  # every target of a batch has the batch's
     released = re.search(r"memory freed is returned to the system from iteration (\d+) on", errors)
