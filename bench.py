@@ -285,7 +285,9 @@ def synthesis_rows(sy, it):
             ("iteration", "--loss gcd iteration (correspondence alone), ms", f"{1e3 * it['gcd_iteration_s']:.1f}"),
             ("iteration", "--loss gcd iteration / bare", f"{it['gcd_ratio']:.2f}x"),
             ("iteration", "method refine: refinement iteration, ms", f"{1e3 * it['refine_iteration_s']:.1f}"),
-            ("iteration", "refinement iteration / bare", f"{it['refine_ratio']:.2f}x")]
+            ("iteration", "refinement iteration / bare", f"{it['refine_ratio']:.2f}x"),
+            ("iteration", "bare, reflect padding as autocast runs it (fp32), ms", f"{1e3 * it['bare_autocast_pads_s']:.1f}"),
+            ("iteration", "bare / that (padding in the activations' dtype)", f"{it['pads_ratio']:.2f}x")]
     return out
 
 

@@ -9,6 +9,7 @@ import copy
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
 ARCHS = {"vgg19": torchvision.models.vgg19, "vgg19_bn": torchvision.models.vgg19_bn}
@@ -66,6 +67,19 @@ class TextureNet(nn.Module):
         return out
 
 
+class PadInPlaceDtype(nn.Conv2d):
+    """nn.Conv2d whose reflect or replicate padding keeps its input's dtype. Autocast on the CPU runs
+    those two pads in fp32, so every bf16 activation went to fp32 and back around each padding, and
+    its gradient the same way: a fifth of a synthesis iteration at 224 px (docs/speed.md)."""
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode not in ("reflect", "replicate"):
+            return super()._conv_forward(input, weight, bias)
+        with torch.autocast(input.device.type, enabled=False):
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        return F.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
 def frozen(model, pool, padding, dtype=torch.float32, keep=()):
     """A copy for synthesis: eval mode, no parameter gradients, the given pooling and padding, each
     batch norm folded into the convolution before it (unless that convolution's own output is in
@@ -76,6 +90,9 @@ def frozen(model, pool, padding, dtype=torch.float32, keep=()):
     for i in range(len(f) - 1):
         if isinstance(f[i], nn.Conv2d) and isinstance(f[i + 1], nn.BatchNorm2d) and model.names[i] not in keep:
             f[i], f[i + 1] = torch.nn.utils.fuse_conv_bn_eval(f[i], f[i + 1]), nn.Identity()
+    for m in model.modules():
+        if type(m) is nn.Conv2d:
+            m.__class__ = PadInPlaceDtype
     return model.to(dtype)
 
 

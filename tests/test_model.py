@@ -182,3 +182,36 @@ def test_frozen_folds_batch_norm_without_changing_the_taps():
     for n in taps:
         assert torch.allclose(out[n], ref[n], rtol=1e-4, atol=1e-5), n
     assert next(model.frozen(net, "avg", "reflect", torch.bfloat16).parameters()).dtype == torch.bfloat16
+
+
+def test_frozen_pads_bf16_activations_in_bf16_with_the_same_taps():
+    """Autocast on the CPU runs reflect padding in fp32; the frozen copy pads each activation in its own
+    dtype instead. The taps stay bit for bit the same, the input's gradient within bf16 rounding."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class PadDtypes(TorchDispatchMode):
+        seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.reflection_pad2d.default:
+                self.seen.append(args[0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    net, taps = model.TextureNet(3).eval(), ["relu1_1", "relu2_1", "relu3_1"]
+    plain = model.set_padding(model.set_pooling(net, "avg"), "reflect").to(torch.bfloat16)
+    frozen = model.frozen(net, "avg", "reflect", torch.bfloat16)
+    x = torch.rand(1, 1, 40, 40)
+    out = {}
+    for name, m in (("plain", plain), ("frozen", frozen)):
+        xi = x.clone().requires_grad_()
+        with PadDtypes() as mode, torch.autocast("cpu", dtype=torch.bfloat16):
+            f = m.taps(xi, taps)
+        sum(v.float().square().mean() for v in f.values()).backward()
+        out[name] = f, xi.grad, mode.seen[:]
+        mode.seen.clear()
+    (f0, g0, pads0), (f1, g1, pads1) = out["plain"], out["frozen"]
+    assert pads0[1:] and set(pads0[1:]) == {torch.float32}  # what autocast does to the plain convolutions
+    assert pads1[0] == torch.float32 and set(pads1[1:]) == {torch.bfloat16}  # the image, then the activations
+    for n in taps:
+        assert torch.equal(f0[n], f1[n]), n
+    assert ((g1 - g0).norm() / g0.norm()).item() < 1e-2

@@ -49,11 +49,15 @@ def iteration_times(net, target, options, steps, seed):
     return run
 
 
-def bare_times(net, options, size, steps, device):
+def bare_times(net, options, size, steps, device, autocast_pads=False):
     """A callable timing `steps` bare forward+backward passes to the deepest tap of options.layers,
-    input gradient only, of the network as synthesize runs it (model.frozen)."""
+    input gradient only, of the network as synthesize runs it (model.frozen); autocast_pads: with
+    torch's own convolutions instead, whose reflect padding autocast runs in fp32 (M.PadInPlaceDtype)."""
     dtype = pick_dtype(options.dtype, device)
     bare = M.frozen(net, options.pool, options.padding, dtype, keep=options.layers)
+    for m in bare.modules() if autocast_pads else ():
+        if isinstance(m, M.PadInPlaceDtype):
+            m.__class__ = torch.nn.Conv2d
     deepest = max(options.layers, key=bare.names.index)
     x = torch.rand(1, 1, size, size, device=device, requires_grad=True)
 
@@ -105,7 +109,9 @@ def bench_synthesis(args, device):
         **{name: iteration_times(net, target, opt, c + 1, args.seed) for name, opt in methods.items()},
         "refine": iteration_times(net, target, refinement(method_options("refine", args.dtype)), c + 1, args.seed),
         "loss": loss_times(net, target, options, c, device),
-        "bare": bare_times(net, options, args.image_size, c, device)}, args.bench_repeats, device)
+        "bare": bare_times(net, options, args.image_size, c, device),
+        "bare_autocast_pads": bare_times(net, options, args.image_size, c, device, autocast_pads=True)},
+        args.bench_repeats, device)
     orig = quality["original"]
     orig.update(iteration_s=t["original"], seconds=orig["steps"] * t["original"])
     for name, m in quality["methods"].items():
@@ -120,7 +126,8 @@ def bench_synthesis(args, device):
     iteration = {"default_iteration_s": t["gram-spectrum"], "loss_s": t["loss"], "bare_forward_backward_s": t["bare"],
                  "ratio": t.ratio("gram-spectrum", "bare"), "loss_ratio": t.ratio("loss", "bare"),
                  "gcd_iteration_s": t["gcd"], "gcd_ratio": t.ratio("gcd", "bare"),
-                 "refine_iteration_s": t["refine"], "refine_ratio": t.ratio("refine", "bare")}
+                 "refine_iteration_s": t["refine"], "refine_ratio": t.ratio("refine", "bare"),
+                 "bare_autocast_pads_s": t["bare_autocast_pads"], "pads_ratio": t.ratio("bare", "bare_autocast_pads")}
     return synth, iteration
 
 
