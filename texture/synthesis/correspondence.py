@@ -51,7 +51,7 @@ def _dots(x, ref):
     of relu1_1's term on a brick photograph (nearest distances near 0) to another direction."""
     patches, _, mean, mdot = ref
     k = mean.shape[-1]
-    dots = patches @ F.unfold(x, k, stride=STRIDE)[0] - mdot[:, None]
+    dots = torch.addmm(mdot[:, None], patches, F.unfold(x, k, stride=STRIDE)[0], beta=-1)
     sq = F.conv2d(x.square().sum(1, keepdim=True), x.new_ones(1, 1, k, k), stride=STRIDE)
     sq = sq - 2 * F.conv2d(x, mean, stride=STRIDE) + mean.square().sum()
     return dots, sq.flatten().clamp_min(1e-12).sqrt()
@@ -97,34 +97,44 @@ class _WholeLoss(torch.autograd.Function):
     Autograd through distances and contextual keeps half a dozen (N_ref, N_out) tensors, and the
     chunked path multiplies by the target's patches three or four times per evaluation (the matches,
     the loss, its recomputation and the backward pass); here once forward and once back, the matches
-    (when `best` is None) taken from the same distances, and only the distances are kept."""
+    (when `best` is None) taken from the same distances. Each elementwise step is a pass over the whole
+    matrix, as long as a tenth of the product at relu1_1, so the steps are fused where one torch call
+    does two: eight passes forward and seven back instead of fifteen and twenty."""
 
     @staticmethod
     def forward(ctx, x, patches, low, mean, mdot, occurrence, best):
         dots, r = _dots(x, (patches, low, mean, mdot))
-        d = ((1 - dots / r) / 2).clamp_min(0)  # (N_ref, N_out)
+        d = torch.addcmul(dots.new_tensor(0.5), dots, -0.5 / r, out=dots).clamp_min_(0)  # (N_ref, N_out)
         best = d.argmin(0) if best is None else best
         penalty = penalty_of(best, len(d), occurrence)
         dp = d + penalty[:, None]
         near, at = dp.min(0)
-        lse = torch.logsumexp((1 - dp / (near + 1e-5)) / BANDWIDTH, 0)
-        ctx.save_for_backward(x, low, mean, d, penalty, near, at, r, lse)
+        n1 = near + 1e-5
+        # the exponent (1 - dp / n1) / h is at most 1e-5 / (n1 h) <= 1 / h: exp needs no shift by its maximum
+        soft = torch.addcmul(dp.new_tensor(1 / BANDWIDTH), dp, -1 / (BANDWIDTH * n1), out=dp).exp_()
+        total = soft.sum(0)
+        soft = soft.div_(total)  # the contextual similarities, each output patch's softmax over the target's
+        ctx.save_for_backward(x, low, mean, d, soft, penalty, n1, at, r)
         ctx.mark_non_differentiable(best)
-        return lse.mean(), best
+        return total.log().mean(), best
 
     @staticmethod
     def backward(ctx, grad, _):
-        x, low, mean, d, penalty, near, at, r, lse = ctx.saved_tensors
-        dp, n1 = d + penalty[:, None], near + 1e-5
-        w = torch.exp((1 - dp / n1) / BANDWIDTH - lse).mul_(grad / d.shape[1])  # d loss / d exponent
-        g = w / (-BANDWIDTH * n1)  # the exponent through d_j, the nearest distance held
-        g[at, torch.arange(len(at))] += (w * dp).sum(0) / (BANDWIDTH * n1.square())  # through the nearest
-        g = g.mul_(d > 0).div_(-2)  # d = (1 - c) / 2, clamped at 0: now the gradient of c = dots / r
+        x, low, mean, d, soft, penalty, n1, at, r = ctx.saved_tensors
+        n = d.shape[1]
+        # d loss / d dp_j: -soft_j / (h n1) through every distance, plus sum_j soft_j dp_j / (h n1^2)
+        # through the nearest one, which n1 holds
+        pulled = torch.linalg.vecdot(soft, d, dim=0) + penalty @ soft
+        g = soft * (-grad / (n * BANDWIDTH * n1))
+        g[at, torch.arange(n)] += grad * pulled / (n * BANDWIDTH * n1.square())
+        g.masked_fill_(d <= 0, 0)  # clamped at 0
+        # d = (1 - c) / 2 with c = dots / r, r = sqrt(sq): through r, -(dc * c).sum / (2 r^2) with dc = -g / 2
+        g_sq = (g.sum(0) - 2 * torch.linalg.vecdot(g, d, dim=0)) / (4 * r.square()) * (r > 1e-6)
+        # through the dot products: the patches' weighted sum, each output patch's own, in `low`'s dtype
+        dc = torch.mul(g, -0.5 / r, out=torch.empty(g.shape, dtype=low.dtype, device=g.device))
         k, shape = mean.shape[-1], x.shape
         grid = (1, 1, *((s - k) // STRIDE + 1 for s in shape[2:]))
-        g_sq = -(g * (1 - 2 * d)).sum(0) / (2 * r.square()) * (r > 1e-6)  # c = 1 - 2 d; r = sqrt(sq)
-        # through the dot products: the patches' weighted sum, each output patch's own, in `low`'s dtype
-        gx = F.fold((low.T @ (g / r).to(low.dtype)).float()[None], shape[2:], k, stride=STRIDE)
+        gx = F.fold((low.T @ dc).float()[None], shape[2:], k, stride=STRIDE)
         g_sq = g_sq.view(grid)
         ones = x.new_ones(1, 1, k, k)
         gx += 2 * x * torch.nn.grad.conv2d_input((1, 1, *shape[2:]), ones, g_sq, stride=STRIDE)
