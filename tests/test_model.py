@@ -184,9 +184,10 @@ def test_frozen_folds_batch_norm_without_changing_the_taps():
     assert next(model.frozen(net, "avg", "reflect", torch.bfloat16).parameters()).dtype == torch.bfloat16
 
 
-def test_frozen_pads_bf16_activations_in_bf16_with_the_same_taps():
+def test_frozen_runs_channels_last_and_pads_bf16_activations_in_bf16_with_the_same_taps():
     """Autocast on the CPU runs reflect padding in fp32; the frozen copy pads each activation in its own
-    dtype instead. The taps stay bit for bit the same, the input's gradient within bf16 rounding."""
+    dtype instead, and holds its weights (so its activations) channels-last. The taps stay bit for bit
+    the same as those of the plain network, the input's gradient within bf16 rounding."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class PadDtypes(TorchDispatchMode):
@@ -214,4 +215,5 @@ def test_frozen_pads_bf16_activations_in_bf16_with_the_same_taps():
     assert pads1[0] == torch.float32 and set(pads1[1:]) == {torch.bfloat16}  # the image, then the activations
     for n in taps:
         assert torch.equal(f0[n], f1[n]), n
+        assert f1[n].is_contiguous(memory_format=torch.channels_last) and f0[n].is_contiguous(), n
     assert ((g1 - g0).norm() / g0.norm()).item() < 1e-2

@@ -178,7 +178,7 @@ def correspondence_loss(target_feats, occurrence, patches, dtype=torch.float32):
             for b in range(len(f)):
                 t = b if len(target_feats) > 1 else 0  # one target serves every image, as for the Gram loss
                 k = min(PATCH, *f.shape[2:], *target_feats[t][n].shape[2:])
-                x = f[b:b + 1].float()
+                x = f[b:b + 1].to(torch.float32, memory_format=torch.contiguous_format)  # unfold reads rows
                 renewed = renew or (n, b) not in held
                 loss, matches = image_loss(x, ref(n, t, k), occurrence, None if renewed else held[n, b])
                 held[n, b] = matches
