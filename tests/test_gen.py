@@ -80,7 +80,10 @@ def test_parse_layers_weights_presets_and_errors(net):
         taps.parse_layers("pool1,pool9", net.names)
 
 
-def test_gram_loss_and_its_gradient_match_the_plain_formula():
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gram_loss_and_its_gradient_match_the_plain_formula(layout):
+    """Features in either layout (model.frozen's network gives them channels-last); the gradient
+    comes back in the features' own."""
     torch.manual_seed(0)
     t, x = torch.rand(2, 6, 5, 4), torch.rand(2, 6, 5, 4)
     for features in ("normalize", "standardize", "raw"):
@@ -91,13 +94,16 @@ def test_gram_loss_and_its_gradient_match_the_plain_formula():
             return f @ f.transpose(1, 2) / 20
         goal = plain(t)
         for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)]:
-            a, b = x.clone().to(dtype).requires_grad_(), x.clone().requires_grad_()
+            a = x.clone().to(dtype).contiguous(memory_format=layout).requires_grad_()
+            b = x.clone().requires_grad_()
             loss = losses.gram_loss([{"a": t[i:i + 1]} for i in range(2)], features)({"a": a})["a"]
             ref = (plain(b) - goal).square().sum((1, 2)) / goal.square().sum((1, 2))
             assert loss.shape == (2,) and torch.allclose(loss, ref.detach(), rtol=tol), (features, dtype)
-            (loss * torch.tensor([1.0, 3.0])).sum().backward()
+            (loss * torch.tensor([1.0, 3.0])).sum().backward(retain_graph=True)
             (ref * torch.tensor([1.0, 3.0])).sum().backward()
             assert a.grad.dtype == dtype
+            own, = torch.autograd.grad(loss.sum(), a)  # as the loss gives it, before .grad's own layout rule
+            assert own.is_contiguous(memory_format=layout), (features, dtype)
             assert (a.grad.float() - b.grad).norm() <= tol * b.grad.norm(), (features, dtype)
 
 
