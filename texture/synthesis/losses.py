@@ -48,8 +48,9 @@ class _GramDistance(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, f, weight, target, norm):
-        x = _positions(f).float()
-        gram = x.transpose(1, 2) @ x if _channels_last(f) else x @ x.transpose(1, 2)
+        x, rows = _positions(f)
+        x = x.float()
+        gram = x.transpose(1, 2) @ x if rows else x @ x.transpose(1, 2)
         d = gram.mul_(weight).sub_(target)
         loss = torch.linalg.vector_norm(d.flatten(1), dim=1).square() / norm
         ctx.save_for_backward(f, d.mul_(weight), norm)
@@ -60,23 +61,20 @@ class _GramDistance(torch.autograd.Function):
         f, wd, norm = ctx.saved_tensors
         dtype = torch.float32 if f.dtype == torch.float16 else f.dtype  # fp16 could underflow
         w = (wd * (4 * grad / norm)[:, None, None]).to(dtype)  # symmetric
-        x = _positions(f).to(dtype)
-        if _channels_last(f):  # (B, H W, C) rows: the gradient comes out channels-last, as the network's own
-            b, c, h, wd_ = f.shape
-            return (x @ w).view(b, h, wd_, c).permute(0, 3, 1, 2).to(f.dtype), None, None, None
-        return (w @ x).view_as(f).to(f.dtype), None, None, None
-
-
-def _channels_last(f):
-    return f.dim() == 4 and not f.is_contiguous() and f.is_contiguous(memory_format=torch.channels_last)
+        x, rows = _positions(f)
+        x = x.to(dtype)
+        # from rows (B, H W, C) the gradient comes out channels-last, as the network's own
+        g = (x @ w).transpose(1, 2) if rows else w @ x
+        return g.view_as(f).to(f.dtype), None, None, None
 
 
 def _positions(f):
-    """The features (B, C, H, W) as a matrix without copying them: (B, H W, C) when channels-last
-    (model.frozen's network), else (B, C, H W). Read the other way, each product would first copy its
-    operand, and the gradient added to the network's own would change layout (6 ms of a 224 px
-    iteration's 100 at relu1_1)."""
-    return f.permute(0, 2, 3, 1).flatten(1, 2) if _channels_last(f) else f.flatten(2)
+    """The features (B, C, H, W) as a matrix without copying them, and whether it holds them as rows:
+    (B, H W, C) when channels-last (model.frozen's network), else (B, C, H W). Read the other way, each
+    product would first copy its operand, and the gradient added to the network's own would change
+    layout (6 ms of a 224 px iteration's 100 at relu1_1)."""
+    rows = f.dim() == 4 and not f.is_contiguous() and f.is_contiguous(memory_format=torch.channels_last)
+    return (f.permute(0, 2, 3, 1).flatten(1, 2), True) if rows else (f.flatten(2), False)
 
 
 def gram_loss(target_feats, features="normalize"):
