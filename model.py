@@ -67,16 +67,24 @@ class TextureNet(nn.Module):
         return out
 
 
-class PadInPlaceDtype(nn.Conv2d):
-    """nn.Conv2d whose reflect or replicate padding keeps its input's dtype. Autocast on the CPU runs
-    those two pads in fp32, so every bf16 activation went to fp32 and back around each padding, and
-    its gradient the same way: a fifth of a synthesis iteration at 224 px (docs/speed.md)."""
+class PadAsInputConv(nn.Conv2d):
+    """nn.Conv2d that pads its input in the input's own dtype and memory layout. Autocast on the CPU
+    runs reflect and replicate padding in fp32, so every bf16 activation went to fp32 and back around
+    each padding, and its gradient the same way: a fifth of a synthesis iteration at 224 px. Circular
+    padding (tileable outputs) gave a channels-last input back in the other layout, which each
+    convolution then reordered; two concatenations keep the layout and take half the time
+    (docs/speed.md)."""
 
     def _conv_forward(self, input, weight, bias):
-        if self.padding_mode not in ("reflect", "replicate"):
+        left, right, top, bottom = self._reversed_padding_repeated_twice
+        if self.padding_mode == "circular":
+            input = torch.cat([input[..., input.shape[-2] - top:, :], input, input[..., :bottom, :]], -2)
+            input = torch.cat([input[..., input.shape[-1] - left:], input, input[..., :right]], -1)
+        elif self.padding_mode in ("reflect", "replicate"):
+            with torch.autocast(input.device.type, enabled=False):
+                input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        else:
             return super()._conv_forward(input, weight, bias)
-        with torch.autocast(input.device.type, enabled=False):
-            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
         return F.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
@@ -95,7 +103,7 @@ def frozen(model, pool, padding, dtype=torch.float32, keep=()):
             f[i], f[i + 1] = torch.nn.utils.fuse_conv_bn_eval(f[i], f[i + 1]), nn.Identity()
     for m in model.modules():
         if type(m) is nn.Conv2d:
-            m.__class__ = PadInPlaceDtype
+            m.__class__ = PadAsInputConv
     return model.to(dtype, memory_format=torch.channels_last)
 
 

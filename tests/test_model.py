@@ -1,3 +1,4 @@
+import copy
 import io
 import os
 import zipfile
@@ -217,3 +218,36 @@ def test_frozen_runs_channels_last_and_pads_bf16_activations_in_bf16_with_the_sa
         assert torch.equal(f0[n], f1[n]), n
         assert f1[n].is_contiguous(memory_format=torch.channels_last) and f0[n].is_contiguous(), n
     assert ((g1 - g0).norm() / g0.norm()).item() < 1e-2
+
+
+def test_frozen_pads_circularly_in_the_activations_layout_with_the_same_taps_and_gradient():
+    """Circular padding (tileable outputs) by torch's own pad returns a channels-last activation in the
+    other layout, so each convolution reorders it; the frozen copy's padding keeps the layout and
+    gives the plain network's taps and input gradient."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class ConvInputs(TorchDispatchMode):
+        seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution.default:
+                self.seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+            return func(*args, **(kwargs or {}))
+
+    net, taps = model.TextureNet(3).eval(), ["relu1_1", "relu2_1", "relu3_1"]
+    plain = model.set_padding(model.set_pooling(copy.deepcopy(net), "avg"), "circular")
+    frozen = model.set_padding(model.frozen(net, "avg", "reflect"), "circular")
+    x = torch.rand(1, 1, 24, 40)
+    out = {}
+    for name, m in (("plain", plain), ("frozen", frozen)):
+        xi = x.clone().requires_grad_()
+        with ConvInputs() as mode:
+            f = m.taps(xi, taps)
+        sum((v * v.flip(-1)).mean() for v in f.values()).backward()  # a gradient that differs across the image
+        out[name] = f, xi.grad, mode.seen[:]
+        mode.seen.clear()
+    (f0, g0, layouts0), (f1, g1, layouts1) = out["plain"], out["frozen"]
+    assert layouts1[1:] and all(layouts1[1:]) and not any(layouts0[1:])  # after the first, one-channel image
+    for n in taps:
+        assert torch.allclose(f0[n], f1[n], atol=1e-6), n
+    assert torch.allclose(g0, g1, atol=1e-6)

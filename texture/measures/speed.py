@@ -52,11 +52,11 @@ def iteration_times(net, target, options, steps, seed):
 def bare_times(net, options, size, steps, device, autocast_pads=False):
     """A callable timing `steps` bare forward+backward passes to the deepest tap of options.layers,
     input gradient only, of the network as synthesize runs it (model.frozen); autocast_pads: with
-    torch's own convolutions instead, whose reflect padding autocast runs in fp32 (M.PadInPlaceDtype)."""
+    torch's own convolutions instead, whose reflect padding autocast runs in fp32 (M.PadAsInputConv)."""
     dtype = pick_dtype(options.dtype, device)
     bare = M.frozen(net, options.pool, options.padding, dtype, keep=options.layers)
     for m in bare.modules() if autocast_pads else ():
-        if isinstance(m, M.PadInPlaceDtype):
+        if isinstance(m, M.PadAsInputConv):
             m.__class__ = torch.nn.Conv2d
     deepest = max(options.layers, key=bare.names.index)
     x = torch.rand(1, 1, size, size, device=device, requires_grad=True)
