@@ -145,15 +145,35 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero():
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance"])
-def test_calibrated_eval_equals_training_mode_on_the_calibration_sample(norm):
+@pytest.mark.parametrize("classes", [1, 2])
+def test_calibrated_eval_equals_training_mode_on_the_calibration_sample(norm, classes):
     torch.manual_seed(0)
-    g = G.Generator(scales=3, width=4, noise=2, classes=2, norm=norm)
+    g = G.Generator(scales=3, width=4, noise=2, classes=classes, norm=norm)
     noise = G.noise_pyramid(g, 32, 32, seed=2)
     G.calibrate(g, noise)
-    for c in range(2):
+    for c in range(classes):
         labels = torch.tensor([c])
         trained_mode = g.train()(noise, labels)
         assert torch.allclose(g.eval()(noise, labels), trained_mode, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_torchs_fused_normalisation_equals_the_per_class_one(norm):
+    """One texture in the batch takes torch's batch or instance norm; a joint generator's Norm pools
+    over each class's images itself. With every image of one class both give the same, and so do
+    their gradients."""
+    torch.manual_seed(0)
+    one, two = G.Norm(5, 1, norm), G.Norm(5, 2, norm)
+    for n in (one, two):
+        n.weight.data, n.bias.data = torch.linspace(0.5, 2, 5), torch.linspace(-1, 1, 5)
+        n.labels = torch.zeros(3, dtype=torch.long)
+    x = (torch.randn(3, 5, 8, 8) * 3 + 2).requires_grad_(True)  # the per-class Norm computes in fp32
+    w = torch.randn(3, 5, 8, 8)
+    out = [n(x) for n in (one, two)]
+    grads = [torch.autograd.grad((y * w).sum(), [x, n.weight, n.bias]) for y, n in zip(out, (one, two))]
+    assert torch.allclose(out[0], out[1], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(*grads))
+    assert not torch.allclose(out[0], G.Norm(5, 1, "instance" if norm == "batch" else "batch")(x), atol=1e-2)
 
 
 def test_checkpoint_round_trip_and_bad_checkpoints(trained, tmp_path, trained_ckpt):
