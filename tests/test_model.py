@@ -5,6 +5,7 @@ import zipfile
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import model
 from texture.networks import checkpoints as C
@@ -185,20 +186,23 @@ def test_frozen_folds_batch_norm_without_changing_the_taps():
     assert next(model.frozen(net, "avg", "reflect", torch.bfloat16).parameters()).dtype == torch.bfloat16
 
 
+class Inputs(TorchDispatchMode):
+    """Records what(input) of every call of the aten op `op` while active."""
+
+    def __init__(self, op, what):
+        super().__init__()
+        self.op, self.what, self.seen = op, what, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is self.op:
+            self.seen.append(self.what(args[0]))
+        return func(*args, **(kwargs or {}))
+
+
 def test_frozen_runs_channels_last_and_pads_bf16_activations_in_bf16_with_the_same_taps():
     """Autocast on the CPU runs reflect padding in fp32; the frozen copy pads each activation in its own
     dtype instead, and holds its weights (so its activations) channels-last. The taps stay bit for bit
     the same as those of the plain network, the input's gradient within bf16 rounding."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class PadDtypes(TorchDispatchMode):
-        seen = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten.reflection_pad2d.default:
-                self.seen.append(args[0].dtype)
-            return func(*args, **(kwargs or {}))
-
     net, taps = model.TextureNet(3).eval(), ["relu1_1", "relu2_1", "relu3_1"]
     plain = model.set_padding(model.set_pooling(net, "avg"), "reflect").to(torch.bfloat16)
     frozen = model.frozen(net, "avg", "reflect", torch.bfloat16)
@@ -206,11 +210,11 @@ def test_frozen_runs_channels_last_and_pads_bf16_activations_in_bf16_with_the_sa
     out = {}
     for name, m in (("plain", plain), ("frozen", frozen)):
         xi = x.clone().requires_grad_()
-        with PadDtypes() as mode, torch.autocast("cpu", dtype=torch.bfloat16):
+        with Inputs(torch.ops.aten.reflection_pad2d.default, lambda t: t.dtype) as mode, \
+                torch.autocast("cpu", dtype=torch.bfloat16):
             f = m.taps(xi, taps)
         sum(v.float().square().mean() for v in f.values()).backward()
-        out[name] = f, xi.grad, mode.seen[:]
-        mode.seen.clear()
+        out[name] = f, xi.grad, mode.seen
     (f0, g0, pads0), (f1, g1, pads1) = out["plain"], out["frozen"]
     assert pads0[1:] and set(pads0[1:]) == {torch.float32}  # what autocast does to the plain convolutions
     assert pads1[0] == torch.float32 and set(pads1[1:]) == {torch.bfloat16}  # the image, then the activations
@@ -224,16 +228,6 @@ def test_frozen_pads_circularly_in_the_activations_layout_with_the_same_taps_and
     """Circular padding (tileable outputs) by torch's own pad returns a channels-last activation in the
     other layout, so each convolution reorders it; the frozen copy's padding keeps the layout and
     gives the plain network's taps and input gradient."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class ConvInputs(TorchDispatchMode):
-        seen = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten.convolution.default:
-                self.seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
-            return func(*args, **(kwargs or {}))
-
     net, taps = model.TextureNet(3).eval(), ["relu1_1", "relu2_1", "relu3_1"]
     plain = model.set_padding(model.set_pooling(copy.deepcopy(net), "avg"), "circular")
     frozen = model.set_padding(model.frozen(net, "avg", "reflect"), "circular")
@@ -241,11 +235,11 @@ def test_frozen_pads_circularly_in_the_activations_layout_with_the_same_taps_and
     out = {}
     for name, m in (("plain", plain), ("frozen", frozen)):
         xi = x.clone().requires_grad_()
-        with ConvInputs() as mode:
+        with Inputs(torch.ops.aten.convolution.default,
+                    lambda t: t.is_contiguous(memory_format=torch.channels_last)) as mode:
             f = m.taps(xi, taps)
         sum((v * v.flip(-1)).mean() for v in f.values()).backward()  # a gradient that differs across the image
-        out[name] = f, xi.grad, mode.seen[:]
-        mode.seen.clear()
+        out[name] = f, xi.grad, mode.seen
     (f0, g0, layouts0), (f1, g1, layouts1) = out["plain"], out["frozen"]
     assert layouts1[1:] and all(layouts1[1:]) and not any(layouts0[1:])  # after the first, one-channel image
     for n in taps:
