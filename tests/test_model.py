@@ -201,8 +201,9 @@ class Inputs(TorchDispatchMode):
 
 def test_frozen_runs_channels_last_and_pads_bf16_activations_in_bf16_with_the_same_taps():
     """Autocast on the CPU runs reflect padding in fp32; the frozen copy pads each activation in its own
-    dtype instead, and holds its weights (so its activations) channels-last. The taps stay bit for bit
-    the same as those of the plain network, the input's gradient within bf16 rounding."""
+    dtype instead, and holds its weights (so its activations) channels-last. The taps stay those of the
+    plain network within one bf16 rounding (bit for bit on an Intel Xeon with AMX; on an AMD EPYC the
+    kernels of the two layouts round differently), the input's gradient too."""
     net, taps = model.TextureNet(3).eval(), ["relu1_1", "relu2_1", "relu3_1"]
     plain = model.set_padding(model.set_pooling(net, "avg"), "reflect").to(torch.bfloat16)
     frozen = model.frozen(net, "avg", "reflect", torch.bfloat16)
@@ -219,7 +220,7 @@ def test_frozen_runs_channels_last_and_pads_bf16_activations_in_bf16_with_the_sa
     assert pads0[1:] and set(pads0[1:]) == {torch.float32}  # what autocast does to the plain convolutions
     assert pads1[0] == torch.float32 and set(pads1[1:]) == {torch.bfloat16}  # the image, then the activations
     for n in taps:
-        assert torch.equal(f0[n], f1[n]), n
+        torch.testing.assert_close(f1[n], f0[n], rtol=2 ** -7, atol=0, msg=n)  # padding wrong: far off at the borders
         assert f1[n].is_contiguous(memory_format=torch.channels_last) and f0[n].is_contiguous(), n
     assert ((g1 - g0).norm() / g0.norm()).item() < 1e-2
 
