@@ -79,7 +79,7 @@ class Hyperparams:
     gcd_weight: float = 0.3  # weight of the guided correspondence term beside the Gram or SWD term (0.3: the refinement's, measured best in docs/correspondence.md)
     gcd_patches: int = 1024  # most target patches per tap the correspondence term compares with: beyond, a fixed random sample of them, so its cost grows with the output alone (docs/correspondence.md)
     occurrence: float = 0.05  # occurrence penalty of the correspondence term: how strongly a target patch already used is avoided (Zhou et al.: 0.05)
-    refine_steps: int = 100  # iterations after --steps that add the guided correspondence term on --refine-layers (with --gcd-weight, --occurrence) to --loss, with Adam, at the output's full size: sharpens the objects of the result where it put them (0: none; an output made coarse to fine gets them only when this flag is given; docs/correspondence.md)
+    refine_steps: int = 100  # iterations after --steps that add the guided correspondence term on --refine-layers (with --gcd-weight, --occurrence) to --loss, with Adam, at the output's full size: sharpens the objects of the result where it put them (0: none; an output made coarse to fine gets them at its coarsest level, or at full size after all levels when this flag is given; docs/correspondence.md, docs/speed.md)
     refine_lr: float = 0.05  # Adam step size of the --refine-steps iterations
     refine_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1"  # taps of the correspondence term during --refine-steps, name[:weight],...
     polish_steps: int = 30  # iterations after --refine-steps with --loss and --optimizer again: they take back what the refinement copied verbatim and keep part of its gain (0: none; docs/correspondence.md)

@@ -203,7 +203,7 @@ def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_flags_without_
     assert "--occurrence-hold applies to --optimizer lbfgs only" in capsys.readouterr().err
 
 
-def test_default_refines_and_polishes_an_output_of_the_targets_size_but_not_one_made_coarse_to_fine(net, tmp_path):
+def test_default_refines_an_output_of_the_targets_size_and_one_made_coarse_to_fine_at_its_coarsest_level(net, tmp_path):
     path = str(tmp_path / "discs1-a-p001.png")
     Image.fromarray((discs(48, 1) * 255).round().byte().numpy()).save(path)
     ckpt = str(tmp_path / C.ckpt_name(1))
@@ -218,8 +218,15 @@ def test_default_refines_and_polishes_an_output_of_the_targets_size_but_not_one_
     same = got["same size"]
     assert same["refine"]["steps"] == Hyperparams.refine_steps and same["polish"]["steps"] == Hyperparams.polish_steps
     assert same["steps"] == 2 + Hyperparams.refine_steps + Hyperparams.polish_steps
-    assert got["coarse to fine"]["refine"] is None and got["coarse to fine"]["steps"] == 2 + 1
-    assert got["coarse to fine, asked"]["refine"]["steps"] == 3
+    coarse = got["coarse to fine"]
+    assert coarse["refine"]["steps"] == Hyperparams.refine_steps and coarse["polish"]["steps"] == Hyperparams.polish_steps
+    assert coarse["steps"] == 2 + Hyperparams.refine_steps + Hyperparams.polish_steps + 1
+    low, high = coarse["levels"]
+    assert low["size"] == [48, 48] and low["refine"] == coarse["refine"] and "refine" not in high
+    assert low["steps"] == 2 + Hyperparams.refine_steps + Hyperparams.polish_steps and high["steps"] == 1
+    asked = got["coarse to fine, asked"]  # given, the refinement runs at full size after all levels
+    assert asked["refine"]["steps"] == 3 and not any("refine" in lv for lv in asked["levels"])
+    assert asked["steps"] == 2 + 1 + 3 + Hyperparams.polish_steps
 
 
 def test_held_occurrence_penalty_lets_lbfgs_lower_the_loss_where_a_moving_one_stalls(net):

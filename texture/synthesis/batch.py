@@ -27,7 +27,7 @@ from texture.run.outputs import collection, first_free, save_args, save_json, wr
 from texture.synthesis.chroma import SNAPSHOT_POOL, colourise
 from texture.synthesis.colour import by_luminance, is_colour, unplanes
 from texture.synthesis.levels import level_steps, levels_problem
-from texture.synthesis.optimize import resolve, synthesize
+from texture.synthesis.optimize import refined_at_full_size, resolve, synthesize
 from texture.synthesis.options import Options
 from texture.synthesis.taps import downsampling, smallest_side, taps
 from texture.synthesis.targets import load_target, plan, training_images
@@ -146,7 +146,7 @@ def too_large(groups, net, opts, args, device):
     failed, most = {}, 0
     for key, group in list(groups.items()):
         size, targets = key[0], [j["target"] for j in group]
-        refined = resolve(net, targets, size, opts).refine_steps > 0
+        refined = refined_at_full_size(resolve(net, targets, size, opts))
         need = memory.synthesis(len(group), size, refined, any(map(is_colour, targets)))
         if not (why := memory.shortfall(need, device)):
             most = max(most, need)

@@ -84,16 +84,17 @@ def init_image(target, size, kind, seed):
 
 
 def resolve(net, targets, size, options):
-    """The options with levels decided for this output size when 0 (levels.auto_levels), and without
-    the refinement when the output is made coarse to fine unless options.refine_coarse: it was
-    measured at the target's scale only, and at full size each of its iterations costs about four of
-    the levels' or more (docs/speed.md)."""
+    """The options with levels decided for this output size when 0 (levels.auto_levels)."""
     o = options
     levels = o.levels or auto_levels(size, min(min(t.shape[-2:]) for t in targets), downsampling(net, taps(o)),
                                      o.tile)
-    if levels > 1 and not o.refine_coarse:  # --levels given or decided here alike
-        o = dataclasses.replace(o, refine_steps=0)
     return dataclasses.replace(o, levels=levels)
+
+
+def refined_at_full_size(options):
+    """Whether the refinement runs at the output's full size: always in one level; an output made coarse
+    to fine gets it at its coarsest level instead (coarse_to_fine) unless options.refine_coarse."""
+    return options.refine_steps > 0 and (options.levels == 1 or options.refine_coarse)
 
 
 def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=True, callback=None, start=None):
@@ -111,7 +112,7 @@ def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=
     if colour.by_luminance(net, targets, options):
         return in_luminance(net, targets, size, options, seeds=seeds, match=match, callback=callback, start=start)
     o = resolve(net, targets, size, options)
-    if o.refine_steps:
+    if refined_at_full_size(o):
         return refine(net, targets, size, o, seeds=seeds, match=match, callback=callback, start=start)
     if o.levels > 1:
         return coarse_to_fine(net, targets, size, o, seeds=seeds, match=match, callback=callback)
@@ -243,10 +244,14 @@ def refine(net, targets, size, options, *, seeds=None, match=True, callback=None
 
 def coarse_to_fine(net, targets, size, options, *, seeds=None, match=True, callback=None):
     """Synthesise at half the size against the targets at half resolution (recursively, options.levels
-    in all), upsample, and refine at full size with fewer iterations (level_steps): the cost of a large
-    output is dominated by a few full-size iterations instead of hundreds. The time budget is
-    shared equally between levels. Returns synthesize's dicts with steps/seconds/curve over all
-    levels and `levels`: per level, size, steps, seconds and best loss."""
+    in all), upsample, and go on at full size with fewer iterations (level_steps): the cost of a large
+    output is dominated by a few full-size iterations instead of hundreds. The refinement and its
+    polish (options.refine_steps, polish_steps) run at the coarsest level, where the layout is decided
+    and an iteration costs a 4 ** (levels - 1)th of a full-size one; the finer levels keep the objects
+    it draws (with random weights, the Gram + spectrum part alone draws none at any size: docs/speed.md).
+    The time budget is shared equally between levels. Returns synthesize's dicts with steps/seconds/curve
+    over all levels and `levels`: per level, size, steps, seconds and best loss (and the coarsest's
+    `refine` and `polish`, also given whole as in refine's dicts)."""
     o, levels = options, options.levels
     size = tuple(size or targets[0].shape[-2:])
     small = [downsample(t) for t in targets]
@@ -267,12 +272,14 @@ def coarse_to_fine(net, targets, size, options, *, seeds=None, match=True, callb
     start = torch.stack([upsample(r["raw"], size, o.tile) + n - upsample(downsample(n), size, o.tile)
                          for r, n in zip(coarse, noise)]).clamp(0, 1)
     fine = synthesize(net, targets, size,
-                      dataclasses.replace(o, levels=1, steps=level_steps(o.steps, levels)[-1], time_budget=budget),
+                      dataclasses.replace(o, levels=1, steps=level_steps(o.steps, levels)[-1], time_budget=budget,
+                                          refine_steps=0),
                       seeds=seeds, match=match, start=start,
                       callback=callback and (lambda i, im, v: callback(offset[0] + i, im, v)))
     for c, f in zip(coarse, fine):
-        f["levels"] = c.get("levels", [{"size": list(c["raw"].shape[-2:]), "steps": c["steps"], "seconds": c["seconds"],
-                                        "loss": c["loss"]}])
+        f["levels"] = c.get("levels") or [{"size": list(c["raw"].shape[-2:]), "steps": c["steps"], "seconds": c["seconds"],
+                                           "loss": c["loss"], **{k: c[k] for k in ("refine", "polish") if c.get(k)}}]
+        f.update({k: c[k] for k in ("refine", "polish") if c.get(k)})
         f["levels"] = f["levels"] + [{"size": list(size), "steps": f["steps"], "seconds": f["seconds"], "loss": f["loss"]}]
         f["steps"], f["seconds"], f["curve"] = c["steps"] + f["steps"], c["seconds"] + f["seconds"], c["curve"] + f["curve"]
         f["message"] = f["message"] or c["message"]

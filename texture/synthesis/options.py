@@ -31,8 +31,8 @@ improved by less than stop_tolerance over stop_window iterations (stopping.Plate
     optimize.resolve); gcd_layers, gcd_weight, occurrence: the taps, weight and occurrence penalty of the
     correspondence term, which compares with at most gcd_patches target patches per tap; refine_steps >
     0 adds a refinement with Adam at refine_lr and the correspondence term on refine_layers, then
-    polish_steps of the first loss (optimize.refine); an output made coarse to fine skips them unless
-    refine_coarse; occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again
+    polish_steps of the first loss (optimize.refine); an output made coarse to fine gets them at its
+    coarsest level, or with refine_coarse at full size after all levels; occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again
     only every occurrence_hold evaluations; chroma_layers: the taps of `layers` at which a colour
     target's three decorrelated channels are matched together (colour.features), for a batch holding a
     target whose strongest principal axis carries at most chroma_share of its variance (colour.joint);
@@ -79,7 +79,7 @@ improved by less than stop_tolerance over stop_window iterations (stopping.Plate
     def from_args(cls, args, known=None, given=()):
         """The options of parsed flags (gen.py's `gen` group, plus args.tile); `known`: the network's
         tap names, against which the layer flags are checked (ValueError names the flag); `given`: the
-        flags set on the command line: --refine-steps among them refines outputs made coarse to fine."""
+        flags set on the command line: --refine-steps among them refines outputs made coarse to fine at full size."""
         return cls(layers=parse_layers(args.layers, known), loss=args.loss, features=args.features,
                    optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps, time_budget=args.time_budget,
                    stop_tolerance=args.stop_tolerance, stop_window=args.stop_window,
