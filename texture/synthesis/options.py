@@ -19,26 +19,26 @@ def _layers(spec):
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """layers: the Gram or SWD term's taps and weights; loss: a key of losses.LOSSES, or a statistic and
-    gcd joined by +; features: normalize|standardize|raw (losses._scaled); optimizer: lbfgs|adam, with
-    step size lr (0: the optimiser's own, GEN_LR), for `steps` iterations or `time_budget` seconds (0: no
-    limit; it covers the refinement and polish too), each image stopping on its own once its best loss
-improved by less than stop_tolerance over stop_window iterations (stopping.Plateau; 0: never); init: the start noise (optimize.init_image); pixels:
-    sigmoid (optimise logits) or clamp; pool, padding: the network's during synthesis (tile: circular,
-    the output tiles); dtype: --dtype (auto|bf16|fp16|fp32), resolved on the network's device;
-    spectrum_weight > 0 adds the Fourier spectrum term, its errors scaled by spectrum_scale
-    (spectrum.spectrum_loss); levels > 1 works coarse to fine (0: decided per output size,
+    """layers: the Gram or SWD term's taps and weights; loss: a key of losses.LOSSES, or a statistic and gcd
+    joined by +; features: normalize|standardize|raw (losses._scaled); optimizer: lbfgs|adam, with step size
+    lr (0: the optimiser's own, GEN_LR), for `steps` iterations or `time_budget` seconds (0: no limit; it
+    covers the refinement and polish too), each image stopping on its own once its best loss improved by
+    less than stop_tolerance over stop_window iterations (stopping.Plateau; 0: never); init: the start noise
+    (optimize.init_image); pixels: sigmoid (optimise logits) or clamp; pool, padding: the network's during
+    synthesis (tile: circular, the output tiles); dtype: --dtype (auto|bf16|fp16|fp32), resolved on the
+    network's device; spectrum_weight > 0 adds the Fourier spectrum term, its errors scaled by
+    spectrum_scale (spectrum.spectrum_loss); levels > 1 works coarse to fine (0: decided per output size,
     optimize.resolve); gcd_layers, gcd_weight, occurrence: the taps, weight and occurrence penalty of the
-    correspondence term, which compares with at most gcd_patches target patches per tap; refine_steps >
-    0 adds a refinement with Adam at refine_lr and the correspondence term on refine_layers, then
-    polish_steps of the first loss (optimize.refine); an output made coarse to fine gets them at its
-    coarsest level, or with refine_coarse at full size after all levels; occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again
-    only every occurrence_hold evaluations; chroma_layers: the taps of `layers` at which a colour
-    target's three decorrelated channels are matched together (colour.features), for a batch holding a
-    target whose strongest principal axis carries at most chroma_share of its variance (colour.joint);
-    other colour targets are synthesised in luminance and coloured after (optimize.in_luminance), and
-    texnet.py's generators, which make colour directly, take the first channel alone through the
-    network, the others held by the spectrum term and the colour histogram."""
+    correspondence term, which compares with at most gcd_patches target patches per tap; refine_steps > 0
+    adds a refinement with Adam at refine_lr and the correspondence term on refine_layers, then polish_steps
+    of the first loss (optimize.refine); an output made coarse to fine gets them at its coarsest level, or
+    with refine_coarse at full size after all levels; occurrence_hold > 0: with L-BFGS, the occurrence
+    penalty's matches are found again only every occurrence_hold evaluations; chroma_layers: the taps of
+    `layers` at which a colour target's three decorrelated channels are matched together (colour.features),
+    for a batch holding a target whose strongest principal axis carries at most chroma_share of its variance
+    (colour.joint); other colour targets are synthesised in luminance and coloured after
+    (optimize.in_luminance), and texnet.py's generators, which make colour directly, take the first channel
+    alone through the network, the others held by the spectrum term and the colour histogram."""
     layers: dict = _layers(H.layers)
     loss: str = H.loss
     features: str = H.features
