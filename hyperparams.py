@@ -128,7 +128,6 @@ class Hyperparams:
     texnet_schedule: str = "constant"  # constant|cosine: the learning rate held, or decayed to 0 along a half cosine over --texnet-steps
     texnet_batch: int = 4  # samples per step (per process under torchrun)
     texnet_size: int = 128  # side of the training samples, a multiple of 2**(scales-1)
-    texnet_octaves: int = 1  # sizes at which the loss compares each training sample with the target: 1, as they are; 2, also both at half size (2 x 2 means), and so on, each size weighted alike (docs/texnet.md)
     texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
     texnet_width: int = 8  # channels per scale (the path grows by this many at each join)
     texnet_noise: int = 3  # noise channels per scale

@@ -1,7 +1,6 @@
 """texnet.py and generator.py: a tiny generator (3 scales, 4 channels) on 32 px demo targets."""
 import glob
 import json
-import math
 import os
 import re
 import subprocess
@@ -10,7 +9,6 @@ import sys
 import numpy
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import TEXNET_TINY as TINY
 from conftest import texnet_sample as sample
 from conftest import texnet_train as train
@@ -18,13 +16,10 @@ from PIL import Image
 
 import texnet
 from texture.measures import quality
-from texture.networks import backbones
 from texture.networks import checkpoints as C
 from texture.networks import feedforward as G
 from texture.synthesis import generator_training, sampling
 from texture.synthesis.histogram import match_histogram
-from texture.synthesis.levels import downsample
-from texture.synthesis.targets import label_of, load_target
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures("quick_vgg")
@@ -254,41 +249,3 @@ def test_torchrun_trains_one_generator_on_two_processes(firsts, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     ckpt = sampling.load(glob.glob(str(tmp_path / "*" / "texnet.pt"))[0])[1]
     assert ckpt["step"] == 2 and len(ckpt["curve"]) == 2
-
-
-def test_octaves_compare_the_halved_sample_with_the_halved_target_weighted_alike(firsts, tmp_path):
-    args = generator_training.parse(["train", firsts[0], *TINY, "--backbone", "random", "--texnet-octaves", "2",
-                                     "--texnet-loss", "gram", "--spectrum-weight", "0"])
-    net = backbones.networks(args)[0].eval().requires_grad_(False)
-    target = load_target(firsts[0], args, 4)
-    full, half = generator_training.objectives(net, [target], (32, 32), args)[0]
-    halved = downsample(target)[None, None]
-    # the half-size term's optimum is the halved target, not a piece of the full-size one
-    assert half(halved)[0].item() < 0.5 * half(target[None, None, :16, :16])[0].item()
-    x = torch.rand(2, 1, 32, 32)
-    expected = (full(x)[0].sum() + half(F.avg_pool2d(x, 2))[0].sum()) / 2 / 2
-    loss = generator_training.step_loss(_fixed(x), [[full, half]], args, 0, 0, 1, torch.device("cpu"), torch.float32)
-    assert torch.allclose(loss, expected)
-    train(firsts[:1], tmp_path, "--texnet-steps", 2, "--texnet-octaves", 2)
-    ckpt = sampling.load(tmp_path / label_of(firsts[0]) / "texnet.pt")[1]
-    assert ckpt["settings"]["texnet_octaves"] == 2 and all(map(math.isfinite, ckpt["curve"]))
-
-
-def _fixed(x):
-    """A generator whose batch is always `x`, as step_loss calls it."""
-    class Fixed(torch.nn.Module):
-        factor, scales, noise = 4, 3, 2
-
-        def forward(self, noise, labels):
-            return x
-    return Fixed()
-
-
-def test_octaves_beyond_the_sizes_are_one_line_errors(firsts, tmp_path):
-    with pytest.raises(SystemExit, match=r"^--texnet-octaves 5: --texnet-size 32 halved 4 times must be a multiple "
-                                         r"of 4 px for --layers relu1_1,relu2_1,relu3_1$"):
-        train(firsts[:1], tmp_path, "--texnet-octaves", 5)
-    with pytest.raises(SystemExit, match=r"^--texnet-octaves 5: .*-a-p001.png halved 4 times is below 4 px, too small "
-                                         r"for --layers relu1_1,relu2_1,relu3_1$"):
-        train(firsts[:1], tmp_path, "--texnet-octaves", 5, "--texnet-size", 64)
-    assert not os.listdir(tmp_path)

@@ -14,7 +14,6 @@ import zlib
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -29,7 +28,6 @@ from texture.run.device import autocast, distributed, pick_dtype
 from texture.run.interrupt import Stop
 from texture.synthesis import sampling
 from texture.synthesis.batch import without_effect
-from texture.synthesis.levels import downsample
 from texture.synthesis.optimize import objective
 from texture.synthesis.options import Options
 from texture.synthesis.taps import downsampling, parse_layers
@@ -112,17 +110,10 @@ def jobs(args, least):
 
 
 def objectives(net, targets, size, args):
-    """optimize.objective for each target at each of --texnet-octaves sizes, the target halved for each
-    (levels.downsample), with gen.py's options and circular padding (samples are periodic): per target,
-    a list of evaluate(x) -> (loss per image, parts), full size first."""
+    """optimize.objective for each target, with gen.py's options and circular padding (samples are
+    periodic): evaluate(x) -> (loss per image, parts) against that target."""
     opts = Options.from_args(argparse.Namespace(**vars(args), tile=True), net.names)
-    out = []
-    for t in targets:
-        out.append([])
-        for k in range(args.texnet_octaves):
-            out[-1].append(objective(net, [t], (size[0] >> k, size[1] >> k), opts))
-            t = downsample(t)
-    return out
+    return [objective(net, [t], size, opts) for t in targets]
 
 
 def step_loss(g, objs, args, step, rank, world, device, dtype):
@@ -137,10 +128,8 @@ def step_loss(g, objs, args, step, rank, world, device, dtype):
     x = x[:, None] if x.dim() == 3 else x  # grey (B, H, W) as one channel
     total = 0
     for c in labels.unique().tolist():
-        y = x[(labels == c).nonzero().flatten().to(device)]
-        for evaluate in objs[c]:  # each size weighted alike; halved as the target was (2 x 2 means)
-            total = total + evaluate(y)[0].sum() / len(objs[c])
-            y = F.avg_pool2d(y, 2)
+        idx = (labels == c).nonzero().flatten().to(device)
+        total = total + objs[c](x[idx])[0].sum()
     return total / b
 
 
@@ -233,18 +222,8 @@ def train(args):
         raise SystemExit(f"--image-size {args.image_size}: must be at least {least} px for --layers {args.layers}")
     if args.texnet_size < least:
         raise SystemExit(f"--texnet-size {args.texnet_size}: must be at least {least} for --layers {args.layers}")
-    halvings = args.texnet_octaves - 1
-    if args.texnet_size % (least << halvings):  # the half-size samples stay periodic for the network's pooling
-        raise SystemExit(f"--texnet-octaves {args.texnet_octaves}: --texnet-size {args.texnet_size} halved {halvings}"
-                         f" times must be a multiple of {least} px for --layers {args.layers}")
     try:
-        found = jobs(args, least)
-        for job in found:
-            small = [p for p, t in zip(job["paths"], job["targets"]) if min(t.shape[-2:]) >> halvings < least]
-            if small:
-                raise SystemExit(f"--texnet-octaves {args.texnet_octaves}: {small[0]} halved {halvings} times is below"
-                                 f" {least} px, too small for --layers {args.layers}")
-        for job in found:
+        for job in jobs(args, least):
             job["ckpt"] = os.path.join(job["dir"], "texnet.pt")
             r = train_one(job, net, args, device, dtype, rank, world)
             if rank == 0:
