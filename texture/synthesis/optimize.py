@@ -278,10 +278,11 @@ def coarse_to_fine(net, targets, size, options, *, seeds=None, match=True, callb
                       callback=callback and (lambda i, im, v: callback(offset[0] + i, im, v)))
     for c, f in zip(coarse, fine):
         refined = {k: c[k] for k in ("refine", "polish") if c.get(k)}  # the coarsest level's, if it ran them
-        f["levels"] = c.get("levels") or [{"size": list(c["raw"].shape[-2:]), "steps": c["steps"], "seconds": c["seconds"],
-                                           "loss": c["loss"], **refined}]
+        below = c.get("levels") or [{"size": list(c["raw"].shape[-2:]), "steps": c["steps"], "seconds": c["seconds"],
+                                     "loss": c["loss"], **refined}]
         f.update(refined)
-        f["levels"] = f["levels"] + [{"size": list(size), "steps": f["steps"], "seconds": f["seconds"], "loss": f["loss"]}]
-        f["steps"], f["seconds"], f["curve"] = c["steps"] + f["steps"], c["seconds"] + f["seconds"], c["curve"] + f["curve"]
+        f["levels"] = below + [{"size": list(size), "steps": f["steps"], "seconds": f["seconds"], "loss": f["loss"]}]
+        f["steps"], f["seconds"] = c["steps"] + f["steps"], c["seconds"] + f["seconds"]
+        f["curve"] = c["curve"] + f["curve"]
         f["message"] = f["message"] or c["message"]
     return fine
