@@ -131,6 +131,7 @@ class Hyperparams:
     texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
     texnet_width: int = 8  # channels per scale (the path grows by this many at each join)
     texnet_noise: int = 3  # noise channels per scale
+    texnet_waves: int = 0  # most plane waves beside the half-size noise, at the target's strongest periodic components (as many as it has; --texnet-mode each; docs/texnet.md)
     texnet_norm: str = "batch"  # batch|instance: normalise over the images of a texture in the batch, or over each image (docs/texnet.md)
     texnet_mode: str = "each"  # each|joint: one generator per target, or one for all targets conditioned on the target (docs/texnet.md)
     texnet_snapshot_every: int = 200  # steps between a checkpoint and a snapshot sample (0: only at the end)
@@ -169,7 +170,7 @@ CHOICES = {
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
-           "texnet_snapshot_every", "chroma_share", "bench_batch_targets"}
+           "texnet_snapshot_every", "texnet_waves", "chroma_share", "bench_batch_targets"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
 # Where `prepro.py --demo` writes when --data-dir is not given.

@@ -1,6 +1,7 @@
 """texnet.py and generator.py: a tiny generator (3 scales, 4 channels) on 32 px demo targets."""
 import glob
 import json
+import math
 import os
 import re
 import subprocess
@@ -87,9 +88,12 @@ def test_a_sample_larger_than_a_tile_is_measured_on_its_centre_tile(trained, tmp
     assert record["quality"] != pytest.approx(quality.measures(img, target), rel=1e-3)
 
 
-def test_tiled_sample_equals_one_pass_and_a_short_halo_does_not():
+@pytest.mark.parametrize("waves", [0, 2])
+def test_tiled_sample_equals_one_pass_and_a_short_halo_does_not(waves):
     torch.manual_seed(0)
-    g = G.Generator(scales=3, width=4, noise=2).double()
+    g = G.Generator(scales=3, width=4, noise=2, waves=waves).double()
+    if waves:
+        g.wavevectors.copy_(torch.tensor([[0.1, 0.23], [0.25, 0.0]]))
     noise = [z.double() for z in G.noise_pyramid(g, 64, 96, seed=1)]
     G.calibrate(g, noise)
     g.eval()
@@ -103,6 +107,66 @@ def test_tiled_sample_equals_one_pass_and_a_short_halo_does_not():
     matched = match_histogram(G.sample(g, noise, tile=16), target)
     assert torch.equal(matched, match_histogram(whole, target))
     assert quality.hist_distance(matched, target) < 0.05
+
+
+def test_spectral_peaks_find_a_lattice_and_nothing_in_noise():
+    y, x = torch.meshgrid(torch.arange(48.0), torch.arange(64.0), indexing="ij")
+    lattice = 0.5 + 0.2 * torch.cos(2 * math.pi * (3 * y / 48 + 8 * x / 64)) \
+        + 0.1 * torch.cos(2 * math.pi * (6 * y / 48 - 2 * x / 64) + 1) \
+        + 0.2 * torch.cos(2 * math.pi * 20 * x / 64)  # a period of 3.2 px: grain, not a lattice
+    # strongest first, one of each +-f pair, as many as there are
+    assert torch.allclose(G.spectral_peaks(lattice, 3) * torch.tensor([48.0, 64.0]),
+                          torch.tensor([[3.0, 8.0], [6.0, -2.0]]), atol=1e-5)
+    assert G.spectral_peaks(lattice, 1).shape == (1, 2) and G.spectral_peaks(lattice, 0).shape == (0, 2)
+    noise = torch.rand(48, 64, generator=torch.Generator().manual_seed(0))
+    one_cycle = 0.5 + 0.4 * torch.cos(2 * math.pi * x / 64)  # a gradient across the image is not a lattice
+    assert G.spectral_peaks(noise, 2).shape == G.spectral_peaks(one_cycle, 2).shape == (0, 2)
+
+
+@pytest.mark.parametrize("h, w", [(32, 48), (40, 40), (96, 64)])
+def test_plane_waves_wrap_around_at_every_size(h, w):
+    freqs = torch.tensor([[0.1, 0.23], [0.0, 0.0], [0.004, 0.0]])  # the last rounds to no cycle at these sizes
+    waves = G.plane_waves(freqs, h, w, torch.tensor([[0.3, 0.5, 0.1]]))
+    assert waves.shape == (1, 6, h, w) and not waves[0, [1, 2, 4, 5]].any()
+    assert waves[0, 0, 0, 0].item() == pytest.approx(math.cos(2 * math.pi * 0.3))
+    # cos + i sin holds one frequency of the discrete torus: no seam where it wraps around
+    power = torch.fft.fft2(torch.complex(waves[0, 0].double(), waves[0, 3].double())).abs().square()
+    cy, cx = (freqs[0] * torch.tensor([h, w])).round().long().tolist()
+    assert power[cy % h, cx % w] / power.sum() > 1 - 1e-6
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_waves_are_the_targets_peaks_and_their_samples_tile(colour, tmp_path):
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    dots = 0.5 + 0.4 * torch.cos(2 * math.pi * 4 * x / 32) * torch.cos(2 * math.pi * 4 * y / 32)
+    png = tmp_path / "dots" / "dots-a-p001.png"
+    png.parent.mkdir()
+    # in colour: the lattice in the luminance, the channels in other proportions
+    planes = torch.stack([dots, 0.3 + 0.5 * dots, 0.9 - 0.6 * dots], -1) if colour else dots
+    Image.fromarray((planes * 255).round().byte().numpy()).save(png)
+    train([str(png)], tmp_path / "t", "--texnet-steps", 2, "--texnet-waves", 3)
+    path = tmp_path / "t" / "dots" / "texnet.pt"
+    g, _ = sampling.load(path)
+    # the lattice's two components, not three
+    assert g.config()["waves"] == 2 and (g.wavevectors.abs() * 32).round().tolist() == [[4, 4], [4, 4]]
+    assert g.channels == (3 if colour else 1)
+    if not colour:
+        assert torch.equal(g.wavevectors, G.spectral_peaks(pixels(png), 3))
+    sample(path, tmp_path / "s", "--size", 48, 64, "--seed", 1)
+    img = pixels(glob.glob(str(tmp_path / "s" / "dots" / "48x64_seed1_*.png"))[0])
+    img = img.mean(-1) if colour else img
+    assert img.shape == (48, 64) and seam_ratio(img) < 1.3, seam_ratio(img)
+
+
+def test_a_target_without_a_lattice_gets_the_generator_it_gets_without_waves(tmp_path):
+    noise = tmp_path / "noise" / "noise-a-p001.png"
+    noise.parent.mkdir()
+    Image.fromarray(torch.randint(0, 256, (32, 32), generator=torch.Generator().manual_seed(0)).byte().numpy()).save(noise)
+    train([str(noise)], tmp_path / "a", "--texnet-steps", 1, "--texnet-waves", 2)
+    train([str(noise)], tmp_path / "b", "--texnet-steps", 1)
+    a, b = (C.load_checkpoint(tmp_path / d / "noise" / "texnet.pt") for d in "ab")
+    assert a["generator"] == b["generator"] and "waves" not in a["generator"]
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
 
 
 def test_folded_normalisations_give_the_eval_mode_result():
@@ -234,6 +298,10 @@ def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, train
     offered = set(re.findall(r"^  (--[a-z][a-z-]+)", capsys.readouterr().out, re.M))  # declared, not named in a help
     assert e.value.code == 0 and {"--layers", "--texnet-steps", "--time-budget", "--resume"} <= offered
     assert not offered & {"--" + k.replace("_", "-") for k in generator_training.UNUSED}
+    with pytest.raises(SystemExit) as e:
+        texnet.main(["train", firsts[0], "--texnet-waves", "2", "--texnet-mode", "joint"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "texnet.py train: error: --texnet-waves: the waves are one target's, so they need --texnet-mode each"
     with pytest.raises(SystemExit, match="--texnet-size 40: must be a multiple of 16"):
         texnet.main(["train", firsts[0], "--texnet-size", "40"])
     with pytest.raises(SystemExit, match="--size 34 32 .* multiples of 4"):

@@ -8,11 +8,18 @@ normalisation runs over all images of a texture in the batch (or over each image
 whole), so that sampling is purely local and a large image can be made tile by tile (`sample`) with
 exactly the result of one pass over the whole image.
 
+With `waves` > 0 the half-size scale also gets plane waves (a cosine and a sine each) at the target's
+strongest periodic components (`spectral_peaks`), each sample at its own phases: a global reference
+that a lattice of dots or stripes can be drawn against, which noise alone does not give a network
+whose reach is a few cells of the lattice. At the finest scale instead, the waves took the place of
+the grain there (docs/texnet.md).
+
     g = Generator(scales=5, width=8, noise=3, classes=1)
     noise = noise_pyramid(g, 1024, 1024, seed=0)
     img = sample(g, noise, label=0, tile=512)           # (1024, 1024) in [0, 1]
 """
 import copy
+import math
 
 import torch
 import torch.nn as nn
@@ -69,12 +76,16 @@ class Generator(nn.Module):
     `noise` channels (and a one-hot of the class when `classes` > 1) through a block of `width`
     channels; the path grows by `width` channels at every join; `channels` out (1: grey, 3: RGB)."""
 
-    def __init__(self, scales=5, width=8, noise=3, classes=1, norm="batch", channels=1):
+    def __init__(self, scales=5, width=8, noise=3, classes=1, norm="batch", channels=1, waves=0):
         super().__init__()
         self.scales, self.width, self.noise, self.classes, self.norm = scales, width, noise, classes, norm
-        self.channels = channels
+        self.channels, self.waves = channels, waves
         cin = noise + (classes if classes > 1 else 0)
-        self.branches = nn.ModuleList(block(cin, width, classes, norm) for _ in range(scales))
+        self.wave_scale = min(WAVE_SCALE, scales - 1)
+        self.branches = nn.ModuleList(block(cin + (2 * waves if k == self.wave_scale else 0), width, classes, norm)
+                                      for k in range(scales))
+        if waves:  # their frequencies (cycles per pixel, (y, x)); without, the state is as before waves
+            self.register_buffer("wavevectors", torch.zeros(waves, 2))
         self.joins = nn.ModuleList(block(width * (k + 1), width * (k + 1), classes, norm) for k in range(1, scales))
         self.skip_norms = nn.ModuleList(Norm(width * k, classes, norm) for k in range(1, scales))
         self.out = nn.Conv2d(width * scales, channels, 1)
@@ -92,11 +103,12 @@ class Generator(nn.Module):
         return -(-(2 ** (self.scales + 1) - 2) // self.factor) * self.factor
 
     def config(self):
-        """The constructor's arguments; `channels` only for a colour generator, so that a grey one's
-        configuration (and its checkpoints') is as before."""
-        colour = {"channels": self.channels} if self.channels != 1 else {}
+        """The constructor's arguments; `channels` and `waves` only where they are not 1 and 0, so that
+        a grey generator's configuration without waves (and its checkpoints') is as before."""
+        extra = {"channels": self.channels} if self.channels != 1 else {}
+        extra.update({"waves": self.waves} if self.waves else {})
         return {"scales": self.scales, "width": self.width, "noise": self.noise, "classes": self.classes,
-                "norm": self.norm, **colour}
+                "norm": self.norm, **extra}
 
     def forward(self, noise, labels):
         """noise: list of (B, noise, H / 2**k, W / 2**k), finest first; labels: (B,) class indices.
@@ -124,9 +136,61 @@ class Generator(nn.Module):
 
 def noise_pyramid(gen, h, w, seed, batch=1, device="cpu"):
     """The generator's input for (h, w) outputs, drawn on the CPU from `seed` alone (so a sample
-    does not depend on the device or on tiling), finest scale first."""
+    does not depend on the device or on tiling), finest scale first; at gen.wave_scale followed by
+    the plane waves' channels (plane_waves) at phases drawn after the noise."""
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, gen.noise, h >> k, w >> k, generator=g).to(device) for k in range(gen.scales)]
+    noise = [torch.randn(batch, gen.noise, h >> k, w >> k, generator=g) for k in range(gen.scales)]
+    if gen.waves:
+        k, phases = gen.wave_scale, torch.rand(batch, gen.waves, generator=g)
+        noise[k] = torch.cat([noise[k], plane_waves(gen.wavevectors.cpu() * 2 ** k, h >> k, w >> k, phases)], 1)
+    return [z.to(device) for z in noise]
+
+
+def plane_waves(freqs, h, w, phases):
+    """cos and sin of 2 pi (f . (y, x) + phase) over an (h, w) image for each frequency f of `freqs`
+    (K, 2), per image of `phases` (B, K): (B, 2K, h, w). Each frequency is first rounded to whole
+    cycles across the image, so that the waves, like the generator's circular padding, wrap around
+    seamlessly at every size; a frequency that rounds to none gives zeros."""
+    cycles = (freqs.double() * torch.tensor([h, w])).round()  # (K, 2)
+    y, x = torch.arange(h, dtype=torch.float64) / h, torch.arange(w, dtype=torch.float64) / w
+    turns = cycles[:, 0, None, None] * y[:, None] + cycles[:, 1, None, None] * x  # (K, h, w)
+    angle = 2 * math.pi * (turns.frac()[None] + phases.double()[:, :, None, None])  # (B, K, h, w)
+    used = (cycles != 0).any(1).double()[None, :, None, None]
+    return torch.cat([angle.cos() * used, angle.sin() * used], 1).float()
+
+
+WAVE_SCALE = 1  # the noise scale the waves join: the half-size one, so that they reach up to 0.25 cycles a pixel
+# a lattice's peak over the median power of its ring, and over the largest power two bins away (a
+# sinusoid's windowed peak is at most 1.5 bins wide; the ridge of a few lines or an edge is wider):
+# 400-6000 and 22-435 on the fidelity set's lattices; the photographs' peaks reach 125 and 8
+PROMINENCE, SHARPNESS = 100, 10
+
+
+def spectral_peaks(image, k):
+    """Up to k frequencies (cycles per pixel, (y, x), one of each +-f pair) of the strongest peaks of
+    the grey image's power spectrum (Hann-windowed, mean removed) that stand PROMINENCE times above
+    the median power of their ring (frequencies as far from 0 to the nearest 1 / the shorter side) and
+    SHARPNESS times above the bins two away, repeat at least twice across the image and have periods of
+    4 px or more along both axes (finer ones are grain, and the half-size scale cannot hold them):
+    (n <= k, 2), strongest first."""
+    h, w = image.shape
+    x = image.double() - image.double().mean()
+    win = torch.hann_window(h, periodic=False, dtype=torch.float64)[:, None] * \
+        torch.hann_window(w, periodic=False, dtype=torch.float64)
+    power = torch.fft.fft2(x * win).abs().square()
+    fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None].expand(h, w)
+    fx = torch.fft.fftfreq(w, dtype=torch.float64)[None].expand(h, w)
+    ring = (torch.hypot(fy, fx) * min(h, w)).round().long()  # every ring up to the largest holds a frequency
+    r, order = ring.flatten().sort(stable=True)
+    median = torch.stack([p.median() for p in power.flatten()[order].split(torch.bincount(r).tolist())])
+    padded = F.pad(power[None, None], (2, 2, 2, 2), mode="circular")[0, 0]
+    near = [padded[i:i + h, j:j + w] for i in range(5) for j in range(5)]
+    local_max = torch.stack([a for n, a in enumerate(near) if max(abs(n // 5 - 2), abs(n % 5 - 2)) <= 1]).amax(0)
+    two_away = torch.stack([a for n, a in enumerate(near) if max(abs(n // 5 - 2), abs(n % 5 - 2)) == 2]).amax(0)
+    found = ((fy > 0) | ((fy == 0) & (fx > 0))) & (ring >= 2) & (fy.abs() <= 0.25) & (fx.abs() <= 0.25) & \
+        (power >= local_max) & (power >= PROMINENCE * median[ring]) & (power >= SHARPNESS * two_away)
+    order = power[found].argsort(descending=True)[:k]
+    return torch.stack([fy[found], fx[found]], 1)[order].float()
 
 
 @torch.no_grad()

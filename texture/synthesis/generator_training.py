@@ -20,6 +20,7 @@ from tqdm import tqdm
 import hyperparams
 from hyperparams import add_arguments
 from texture.data.images import DataError
+from texture.measures.colour import luminance
 from texture.networks import backbones
 from texture.networks import feedforward as G
 from texture.networks.checkpoints import CheckpointError, save_checkpoint
@@ -70,6 +71,8 @@ def parse(argv=None, doc=__doc__):
         args.loss = args.texnet_loss  # the objective, shared with gen.py, reads --loss
         if problem := without_effect(args, given, refines=False, loss_flag="--texnet-loss"):
             train.error(problem)
+        if args.texnet_waves and args.texnet_mode == "joint":
+            train.error("--texnet-waves: the waves are one target's, so they need --texnet-mode each")
         if args.texnet_size % 2 ** (args.texnet_scales - 1):
             raise SystemExit(f"--texnet-size {args.texnet_size}: must be a multiple of {2 ** (args.texnet_scales - 1)}"
                              f" with --texnet-scales {args.texnet_scales}")
@@ -135,8 +138,14 @@ def step_loss(g, objs, args, step, rank, world, device, dtype):
 
 def start(job, args, device):
     """A fresh generator and optimiser, or the ones of --texnet-dir's checkpoint with --resume."""
+    # as many plane waves as the target has periodic components, up to --texnet-waves (--texnet-mode
+    # each): a target with none gets the generator it would get without the flag
+    t = job["targets"][0]
+    peaks = G.spectral_peaks(luminance(t) if t.dim() == 3 else t, args.texnet_waves) if args.texnet_waves else ()
     g = G.Generator(**{k: getattr(args, v) for k, v in ARCH.items()}, classes=len(job["labels"]),
-                    channels=3 if job["targets"][0].dim() == 3 else 1).to(device)
+                    channels=3 if t.dim() == 3 else 1, waves=len(peaks)).to(device)
+    if g.waves:
+        g.wavevectors.copy_(peaks)
     opt = torch.optim.Adam(g.parameters(), lr=args.texnet_lr)
     if not os.path.exists(job["ckpt"]):
         return g, opt, 0, [], 0.0
