@@ -162,7 +162,7 @@ def plane_waves(freqs, h, w, phases):
 WAVE_SCALE = 1  # the noise scale the waves join: the half-size one, so that they reach up to 0.25 cycles a pixel
 # a lattice's peak over the median power of its ring, and over the largest power two bins away (a
 # sinusoid's windowed peak is at most 1.5 bins wide; the ridge of a few lines or an edge is wider):
-# 400-6000 and 22-435 on the fidelity set's lattices; the photographs' peaks reach 125 and 8
+# 400-6000 and 22-435 on the fidelity set's lattices; its photographs' peaks reach 125 and 3
 PROMINENCE, SHARPNESS = 100, 10
 
 
