@@ -162,7 +162,8 @@ def test_a_target_without_a_lattice_gets_the_generator_it_gets_without_waves(tra
     noise = tmp_path / "noise" / "noise-a-p001.png"
     noise.parent.mkdir()
     Image.fromarray(torch.randint(0, 256, (32, 32), generator=torch.Generator().manual_seed(0)).byte().numpy()).save(noise)
-    # the trained classifier: with random weights under quick_vgg, two runs without waves already differed
+    # the trained classifier, as the other training tests use: with random weights under quick_vgg this
+    # comparison failed when the test ran alone (not traced further)
     train([str(noise)], tmp_path / "a", "--texnet-steps", 1, "--texnet-waves", 2, ckpt=trained_ckpt)
     train([str(noise)], tmp_path / "b", "--texnet-steps", 1, ckpt=trained_ckpt)
     a, b = (C.load_checkpoint(tmp_path / d / "noise" / "texnet.pt") for d in "ab")
