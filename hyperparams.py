@@ -131,7 +131,7 @@ class Hyperparams:
     texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
     texnet_width: int = 8  # channels per scale (the path grows by this many at each join)
     texnet_noise: int = 3  # noise channels per scale
-    texnet_waves: int = 0  # most plane waves beside the half-size noise, at the target's strongest periodic components (as many as it has; --texnet-mode each; docs/texnet.md)
+    texnet_waves: int = 2  # most plane waves beside the half-size noise, at the target's strongest periodic components (as many as it has, often none; --texnet-mode each; 0: none; docs/texnet.md)
     texnet_norm: str = "batch"  # batch|instance: normalise over the images of a texture in the batch, or over each image (docs/texnet.md)
     texnet_mode: str = "each"  # each|joint: one generator per target, or one for all targets conditioned on the target (docs/texnet.md)
     texnet_snapshot_every: int = 200  # steps between a checkpoint and a snapshot sample (0: only at the end)

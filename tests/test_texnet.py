@@ -156,6 +156,13 @@ def test_waves_are_the_targets_peaks_and_their_samples_tile(colour, tmp_path):
     img = pixels(glob.glob(str(tmp_path / "s" / "dots" / "48x64_seed1_*.png"))[0])
     img = img.mean(-1) if colour else img
     assert img.shape == (48, 64) and seam_ratio(img) < 1.3, seam_ratio(img)
+    if not colour:  # the default finds them too; resumed with other waves (as a generator trained before
+        # they were the default): one line
+        train([str(png)], tmp_path / "d", "--texnet-steps", 1)
+        assert sampling.load(tmp_path / "d" / "dots" / "texnet.pt")[0].waves == 2
+        with pytest.raises(SystemExit, match=r"texnet.pt: trained with 2 plane waves, here 0: resume with "
+                                             r"--texnet-waves 2$"):
+            train([str(png)], tmp_path / "t", "--texnet-steps", 3, "--texnet-waves", 0, "--resume")
 
 
 def test_a_target_without_a_lattice_gets_the_generator_it_gets_without_waves(trained_ckpt, tmp_path):
@@ -164,8 +171,8 @@ def test_a_target_without_a_lattice_gets_the_generator_it_gets_without_waves(tra
     Image.fromarray(torch.randint(0, 256, (32, 32), generator=torch.Generator().manual_seed(0)).byte().numpy()).save(noise)
     # the trained classifier, as the other training tests use: with random weights under quick_vgg this
     # comparison failed when the test ran alone (not traced further)
-    train([str(noise)], tmp_path / "a", "--texnet-steps", 1, "--texnet-waves", 2, ckpt=trained_ckpt)
-    train([str(noise)], tmp_path / "b", "--texnet-steps", 1, ckpt=trained_ckpt)
+    train([str(noise)], tmp_path / "a", "--texnet-steps", 1, ckpt=trained_ckpt)  # the default: up to 2 waves
+    train([str(noise)], tmp_path / "b", "--texnet-steps", 1, "--texnet-waves", 0, ckpt=trained_ckpt)
     a, b = (C.load_checkpoint(tmp_path / d / "noise" / "texnet.pt") for d in "ab")
     assert a["generator"] == b["generator"] and "waves" not in a["generator"]
     assert a["model"].keys() == b["model"].keys() and all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
@@ -261,7 +268,9 @@ def test_joint_generator_and_unknown_label(firsts, tmp_path):
     train(firsts[:2], tmp_path / "t", "--texnet-steps", 2, "--texnet-mode", "joint")
     path = tmp_path / "t" / "joint" / "texnet.pt"
     labels = [os.path.basename(os.path.dirname(f)) for f in firsts[:2]]
-    assert sampling.load(path)[1]["labels"] == labels
+    g, ckpt = sampling.load(path)
+    # the waves are one target's: a joint generator gets none, though one of its targets has peaks
+    assert ckpt["labels"] == labels and g.waves == 0 and len(G.spectral_peaks(pixels(firsts[1]), 2))
     with pytest.raises(SystemExit, match=f"--label nope: .* knows {labels[0]}, {labels[1]}$"):
         sample(path, tmp_path / "s", "--label", "nope")
     records = sample(path, tmp_path / "s", "--label", labels[1], "--size", 32, 32)

@@ -190,12 +190,12 @@ def bench_refine_sizes(args, device):
 
 
 def bench_texnet(args, device, dtype, data_dir):
-    """Section texnet: a sample of the default generator, tiled and given the target's grey levels as
-    texnet.py samples (sampling.sample_one), vs one synthesis iteration of gen.py's default for an
-    output of the same size (the time between two iterations; an output that large is made coarse to
-    fine, without the refinement)."""
+    """Section texnet: a sample of the default generator (with its most plane waves, as a lattice's),
+    tiled and given the target's grey levels as texnet.py samples (sampling.sample_one), vs one
+    synthesis iteration of gen.py's default for an output of the same size (the time between two
+    iterations; an output that large is made coarse to fine, without the refinement)."""
     h, s = Hyperparams(), args.bench_texnet_size
-    g = generator.Generator(h.texnet_scales, h.texnet_width, h.texnet_noise).to(device)
+    g = generator.Generator(h.texnet_scales, h.texnet_width, h.texnet_noise, waves=h.texnet_waves).to(device)
     generator.calibrate(g, generator.noise_pyramid(g, g.factor * 4, g.factor * 4, args.seed, device=device))
     g.eval()
     data = folders.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
