@@ -271,6 +271,7 @@ def test_joint_generator_and_unknown_label(firsts, tmp_path):
     g, ckpt = sampling.load(path)
     # the waves are one target's: a joint generator gets none, though one of its targets has peaks
     assert ckpt["labels"] == labels and g.waves == 0 and len(G.spectral_peaks(pixels(firsts[1]), 2))
+    assert ckpt["settings"]["texnet_waves"] == 0  # the settings it records are the ones it used
     with pytest.raises(SystemExit, match=f"--label nope: .* knows {labels[0]}, {labels[1]}$"):
         sample(path, tmp_path / "s", "--label", "nope")
     records = sample(path, tmp_path / "s", "--label", labels[1], "--size", 32, 32)

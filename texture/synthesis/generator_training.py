@@ -71,8 +71,10 @@ def parse(argv=None, doc=__doc__):
         args.loss = args.texnet_loss  # the objective, shared with gen.py, reads --loss
         if problem := without_effect(args, given, refines=False, loss_flag="--texnet-loss"):
             train.error(problem)
-        if "texnet_waves" in given and args.texnet_waves and args.texnet_mode == "joint":
-            train.error("--texnet-waves: the waves are one target's, so they need --texnet-mode each")
+        if args.texnet_mode == "joint":  # the waves are one target's: a joint generator gets none
+            if "texnet_waves" in given and args.texnet_waves:
+                train.error("--texnet-waves: the waves are one target's, so they need --texnet-mode each")
+            args.texnet_waves = 0  # and its recorded settings say so
         if args.texnet_size % 2 ** (args.texnet_scales - 1):
             raise SystemExit(f"--texnet-size {args.texnet_size}: must be a multiple of {2 ** (args.texnet_scales - 1)}"
                              f" with --texnet-scales {args.texnet_scales}")
@@ -138,11 +140,10 @@ def step_loss(g, objs, args, step, rank, world, device, dtype):
 
 def start(job, args, device):
     """A fresh generator and optimiser, or the ones of --texnet-dir's checkpoint with --resume."""
-    # as many plane waves as the target has periodic components, up to --texnet-waves (--texnet-mode
-    # each; a joint generator gets none): a target with none gets the generator it would get without them
+    # as many plane waves as the target has periodic components, up to --texnet-waves (0 for a joint
+    # generator, parse): a target with none gets the generator it would get without them
     t = job["targets"][0]
-    most = args.texnet_waves if args.texnet_mode == "each" else 0
-    peaks = G.spectral_peaks(luminance(t) if t.dim() == 3 else t, most) if most else ()
+    peaks = G.spectral_peaks(luminance(t) if t.dim() == 3 else t, args.texnet_waves) if args.texnet_waves else ()
     g = G.Generator(**{k: getattr(args, v) for k, v in ARCH.items()}, classes=len(job["labels"]),
                     channels=3 if t.dim() == 3 else 1, waves=len(peaks)).to(device)
     if g.waves:
@@ -157,9 +158,11 @@ def start(job, args, device):
         old, ckpt = sampling.load(job["ckpt"])
     except CheckpointError as e:
         raise SystemExit(str(e))
-    same_but_waves = {k: v for k, v in g.config().items() if k != "waves"} | ({"waves": old.waves} if old.waves
-                                                                               else {})
-    if old.waves != g.waves and old.config() == same_but_waves:  # e.g. trained before waves were the default
+
+    def but_waves(config):
+        return {k: v for k, v in config.items() if k != "waves"}
+
+    if old.waves != g.waves and but_waves(old.config()) == but_waves(g.config()):  # e.g. trained before the default
         raise SystemExit(f"{job['ckpt']}: trained with {old.waves} plane waves, here {g.waves}: resume with "
                          f"--texnet-waves {old.waves}")
     if old.config() != g.config() or ckpt["labels"] != job["labels"]:
