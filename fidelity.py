@@ -147,14 +147,18 @@ def texnet_samples(args, seed, targets, ckpt):
     flags = [x for k in vars(Hyperparams()) if k.startswith("texnet_") and k != "texnet_dir"
              for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
     folder = os.path.join(args.fidelity_dir, "gen", TEXNET)
+    generators = os.path.join(folder, "generators")
     generator_training.run(["train", *targets, *network(ckpt), *common, *flags,
                             "--image-size", str(args.fidelity_size), "--seed", str(args.seed),
-                            "--texnet-dir", os.path.join(folder, "generators"), "--resume"])
+                            "--texnet-dir", generators, "--resume"])
+    joint = args.texnet_mode == "joint" and len(targets) > 1  # one generator, in generators/joint
     results = []
     for path in targets:
         label = os.path.basename(os.path.dirname(path))
         side, out = str(args.fidelity_size), os.path.join(folder, f"seed{seed}")
-        r = generator_training.run(["sample", os.path.join(folder, "generators", label, "texnet.pt"), *judge, *common,
+        which = [os.path.join(generators, "joint", "texnet.pt"), "--label", label] if joint else \
+            [os.path.join(generators, label, "texnet.pt")]
+        r = generator_training.run(["sample", *which, *judge, *common,
                                     "--size", side, side, "--seed", str(seed), "--sample-dir", out])[0]
         results.append({"png": r["png"], "label": label,
                         "quality": r["quality"], "recognised": (r.get("verdict") or {}).get("recognised"),
@@ -269,6 +273,8 @@ def colour_set(args):
 
 def main(argv=None):
     args = parse_args(__doc__, GROUPS, argv, extra=_extra)
+    if problem := generator_training.joint_waves(args, given(argv, GROUPS, _extra)):
+        raise SystemExit(problem)
     in_colour = args.fidelity_set == "colour"
     methods = chosen_methods(args.fidelity_methods, in_colour)
     paths, targets, references, sets, ckpt = colour_set(args) if in_colour else grey_set(args)

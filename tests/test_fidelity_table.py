@@ -3,6 +3,7 @@ method on the held-out targets, the table, the JSON and the picture; then a reru
 classifier and keeps the first run's outputs."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ from texture.synthesis import methods
 TINY = ["--demo-classes", "1", "--demo-photos", "gravel", "--demo-patches", "12", "--demo-size", "48",
         "--fidelity-size", "32", "--fidelity-train-size", "32", "--fidelity-epochs", "1", "--fidelity-steps", "2",
         "--fidelity-seeds", "1"]
+TEXNET_TINY = ["--texnet-steps", "2", "--texnet-size", "32", "--texnet-scales", "3", "--texnet-width", "4",
+               "--texnet-noise", "2", "--texnet-batch", "2", "--texnet-calibrate", "64"]
 # the default's first part, and two variants of it; the default's refinement runs in test_correspondence.py
 RUN = ["gram-spectrum", "spectrum0", "swd"]
 
@@ -121,9 +124,7 @@ def test_a_stopped_classifier_is_resumed_a_finished_one_reused(tmp_path, monkeyp
 
 def test_texnet_method_trains_a_generator_per_target_once_and_scores_its_samples(first_run):
     out, _ = first_run
-    tiny = ["--texnet-steps", "2", "--texnet-size", "32", "--texnet-scales", "3", "--texnet-width", "4",
-            "--texnet-noise", "2", "--texnet-batch", "2", "--texnet-calibrate", "64"]
-    args = [*TINY, "--fidelity-dir", str(out), "--fidelity-methods", "texnet", *tiny]
+    args = [*TINY, "--fidelity-dir", str(out), "--fidelity-methods", "texnet", *TEXNET_TINY]
     result = fidelity.main([*args, "--fidelity-seeds", "2"])
     rows = {(r["method"], r["set"]): r for r in result["summary"]}
     assert set(rows) == {(m, s) for m in [fidelity.REFERENCE, "texnet"] for s in ("photographs", "demo")}
@@ -143,6 +144,23 @@ def test_texnet_method_trains_a_generator_per_target_once_and_scores_its_samples
             for run in (result, more)]
     assert all(pngs[1][c] != pngs[0][c] and os.path.isfile(pngs[0][c]) and os.path.isfile(pngs[1][c])
                for c in stamps)
+
+
+def test_texnet_joint_mode_trains_one_generator_without_waves_and_samples_each_target_from_it(first_run, tmp_path):
+    out, _ = first_run
+    for folder in ("data", "ckpt"):  # the first run's data and classifier, in a fidelity dir of this test's own
+        shutil.copytree(out / folder, tmp_path / folder)
+    args = [*TINY, "--fidelity-dir", str(tmp_path), "--fidelity-methods", "texnet", *TEXNET_TINY,
+            "--texnet-mode", "joint"]
+    result = fidelity.main(args)
+    rows = {(r["method"], r["set"]): r for r in result["summary"]}
+    for s in ("photographs", "demo"):
+        r = rows["texnet", s]
+        assert r["outputs"] == 1 and all(r[k] is not None for k in fidelity.MEASURES) and r["hist_distance"] == 0
+    assert os.listdir(tmp_path / "gen" / "texnet" / "generators") == ["joint"]
+    assert json.load(open(result["base"] + ".json"))["settings"]["texnet_waves"] == 0
+    with pytest.raises(SystemExit, match="^--texnet-waves: .* need --texnet-mode each$"):
+        fidelity.main([*args, "--texnet-waves", "2"])
 
 
 def test_colour_set_measures_every_output_in_colour_against_another_window(tmp_path):
@@ -167,11 +185,9 @@ def test_colour_set_measures_every_output_in_colour_against_another_window(tmp_p
 def test_colour_set_texnet_trains_with_random_weights_and_samples_in_colour(tmp_path):
     """The colour set has no classifier: the generators train with --backbone random, and their
     samples, judged by no classifier, are measured in colour."""
-    tiny = ["--texnet-steps", "2", "--texnet-size", "32", "--texnet-scales", "3", "--texnet-width", "4",
-            "--texnet-noise", "2", "--texnet-batch", "2", "--texnet-calibrate", "64"]
     result = fidelity.main(["--fidelity-set", "colour", "--fidelity-size", "32", "--fidelity-seeds", "1",
                             "--fidelity-dir", str(tmp_path), "--dtype", "fp32", "--device", "cpu",
-                            "--fidelity-colour-targets", "dots", "--fidelity-methods", "texnet", *tiny])
+                            "--fidelity-colour-targets", "dots", "--fidelity-methods", "texnet", *TEXNET_TINY])
     row = {(r["method"], r["set"]): r for r in result["summary"]}["texnet", "procedural"]
     assert row["outputs"] == 1 and row["colourfulness"] > 0.5 and row["recognised"] is None
     assert all(row[k] is not None for k in fidelity.MEASURES + fidelity.COLOUR_MEASURES)

@@ -48,6 +48,16 @@ def train_flags(parser):
     parser.add_argument("--resume", action="store_true", help="continue the generator in --texnet-dir")
 
 
+def joint_waves(args, given):
+    """The waves are one target's, so a joint generator gets none: args.texnet_waves becomes 0 (the
+    recorded settings say so); the problem with an explicit non-zero --texnet-waves (in `given`), else None."""
+    if args.texnet_mode != "joint":
+        return None
+    if "texnet_waves" in given and args.texnet_waves:
+        return "--texnet-waves: the waves are one target's, so they need --texnet-mode each"
+    args.texnet_waves = 0
+
+
 def parse(argv=None, doc=__doc__):
     """texnet.py's command line (train or sample) parsed and checked; `doc`: the --help text."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,10 +81,8 @@ def parse(argv=None, doc=__doc__):
         args.loss = args.texnet_loss  # the objective, shared with gen.py, reads --loss
         if problem := without_effect(args, given, refines=False, loss_flag="--texnet-loss"):
             train.error(problem)
-        if args.texnet_mode == "joint":  # the waves are one target's: a joint generator gets none
-            if "texnet_waves" in given and args.texnet_waves:
-                train.error("--texnet-waves: the waves are one target's, so they need --texnet-mode each")
-            args.texnet_waves = 0  # and its recorded settings say so
+        if problem := joint_waves(args, given):
+            train.error(problem)
         if args.texnet_size % 2 ** (args.texnet_scales - 1):
             raise SystemExit(f"--texnet-size {args.texnet_size}: must be a multiple of {2 ** (args.texnet_scales - 1)}"
                              f" with --texnet-scales {args.texnet_scales}")
