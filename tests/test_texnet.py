@@ -318,6 +318,8 @@ def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, train
         texnet.main(["train", firsts[0], "--texnet-size", "40"])
     with pytest.raises(SystemExit, match="--size 34 32 .* multiples of 4"):
         sample(trained[0], tmp_path, "--size", 34, 32)
+    with pytest.raises(SystemExit, match="--size 0 32 .*: must be positive multiples of 4"):  # 0 is a multiple
+        sample(trained[0], tmp_path, "--size", 0, 32)
 
 
 def test_torchrun_trains_one_generator_on_two_processes(firsts, tmp_path):

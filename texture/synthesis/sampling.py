@@ -112,8 +112,8 @@ def sample(args):
         raise SystemExit(f"--label {args.label}: {args.generator} knows {', '.join(labels)}")
     size = tuple(args.size or (ckpt["settings"]["texnet_size"],) * 2)
     if min(size) < g.factor or any(s % g.factor for s in size) or args.sample_tile % g.factor:
-        raise SystemExit(f"--size {size[0]} {size[1]} / --sample-tile {args.sample_tile}: must be multiples of "
-                         f"{g.factor} for this generator ({g.scales} scales)")
+        raise SystemExit(f"--size {size[0]} {size[1]} / --sample-tile {args.sample_tile}: must be positive "
+                         f"multiples of {g.factor} for this generator ({g.scales} scales)")
     if args.count < 1:
         raise SystemExit(f"--count {args.count}: must be at least 1")
     if why := memory.shortfall(memory.sample(size, args.sample_tile, g.halo), device):
