@@ -217,7 +217,7 @@ def test_values_checked_after_parsing_are_one_line(demo_data, ckpt, capsys, tmp_
              # the flag is too small, not the 48 px image
              (gen.main, [target, "--ckpt", ckpt, "--image-size", "16"], "--image-size 16: must be at least 32 px"),
              (texnet.main, ["train", target, "--backbone", "random", "--image-size", "8"],
-              "--image-size 8: must be at least 16 px for --layers relu1_1,"),
+              "--image-size 8: must be at least 32 px for --layers relu1_1,"),
              (prepro.main, ["--demo", "--demo-classes", "99"], "--demo-classes 99"),
              (train.main, ["--data-dir", demo_data, "--image-size", "32", "--batch-size", "100", "--ckpt-dir",
                            "ckpt", "--log-dir", "log"], "--batch-size 100")]

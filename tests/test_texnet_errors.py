@@ -28,9 +28,12 @@ def test_resume_with_other_settings_is_refused_and_keeps_the_generator(one_step,
     assert "\n" not in str(e.value) and path.read_bytes() == before
 
 
-def test_texnet_size_below_the_layers_reach_is_refused(firsts, tmp_path):
-    with pytest.raises(SystemExit, match="--texnet-size 8: must be at least 16 for --layers relu1_1,.*relu5_1"):
-        train(firsts[:1], tmp_path, "--texnet-size", 8, "--layers", "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
+def test_sizes_below_the_layers_reach_are_refused(firsts, tmp_path):
+    deep = ["--layers", "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"]  # conv5_1 runs on pool4's map: 2 px there
+    with pytest.raises(SystemExit, match="--texnet-size 16: must be at least 32 for --layers relu1_1,.*relu5_1"):
+        train(firsts[:1], tmp_path, "--texnet-size", 16, *deep)
+    with pytest.raises(SystemExit, match="^--image-size 20: must be at least 32 px for --layers relu1_1,.*relu5_1$"):
+        train(firsts[:1], tmp_path, "--image-size", 20, *deep)
     assert not os.listdir(tmp_path)
 
 

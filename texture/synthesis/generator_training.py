@@ -31,7 +31,7 @@ from texture.synthesis import sampling
 from texture.synthesis.batch import without_effect
 from texture.synthesis.optimize import objective
 from texture.synthesis.options import Options
-from texture.synthesis.taps import downsampling, parse_layers
+from texture.synthesis.taps import parse_layers, smallest_side
 from texture.synthesis.targets import load_target, plan
 
 TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
@@ -243,7 +243,7 @@ def train(args):
         layers = parse_layers(args.layers, net.names)
     except (CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
-    least = downsampling(net, layers)
+    least = smallest_side(net, layers)  # a convolution after the last pooling needs 2 px there
     if not args.full and args.image_size < least:
         raise SystemExit(f"--image-size {args.image_size}: must be at least {least} px for --layers {args.layers}")
     if args.texnet_size < least:
