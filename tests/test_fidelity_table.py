@@ -99,6 +99,13 @@ def test_data_of_other_settings_in_the_fidelity_dir_is_refused_and_kept(first_ru
     assert {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*")} == kept
 
 
+def test_a_fidelity_size_below_32_px_is_refused_before_anything_is_made(tmp_path):
+    for colour_set in ([], ["--fidelity-set", "colour"]):
+        with pytest.raises(SystemExit, match="^--fidelity-size 8: must be at least 32 px$"):
+            fidelity.main(["--fidelity-size", "8", "--fidelity-dir", str(tmp_path), *colour_set])
+    assert not os.listdir(tmp_path)
+
+
 def test_unknown_method_is_a_one_line_error():
     with pytest.raises(SystemExit, match="--fidelity-methods: unknown nope; known: default,gram-spectrum,fast,spectrum0"):
         fidelity.main(["--fidelity-methods", "default,nope"])
