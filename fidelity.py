@@ -44,6 +44,7 @@ from texture.run.device import pick_device
 from texture.run.outputs import first_free, save_args, save_json, to_pil, write_atomic, write_png
 from texture.synthesis import batch, generator_training
 from texture.synthesis.methods import COLOUR_ONLY, METHODS
+from texture.synthesis.targets import plan
 
 GROUPS = ["device", "seed", "demo", "fidelity", "texnet"]
 MEASURES = ["hist_distance", "spectrum_distance", "peak_energy", "hf_excess", "lbp_distance", "patch_nn",
@@ -151,13 +152,14 @@ def texnet_samples(args, seed, targets, ckpt):
     generator_training.run(["train", *targets, *network(ckpt), *common, *flags,
                             "--image-size", str(args.fidelity_size), "--seed", str(args.seed),
                             "--texnet-dir", generators, "--resume"])
-    joint = args.texnet_mode == "joint" and len(targets) > 1  # one generator, in generators/joint
+    dirs = [p["dir"] for p in plan(targets, generators, args.seed)]  # each target's folder, as training made it
+    joint = generator_training.generator_dir(generators, dirs) if args.texnet_mode == "joint" else None
     results = []
-    for path in targets:
+    for path, own in zip(targets, dirs):
         label = os.path.basename(os.path.dirname(path))
         side, out = str(args.fidelity_size), os.path.join(folder, f"seed{seed}")
-        which = [os.path.join(generators, "joint", "texnet.pt"), "--label", label] if joint else \
-            [os.path.join(generators, label, "texnet.pt")]
+        which = [os.path.join(joint, "texnet.pt"), "--label", os.path.basename(own)] if joint else \
+            [os.path.join(own, "texnet.pt")]
         r = generator_training.run(["sample", *which, *judge, *common,
                                     "--size", side, side, "--seed", str(seed), "--sample-dir", out])[0]
         results.append({"png": r["png"], "label": label,

@@ -105,6 +105,12 @@ def save(g, opt, job, args, step, curve, seconds):
 
 # ---- training -------------------------------------------------------------------------------
 
+def generator_dir(texnet_dir, dirs):
+    """The folder of the generator trained on the targets whose own folders (targets.plan) are `dirs`:
+    that folder for one target, texnet_dir/joint for several."""
+    return dirs[0] if len(dirs) == 1 else os.path.join(texnet_dir, "joint")
+
+
 def jobs(args, least):
     """The generators to train: one per target, or one for all (--texnet-mode joint)."""
     found = []
@@ -119,7 +125,7 @@ def jobs(args, least):
     groups = [[p] for p in found] if args.texnet_mode == "each" else [found]
     return [{"labels": [os.path.basename(p["dir"]) for p in g], "paths": [p["path"] for p in g],
              "targets": [p["target"] for p in g],
-             "dir": g[0]["dir"] if len(g) == 1 else os.path.join(args.texnet_dir, "joint")} for g in groups]
+             "dir": generator_dir(args.texnet_dir, [p["dir"] for p in g])} for g in groups]
 
 
 def objectives(net, targets, size, args):
