@@ -115,7 +115,8 @@ def test_levels_choice_and_periodic_upsampling():
     assert levels.level_steps(100, 3) == [100, 50, 25]
     assert "multiples of 64" in levels.levels_problem((96, 96), (64, 64), 3, 16, True, 16)
     assert "below 16 px" in levels.levels_problem((128, 128), (32, 32), 3, 16, False, 16)
-    assert levels.levels_problem((64, 64), (64, 96), 9, 16, False, 32).endswith("(output 0, target 0); at most 2 levels here")
+    assert levels.levels_problem((64, 64), (64, 96), 9, 16, False, 32).endswith(
+        "(output 0, target 0); at most 2 levels here")
     assert levels.levels_problem((64, 64), (64, 64), 2, 16, False, 32) is None
     img = lattice((32, 32), period=8.0, angle=0.0)  # exactly periodic in 32 px
     up = levels.upsample(img, (64, 64), tile=True)

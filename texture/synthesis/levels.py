@@ -20,9 +20,9 @@ def levels_problem(size, target_shape, levels, factor, tile, least):
     must be at least `least` px (synthesis.smallest_side), and with tile a multiple of `factor`."""
     k = 2 ** (levels - 1)
     if min(target_shape) // k < least or min(size) // k < least:
-        most = max(0, (min(*size, *target_shape) // least).bit_length())  # halvings that stay at least `least` px, plus 1
+        most = (min(*size, *target_shape) // least).bit_length()  # halvings that keep `least` px, plus one
         return (f"the coarsest level would be below {least} px (output {min(size) // k}, target "
-                f"{min(target_shape) // k}); " + (f"at most {most} levels here" if most else f"the sides are below {least} px"))
+                f"{min(target_shape) // k}); at most {most} levels here")
     if tile and any(s % (factor * k) for s in size):
         return f"--tile needs sides that are multiples of {factor * k} with {levels} levels"
     return None
