@@ -277,8 +277,8 @@ def main(argv=None):
     args = parse_args(__doc__, GROUPS, argv, extra=_extra)
     if problem := generator_training.joint_waves(args, given(argv, GROUPS, _extra)):
         raise SystemExit(problem)
-    if args.fidelity_size < 32:  # before the data and classifier: gen.py needs 32 px, the least its network takes
-        raise SystemExit(f"--fidelity-size {args.fidelity_size}: must be at least 32 px")
+    if args.fidelity_size < batch.LEAST_SIDE:  # before the data and classifier, which gen.py would refuse after them
+        raise SystemExit(f"--fidelity-size {args.fidelity_size}: must be at least {batch.LEAST_SIDE} px")
     in_colour = args.fidelity_set == "colour"
     methods = chosen_methods(args.fidelity_methods, in_colour)
     paths, targets, references, sets, ckpt = colour_set(args) if in_colour else grey_set(args)

@@ -33,6 +33,7 @@ from texture.synthesis.taps import downsampling, smallest_side, taps
 from texture.synthesis.targets import load_target, plan, training_images
 
 GROUPS = ["device", "seed", "crop", "ckpt", "gen"]  # gen.py's groups of hyperparams.py
+LEAST_SIDE = 32  # px: the least gen.py takes, as the classifier's verdict runs the whole network, which needs 32 px
 
 
 def add_flags(p):
@@ -97,7 +98,7 @@ def setup(args, explicit, device):
     if args.backbone == "trained" and "image_size" not in explicit and "image_size" in found["hparams"]:
         args.image_size = found["hparams"]["image_size"]  # the crop the classifier was trained on
     factor = downsampling(net, taps(opts))
-    least = max(factor, 32)  # the classifier's verdict runs the whole network, which needs 32 px
+    least = max(factor, LEAST_SIDE)
     if not args.full and args.image_size < least:
         raise SystemExit(f"--image-size {args.image_size}: must be at least {least} px for {args.layers}")
     if args.size and (min(args.size) < least or (args.tile and any(s % factor for s in args.size))):
