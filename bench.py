@@ -29,7 +29,8 @@ hits both alike; every one but fast and heap, which run only when named):
              the refinement of the method refine (--refine-steps)
   refine     that refinement's iteration vs the Gram + spectrum iteration before it, at each side of
              --bench-refine-sizes (output = target), and up to 192 px the same with every target patch:
-             its cost grows with the output alone
+             its cost grows with the output alone; and against the same on every channel of its taps
+             (--refine-channels none)
   flops      FLOPs of one training step (counted) per second vs a large matmul in the same dtype
   colour     gen.py's default on a colour photograph (immunohistochemistry's centre --image-size
              crop): the grey synthesis of its luminance, then its colouring (timed); an iteration with
@@ -218,7 +219,9 @@ def rows(r):
     for x in r.get("refine", ()):
         out += [("refine", f"{x['side']} px: refinement iteration / Gram + spectrum's", f"{x['ratio']:.2f}x"),
                 ("refine", f"{x['side']} px: the same with every target patch",
-                 "-" if x["all_patches_ratio"] is None else f"{x['all_patches_ratio']:.2f}x")]
+                 "-" if x["all_patches_ratio"] is None else f"{x['all_patches_ratio']:.2f}x"),
+                ("refine", f"{x['side']} px: refinement iteration / the same on every channel",
+                 f"{x['channels_ratio']:.2f}x")]
     if "colour" in r:
         c = r["colour"]
         out += [("colour", f"{c['photo']} {c['size']} px: colouring the luminance's output, s (grey iterations)",

@@ -82,6 +82,7 @@ class Hyperparams:
     refine_steps: int = 100  # iterations after --steps that add the guided correspondence term on --refine-layers (with --gcd-weight, --occurrence) to --loss, with Adam, at the output's full size: sharpens the objects of the result where it put them (0: none; an output made coarse to fine gets them at its coarsest level, or at full size after all levels when this flag is given; docs/correspondence.md, docs/speed.md)
     refine_lr: float = 0.05  # Adam step size of the --refine-steps iterations
     refine_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1"  # taps of the correspondence term during --refine-steps, name[:weight],...
+    refine_channels: str = "relu1_1:0.5,relu2_1:0.75"  # share of each listed tap's channels the refinement's correspondence term compares, along the target's strongest principal directions, name:share,... (others, or none: all): 0.8x the time of the 224 px default at its quality (docs/speed.md)
     polish_steps: int = 30  # iterations after --refine-steps with --loss and --optimizer again: they take back what the refinement copied verbatim and keep part of its gain (0: none; docs/correspondence.md)
     occurrence_hold: int = 5  # with --optimizer lbfgs: evaluations for which the occurrence penalty's matches are held, so that each line search sees one smooth objective (0: found again at every evaluation, which stalls L-BFGS)
     colour: str = "auto"  # auto|grey: a colour target gives a colour texture (auto), or its luminance is synthesised as before (grey)

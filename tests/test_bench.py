@@ -114,7 +114,7 @@ def test_bench_json_has_every_section_with_finite_positive_figures(quick_run):
     assert [x["side"] for x in result["refine"]] == [32, 48]
     for x in result["refine"]:  # at most --gcd-patches target patches, at 32 and 48 px all of them anyway
         assert all(math.isfinite(x[k]) and x[k] > 0 for k in ("first_iteration_s", "refine_iteration_s", "ratio"))
-        assert x["all_patches_ratio"] > 0
+        assert x["all_patches_ratio"] > 0 and x["channels_ratio"] > 0
 
 
 def test_quick_fills_in_only_what_was_not_given():

@@ -1,5 +1,6 @@
 """The guided correspondence loss (correspondence.py, --loss gcd): its formula, chunking, occurrence
 penalty, and synthesis with it on a tiny object texture (discs on a background)."""
+import argparse
 import dataclasses
 import json
 
@@ -11,10 +12,11 @@ from PIL import Image
 
 import gen
 import model
-from hyperparams import Hyperparams
+from hyperparams import Hyperparams, add_arguments, given
 from texture.measures import quality
 from texture.networks import checkpoints as C
-from texture.synthesis import correspondence, optimize
+from texture.synthesis import correspondence, methods, optimize
+from texture.synthesis.options import Options
 
 GCD = {"relu2_1": 1.0, "relu3_1": 1.0}
 
@@ -61,6 +63,40 @@ def test_bf16_backward_keeps_the_loss_and_moves_the_gradient_by_a_few_percent_at
     (l32, b32, g32), (l16, b16, g16) = out[torch.float32], out[torch.bfloat16]
     assert l16.item() == l32.item() and torch.equal(b16, b32)
     assert (g16 - g32).norm() < 0.03 * g32.norm() and F.cosine_similarity(g16.flatten(), g32.flatten(), 0) > 0.999
+
+
+def test_principal_channels_lose_nothing_the_target_and_output_do_not_use():
+    """--refine-channels: features whose channels span fewer directions than the share keeps give the
+    loss and gradient of all channels (the distances are cosines, unchanged by the rotation onto the
+    target's principal directions); a share that drops a direction they use changes both."""
+    g = torch.Generator().manual_seed(2)
+    mix = torch.randn(8, 3, generator=g)  # 8 channels spanning 3 directions, as relu1_1's few strong ones
+    t = torch.einsum("cd,bdhw->bchw", mix, torch.rand(1, 3, 30, 30, generator=g))
+    x = torch.einsum("cd,bdhw->bchw", mix, torch.rand(1, 3, 30, 30, generator=g)).requires_grad_()
+    out = {}
+    for share in (1, 0.5, 0.25):  # 8, 4 and 2 of the 8 channels
+        loss = correspondence.correspondence_loss([{"a": t}], 0.05, 1024, channels={"a": share})({"a": x})["a"]
+        out[share] = loss, torch.autograd.grad(loss.sum(), x)[0]
+    (l8, g8), (l4, g4), (l2, g2) = out[1], out[0.5], out[0.25]
+    assert torch.allclose(l4, l8, rtol=1e-4) and torch.allclose(g4, g8, rtol=1e-3, atol=1e-4 * g8.abs().max())
+    assert not torch.allclose(l2, l8, rtol=1e-2) and F.cosine_similarity(g2.flatten(), g8.flatten(), 0) < 0.99
+    dirs = correspondence.principal(t, 0.5)[:, :, 0, 0]
+    assert dirs.shape == (4, 8) and torch.allclose(dirs @ dirs.T, torch.eye(4), atol=1e-5)
+
+
+def test_refine_channels_are_checked_against_the_refinement_taps():
+    """A share above 1, or a tap the refinement does not read, is a one-line error naming the flag;
+    the default's shares of taps left out of --refine-layers are dropped."""
+    for value, message in (("relu1_1:1.5", "share 1.5 of 'relu1_1' is above 1"),
+                           ("relu3_1:0.5", "'relu3_1' is not one of --refine-layers (relu1_1,relu2_1)")):
+        with pytest.raises(SystemExit) as e:
+            gen.main(["x.png", "--backbone", "random", "--refine-layers", "relu1_1,relu2_1", "--refine-channels", value])
+        assert e.value.code == f"--refine-channels: {message}"  # printed on one line, exit status 1
+    options = optimize.refinement(methods.method_options("default"))
+    assert options.gcd_channels == {"relu1_1": 0.5, "relu2_1": 0.75} == options.refine_channels
+    flags = ["--refine-layers", "relu2_1,relu3_1"]
+    args = add_arguments(argparse.ArgumentParser(), ["device", "gen"]).parse_args(flags)
+    assert Options.from_args(args, given=given(flags, ["gen"])).refine_channels == {"relu2_1": 0.75}
 
 
 def test_a_large_target_gives_a_fixed_sample_of_its_patches():

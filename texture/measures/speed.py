@@ -170,7 +170,7 @@ def bench_refine_sizes(args, device):
     """Section refine: per side of --bench-refine-sizes (output = target, a centre crop of --bench-photo),
     the refinement's iteration (method refine) against the iteration before it (Gram +
     spectrum), interleaved; up to ALL_PATCHES_UP_TO px also with every target patch instead of at most
-    --gcd-patches of them."""
+    --gcd-patches of them; and on every channel of its taps instead of --refine-channels' shares."""
     net = synthesis_net(args, device)
     options = method_options("refine", args.dtype)
     first, refine = dataclasses.replace(options, refine_steps=0), refinement(options)
@@ -178,14 +178,16 @@ def bench_refine_sizes(args, device):
     for side in args.bench_refine_sizes:
         target = photo_target(args.bench_photo, side, device)
         fns = {name: iteration_times(net, target, o, c + 1, args.seed)
-               for name, o in (("first", first), ("refine", refine))}
+               for name, o in (("first", first), ("refine", refine),
+                               ("channels", dataclasses.replace(refine, gcd_channels={})))}
         if side <= ALL_PATCHES_UP_TO:
             every = dataclasses.replace(refine, gcd_patches=sys.maxsize)
             fns["all"] = iteration_times(net, target, every, c + 1, args.seed)
         t = interleave(fns, args.bench_repeats, device)
         out.append({"side": side, "first_iteration_s": t["first"], "refine_iteration_s": t["refine"],
                     "ratio": t.ratio("refine", "first"),
-                    "all_patches_ratio": t.ratio("all", "first") if "all" in fns else None})
+                    "all_patches_ratio": t.ratio("all", "first") if "all" in fns else None,
+                    "channels_ratio": t.ratio("refine", "channels")})
     return out
 
 

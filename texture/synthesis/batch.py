@@ -67,8 +67,9 @@ def check_flags(args, given):
     """Combinations that cannot work, or flags that would have no effect."""
     if args.pixels == "clamp" and args.optimizer == "lbfgs":
         return "--pixels clamp needs --optimizer adam: clamping between L-BFGS steps spoils its curvature pairs"
-    if {"refine_lr", "refine_layers", "polish_steps"} & given and not args.refine_steps:
-        return "--refine-lr, --refine-layers and --polish-steps apply only with --refine-steps above 0"
+    if {"refine_lr", "refine_layers", "refine_channels", "polish_steps"} & given and not args.refine_steps:
+        return ("--refine-lr, --refine-layers, --refine-channels and --polish-steps apply only with --refine-steps "
+                "above 0")
     if "occurrence_hold" in given and args.optimizer != "lbfgs":
         return "--occurrence-hold applies to --optimizer lbfgs only (Adam takes no line search)"
     if "occurrence_hold" in given and "gcd" not in args.loss.split("+"):

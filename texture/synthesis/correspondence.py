@@ -44,6 +44,17 @@ def reference(f, k, most, dtype=torch.float32):
     return q, q.to(dtype), m.view(1, f.shape[1], k, k), q @ m
 
 
+def principal(f, share):
+    """The directions of f's (1, C, H, W) channel space with the most variance, ceil(share C) of them, as
+    the weight (r, C, 1, 1) of a 1x1 convolution that projects features on them. Projected, every patch
+    is r/C as long, and the term's products, unfolding and folding shrink with it; the directions left
+    out hold little of the target's variance at relu1_1 and relu2_1 (docs/speed.md)."""
+    a = f[0].flatten(1).float()
+    a = a - a.mean(1, keepdim=True)
+    vecs = torch.linalg.eigh(a @ a.T).eigenvectors  # ascending eigenvalues
+    return vecs[:, -math.ceil(share * len(a)):].T.contiguous()[:, :, None, None]
+
+
 def _dots(x, ref):
     """Dot products of x's patches (x: (1, C, H, W), minus the mean patch) with the target's unit
     patches, (N_ref, N_out), and the norms of those centred patches (N_out,); all in fp32, which the
@@ -157,18 +168,26 @@ def image_loss(x, ref, occurrence, best=None):
     return torch.cat(parts).mean(), best
 
 
-def correspondence_loss(target_feats, occurrence, patches, dtype=torch.float32):
+def correspondence_loss(target_feats, occurrence, patches, dtype=torch.float32, channels=None):
     """builder(target_feats) -> loss(feats, renew=True) -> {layer: (B,) fp32}, as synthesis' losses;
     features in fp32, one target per image (or one for all). Patches are PATCH wide, or as wide as the
     smaller of the two maps, compared with at most `patches` target patches per tap (reference), in
-    `dtype` in the backward pass. The occurrence penalty counts the matches found at the last call
-    with renew=True: held in between, the loss is one smooth function of the features, as a line
-    search needs."""
-    refs, held = {}, {}
+    `dtype` in the backward pass; at a tap of `channels` ({tap: share}), on the share of its channels
+    that the target's principal directions give (principal), both maps projected on them. The
+    occurrence penalty counts the matches found at the last call with renew=True: held in between, the
+    loss is one smooth function of the features, as a line search needs."""
+    refs, held, dirs, channels = {}, {}, {}, channels or {}
+
+    def project(n, t, f):
+        if channels.get(n, 1) >= 1:
+            return f
+        if (n, t) not in dirs:
+            dirs[n, t] = principal(target_feats[t][n], channels[n])
+        return F.conv2d(f, dirs[n, t])
 
     def ref(n, b, k):
         if (n, b, k) not in refs:
-            refs[n, b, k] = reference(target_feats[b][n].float(), k, patches, dtype)
+            refs[n, b, k] = reference(project(n, b, target_feats[b][n].float()), k, patches, dtype)
         return refs[n, b, k]
 
     def loss(feats, renew=True):
@@ -179,6 +198,7 @@ def correspondence_loss(target_feats, occurrence, patches, dtype=torch.float32):
                 t = b if len(target_feats) > 1 else 0  # one target serves every image, as for the Gram loss
                 k = min(PATCH, *f.shape[2:], *target_feats[t][n].shape[2:])
                 x = f[b:b + 1].to(torch.float32, memory_format=torch.contiguous_format)  # unfold reads rows
+                x = project(n, t, x)
                 renewed = renew or (n, b) not in held
                 loss, matches = image_loss(x, ref(n, t, k), occurrence, None if renewed else held[n, b])
                 held[n, b] = matches

@@ -131,9 +131,10 @@ def swd_loss(target_feats, features="normalize", projections=None):
     return loss
 
 
-def gcd_loss(target_feats, features="normalize", occurrence=0.05, patches=1024):
+def gcd_loss(target_feats, features="normalize", occurrence=0.05, patches=1024, channels=None):
     """Guided correspondence of feature patches (correspondence.py) with the occurrence penalty's
-    weight and at most `patches` target patches per tap, on the features scaled as for the Gram loss:
+    weight, at most `patches` target patches per tap and the share `channels` ({tap: share}) of a tap's
+    channels, on the features scaled as for the Gram loss:
     a few strong channels would otherwise decide every cosine distance. loss(feats, renew=False) keeps
     the penalty's matches of the last renewal (correspondence.correspondence_loss). Its gradient is
     multiplied out in bf16 when the network gives its features in bf16, else in fp32."""
@@ -141,7 +142,7 @@ def gcd_loss(target_feats, features="normalize", occurrence=0.05, patches=1024):
     bf16 = any(f.dtype == torch.bfloat16 for t in target_feats for f in t.values())
     fn = correspondence.correspondence_loss(
         [{n: _scaled(f, features, scales[n][b:b + 1]) for n, f in t.items()} for b, t in enumerate(target_feats)],
-        occurrence, patches, torch.bfloat16 if bf16 else torch.float32)
+        occurrence, patches, torch.bfloat16 if bf16 else torch.float32, channels)
 
     def loss(feats, renew=True):
         return fn({n: _scaled(f, features, scales[n]) for n, f in feats.items()}, renew)

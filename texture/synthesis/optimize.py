@@ -45,7 +45,7 @@ def objective(net, targets, size, options):
     terms = []
     for name in o.loss.split("+"):
         own = o.gcd_layers if name == "gcd" else o.layers
-        kw = {"occurrence": o.occurrence, "patches": o.gcd_patches} if name == "gcd" else {}
+        kw = {"occurrence": o.occurrence, "patches": o.gcd_patches, "channels": o.gcd_channels} if name == "gcd" else {}
         fn = LOSSES[name]([{n: t[n] for n in own} for t in tfeats], o.features, **kw)
         prefix = "gcd:" if name == "gcd" and o.loss != "gcd" else ""
         terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix, name == "gcd"))
@@ -193,11 +193,12 @@ def in_luminance(net, targets, size, options, *, seeds=None, match=True, callbac
 
 def refinement(options):
     """The options of the refinement that follows options.steps: the correspondence term (on
-    refine_layers) added to the loss, Adam at refine_lr, refine_steps iterations at the output's size."""
+    refine_layers, with refine_channels) added to the loss, Adam at refine_lr, refine_steps iterations at
+    the output's size."""
     o = options
     loss = o.loss if "gcd" in o.loss.split("+") else o.loss + "+gcd"
-    return dataclasses.replace(o, loss=loss, gcd_layers=o.refine_layers, optimizer="adam", lr=o.refine_lr,
-                               steps=o.refine_steps, refine_steps=0, levels=1)
+    return dataclasses.replace(o, loss=loss, gcd_layers=o.refine_layers, gcd_channels=o.refine_channels,
+                               optimizer="adam", lr=o.refine_lr, steps=o.refine_steps, refine_steps=0, levels=1)
 
 
 def polish(options):

@@ -8,7 +8,7 @@ Options.from_args builds it from a script's parsed flags (gen.py, texnet.py, fid
 import dataclasses
 
 from hyperparams import GEN_LR, Hyperparams
-from texture.synthesis.taps import parse_layers
+from texture.synthesis.taps import parse_layers, parse_shares
 
 H = Hyperparams()
 
@@ -30,10 +30,12 @@ class Options:
     spectrum_scale (spectrum.spectrum_loss); levels > 1 works coarse to fine (0: decided per output size,
     optimize.resolve); gcd_layers, gcd_weight, occurrence: the taps, weight and occurrence penalty of the
     correspondence term, which compares with at most gcd_patches target patches per tap; refine_steps > 0
-    adds a refinement with Adam at refine_lr and the correspondence term on refine_layers, then polish_steps
-    of the first loss (optimize.refine); an output made coarse to fine gets them at its coarsest level, or
-    with refine_coarse at full size after all levels; occurrence_hold > 0: with L-BFGS, the occurrence
-    penalty's matches are found again only every occurrence_hold evaluations; chroma_layers: the taps of
+    adds a refinement with Adam at refine_lr and the correspondence term on refine_layers, on the share
+    refine_channels of a tap's channels (gcd_channels: those of the term being run, set by
+    optimize.refinement), then polish_steps of the first loss (optimize.refine); an output made coarse to
+    fine gets them at its coarsest level, or with refine_coarse at full size after all levels;
+    occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again only every
+    occurrence_hold evaluations; chroma_layers: the taps of
     `layers` at which a colour target's three decorrelated channels are matched together (colour.features),
     for a batch holding a target whose strongest principal axis carries at most chroma_share of its variance
     (colour.joint); other colour targets are synthesised in luminance and coloured after
@@ -64,6 +66,8 @@ class Options:
     refine_steps: int = H.refine_steps
     refine_lr: float = H.refine_lr
     refine_layers: dict = _layers(H.refine_layers)
+    refine_channels: dict = _layers(H.refine_channels)
+    gcd_channels: dict = dataclasses.field(default_factory=dict)
     polish_steps: int = H.polish_steps
     occurrence_hold: int = H.occurrence_hold
     refine_coarse: bool = False
@@ -89,6 +93,8 @@ class Options:
                    gcd_layers=parse_layers(args.gcd_layers, known, "--gcd-layers"), gcd_weight=args.gcd_weight,
                    occurrence=args.occurrence, gcd_patches=args.gcd_patches, refine_steps=args.refine_steps,
                    refine_lr=args.refine_lr, refine_layers=parse_layers(args.refine_layers, known, "--refine-layers"),
+                   refine_channels=parse_shares(args.refine_channels, args.refine_layers, known,
+                                                "refine_channels" in given),
                    polish_steps=args.polish_steps, occurrence_hold=args.occurrence_hold,
                    refine_coarse="refine_steps" in given,
                    chroma_layers=parse_layers(args.chroma_layers, known, "--chroma-layers"),

@@ -1,6 +1,6 @@
 """Which feature taps a loss reads and with what weight, as --layers, --gcd-layers and --refine-layers
-give them (a preset name or a list of name[:weight], checked against the network's tap names), and
-what the deepest of them asks of an image's size.
+give them (a preset name or a list of name[:weight], checked against the network's tap names), the
+share of their channels --refine-channels gives, and what the deepest of them asks of an image's size.
 
     python -c "from texture.synthesis.taps import parse_layers; print(parse_layers('pool1,pool2:0.5'))"
 """
@@ -30,6 +30,19 @@ def parse_layers(spec, known=None, flag="--layers"):
             raise ValueError(f"{flag}: unknown layer {name!r}; known: {','.join(known)}")
         out[name] = w
     return out
+
+
+def parse_shares(spec, layers, known=None, given=True, flag="--refine-channels"):
+    """'relu1_1:0.5' -> {'relu1_1': 0.5}: a share in (0, 1] per tap of `layers` (a spec for
+    parse_layers); 'none' -> {}; ValueError names the flag. A tap outside `layers` is an error when
+    the flag was given, else (the default's) left out."""
+    shares, among = parse_layers(spec, known, flag), parse_layers(layers, known)
+    for name, share in shares.items():
+        if share > 1:
+            raise ValueError(f"{flag}: share {share:g} of {name!r} is above 1")
+        if given and name not in among:
+            raise ValueError(f"{flag}: {name!r} is not one of --refine-layers ({','.join(among) or 'none'})")
+    return {n: v for n, v in shares.items() if n in among}
 
 
 def taps(options):
