@@ -88,6 +88,7 @@ def test_refine_channels_are_checked_against_the_refinement_taps():
     """A share above 1, or a tap the refinement does not read, is a one-line error naming the flag;
     the default's shares of taps left out of --refine-layers are dropped."""
     for value, message in (("relu1_1:1.5", "share 1.5 of 'relu1_1' is above 1"),
+                           ("relu1_1:x", "share 'x' of 'relu1_1' is not a number"),
                            ("relu3_1:0.5", "'relu3_1' is not one of --refine-layers (relu1_1,relu2_1)")):
         with pytest.raises(SystemExit) as e:
             gen.main(["x.png", "--backbone", "random", "--refine-layers", "relu1_1,relu2_1", "--refine-channels", value])

@@ -12,9 +12,9 @@ LAYER_PRESETS = {"original": "pool1,pool2,pool3,pool4", "gatys": "conv1_1,pool1,
                  "blocks": "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"}
 
 
-def parse_layers(spec, known=None, flag="--layers"):
+def parse_layers(spec, known=None, flag="--layers", what="weight"):
     """'pool1,pool2:0.5' (or a preset name) -> {'pool1': 1.0, 'pool2': 0.5}; 'none' -> {}; ValueError
-    names the flag."""
+    names the flag, and the number as `what`."""
     text, out = LAYER_PRESETS.get(spec, spec), {}
     if text == "none":
         return out
@@ -23,9 +23,9 @@ def parse_layers(spec, known=None, flag="--layers"):
         try:
             w = float(weight) if weight else 1.0
         except ValueError:
-            raise ValueError(f"{flag}: weight {weight!r} of {name!r} is not a number")
+            raise ValueError(f"{flag}: {what} {weight!r} of {name!r} is not a number")
         if not name or name in out or not (w > 0 and math.isfinite(w)):
-            raise ValueError(f"{flag}: bad entry {item!r} in {spec!r} (want name[:weight>0], each name once)")
+            raise ValueError(f"{flag}: bad entry {item!r} in {spec!r} (want name[:{what}>0], each name once)")
         if known is not None and name not in known:
             raise ValueError(f"{flag}: unknown layer {name!r}; known: {','.join(known)}")
         out[name] = w
@@ -36,7 +36,7 @@ def parse_shares(spec, layers, known=None, given=True, flag="--refine-channels")
     """'relu1_1:0.5' -> {'relu1_1': 0.5}: a share in (0, 1] per tap of `layers` (a spec for
     parse_layers); 'none' -> {}; ValueError names the flag. A tap outside `layers` is an error when
     the flag was given, else (the default's) left out."""
-    shares, among = parse_layers(spec, known, flag), parse_layers(layers, known)
+    shares, among = parse_layers(spec, known, flag, "share"), parse_layers(layers, known)
     for name, share in shares.items():
         if share > 1:
             raise ValueError(f"{flag}: share {share:g} of {name!r} is above 1")
