@@ -91,7 +91,8 @@ def test_refine_channels_are_checked_against_the_refinement_taps():
                            ("relu1_1:x", "share 'x' of 'relu1_1' is not a number"),
                            ("relu3_1:0.5", "'relu3_1' is not one of --refine-layers (relu1_1,relu2_1)")):
         with pytest.raises(SystemExit) as e:
-            gen.main(["x.png", "--backbone", "random", "--refine-layers", "relu1_1,relu2_1", "--refine-channels", value])
+            gen.main(["x.png", "--backbone", "random", "--refine-layers", "relu1_1,relu2_1",
+                      "--refine-channels", value])
         assert e.value.code == f"--refine-channels: {message}"  # printed on one line, exit status 1
     options = optimize.refinement(methods.method_options("default"))
     assert options.gcd_channels == {"relu1_1": 0.5, "relu2_1": 0.75} == options.refine_channels

@@ -35,12 +35,12 @@ class Options:
     optimize.refinement), then polish_steps of the first loss (optimize.refine); an output made coarse to
     fine gets them at its coarsest level, or with refine_coarse at full size after all levels;
     occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again only every
-    occurrence_hold evaluations; chroma_layers: the taps of
-    `layers` at which a colour target's three decorrelated channels are matched together (colour.features),
-    for a batch holding a target whose strongest principal axis carries at most chroma_share of its variance
-    (colour.joint); other colour targets are synthesised in luminance and coloured after
-    (optimize.in_luminance), and texnet.py's generators, which make colour directly, take the first channel
-    alone through the network, the others held by the spectrum term and the colour histogram."""
+    occurrence_hold evaluations; chroma_layers: the taps of `layers` at which a colour target's three
+    decorrelated channels are matched together (colour.features), for a batch holding a target whose
+    strongest principal axis carries at most chroma_share of its variance (colour.joint); other colour
+    targets are synthesised in luminance and coloured after (optimize.in_luminance), and texnet.py's
+    generators, which make colour directly, take the first channel alone through the network, the others
+    held by the spectrum term and the colour histogram."""
     layers: dict = _layers(H.layers)
     loss: str = H.loss
     features: str = H.features
@@ -84,6 +84,7 @@ class Options:
         """The options of parsed flags (gen.py's `gen` group, plus args.tile); `known`: the network's
         tap names, against which the layer flags are checked (ValueError names the flag); `given`: the
         flags set on the command line: --refine-steps among them refines outputs made coarse to fine at full size."""
+        refine_layers = parse_layers(args.refine_layers, known, "--refine-layers")
         return cls(layers=parse_layers(args.layers, known), loss=args.loss, features=args.features,
                    optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps, time_budget=args.time_budget,
                    stop_tolerance=args.stop_tolerance, stop_window=args.stop_window,
@@ -92,9 +93,8 @@ class Options:
                    spectrum_scale=args.spectrum_scale, levels=args.levels,
                    gcd_layers=parse_layers(args.gcd_layers, known, "--gcd-layers"), gcd_weight=args.gcd_weight,
                    occurrence=args.occurrence, gcd_patches=args.gcd_patches, refine_steps=args.refine_steps,
-                   refine_lr=args.refine_lr, refine_layers=parse_layers(args.refine_layers, known, "--refine-layers"),
-                   refine_channels=parse_shares(args.refine_channels, args.refine_layers, known,
-                                                "refine_channels" in given),
+                   refine_lr=args.refine_lr, refine_layers=refine_layers,
+                   refine_channels=parse_shares(args.refine_channels, refine_layers, known, "refine_channels" in given),
                    polish_steps=args.polish_steps, occurrence_hold=args.occurrence_hold,
                    refine_coarse="refine_steps" in given,
                    chroma_layers=parse_layers(args.chroma_layers, known, "--chroma-layers"),

@@ -33,16 +33,16 @@ def parse_layers(spec, known=None, flag="--layers", what="weight"):
 
 
 def parse_shares(spec, layers, known=None, given=True, flag="--refine-channels"):
-    """'relu1_1:0.5' -> {'relu1_1': 0.5}: a share in (0, 1] per tap of `layers` (a spec for
-    parse_layers); 'none' -> {}; ValueError names the flag. A tap outside `layers` is an error when
-    the flag was given, else (the default's) left out."""
-    shares, among = parse_layers(spec, known, flag, "share"), parse_layers(layers, known)
+    """'relu1_1:0.5' -> {'relu1_1': 0.5}: a share in (0, 1] per tap of `layers` (parse_layers' result);
+    'none' -> {}; ValueError names the flag. A tap outside `layers` is an error when the flag was
+    given, else (the default's) left out."""
+    shares = parse_layers(spec, known, flag, "share")
     for name, share in shares.items():
         if share > 1:
             raise ValueError(f"{flag}: share {share:g} of {name!r} is above 1")
-        if given and name not in among:
-            raise ValueError(f"{flag}: {name!r} is not one of --refine-layers ({','.join(among) or 'none'})")
-    return {n: v for n, v in shares.items() if n in among}
+        if given and name not in layers:
+            raise ValueError(f"{flag}: {name!r} is not one of --refine-layers ({','.join(layers) or 'none'})")
+    return {n: v for n, v in shares.items() if n in layers}
 
 
 def taps(options):
