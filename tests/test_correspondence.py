@@ -232,7 +232,7 @@ def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_flags_without_
         assert r["status"] == "ok" and r["size"] == [96, 64] and r["batch"] == 2
         assert [lv["size"] for lv in r["levels"]] == [[48, 32], [96, 64]] and r["refine"]["steps"] == 3
         assert r["steps"] == 4 + 2 + 3 and {"gcd:relu1_1", "gcd:relu2_1", "relu3_1"} <= set(r["layer_losses"])
-    for flag, value in (("--refine-lr", "0.1"), ("--polish-steps", "5")):
+    for flag, value in (("--refine-lr", "0.1"), ("--polish-steps", "5"), ("--refine-channels", "relu1_1:0.5")):
         with pytest.raises(SystemExit):
             gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--refine-steps", "0", flag, value])
         assert "--polish-steps apply only with --refine-steps above 0" in capsys.readouterr().err
