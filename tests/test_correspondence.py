@@ -80,8 +80,29 @@ def test_principal_channels_lose_nothing_the_target_and_output_do_not_use():
     (l8, g8), (l4, g4), (l2, g2) = out[1], out[0.5], out[0.25]
     assert torch.allclose(l4, l8, rtol=1e-4) and torch.allclose(g4, g8, rtol=1e-3, atol=1e-4 * g8.abs().max())
     assert not torch.allclose(l2, l8, rtol=1e-2) and F.cosine_similarity(g2.flatten(), g8.flatten(), 0) < 0.99
-    dirs = correspondence.principal(t, 0.5)[:, :, 0, 0]
-    assert dirs.shape == (4, 8) and torch.allclose(dirs @ dirs.T, torch.eye(4), atol=1e-5)
+    dirs = correspondence.principal(t, 0.5)
+    assert dirs.shape == (8, 4) and torch.allclose(dirs.T @ dirs, torch.eye(4), atol=1e-5)
+
+
+def test_the_gradient_comes_back_in_the_layout_of_the_features():
+    """The network gives its features channels-last; the term's gradient reaches them in that layout (in
+    another, adding it to the network's own costs a copy across layouts), for a batch and with or
+    without principal channels, and loss and gradient equal those of the same features in rows."""
+    g = torch.Generator().manual_seed(3)
+    t, x = torch.rand(1, 8, 30, 30, generator=g), torch.rand(2, 8, 30, 30, generator=g)
+    for share in (1, 0.5):
+        fn = correspondence.correspondence_loss([{"a": t}], 0.05, 1024, channels={"a": share})
+        rows = x.clone().requires_grad_()
+        loss = fn({"a": rows})["a"]
+        loss.sum().backward()
+        last = x.clone().requires_grad_()
+        f = last.contiguous(memory_format=torch.channels_last)
+        strides = []
+        f.register_hook(lambda grad: strides.append(grad.stride()))
+        loss_last = fn({"a": f})["a"]
+        loss_last.sum().backward()
+        assert strides == [f.stride()], share
+        assert torch.allclose(loss_last, loss) and torch.allclose(last.grad, rows.grad, atol=1e-6 * rows.grad.abs().max())
 
 
 def test_refine_channels_are_checked_against_the_refinement_taps():
