@@ -102,7 +102,8 @@ def test_the_gradient_comes_back_in_the_layout_of_the_features():
         loss_last = fn({"a": f})["a"]
         loss_last.sum().backward()
         assert strides == [f.stride()], share
-        assert torch.allclose(loss_last, loss) and torch.allclose(last.grad, rows.grad, atol=1e-6 * rows.grad.abs().max())
+        assert torch.allclose(loss_last, loss)
+        assert torch.allclose(last.grad, rows.grad, atol=1e-6 * rows.grad.abs().max())
 
 
 def test_refine_channels_are_checked_against_the_refinement_taps():

@@ -47,7 +47,8 @@ def reference(f, k, most, dtype=torch.float32):
 def principal(f, share):
     """The directions of f's (1, C, H, W) channel space with the most variance, ceil(share C) of them, as
     the columns of a (C, r) matrix that projects features on them. Projected, every patch is r/C as
-    long, and the term's products, unfolding and folding shrink with it; the directions left out hold little of the target's variance at relu1_1 and relu2_1 (docs/speed.md)."""
+    long, and the term's products, unfolding and folding shrink with it; the directions left out hold
+    little of the target's variance at relu1_1 and relu2_1 (docs/speed.md)."""
     a = f[0].flatten(1).float()
     a = a - a.mean(1, keepdim=True)
     vecs = torch.linalg.eigh(a @ a.T).eigenvectors  # ascending eigenvalues
