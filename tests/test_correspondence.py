@@ -32,14 +32,19 @@ def plain_loss(x, t, occurrence):
     return -a.max(1).values.log().mean()
 
 
-@pytest.mark.parametrize("whole, chunk", [(1 << 24, 1 << 21), (0, 1 << 21), (0, 40)])
-def test_loss_and_gradient_match_the_plain_formula_whole_or_chunked(monkeypatch, whole, chunk):
-    """Held whole with the gradient written out; in one chunk; in a chunk per output row of patches."""
+@pytest.mark.parametrize("whole, chunk, copied", [(1 << 24, 1 << 21, 0), (1 << 24, 1 << 21, 16), (0, 1 << 21, 0),
+                                                   (0, 40, 16)])
+def test_loss_and_gradient_match_the_plain_formula_whole_or_chunked(monkeypatch, whole, chunk, copied):
+    """Held whole with the gradient written out; in one chunk; in a chunk per output row of patches; with
+    a corner `copied` from the target, whose distances are clamped at 0 and pass no gradient."""
     g = torch.Generator().manual_seed(0)
-    t, x = torch.rand(1, 6, 26, 29, generator=g), torch.rand(1, 6, 31, 25, generator=g).requires_grad_()
+    t, x = torch.rand(1, 6, 26, 29, generator=g), torch.rand(1, 6, 31, 25, generator=g)
+    x[..., :copied, :copied] = t[..., :copied, :copied]
+    x.requires_grad_()
     want = plain_loss(x, t, 0.3)
     grad_want, = torch.autograd.grad(want, x)
     ref = correspondence.reference(t, correspondence.PATCH, 1024)
+    assert bool((correspondence.distances(x, ref) <= 0).any()) == bool(copied)
     monkeypatch.setattr(correspondence, "WHOLE", whole)
     monkeypatch.setattr(correspondence, "CHUNK", chunk)
     got, best = correspondence.image_loss(x, ref, 0.3)

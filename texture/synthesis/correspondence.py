@@ -110,13 +110,25 @@ class _WholeLoss(torch.autograd.Function):
     the loss, its recomputation and the backward pass); here once forward and once back, the matches
     (when `best` is None) taken from the same distances. Each elementwise step is a pass over the whole
     matrix, as long as a tenth of the product at relu1_1, so the steps are fused where one torch call
-    does two: eight passes forward and seven back instead of fifteen and twenty."""
+    does two, and the gradient's sums over the target's patches come from each column's own where no
+    distance is clamped: eight passes forward and three back (ten and eight with a clamped distance),
+    instead of fifteen and twenty."""
 
     @staticmethod
     def forward(ctx, x, patches, low, mean, mdot, occurrence, best):
         dots, r = _dots(x, (patches, low, mean, mdot))
-        d = torch.addcmul(dots.new_tensor(0.5), dots, -0.5 / r, out=dots).clamp_min_(0)  # (N_ref, N_out)
-        best = d.argmin(0) if best is None else best
+        d = torch.addcmul(dots.new_tensor(0.5), dots, -0.5 / r, out=dots)  # (N_ref, N_out)
+        # distances at or below 0 (an output patch equal to a target patch, up to rounding) are clamped at 0
+        # and pass no gradient; the smallest of each column tells whether there are any, and without them,
+        # as in most iterations, the clamp and the backward pass's mask are skipped (three passes)
+        if best is None:
+            best = d.argmin(0)
+            ctx.clamped = bool((d.gather(0, best[None]) <= 0).any())
+            if ctx.clamped:
+                best = d.clamp_min_(0).argmin(0)  # the first of equal zeros, as nearest() finds it
+        else:
+            ctx.clamped = True  # held matches: the smallest distances are not at hand
+            d.clamp_min_(0)
         penalty = penalty_of(best, len(d), occurrence)
         dp = d + penalty[:, None]
         near, at = dp.min(0)
@@ -135,14 +147,25 @@ class _WholeLoss(torch.autograd.Function):
         n = d.shape[1]
         # d loss / d dp_j: -soft_j / (h n1) through every distance, plus sum_j soft_j dp_j / (h n1^2)
         # through the nearest one, which n1 holds
-        pulled = torch.linalg.vecdot(soft, d, dim=0) + penalty @ soft
-        g = soft * (-grad / (n * BANDWIDTH * n1))
-        g[at, torch.arange(n)] += grad * pulled / (n * BANDWIDTH * n1.square())
-        g.masked_fill_(d <= 0, 0)  # clamped at 0
+        soft_d = torch.linalg.vecdot(soft, d, dim=0)
+        pulled = soft_d + penalty @ soft
+        every = -grad / (n * BANDWIDTH * n1)  # g = soft * every, plus `nearest` at the nearest one
+        nearest = grad * pulled / (n * BANDWIDTH * n1.square())
+        cols = torch.arange(n)
+        dc = torch.empty(soft.shape, dtype=low.dtype, device=soft.device)
+        if ctx.clamped:
+            g = soft * every
+            g[at, cols] += nearest
+            g.masked_fill_(d <= 0, 0)
+            g_sum, g_d = g.sum(0), torch.linalg.vecdot(g, d, dim=0)
+            torch.mul(g, -0.5 / r, out=dc)
+        else:  # g's sums from the columns' own (soft sums to 1): three passes over the matrix instead of eight
+            g_sum, g_d = every + nearest, every * soft_d + nearest * d[at, cols]
+            torch.mul(soft, every * (-0.5 / r), out=dc)
+            dc[at, cols] = ((soft[at, cols] * every + nearest) * (-0.5 / r)).to(dc.dtype)
         # d = (1 - c) / 2 with c = dots / r, r = sqrt(sq): through r, -(dc * c).sum / (2 r^2) with dc = -g / 2
-        g_sq = (g.sum(0) - 2 * torch.linalg.vecdot(g, d, dim=0)) / (4 * r.square()) * (r > 1e-6)
-        # through the dot products: the patches' weighted sum, each output patch's own, in `low`'s dtype
-        dc = torch.mul(g, -0.5 / r, out=torch.empty(g.shape, dtype=low.dtype, device=g.device))
+        g_sq = (g_sum - 2 * g_d) / (4 * r.square()) * (r > 1e-6)
+        # through the dot products (dc): the patches' weighted sum, each output patch's own, in `low`'s dtype
         k, shape = mean.shape[-1], x.shape
         grid = (1, 1, *((s - k) // STRIDE + 1 for s in shape[2:]))
         gx = F.fold((low.T @ dc).float()[None], shape[2:], k, stride=STRIDE)
