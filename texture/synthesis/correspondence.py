@@ -122,8 +122,8 @@ class _WholeLoss(torch.autograd.Function):
         # and pass no gradient; the smallest of each column tells whether there are any, and without them,
         # as in most iterations, the clamp and the backward pass's mask are skipped (three passes)
         if best is None:
-            best = d.argmin(0)
-            ctx.clamped = bool((d.gather(0, best[None]) <= 0).any())
+            smallest, best = d.min(0)  # on the CPU a third of argmin's time, the same first index
+            ctx.clamped = bool((smallest <= 0).any())
             if ctx.clamped:
                 best = d.clamp_min_(0).argmin(0)  # the first of equal zeros, as nearest() finds it
         else:
