@@ -222,15 +222,6 @@ def test_time_budget_stops_at_the_first_check_past_it(net, firsts, monkeypatch):
     assert r["steps"] == 4 and r["message"] is None  # read at 0.1 .. 0.4 s: go on; at 0.5 s: stop
 
 
-def test_every_demo_class_starts_nearer_its_target_from_spot_noise(net, firsts):
-    """--init spot: the start has the target's spectrum, so the loss begins lower than from i.i.d. noise."""
-    for path in firsts:
-        target = load(path)
-        first = {kind: optimize.synthesize(net, [target], None, gram_options(LAYERS, steps=1, init=kind),
-                                           seeds=[1])[0]["curve"][0] for kind in ("spot", "shuffle", "gauss")}
-        assert first["spot"] < min(first["shuffle"], first["gauss"]), (path, first)
-
-
 def test_each_optimiser_gets_its_own_step_size_unless_given():
     lr = lambda *argv: Options.from_args(parse_args("", ["device", "seed", "gen"], ["t.png", *argv], batch.add_flags)).step_size
     assert lr() == 1.0 and lr("--optimizer", "adam") == 0.02
