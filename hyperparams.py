@@ -70,7 +70,7 @@ class Hyperparams:
     spectrum_weight: float = 0.3  # weight of the Fourier amplitude-spectrum constraint (Liu et al. 2016; 0: off); 0.3 measured best (docs/losses.md)
     levels: int = 0  # coarse-to-fine levels, each half the size of the next (0: auto, more when the output is much larger than the target)
     features: str = "normalize"  # normalize|standardize|raw: channels scaled by their mean on the target, floored at the median (docs/design.md), per-image z-score (original), as is
-    init: str = "shuffle"  # shuffle|gauss|uniform|spot: start noise with the target's grey levels, its mean/std, U(0,1) (original), or its power spectrum and grey levels (spot noise)
+    init: str = "shuffle"  # shuffle|gauss|uniform: start noise with the target's grey levels, its mean/std, or U(0,1) (original)
     pixels: str = "sigmoid"  # sigmoid|clamp: optimise logits through a sigmoid, or pixels clamped to [0,1] after each step (Adam only)
     padding: str = "reflect"  # reflect|zeros|circular: convolution padding during synthesis (--tile forces circular)
     backbone: str = "trained"  # trained|random|imagenet: synthesis network: the classifier of --ckpt, the same architecture with random weights, or torchvision's ImageNet VGG-19 (Gatys)
@@ -154,7 +154,7 @@ CHOICES = {
     "optimizer": ["lbfgs", "adam"],
     "loss": ["gram", "swd", "gcd", "gram+gcd", "swd+gcd"],
     "features": ["normalize", "standardize", "raw"],
-    "init": ["shuffle", "gauss", "uniform", "spot"],
+    "init": ["shuffle", "gauss", "uniform"],
     "pixels": ["sigmoid", "clamp"],
     "spectrum_scale": ["absolute", "relative", "hybrid"],
     "heap": ["keep", "release"],

@@ -70,12 +70,8 @@ def objective(net, targets, size, options):
 
 
 def init_image(target, size, kind, seed):
-    """Start noise: i.i.d. draws of the target's grey levels, Gaussian with its mean/std, U(0,1), or
-    noise with its power spectrum and grey levels (spectra.spot_noise); of a colour target, draws of its
-    colours (whole pixels), its spectra and colours, or each channel's as a grey target's."""
-    if kind == "spot":
-        x = spectra.spot_noise(target, size, seed)
-        return colour.match_colours(x, target) if colour.is_colour(target) else match_histogram(x, target.cpu())
+    """Start noise: i.i.d. draws of the target's grey levels, Gaussian with its mean/std, or U(0,1);
+    of a colour target, draws of its colours (whole pixels), or each channel's as a grey target's."""
     if colour.is_colour(target):
         return colour.init_pixels(target, size, seed) if kind == "shuffle" else \
             torch.stack([init_image(c, size, kind, seed + k) for k, c in enumerate(target)])

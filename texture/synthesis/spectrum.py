@@ -51,21 +51,6 @@ def target_amplitude(t, size):
     return (q * (size[0] * size[1]) / (h * w)).sqrt()
 
 
-def spot_noise(target, size, seed):
-    """Noise of `size` (H, W) with the target's autocorrelation, for synthesis to start from: the
-    centred periodic component of the target (H, W) or (3, H, W), zero-padded to a canvas as large as
-    both, circularly convolved with one white noise (asymptotic discrete spot noise, Galerne et al.
-    2011) and cropped. Its power spectrum is the target's with random phases; a colour target's
-    channels share the noise, so they stay correlated as the target's are. Its values are not yet the
-    target's (optimize.init_image gives them the target's histogram)."""
-    t = periodic_component(target.float().cpu())
-    t = t - t.mean((-2, -1), keepdim=True)
-    canvas = (max(size[0], t.shape[-2]), max(size[1], t.shape[-1]))
-    w = torch.randn(canvas, generator=torch.Generator().manual_seed(seed))
-    x = torch.fft.irfft2(torch.fft.rfft2(t, canvas) * torch.fft.rfft2(w), canvas)
-    return x[..., :size[0], :size[1]] / math.sqrt(t.shape[-2] * t.shape[-1])
-
-
 def spectrum_loss(targets, size, device, scale="absolute"):
     """Fourier spectrum constraint (Liu et al. 2016): the image projected on the target's amplitude
     spectrum, keeping its own phase, is the nearest image with the target's spectrum; the loss is
