@@ -92,7 +92,8 @@ def test_principal_channels_lose_nothing_the_target_and_output_do_not_use():
 def test_the_gradient_comes_back_in_the_layout_of_the_features():
     """The network gives its features channels-last; the term's gradient reaches them in that layout (in
     another, adding it to the network's own costs a copy across layouts), for a batch and with or
-    without principal channels, and loss and gradient equal those of the same features in rows."""
+    without principal channels, and loss and gradient equal those of the same features in rows; bf16
+    features get a bf16 gradient."""
     g = torch.Generator().manual_seed(3)
     t, x = torch.rand(1, 8, 30, 30, generator=g), torch.rand(2, 8, 30, 30, generator=g)
     for share in (1, 0.5):
@@ -109,6 +110,10 @@ def test_the_gradient_comes_back_in_the_layout_of_the_features():
         assert strides == [f.stride()], share
         assert torch.allclose(loss_last, loss)
         assert torch.allclose(last.grad, rows.grad, atol=1e-6 * rows.grad.abs().max())
+        # as the network gives them under autocast: bf16, whose gradient comes back in bf16
+        low = x.bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+        fn({"a": low})["a"].sum().backward()
+        assert low.grad.dtype == torch.bfloat16 and low.grad.stride() == low.stride(), share
 
 
 def test_refine_channels_are_checked_against_the_refinement_taps():

@@ -192,16 +192,18 @@ def image_loss(x, ref, occurrence, best=None):
 
 
 class _Rows(torch.autograd.Function):
-    """f in rows (contiguous), as unfold reads it, with the gradient given back in f's own layout."""
+    """f in fp32 rows (contiguous), as unfold reads it, in one copy from f's dtype and layout, with the
+    gradient given back in f's own dtype and layout, again in one copy."""
 
     @staticmethod
     def forward(ctx, f):
+        ctx.dtype = f.dtype
         ctx.last = f.is_contiguous(memory_format=torch.channels_last) and not f.is_contiguous()
-        return f.contiguous()
+        return f.to(torch.float32, memory_format=torch.contiguous_format)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.contiguous(memory_format=torch.channels_last) if ctx.last else grad
+        return grad.to(ctx.dtype, memory_format=torch.channels_last if ctx.last else torch.contiguous_format)
 
 
 def correspondence_loss(target_feats, occurrence, patches, dtype=torch.float32, channels=None):
@@ -220,11 +222,13 @@ def correspondence_loss(target_feats, occurrence, patches, dtype=torch.float32, 
         backward pass, and the gradient meets the network's own in its layout (a copy and an addition
         across layouts at relu1_1's size otherwise cost about 30 ms of a 224 px iteration)."""
         if channels.get(n, 1) >= 1:
-            return _Rows.apply(f.float())
+            return _Rows.apply(f)
         if (n, t) not in dirs:
             dirs[n, t] = principal(target_feats[t][n], channels[n])
-        rows = f.float().permute(0, 2, 3, 1) @ dirs[n, t]  # (1, H, W, r)
-        return rows.permute(0, 3, 1, 2).contiguous()
+        _, c, h, w = f.shape
+        positions = f.float().permute(0, 2, 3, 1).reshape(h * w, c)  # a view of channels-last features
+        # the product (r, C) @ (C, H W) is written in rows; its gradient comes back as positions
+        return (dirs[n, t].T @ positions.T).view(1, -1, h, w)
 
     def ref(n, b, k):
         if (n, b, k) not in refs:
