@@ -56,6 +56,24 @@ def test_loss_and_gradient_match_the_plain_formula_whole_or_chunked(monkeypatch,
     assert held.item() == pytest.approx(got.item(), rel=1e-6) and torch.equal(same, best)
 
 
+@pytest.mark.parametrize("k", [correspondence.PATCH, 4])
+def test_unfold_and_fold_equal_torchs_on_any_shape_layout_and_dtype(k):
+    """The term's own unfold and fold (a strided copy; strided additions) give F.unfold's columns and
+    F.fold's sums: on maps whose sides the stride does not divide, a channels-last and a row-sliced
+    map, and bf16 columns folded into fp32."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 5, 30, 23, generator=g)
+    for view in (x, x.contiguous(memory_format=torch.channels_last), x[:, :, 4:27]):
+        want = F.unfold(view, k, stride=correspondence.STRIDE)[0]
+        assert torch.equal(correspondence.unfold(view, k), want)
+        cols = torch.randn(want.shape, generator=g)
+        for c in (cols, cols.bfloat16()):
+            got = correspondence.fold(c, view.shape, k)
+            assert got.dtype == torch.float32 and got.shape == view.shape
+            assert torch.allclose(got, F.fold(c.float()[None], view.shape[2:], k, stride=correspondence.STRIDE),
+                                  atol=1e-5)
+
+
 def test_bf16_backward_keeps_the_loss_and_moves_the_gradient_by_a_few_percent_at_most():
     """With features from a bf16 network the gradient's product with the target's patches runs in bf16;
     the distances stay fp32 (the contextual normalisation divides by the nearest one)."""
