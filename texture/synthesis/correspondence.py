@@ -31,7 +31,7 @@ WHOLE = 1 << 24  # most entries of the distance matrix held whole (64 MB in fp32
 
 def unfold(x, k):
     """x's (1, C, H, W) k x k patches at STRIDE as the columns of a (C k k, N) matrix, exactly as
-    F.unfold gives them, from a strided view copied once: on the CPU in a quarter to a third of
+    F.unfold gives them, from a strided view copied once: on the CPU in a fifth to a third of
     F.unfold's time at relu1_1..relu3_1 of a 224 px output (docs/speed.md)."""
     return x[0].unfold(1, k, STRIDE).unfold(2, k, STRIDE).permute(0, 3, 4, 1, 2).reshape(x.shape[1] * k * k, -1)
 
