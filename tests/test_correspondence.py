@@ -60,7 +60,7 @@ def test_loss_and_gradient_match_the_plain_formula_whole_or_chunked(monkeypatch,
 def test_unfold_and_fold_equal_torchs_on_any_shape_layout_and_dtype(k):
     """The term's own unfold and fold (a strided copy; strided additions) give F.unfold's columns and
     F.fold's sums: on maps whose sides the stride does not divide, a channels-last and a row-sliced
-    map, and bf16 columns folded into fp32."""
+    map, and bf16 columns folded into fp32 (off the CPU by F.fold: here its shape on the meta device)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 5, 30, 23, generator=g)
     for view in (x, x.contiguous(memory_format=torch.channels_last), x[:, :, 4:27]):
@@ -72,6 +72,8 @@ def test_unfold_and_fold_equal_torchs_on_any_shape_layout_and_dtype(k):
             assert got.dtype == torch.float32 and got.shape == view.shape
             assert torch.allclose(got, F.fold(c.float()[None], view.shape[2:], k, stride=correspondence.STRIDE),
                                   atol=1e-5)
+            on_gpu = correspondence.fold(c.to("meta"), view.shape, k)  # a GPU's branch: F.fold itself
+            assert on_gpu.dtype == torch.float32 and on_gpu.shape == view.shape
 
 
 def test_bf16_backward_keeps_the_loss_and_moves_the_gradient_by_a_few_percent_at_most():
