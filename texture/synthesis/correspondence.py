@@ -29,6 +29,11 @@ CHUNK = 1 << 21  # entries of the distance matrix evaluated at once beyond WHOLE
 WHOLE = 1 << 24  # most entries of the distance matrix held whole (64 MB in fp32: relu1_1 of a 384 px output)
 
 
+def grid(shape, k):
+    """How many k x k patches at STRIDE fit along the height and width of a map of `shape` (..., H, W)."""
+    return tuple((s - k) // STRIDE + 1 for s in shape[-2:])
+
+
 def unfold(x, k):
     """x's (1, C, H, W) k x k patches at STRIDE as the columns of a (C k k, N) matrix, exactly as
     F.unfold gives them, from a strided view copied once: on the CPU in a fifth to a third of
@@ -43,7 +48,7 @@ def fold(cols, shape, k):
     where each addition would be a kernel launch of its own, F.fold's one kernel."""
     if cols.device.type != "cpu":
         return F.fold(cols.float()[None], shape[2:], k, stride=STRIDE)
-    n, m = ((s - k) // STRIDE + 1 for s in shape[2:])
+    n, m = grid(shape, k)
     out, cols = cols.new_zeros(shape, dtype=torch.float32), cols.view(shape[1], k, k, n, m)
     for i in range(k):
         for j in range(k):
@@ -98,7 +103,7 @@ def distances(x, ref):
 
 def row_chunks(x, k, n_ref):
     """Slices of x (overlapping by k - STRIDE rows) whose patches fill at most CHUNK distances each."""
-    h, w = ((s - k) // STRIDE + 1 for s in x.shape[2:])
+    h, w = grid(x.shape, k)
     rows = max(1, CHUNK // (n_ref * w))
     return [x[:, :, r * STRIDE:(min(h, r + rows) - 1) * STRIDE + k] for r in range(0, h, rows)]
 
@@ -189,9 +194,8 @@ class _WholeLoss(torch.autograd.Function):
         g_sq = (g_sum - 2 * g_d) / (4 * r.square()) * (r > 1e-6)
         # through the dot products (dc): the patches' weighted sum, each output patch's own, in `low`'s dtype
         k, shape = mean.shape[-1], x.shape
-        grid = (1, 1, *((s - k) // STRIDE + 1 for s in shape[2:]))
         gx = fold(low.T @ dc, shape, k)
-        g_sq = g_sq.view(grid)
+        g_sq = g_sq.view(1, 1, *grid(shape, k))
         ones = x.new_ones(1, 1, k, k)
         gx += 2 * x * torch.nn.grad.conv2d_input((1, 1, *shape[2:]), ones, g_sq, stride=STRIDE)
         gx -= 2 * torch.nn.grad.conv2d_input(shape, mean, g_sq, stride=STRIDE)
@@ -204,7 +208,7 @@ def image_loss(x, ref, occurrence, best=None):
     Up to WHOLE distances in one pass (_WholeLoss); beyond, in row chunks of CHUNK, each recomputed in
     the backward pass, so that memory stays bounded for large outputs."""
     k, n_ref = ref[2].shape[-1], len(ref[0])
-    if n_ref * math.prod((s - k) // STRIDE + 1 for s in x.shape[2:]) <= WHOLE:
+    if n_ref * math.prod(grid(x.shape, k)) <= WHOLE:
         return _WholeLoss.apply(x, *ref, occurrence, best)
     best = nearest(x, ref) if best is None else best
     penalty = penalty_of(best, n_ref, occurrence)
