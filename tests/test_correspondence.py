@@ -56,6 +56,26 @@ def test_loss_and_gradient_match_the_plain_formula_whole_or_chunked(monkeypatch,
     assert held.item() == pytest.approx(got.item(), rel=1e-6) and torch.equal(same, best)
 
 
+def test_chunks_give_the_whole_matrix_loss_and_gradient_with_a_bf16_backward_pass(monkeypatch):
+    """Beyond WHOLE distances the rows of patches go chunk by chunk, each chunk's gradient written out at
+    once: with the target's patches in bf16 for the backward pass, the whole matrix's matches, loss and
+    gradient up to rounding, and the same loss without autograd."""
+    g = torch.Generator().manual_seed(3)
+    t, x = torch.rand(1, 8, 30, 30, generator=g), torch.rand(1, 8, 34, 31, generator=g).requires_grad_()
+    ref = correspondence.reference(t, correspondence.PATCH, 1024, torch.bfloat16)
+    whole, best = correspondence.image_loss(x, ref, 0.05)
+    grad_whole, = torch.autograd.grad(whole, x)
+    monkeypatch.setattr(correspondence, "WHOLE", 0)
+    monkeypatch.setattr(correspondence, "CHUNK", 1200)  # two of the ten rows of 9 patches (64 target patches)
+    assert len(correspondence.row_chunks(x, correspondence.PATCH, len(ref[0]))) == 5
+    chunked, matches = correspondence.image_loss(x, ref, 0.05)
+    grad_chunked, = torch.autograd.grad(chunked, x)
+    assert torch.equal(matches, best) and chunked.item() == pytest.approx(whole.item(), rel=1e-5)
+    assert (grad_chunked - grad_whole).abs().max() < 1e-3 * grad_whole.abs().max()
+    with torch.no_grad():
+        assert correspondence.image_loss(x, ref, 0.05)[0].item() == pytest.approx(chunked.item(), rel=1e-6)
+
+
 @pytest.mark.parametrize("k", [correspondence.PATCH, 4])
 def test_unfold_and_fold_equal_torchs_on_any_shape_layout_and_dtype(k):
     """The term's own unfold and fold (a strided copy; strided additions) give F.unfold's columns and

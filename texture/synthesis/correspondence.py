@@ -12,16 +12,14 @@ in the target. losses.gcd_loss scales the features and registers it.
 The dot products with every target patch are one matrix product of the target's patches with the
 output's unfolded ones, in fp32; in the backward pass the product runs in bf16 when the network does
 (the gradient moves by under 3%, the loss not at all). On a CPU both run faster than the convolutions
-with the target's patches as kernels they replace (bench.py section refine). Up to WHOLE entries the
-distance matrix is held whole and the gradient is written out (one product forward, one back);
-beyond, it is evaluated in chunks of output rows (CHUNK entries), each recomputed in the backward
-pass: memory stays bounded for large outputs.
+with the target's patches as kernels they replace (bench.py section refine). The gradient is written
+out (one product forward, one back): up to WHOLE entries on the whole distance matrix, beyond on chunks
+of output rows (CHUNK entries), each one's gradient at once, so that memory stays bounded.
 """
 import math
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 PATCH, STRIDE = 7, 3  # patch side and step in feature pixels, as Zhou et al.
 BANDWIDTH = 0.5  # h of the contextual similarity exp((1 - d / d_min) / h), as Zhou et al.
@@ -102,25 +100,18 @@ def distances(x, ref):
 
 
 def row_chunks(x, k, n_ref):
-    """Slices of x (overlapping by k - STRIDE rows) whose patches fill at most CHUNK distances each."""
+    """(first row, slice) of x, the slices overlapping by k - STRIDE rows, whose patches fill at most
+    CHUNK distances each."""
     h, w = grid(x.shape, k)
     rows = max(1, CHUNK // (n_ref * w))
-    return [x[:, :, r * STRIDE:(min(h, r + rows) - 1) * STRIDE + k] for r in range(0, h, rows)]
+    return [(r * STRIDE, x[:, :, r * STRIDE:(min(h, r + rows) - 1) * STRIDE + k]) for r in range(0, h, rows)]
 
 
 def nearest(x, ref):
     """Index of the nearest target patch of every output patch, row by row (N_out,)."""
     with torch.no_grad():
         return torch.cat([distances(c, ref).flatten(1).argmin(0)
-                          for c in row_chunks(x.detach(), ref[2].shape[-1], len(ref[0]))])
-
-
-def contextual(d, penalty):
-    """-log of each output patch's contextual similarity to its best match, from distances (N_ref, ...)."""
-    d = d.flatten(1) + penalty[:, None]
-    near = d.min(0, keepdim=True).values
-    # max_j softmax_j((1 - d_j / near) / h) is reached at the nearest patch, where the exponent is 0
-    return torch.logsumexp((1 - d / (near + 1e-5)) / BANDWIDTH, 0)
+                          for _, c in row_chunks(x.detach(), ref[2].shape[-1], len(ref[0]))])
 
 
 def penalty_of(best, n_ref, occurrence):
@@ -129,92 +120,128 @@ def penalty_of(best, n_ref, occurrence):
     return occurrence * torch.bincount(best, minlength=n_ref).float() * n_ref / len(best)
 
 
+def _evaluate(x, ref, occurrence, best, penalty=None):
+    """-log of the contextual similarity of each patch of x (1, C, H, W) to its best match (N_out,), the
+    tensors _gradient needs, whether a distance was clamped, and the matches. The occurrence penalty is
+    `penalty`, else that of `best`, else that of the nearest patches now, found from these distances.
+
+    Each elementwise step is a pass over the whole (N_ref, N_out) matrix, as long as a tenth of the
+    product at relu1_1, so the steps are fused where one torch call does two: eight passes here."""
+    dots, r = _dots(x, ref)
+    d = torch.addcmul(dots.new_tensor(0.5), dots, -0.5 / r, out=dots)  # (N_ref, N_out)
+    # distances at or below 0 (an output patch equal to a target patch, up to rounding) are clamped at 0
+    # and pass no gradient; the smallest of each column tells whether there are any, and without them,
+    # as in most iterations, the clamp and the backward pass's mask are skipped (three passes)
+    if best is None:
+        smallest, best = d.min(0)  # on the CPU a third of argmin's time, the same first index
+        clamped = bool((smallest <= 0).any())
+        if clamped:
+            best = d.clamp_min_(0).argmin(0)  # the first of equal zeros, as nearest() finds it
+    else:
+        clamped = True  # held matches: the smallest distances are not at hand
+        d.clamp_min_(0)
+    penalty = penalty_of(best, len(d), occurrence) if penalty is None else penalty
+    dp = d + penalty[:, None]
+    near, at = dp.min(0)
+    n1 = near + 1e-5
+    # the exponent (1 - dp / n1) / h is at most 1e-5 / (n1 h) <= 1 / h: exp needs no shift by its maximum
+    soft = torch.addcmul(dp.new_tensor(1 / BANDWIDTH), dp, -1 / (BANDWIDTH * n1), out=dp).exp_()
+    total = soft.sum(0)
+    soft = soft.div_(total)  # the contextual similarities, each output patch's softmax over the target's
+    return total.log(), (x, ref[1], ref[2], d, soft, penalty, n1, at, r), clamped, best
+
+
+def _gradient(saved, clamped, grad, n):
+    """The gradient on x of `grad` times the sum of _evaluate's values over x's patches divided by n,
+    from the tensors _evaluate gave: three passes over the distance matrix and one product with the
+    target's patches in their backward dtype (eight passes with a clamped distance)."""
+    x, low, mean, d, soft, penalty, n1, at, r = saved
+    # d loss / d dp_j: -soft_j / (h n1) through every distance, plus sum_j soft_j dp_j / (h n1^2)
+    # through the nearest one, which n1 holds
+    soft_d = torch.linalg.vecdot(soft, d, dim=0)
+    pulled = soft_d + penalty @ soft
+    every = -grad / (n * BANDWIDTH * n1)  # g = soft * every, plus `nearest` at the nearest one
+    nearest = grad * pulled / (n * BANDWIDTH * n1.square())
+    cols = torch.arange(d.shape[1])
+    dc = torch.empty(soft.shape, dtype=low.dtype, device=soft.device)
+    if clamped:
+        g = soft * every
+        g[at, cols] += nearest
+        g.masked_fill_(d <= 0, 0)
+        g_sum, g_d = g.sum(0), torch.linalg.vecdot(g, d, dim=0)
+        torch.mul(g, -0.5 / r, out=dc)
+    else:  # g's sums from the columns' own (soft sums to 1): three passes over the matrix instead of eight
+        g_sum, g_d = every + nearest, every * soft_d + nearest * d[at, cols]
+        torch.mul(soft, every * (-0.5 / r), out=dc)
+        dc[at, cols] = ((soft[at, cols] * every + nearest) * (-0.5 / r)).to(dc.dtype)
+    # d = (1 - c) / 2 with c = dots / r, r = sqrt(sq): through r, -(dc * c).sum / (2 r^2) with dc = -g / 2
+    g_sq = (g_sum - 2 * g_d) / (4 * r.square()) * (r > 1e-6)
+    # through the dot products (dc): the patches' weighted sum, each output patch's own, in `low`'s dtype
+    k, shape = mean.shape[-1], x.shape
+    gx = fold(low.T @ dc, shape, k)
+    g_sq = g_sq.view(1, 1, *grid(shape, k))
+    ones = x.new_ones(1, 1, k, k)
+    gx += 2 * x * torch.nn.grad.conv2d_input((1, 1, *shape[2:]), ones, g_sq, stride=STRIDE)
+    gx -= 2 * torch.nn.grad.conv2d_input(shape, mean, g_sq, stride=STRIDE)
+    return gx
+
+
 class _WholeLoss(torch.autograd.Function):
     """image_loss for an output whose distance matrix is held whole, with its gradient written out.
 
-    Autograd through distances and contextual keeps half a dozen (N_ref, N_out) tensors, and the
-    chunked path multiplies by the target's patches three or four times per evaluation (the matches,
-    the loss, its recomputation and the backward pass); here once forward and once back, the matches
-    (when `best` is None) taken from the same distances. Each elementwise step is a pass over the whole
-    matrix, as long as a tenth of the product at relu1_1, so the steps are fused where one torch call
-    does two, and the gradient's sums over the target's patches come from each column's own where no
-    distance is clamped: eight passes forward and three back (ten and eight with a clamped distance),
-    instead of fifteen and twenty."""
+    Autograd through the distances keeps half a dozen (N_ref, N_out) tensors and makes fifteen passes
+    over them forward and twenty back; here eight forward (_evaluate) and three back (_gradient; eight
+    with a clamped distance), one product with the target's patches each way, the matches (when `best`
+    is None) taken from the same distances."""
 
     @staticmethod
     def forward(ctx, x, patches, low, mean, mdot, occurrence, best):
-        dots, r = _dots(x, (patches, low, mean, mdot))
-        d = torch.addcmul(dots.new_tensor(0.5), dots, -0.5 / r, out=dots)  # (N_ref, N_out)
-        # distances at or below 0 (an output patch equal to a target patch, up to rounding) are clamped at 0
-        # and pass no gradient; the smallest of each column tells whether there are any, and without them,
-        # as in most iterations, the clamp and the backward pass's mask are skipped (three passes)
-        if best is None:
-            smallest, best = d.min(0)  # on the CPU a third of argmin's time, the same first index
-            ctx.clamped = bool((smallest <= 0).any())
-            if ctx.clamped:
-                best = d.clamp_min_(0).argmin(0)  # the first of equal zeros, as nearest() finds it
-        else:
-            ctx.clamped = True  # held matches: the smallest distances are not at hand
-            d.clamp_min_(0)
-        penalty = penalty_of(best, len(d), occurrence)
-        dp = d + penalty[:, None]
-        near, at = dp.min(0)
-        n1 = near + 1e-5
-        # the exponent (1 - dp / n1) / h is at most 1e-5 / (n1 h) <= 1 / h: exp needs no shift by its maximum
-        soft = torch.addcmul(dp.new_tensor(1 / BANDWIDTH), dp, -1 / (BANDWIDTH * n1), out=dp).exp_()
-        total = soft.sum(0)
-        soft = soft.div_(total)  # the contextual similarities, each output patch's softmax over the target's
-        ctx.save_for_backward(x, low, mean, d, soft, penalty, n1, at, r)
+        vals, saved, ctx.clamped, best = _evaluate(x, (patches, low, mean, mdot), occurrence, best)
+        ctx.save_for_backward(*saved)
         ctx.mark_non_differentiable(best)
-        return total.log().mean(), best
+        return vals.mean(), best
 
     @staticmethod
     def backward(ctx, grad, _):
-        x, low, mean, d, soft, penalty, n1, at, r = ctx.saved_tensors
-        n = d.shape[1]
-        # d loss / d dp_j: -soft_j / (h n1) through every distance, plus sum_j soft_j dp_j / (h n1^2)
-        # through the nearest one, which n1 holds
-        soft_d = torch.linalg.vecdot(soft, d, dim=0)
-        pulled = soft_d + penalty @ soft
-        every = -grad / (n * BANDWIDTH * n1)  # g = soft * every, plus `nearest` at the nearest one
-        nearest = grad * pulled / (n * BANDWIDTH * n1.square())
-        cols = torch.arange(n)
-        dc = torch.empty(soft.shape, dtype=low.dtype, device=soft.device)
-        if ctx.clamped:
-            g = soft * every
-            g[at, cols] += nearest
-            g.masked_fill_(d <= 0, 0)
-            g_sum, g_d = g.sum(0), torch.linalg.vecdot(g, d, dim=0)
-            torch.mul(g, -0.5 / r, out=dc)
-        else:  # g's sums from the columns' own (soft sums to 1): three passes over the matrix instead of eight
-            g_sum, g_d = every + nearest, every * soft_d + nearest * d[at, cols]
-            torch.mul(soft, every * (-0.5 / r), out=dc)
-            dc[at, cols] = ((soft[at, cols] * every + nearest) * (-0.5 / r)).to(dc.dtype)
-        # d = (1 - c) / 2 with c = dots / r, r = sqrt(sq): through r, -(dc * c).sum / (2 r^2) with dc = -g / 2
-        g_sq = (g_sum - 2 * g_d) / (4 * r.square()) * (r > 1e-6)
-        # through the dot products (dc): the patches' weighted sum, each output patch's own, in `low`'s dtype
-        k, shape = mean.shape[-1], x.shape
-        gx = fold(low.T @ dc, shape, k)
-        g_sq = g_sq.view(1, 1, *grid(shape, k))
-        ones = x.new_ones(1, 1, k, k)
-        gx += 2 * x * torch.nn.grad.conv2d_input((1, 1, *shape[2:]), ones, g_sq, stride=STRIDE)
-        gx -= 2 * torch.nn.grad.conv2d_input(shape, mean, g_sq, stride=STRIDE)
-        return gx, None, None, None, None, None, None
+        saved = ctx.saved_tensors
+        return _gradient(saved, ctx.clamped, grad, saved[3].shape[1]), None, None, None, None, None, None
+
+
+class _ChunkedLoss(torch.autograd.Function):
+    """image_loss beyond WHOLE distances, given the matches (nearest): the rows of patches in chunks of
+    at most CHUNK distances, each evaluated and its gradient for a unit gradient written out before the
+    next, as _WholeLoss does; the backward pass scales their sum. Through autograd, with each chunk
+    recomputed there, it took two more fp32 products and twice the passes (docs/speed.md)."""
+
+    @staticmethod
+    def forward(ctx, x, patches, low, mean, mdot, occurrence, best):
+        penalty, n = penalty_of(best, len(patches), occurrence), len(best)
+        gx = torch.zeros(x.shape, dtype=torch.float32, device=x.device) if ctx.needs_input_grad[0] else None
+        total = 0
+        for top, c in row_chunks(x, mean.shape[-1], len(patches)):
+            vals, saved, clamped, _ = _evaluate(c, (patches, low, mean, mdot), occurrence, best, penalty)
+            total = total + vals.sum()
+            if gx is not None:
+                gx[:, :, top:top + c.shape[2]] += _gradient(saved, clamped, 1.0, n)
+        ctx.save_for_backward(gx)
+        ctx.mark_non_differentiable(best)
+        return total / n, best
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        return ctx.saved_tensors[0] * grad, None, None, None, None, None, None
 
 
 def image_loss(x, ref, occurrence, best=None):
-    """(loss, matches): the mean over the output patches of x (1, C, H, W) of contextual(), with the
-    occurrence penalty of the matches `best` (None: x's nearest target patches now), and those matches.
-    Up to WHOLE distances in one pass (_WholeLoss); beyond, in row chunks of CHUNK, each recomputed in
-    the backward pass, so that memory stays bounded for large outputs."""
+    """(loss, matches): the mean over the output patches of x (1, C, H, W) of -log of each one's
+    contextual similarity to its best match, with the occurrence penalty of the matches `best` (None:
+    x's nearest target patches now), and those matches. Up to WHOLE distances in one pass (_WholeLoss);
+    beyond, in row chunks of CHUNK (_ChunkedLoss), so that memory stays bounded for large outputs."""
     k, n_ref = ref[2].shape[-1], len(ref[0])
     if n_ref * math.prod(grid(x.shape, k)) <= WHOLE:
         return _WholeLoss.apply(x, *ref, occurrence, best)
     best = nearest(x, ref) if best is None else best
-    penalty = penalty_of(best, n_ref, occurrence)
-    parts = [checkpoint(lambda c: contextual(distances(c, ref), penalty), c, use_reentrant=False)
-             for c in row_chunks(x, k, n_ref)]
-    return torch.cat(parts).mean(), best
+    return _ChunkedLoss.apply(x, *ref, occurrence, best)
 
 
 class _Rows(torch.autograd.Function):
