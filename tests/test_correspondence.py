@@ -76,6 +76,58 @@ def test_chunks_give_the_whole_matrix_loss_and_gradient_with_a_bf16_backward_pas
         assert correspondence.image_loss(x, ref, 0.05)[0].item() == pytest.approx(chunked.item(), rel=1e-6)
 
 
+def test_only_chunks_with_a_distance_at_zero_take_the_masked_gradient(monkeypatch):
+    """With the matches' products kept, each chunk knows whether it holds a distance clamped at 0 (a corner
+    copied from the target): those chunks take the masked gradient, the others the three-pass one, and
+    the loss and gradient stay the plain formula's."""
+    g = torch.Generator().manual_seed(1)
+    t, x = torch.rand(1, 6, 26, 29, generator=g), torch.rand(1, 6, 31, 25, generator=g)
+    x[..., :10, :10] = t[..., :10, :10]
+    x.requires_grad_()
+    want = plain_loss(x, t, 0.3)
+    grad_want, = torch.autograd.grad(want, x)
+    ref = correspondence.reference(t, correspondence.PATCH, 1024)
+    monkeypatch.setattr(correspondence, "WHOLE", 0)
+    monkeypatch.setattr(correspondence, "CHUNK", 40)  # a chunk per row of patches
+    chunks = correspondence.row_chunks(x, correspondence.PATCH, len(ref[0]))
+    copied = [bool((correspondence.distances(c, ref) <= 0).any()) for _, c in chunks]
+    assert copied[0] and not all(copied)
+    flags, gradient = [], correspondence._gradient
+    monkeypatch.setattr(correspondence, "_gradient", lambda saved, clamped, *a: flags.append(clamped) or
+                        gradient(saved, clamped, *a))
+    got, _ = correspondence.image_loss(x, ref, 0.3)
+    grad, = torch.autograd.grad(got, x)
+    assert flags == copied
+    assert got.item() == pytest.approx(want.item(), rel=1e-4)
+    assert (grad - grad_want).abs().max() < 1e-4 * grad_want.abs().max()
+
+
+@pytest.mark.parametrize("kept, products", [(0, 10), (1200, 9), (2400, 8), (1 << 27, 5)])
+def test_dot_products_kept_from_the_matches_give_the_same_loss_and_gradient(monkeypatch, kept, products):
+    """The chunks' dot products that nearest() keeps (none, the first, the first two, all five) serve
+    their own chunks' evaluation, which then computes only the others: the loss exactly as computed
+    afresh, the gradient up to rounding (a kept chunk without a distance at 0 takes the three-pass one)."""
+    g = torch.Generator().manual_seed(4)
+    t, x = torch.rand(1, 8, 30, 30, generator=g), torch.rand(1, 8, 34, 31, generator=g).requires_grad_()
+    ref = correspondence.reference(t, correspondence.PATCH, 1024, torch.bfloat16)
+    monkeypatch.setattr(correspondence, "WHOLE", 0)
+    monkeypatch.setattr(correspondence, "CHUNK", 1200)
+    best = correspondence.nearest(x, ref)
+    fresh, _ = correspondence.image_loss(x, ref, 0.05, best)  # matches given: nothing kept
+    grad_fresh, = torch.autograd.grad(fresh, x)
+    held = []
+    correspondence.nearest(x, ref, held)
+    assert len(held) == 5
+    monkeypatch.setattr(correspondence, "KEPT", kept)
+    calls, dots = [], correspondence._dots
+    monkeypatch.setattr(correspondence, "_dots", lambda *a: calls.append(1) or dots(*a))
+    got, matches = correspondence.image_loss(x, ref, 0.05)
+    assert len(calls) == products
+    grad, = torch.autograd.grad(got, x)
+    assert torch.equal(matches, best) and got.item() == fresh.item()
+    assert (grad - grad_fresh).abs().max() < 1e-5 * grad_fresh.abs().max()
+
+
 @pytest.mark.parametrize("k", [correspondence.PATCH, 4])
 def test_unfold_and_fold_equal_torchs_on_any_shape_layout_and_dtype(k):
     """The term's own unfold and fold (a strided copy; strided additions) give F.unfold's columns and

@@ -14,7 +14,8 @@ output's unfolded ones, in fp32; in the backward pass the product runs in bf16 w
 (the gradient moves by under 3%, the loss not at all). On a CPU both run faster than the convolutions
 with the target's patches as kernels they replace (bench.py section refine). The gradient is written
 out (one product forward, one back): up to WHOLE entries on the whole distance matrix, beyond on chunks
-of output rows (CHUNK entries), each one's gradient at once, so that memory stays bounded.
+of output rows (CHUNK entries), each one's gradient at once, so that memory stays bounded; there the
+products that found the matches are kept for the evaluation, up to KEPT entries.
 """
 import math
 
@@ -25,6 +26,7 @@ PATCH, STRIDE = 7, 3  # patch side and step in feature pixels, as Zhou et al.
 BANDWIDTH = 0.5  # h of the contextual similarity exp((1 - d / d_min) / h), as Zhou et al.
 CHUNK = 1 << 21  # entries of the distance matrix evaluated at once beyond WHOLE (8 MB in fp32)
 WHOLE = 1 << 24  # most entries of the distance matrix held whole (64 MB in fp32: relu1_1 of a 384 px output)
+KEPT = 1 << 27  # most dot products nearest() keeps for the evaluation beyond WHOLE (512 MB: relu1_1 at 1024 px)
 
 
 def grid(shape, k):
@@ -93,10 +95,11 @@ def _dots(x, ref):
     return dots, sq.flatten().clamp_min(1e-12).sqrt()
 
 
-def distances(x, ref):
-    """(1 - cos) / 2 from every patch of x (1, C, H, W) to every target patch: (N_ref, N_out)."""
-    dots, r = _dots(x, ref)
-    return ((1 - dots / r) / 2).clamp_min(0)
+def distances(x, ref, dots=None):
+    """(1 - cos) / 2 from every patch of x (1, C, H, W) to every target patch: (N_ref, N_out); from x's
+    `dots` (_dots) if given. Rounded as _evaluate rounds them, so that both see the same zeros."""
+    dots, r = _dots(x, ref) if dots is None else dots
+    return torch.addcmul(dots.new_tensor(0.5), dots, -0.5 / r).clamp_min_(0)
 
 
 def row_chunks(x, k, n_ref):
@@ -107,11 +110,20 @@ def row_chunks(x, k, n_ref):
     return [(r * STRIDE, x[:, :, r * STRIDE:(min(h, r + rows) - 1) * STRIDE + k]) for r in range(0, h, rows)]
 
 
-def nearest(x, ref):
-    """Index of the nearest target patch of every output patch, row by row (N_out,)."""
+def nearest(x, ref, kept=None):
+    """Index of the nearest target patch of every output patch, row by row (N_out,). Given a list `kept`,
+    the first chunks' dot products (_dots), up to KEPT distances in all, are appended to it with whether
+    the chunk has a distance clamped at 0, so that the evaluation does not compute them again."""
+    best, held = [], 0
     with torch.no_grad():
-        return torch.cat([distances(c, ref).flatten(1).argmin(0)
-                          for _, c in row_chunks(x.detach(), ref[2].shape[-1], len(ref[0]))])
+        for _, c in row_chunks(x.detach(), ref[2].shape[-1], len(ref[0])):
+            dots = _dots(c, ref)
+            smallest, at = distances(c, ref, dots).min(0)  # on the CPU a third of argmin's time, the same index
+            best.append(at)
+            held += dots[0].numel()
+            if kept is not None and held <= KEPT:
+                kept.append((dots, bool((smallest <= 0).any())))
+    return torch.cat(best)
 
 
 def penalty_of(best, n_ref, occurrence):
@@ -120,14 +132,16 @@ def penalty_of(best, n_ref, occurrence):
     return occurrence * torch.bincount(best, minlength=n_ref).float() * n_ref / len(best)
 
 
-def _evaluate(x, ref, occurrence, best, penalty=None):
+def _evaluate(x, ref, occurrence, best, penalty=None, dots=None, clamped=True):
     """-log of the contextual similarity of each patch of x (1, C, H, W) to its best match (N_out,), the
     tensors _gradient needs, whether a distance was clamped, and the matches. The occurrence penalty is
     `penalty`, else that of `best`, else that of the nearest patches now, found from these distances.
+    x's dot products are `dots` (_dots; overwritten) if given; with matches given, `clamped` says whether
+    a distance may be at or below 0 (False only when known that none is).
 
     Each elementwise step is a pass over the whole (N_ref, N_out) matrix, as long as a tenth of the
     product at relu1_1, so the steps are fused where one torch call does two: eight passes here."""
-    dots, r = _dots(x, ref)
+    dots, r = _dots(x, ref) if dots is None else dots
     d = torch.addcmul(dots.new_tensor(0.5), dots, -0.5 / r, out=dots)  # (N_ref, N_out)
     # distances at or below 0 (an output patch equal to a target patch, up to rounding) are clamped at 0
     # and pass no gradient; the smallest of each column tells whether there are any, and without them,
@@ -137,8 +151,7 @@ def _evaluate(x, ref, occurrence, best, penalty=None):
         clamped = bool((smallest <= 0).any())
         if clamped:
             best = d.clamp_min_(0).argmin(0)  # the first of equal zeros, as nearest() finds it
-    else:
-        clamped = True  # held matches: the smallest distances are not at hand
+    elif clamped:  # held matches: unless the caller knows, the smallest distances are not at hand
         d.clamp_min_(0)
     penalty = penalty_of(best, len(d), occurrence) if penalty is None else penalty
     dp = d + penalty[:, None]
@@ -211,15 +224,19 @@ class _ChunkedLoss(torch.autograd.Function):
     """image_loss beyond WHOLE distances, given the matches (nearest): the rows of patches in chunks of
     at most CHUNK distances, each evaluated and its gradient for a unit gradient written out before the
     next, as _WholeLoss does; the backward pass scales their sum. Through autograd, with each chunk
-    recomputed there, it took two more fp32 products and twice the passes (docs/speed.md)."""
+    recomputed there, it took two more fp32 products and twice the passes (docs/speed.md). The first
+    chunks' dot products come from `kept` (nearest's), popped as they are used; a chunk of them without
+    a distance at 0 then takes the three-pass gradient."""
 
     @staticmethod
-    def forward(ctx, x, patches, low, mean, mdot, occurrence, best):
+    def forward(ctx, x, patches, low, mean, mdot, occurrence, best, kept):
         penalty, n = penalty_of(best, len(patches), occurrence), len(best)
         gx = torch.zeros(x.shape, dtype=torch.float32, device=x.device) if ctx.needs_input_grad[0] else None
         total = 0
         for top, c in row_chunks(x, mean.shape[-1], len(patches)):
-            vals, saved, clamped, _ = _evaluate(c, (patches, low, mean, mdot), occurrence, best, penalty)
+            dots, clamped = kept.pop(0) if kept else (None, True)
+            vals, saved, clamped, _ = _evaluate(c, (patches, low, mean, mdot), occurrence, best, penalty, dots,
+                                                clamped)
             total = total + vals.sum()
             if gx is not None:
                 gx[:, :, top:top + c.shape[2]] += _gradient(saved, clamped, 1.0, n)
@@ -229,7 +246,7 @@ class _ChunkedLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, _):
-        return ctx.saved_tensors[0] * grad, None, None, None, None, None, None
+        return ctx.saved_tensors[0] * grad, None, None, None, None, None, None, None
 
 
 def image_loss(x, ref, occurrence, best=None):
@@ -240,8 +257,9 @@ def image_loss(x, ref, occurrence, best=None):
     k, n_ref = ref[2].shape[-1], len(ref[0])
     if n_ref * math.prod(grid(x.shape, k)) <= WHOLE:
         return _WholeLoss.apply(x, *ref, occurrence, best)
-    best = nearest(x, ref) if best is None else best
-    return _ChunkedLoss.apply(x, *ref, occurrence, best)
+    kept = []
+    best = nearest(x, ref, kept) if best is None else best
+    return _ChunkedLoss.apply(x, *ref, occurrence, best, kept)
 
 
 class _Rows(torch.autograd.Function):
