@@ -1,7 +1,8 @@
 """Texture synthesis (Gatys et al. 2015): freeze the trained network and optimise an image, from
 noise, until its Gram matrices at the chosen layers match those of a target texture; then sharpen
 its objects with a guided correspondence term (--refine-steps; an output made coarse to fine at its
-coarsest level) and take back what that copied (--polish-steps).
+coarsest level, then briefly at each finer one: --fine-refine-steps) and take back what that copied
+(--polish-steps, --fine-polish-steps).
 
     python gen.py data/kylberg/blanket1/blanket1-a-p001.png
     python gen.py a.png b.png --size 448 448 --tile          # twice the crop, periodically tileable

@@ -79,11 +79,13 @@ class Hyperparams:
     gcd_weight: float = 0.3  # weight of the guided correspondence term beside the Gram or SWD term (0.3: the refinement's, measured best in docs/correspondence.md)
     gcd_patches: int = 1024  # most target patches per tap the correspondence term compares with: beyond, a fixed random sample of them, so its cost grows with the output alone (docs/correspondence.md)
     occurrence: float = 0.05  # occurrence penalty of the correspondence term: how strongly a target patch already used is avoided (Zhou et al.: 0.05)
-    refine_steps: int = 100  # iterations after --steps that add the guided correspondence term on --refine-layers (with --gcd-weight, --occurrence) to --loss, with Adam, at the output's full size: sharpens the objects of the result where it put them (0: none; an output made coarse to fine gets them at its coarsest level, or at full size after all levels when this flag is given; docs/correspondence.md, docs/speed.md)
+    refine_steps: int = 100  # iterations after --steps that add the guided correspondence term on --refine-layers (with --gcd-weight, --occurrence) to --loss, with Adam, at the output's full size: sharpens the objects of the result where it put them (0: none; an output made coarse to fine gets them at its coarsest level and --fine-refine-steps at each finer one, or, when this flag is given, at full size after all levels; docs/correspondence.md, docs/speed.md)
     refine_lr: float = 0.05  # Adam step size of the --refine-steps iterations
     refine_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1"  # taps of the correspondence term during --refine-steps, name[:weight],...
     refine_channels: str = "relu1_1:0.5,relu2_1:0.75"  # share of each listed tap's channels the refinement's correspondence term compares, along the target's strongest principal directions, name:share,... (others, or none: all): 0.8x the time of the 224 px default at its quality (docs/speed.md)
     polish_steps: int = 30  # iterations after --refine-steps with --loss and --optimizer again: they take back what the refinement copied verbatim and keep part of its gain (0: none; docs/correspondence.md)
+    fine_refine_steps: int = 20  # refinement iterations at each finer level of an output made coarse to fine (without --refine-steps given), after that level's Gram + spectrum iterations: draws what is only a few pixels wide at the coarsest level, such as a gravel's stones (0: the coarsest level alone; docs/speed.md)
+    fine_polish_steps: int = 10  # polish iterations after each finer level's --fine-refine-steps (the first loss again)
     occurrence_hold: int = 5  # with --optimizer lbfgs: evaluations for which the occurrence penalty's matches are held, so that each line search sees one smooth objective (0: found again at every evaluation, which stalls L-BFGS)
     colour: str = "auto"  # auto|grey: a colour target gives a colour texture (auto), or its luminance is synthesised as before (grey)
     chroma_layers: str = "relu1_1,relu2_1"  # taps of --layers at which a colour target's three decorrelated channels are matched together through the grey network, for a target whose colours --chroma-share says need it (none: never; docs/colour.md)
@@ -171,7 +173,7 @@ CHOICES = {
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
-           "texnet_snapshot_every", "texnet_waves", "chroma_share", "bench_batch_targets"}
+           "fine_refine_steps", "fine_polish_steps", "texnet_snapshot_every", "texnet_waves", "chroma_share", "bench_batch_targets"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
 # Where `prepro.py --demo` writes when --data-dir is not given.

@@ -171,14 +171,20 @@ def test_mixed_batch_tile_size_and_coarse_to_fine_in_colour(files, tmp_path, mon
     args = [str(files / "dots.png"), str(files / "grey.png"), *FAST, "--steps", "4", "--size", "64", "64",
             "--tile", "--levels", "2", "--layers", "relu1_1,relu2_1,relu3_1"]
     # the dots, synthesised in luminance, run in one batch with the grey target; memory that two grey
-    # outputs of this size fit in and one colour and one grey do not: the batch is refused whole
-    grey_need, colour_need = (memory.synthesis(2, (64, 64), False, c) for c in (False, True))
+    # outputs of this size fit in and one colour and one grey do not: the batch is refused whole (the finer
+    # level is refined too, so the memory of a refined output is what counts)
+    grey_need, colour_need = (memory.synthesis(2, (64, 64), True, c) for c in (False, True))
     with monkeypatch.context() as m:
         m.setattr(memory, "available", lambda device: (grey_need + colour_need) / 2)
         with pytest.raises(SystemExit):
             gen.main([*args, "--gen-dir", str(tmp_path / "small")])
     assert "dots.png: --size 64 64: 2 output(s) of 64x64 at once, about" in capsys.readouterr().err
     assert not any((tmp_path / "small" / n).exists() for n in ("dots", "grey"))
+    with monkeypatch.context() as m:  # enough for the two unrefined, not for the refined finer level
+        m.setattr(memory, "available", lambda device: (memory.synthesis(2, (64, 64), False, True) + colour_need) / 2)
+        with pytest.raises(SystemExit):
+            gen.main([*args, "--gen-dir", str(tmp_path / "small")])
+    assert "dots.png: --size 64 64: 2 output(s) of 64x64 at once, about" in capsys.readouterr().err
     gen.main([*args, "--gen-dir", str(tmp_path)])
     dots, grey = (np.asarray(Image.open(tmp_path / n / "final.png"), dtype=np.float64) for n in ("dots", "grey"))
     assert dots.shape == (64, 64, 3) and grey.shape == (64, 64)

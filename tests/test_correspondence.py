@@ -356,22 +356,29 @@ def test_cli_refines_a_batch_at_the_finest_level_only_and_rejects_flags_without_
         assert r["status"] == "ok" and r["size"] == [96, 64] and r["batch"] == 2
         assert [lv["size"] for lv in r["levels"]] == [[48, 32], [96, 64]] and r["refine"]["steps"] == 3
         assert r["steps"] == 4 + 2 + 3 and {"gcd:relu1_1", "gcd:relu2_1", "relu3_1"} <= set(r["layer_losses"])
-    for flag, value in (("--refine-lr", "0.1"), ("--polish-steps", "5"), ("--refine-channels", "relu1_1:0.5")):
+    for flag, value in (("--refine-lr", "0.1"), ("--polish-steps", "5"), ("--refine-channels", "relu1_1:0.5"),
+                        ("--fine-refine-steps", "5"), ("--fine-polish-steps", "5")):
         with pytest.raises(SystemExit):
             gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--refine-steps", "0", flag, value])
-        assert "--polish-steps apply only with --refine-steps above 0" in capsys.readouterr().err
+        assert "--fine-polish-steps apply only with --refine-steps above 0" in capsys.readouterr().err
+    for flag in ("--fine-refine-steps", "--fine-polish-steps"):  # --refine-steps given refines at full size alone
+        with pytest.raises(SystemExit):
+            gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--refine-steps", "5", flag, "5"])
+        assert f"{flag} applies only without --refine-steps" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         gen.main([paths[0], "--ckpt", ckpt, "--gen-dir", str(out), "--optimizer", "adam", "--occurrence-hold", "3"])
     assert "--occurrence-hold applies to --optimizer lbfgs only" in capsys.readouterr().err
 
 
-def test_default_refines_an_output_of_the_targets_size_and_one_made_coarse_to_fine_at_its_coarsest_level(net, tmp_path):
+def test_default_refines_an_output_of_the_targets_size_and_one_made_coarse_to_fine_at_every_level(net, tmp_path):
     path = str(tmp_path / "discs1-a-p001.png")
     Image.fromarray((discs(48, 1) * 255).round().byte().numpy()).save(path)
     ckpt = str(tmp_path / C.ckpt_name(1))
     C.save_checkpoint({"arch": "vgg19", "classes": ["discs1", "x", "y"], "model": net.state_dict()}, ckpt)
     common = [path, "--ckpt", ckpt, "--steps", "2", "--snapshot-every", "0", "--layers", "relu1_1,relu2_1,relu3_1"]
     runs = {"same size": [], "coarse to fine": ["--size", "96", "96", "--levels", "2"],
+            "coarse to fine, finer levels set": ["--size", "96", "96", "--levels", "2", "--fine-refine-steps", "4",
+                                                 "--fine-polish-steps", "0"],
             "coarse to fine, asked": ["--size", "96", "96", "--levels", "2", "--refine-steps", "3"]}
     got = {}
     for name, flags in runs.items():
@@ -380,15 +387,36 @@ def test_default_refines_an_output_of_the_targets_size_and_one_made_coarse_to_fi
     same = got["same size"]
     assert same["refine"]["steps"] == Hyperparams.refine_steps and same["polish"]["steps"] == Hyperparams.polish_steps
     assert same["steps"] == 2 + Hyperparams.refine_steps + Hyperparams.polish_steps
-    coarse = got["coarse to fine"]
-    assert coarse["refine"]["steps"] == Hyperparams.refine_steps and coarse["polish"]["steps"] == Hyperparams.polish_steps
-    assert coarse["steps"] == 2 + Hyperparams.refine_steps + Hyperparams.polish_steps + 1
+    refine, polish, fine_refine, fine_polish = (getattr(Hyperparams, k) for k in (
+        "refine_steps", "polish_steps", "fine_refine_steps", "fine_polish_steps"))
+    coarse = got["coarse to fine"]  # the coarsest level refined as a whole output, the finer one briefly
     low, high = coarse["levels"]
-    assert low["size"] == [48, 48] and low["refine"] == coarse["refine"] and "refine" not in high
-    assert low["steps"] == 2 + Hyperparams.refine_steps + Hyperparams.polish_steps and high["steps"] == 1
+    assert low["size"] == [48, 48] and (low["refine"]["steps"], low["polish"]["steps"]) == (refine, polish)
+    assert low["steps"] == 2 + refine + polish
+    assert high["size"] == [96, 96] and (high["refine"]["steps"], high["polish"]["steps"]) == (fine_refine, fine_polish)
+    assert high["steps"] == 1 + fine_refine + fine_polish and coarse["steps"] == low["steps"] + high["steps"]
+    assert coarse["refine"]["steps"] == refine + fine_refine and coarse["polish"]["steps"] == polish + fine_polish
+    assert coarse["refine"]["loss"] == high["refine"]["loss"]
+    assert coarse["refine"]["seconds"] == pytest.approx(low["refine"]["seconds"] + high["refine"]["seconds"])
+    set_ = got["coarse to fine, finer levels set"]
+    assert set_["levels"][1]["refine"]["steps"] == 4 and "polish" not in set_["levels"][1]
+    assert set_["steps"] == 2 + refine + polish + 1 + 4
     asked = got["coarse to fine, asked"]  # given, the refinement runs at full size after all levels
     assert asked["refine"]["steps"] == 3 and not any("refine" in lv for lv in asked["levels"])
     assert asked["steps"] == 2 + 1 + 3 + Hyperparams.polish_steps
+
+
+def test_finer_levels_are_refined_only_when_the_coarsest_is_and_the_refinement_is_not_asked_at_full_size():
+    o = Options(levels=3)
+    assert optimize.refines_full_size(o) and not optimize.refined_at_full_size(o)
+    f = optimize.fine_level(o, 25)
+    assert (f.levels, f.steps, f.refine_steps, f.polish_steps) == (1, 25, o.fine_refine_steps, o.fine_polish_steps)
+    for off in ({"refine_steps": 0}, {"fine_refine_steps": 0}, {"refine_coarse": True}):
+        f = optimize.fine_level(dataclasses.replace(o, **off), 25)
+        assert (f.steps, f.refine_steps, f.polish_steps) == (25, 0, 0), off
+    assert not optimize.refines_full_size(dataclasses.replace(o, refine_steps=0))
+    assert not optimize.refines_full_size(dataclasses.replace(o, fine_refine_steps=0))
+    assert optimize.refines_full_size(dataclasses.replace(o, refine_coarse=True))  # after all levels
 
 
 def test_held_occurrence_penalty_lets_lbfgs_lower_the_loss_where_a_moving_one_stalls(net):

@@ -27,7 +27,7 @@ from texture.run.outputs import collection, first_free, save_args, save_json, wr
 from texture.synthesis.chroma import SNAPSHOT_POOL, colourise
 from texture.synthesis.colour import by_luminance, is_colour, unplanes
 from texture.synthesis.levels import level_steps, levels_problem
-from texture.synthesis.optimize import refined_at_full_size, resolve, synthesize
+from texture.synthesis.optimize import fine_refinement, refines_full_size, resolve, synthesize
 from texture.synthesis.options import Options
 from texture.synthesis.taps import downsampling, smallest_side, taps
 from texture.synthesis.targets import load_target, plan, training_images
@@ -67,9 +67,13 @@ def check_flags(args, given):
     """Combinations that cannot work, or flags that would have no effect."""
     if args.pixels == "clamp" and args.optimizer == "lbfgs":
         return "--pixels clamp needs --optimizer adam: clamping between L-BFGS steps spoils its curvature pairs"
-    if {"refine_lr", "refine_layers", "refine_channels", "polish_steps"} & given and not args.refine_steps:
-        return ("--refine-lr, --refine-layers, --refine-channels and --polish-steps apply only with --refine-steps "
-                "above 0")
+    if {"refine_lr", "refine_layers", "refine_channels", "polish_steps", "fine_refine_steps", "fine_polish_steps"} & \
+            given and not args.refine_steps:
+        return ("--refine-lr, --refine-layers, --refine-channels, --polish-steps, --fine-refine-steps and "
+                "--fine-polish-steps apply only with --refine-steps above 0")
+    if (flags := sorted(given & {"fine_refine_steps", "fine_polish_steps"})) and "refine_steps" in given:
+        return (f"--{flags[0].replace('_', '-')} applies only without --refine-steps, which refines an output made "
+                "coarse to fine at full size after all levels")
     if "occurrence_hold" in given and args.optimizer != "lbfgs":
         return "--occurrence-hold applies to --optimizer lbfgs only (Adam takes no line search)"
     if "occurrence_hold" in given and "gcd" not in args.loss.split("+"):
@@ -148,7 +152,7 @@ def too_large(groups, net, opts, args, device):
     failed, most = {}, 0
     for key, group in list(groups.items()):
         size, targets = key[0], [j["target"] for j in group]
-        refined = refined_at_full_size(resolve(net, targets, size, opts))
+        refined = refines_full_size(resolve(net, targets, size, opts))
         need = memory.synthesis(len(group), size, refined, any(map(is_colour, targets)))
         if not (why := memory.shortfall(need, device)):
             most = max(most, need)
@@ -181,6 +185,8 @@ def run_group(net, jobs, size, opts, args, info, judge):
     jobs = ready
     opts = resolve(net, [j["target"] for j in jobs], size, opts)
     after = opts.refine_steps + opts.polish_steps if opts.refine_steps else 0
+    if opts.levels > 1 and fine_refinement(opts):
+        after += (opts.levels - 1) * (opts.fine_refine_steps + opts.fine_polish_steps)
     bar = tqdm(total=sum(level_steps(opts.steps, opts.levels)) + after,
                desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}", disable=info["rank"] != 0)
 

@@ -38,7 +38,8 @@ TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
 SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
 # flags of the gen group that training does not use: setting one is an error, not a no-op
 UNUSED = ["gen_dir", "loss", "optimizer", "gen_lr", "steps", "snapshot_every", "levels", "init", "pixels", "padding",
-          "refine_steps", "refine_lr", "refine_layers", "refine_channels", "polish_steps", "occurrence_hold"]
+          "refine_steps", "refine_lr", "refine_layers", "refine_channels", "polish_steps", "occurrence_hold",
+          "fine_refine_steps", "fine_polish_steps"]
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
 

@@ -92,9 +92,27 @@ def resolve(net, targets, size, options):
 
 
 def refined_at_full_size(options):
-    """Whether the refinement runs at the output's full size: always in one level; an output made coarse
-    to fine gets it at its coarsest level instead (coarse_to_fine) unless options.refine_coarse."""
+    """Whether the refinement runs at the output's full size after all else: always in one level; an output
+    made coarse to fine gets it at its levels instead (coarse_to_fine) unless options.refine_coarse."""
     return options.refine_steps > 0 and (options.levels == 1 or options.refine_coarse)
+
+
+def fine_refinement(options):
+    """Whether the finer levels of an output made coarse to fine are refined too (coarse_to_fine)."""
+    return options.refine_steps > 0 and options.fine_refine_steps > 0 and not options.refine_coarse
+
+
+def refines_full_size(options):
+    """Whether the correspondence term runs on the output's full size, at some point (memory.synthesis)."""
+    return refined_at_full_size(options) or (options.levels > 1 and fine_refinement(options))
+
+
+def fine_level(options, steps):
+    """The options of a finer level of coarse to fine: `steps` Gram + spectrum iterations, then
+    fine_refine_steps of the refinement and fine_polish_steps of polish when fine_refinement."""
+    refined = fine_refinement(options)
+    return dataclasses.replace(options, levels=1, steps=steps, refine_steps=options.fine_refine_steps if refined else 0,
+                               polish_steps=options.fine_polish_steps if refined else 0)
 
 
 def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=True, callback=None, start=None):
@@ -248,11 +266,13 @@ def coarse_to_fine(net, targets, size, options, *, seeds=None, match=True, callb
     in all), upsample, and go on at full size with fewer iterations (level_steps): the cost of a large
     output is dominated by a few full-size iterations instead of hundreds. The refinement and its
     polish (options.refine_steps, polish_steps) run at the coarsest level, where the layout is decided
-    and an iteration costs a 4 ** (levels - 1)th of a full-size one; the finer levels keep the objects
-    it draws (with random weights, the Gram + spectrum part alone draws none at any size: docs/speed.md).
-    The time budget is shared equally between levels. Returns synthesize's dicts with steps/seconds/curve
-    over all levels and `levels`: per level, size, steps, seconds and best loss (and the coarsest's
-    `refine` and `polish`, also given whole as in refine's dicts)."""
+    and an iteration costs a 4 ** (levels - 1)th of a full-size one; each finer level then gets a short
+    one of its own (fine_level), which draws the objects at its scale: with random weights the Gram +
+    spectrum part alone draws none at any size, and a 1024 px gravel refined only at its coarsest level
+    had no stones (docs/speed.md). The time budget is shared equally between levels. Returns
+    synthesize's dicts with steps/seconds/curve over all levels and `levels`: per level, size, steps,
+    seconds and best loss (and its `refine` and `polish`), and `refine` and `polish` over all levels
+    (steps and seconds summed, the finest's loss)."""
     o, levels = options, options.levels
     size = tuple(size or targets[0].shape[-2:])
     small = [downsample(t) for t in targets]
@@ -273,16 +293,19 @@ def coarse_to_fine(net, targets, size, options, *, seeds=None, match=True, callb
     start = torch.stack([upsample(r["raw"], size, o.tile) + n - upsample(downsample(n), size, o.tile)
                          for r, n in zip(coarse, noise)]).clamp(0, 1)
     fine = synthesize(net, targets, size,
-                      dataclasses.replace(o, levels=1, steps=level_steps(o.steps, levels)[-1], time_budget=budget,
-                                          refine_steps=0),
+                      dataclasses.replace(fine_level(o, level_steps(o.steps, levels)[-1]), time_budget=budget),
                       seeds=seeds, match=match, start=start,
                       callback=callback and (lambda i, im, v: callback(offset[0] + i, im, v)))
+
+    def level(r):  # one level's record, with its refinement and polish if it ran them
+        return {"size": list(r["raw"].shape[-2:]), "steps": r["steps"], "seconds": r["seconds"], "loss": r["loss"],
+                **{k: r[k] for k in ("refine", "polish") if r.get(k)}}
     for c, f in zip(coarse, fine):
-        refined = {k: c[k] for k in ("refine", "polish") if c.get(k)}  # the coarsest level's, if it ran them
-        below = c.get("levels") or [{"size": list(c["raw"].shape[-2:]), "steps": c["steps"], "seconds": c["seconds"],
-                                     "loss": c["loss"], **refined}]
-        f.update(refined)
-        f["levels"] = below + [{"size": list(size), "steps": f["steps"], "seconds": f["seconds"], "loss": f["loss"]}]
+        f["levels"] = (c.get("levels") or [level(c)]) + [level(f)]
+        for k in ("refine", "polish"):
+            if ran := [lv[k] for lv in f["levels"] if k in lv]:
+                f[k] = {"steps": sum(r["steps"] for r in ran), "seconds": sum(r["seconds"] for r in ran),
+                        "loss": ran[-1]["loss"]}
         f["steps"], f["seconds"] = c["steps"] + f["steps"], c["seconds"] + f["seconds"]
         f["curve"] = c["curve"] + f["curve"]
         f["message"] = f["message"] or c["message"]

@@ -33,7 +33,8 @@ class Options:
     adds a refinement with Adam at refine_lr and the correspondence term on refine_layers, on the share
     refine_channels of a tap's channels (gcd_channels: those of the term being run, set by
     optimize.refinement), then polish_steps of the first loss (optimize.refine); an output made coarse to
-    fine gets them at its coarsest level, or with refine_coarse at full size after all levels;
+    fine gets them at its coarsest level and fine_refine_steps, fine_polish_steps at each finer one, or with
+    refine_coarse at full size after all levels;
     occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again only every
     occurrence_hold evaluations; chroma_layers: the taps of `layers` at which a colour target's three
     decorrelated channels are matched together (colour.features), for a batch holding a target whose
@@ -69,6 +70,8 @@ class Options:
     refine_channels: dict = _layers(H.refine_channels)
     gcd_channels: dict = dataclasses.field(default_factory=dict)
     polish_steps: int = H.polish_steps
+    fine_refine_steps: int = H.fine_refine_steps
+    fine_polish_steps: int = H.fine_polish_steps
     occurrence_hold: int = H.occurrence_hold
     refine_coarse: bool = False
     chroma_layers: dict = _layers(H.chroma_layers)
@@ -95,7 +98,8 @@ class Options:
                    occurrence=args.occurrence, gcd_patches=args.gcd_patches, refine_steps=args.refine_steps,
                    refine_lr=args.refine_lr, refine_layers=refine_layers,
                    refine_channels=parse_shares(args.refine_channels, refine_layers, known, "refine_channels" in given),
-                   polish_steps=args.polish_steps, occurrence_hold=args.occurrence_hold,
+                   polish_steps=args.polish_steps, fine_refine_steps=args.fine_refine_steps,
+                   fine_polish_steps=args.fine_polish_steps, occurrence_hold=args.occurrence_hold,
                    refine_coarse="refine_steps" in given,
                    chroma_layers=parse_layers(args.chroma_layers, known, "--chroma-layers"),
                    chroma_share=args.chroma_share)
