@@ -184,7 +184,9 @@ def test_mixed_batch_tile_size_and_coarse_to_fine_in_colour(files, tmp_path, mon
         m.setattr(memory, "available", lambda device: (memory.synthesis(2, (64, 64), False, True) + colour_need) / 2)
         with pytest.raises(SystemExit):
             gen.main([*args, "--gen-dir", str(tmp_path / "small")])
-    assert "dots.png: --size 64 64: 2 output(s) of 64x64 at once, about" in capsys.readouterr().err
+    err = capsys.readouterr().err  # and the way out: no refinement at the full-size level
+    assert "dots.png: --size 64 64: 2 output(s) of 64x64 at once, about" in err
+    assert f"(about {memory.synthesis(2, (64, 64), False, True) / memory.GB:.1f} GB with --fine-refine-steps 0)" in err
     gen.main([*args, "--gen-dir", str(tmp_path)])
     dots, grey = (np.asarray(Image.open(tmp_path / n / "final.png"), dtype=np.float64) for n in ("dots", "grey"))
     assert dots.shape == (64, 64, 3) and grey.shape == (64, 64)

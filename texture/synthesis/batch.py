@@ -152,14 +152,18 @@ def too_large(groups, net, opts, args, device):
     failed, most = {}, 0
     for key, group in list(groups.items()):
         size, targets = key[0], [j["target"] for j in group]
-        refined = refines_full_size(resolve(net, targets, size, opts))
-        need = memory.synthesis(len(group), size, refined, any(map(is_colour, targets)))
+        o = resolve(net, targets, size, opts)
+        refined, colour = refines_full_size(o), any(map(is_colour, targets))
+        need = memory.synthesis(len(group), size, refined, colour)
         if not (why := memory.shortfall(need, device)):
             most = max(most, need)
         else:
             flag = f"--size {size[0]} {size[1]}" if args.size else "--full" if args.full else \
                 f"--image-size {args.image_size}"
             why = f"{flag}: {len(group)} output(s) of {size[0]}x{size[1]} at once, {why}"
+            if refined and o.levels > 1 and not o.refine_coarse:  # the finer levels' refinement is what does not fit
+                plain = memory.synthesis(len(group), size, False, colour)
+                why += f" (about {plain / memory.GB:.1f} GB with --fine-refine-steps 0)"
             for job in groups.pop(key):
                 tqdm.write(f"{job['path']}: {why}", file=sys.stderr)
                 failed[job["path"]] = why
