@@ -103,9 +103,9 @@ def test_only_chunks_with_a_distance_at_zero_take_the_masked_gradient(monkeypatc
 
 
 @pytest.mark.parametrize("kept, products", [(0, 10), (1200, 9), (2400, 8), (1 << 27, 5)])
-def test_dot_products_kept_from_the_matches_give_the_same_loss_and_gradient(monkeypatch, kept, products):
-    """The chunks' dot products that nearest() keeps (none, the first, the first two, all five) serve
-    their own chunks' evaluation, which then computes only the others: the loss exactly as computed
+def test_distances_kept_from_the_matches_give_the_same_loss_and_gradient(monkeypatch, kept, products):
+    """The chunks' distances that nearest() keeps (none, the first, the first two, all five) serve their
+    own chunks' evaluation, which then computes only the others' products: the loss exactly as computed
     afresh, the gradient up to rounding (a kept chunk without a distance at 0 takes the three-pass one)."""
     g = torch.Generator().manual_seed(4)
     t, x = torch.rand(1, 8, 30, 30, generator=g), torch.rand(1, 8, 34, 31, generator=g).requires_grad_()

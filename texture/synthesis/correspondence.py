@@ -15,7 +15,7 @@ output's unfolded ones, in fp32; in the backward pass the product runs in bf16 w
 with the target's patches as kernels they replace (bench.py section refine). The gradient is written
 out (one product forward, one back): up to WHOLE entries on the whole distance matrix, beyond on chunks
 of output rows (CHUNK entries), each one's gradient at once, so that memory stays bounded; there the
-products that found the matches are kept for the evaluation, up to KEPT entries.
+distances that found the matches are kept for the evaluation, up to KEPT entries.
 """
 import math
 
@@ -26,7 +26,7 @@ PATCH, STRIDE = 7, 3  # patch side and step in feature pixels, as Zhou et al.
 BANDWIDTH = 0.5  # h of the contextual similarity exp((1 - d / d_min) / h), as Zhou et al.
 CHUNK = 1 << 21  # entries of the distance matrix evaluated at once beyond WHOLE (8 MB in fp32)
 WHOLE = 1 << 24  # most entries of the distance matrix held whole (64 MB in fp32: relu1_1 of a 384 px output)
-KEPT = 1 << 27  # most dot products nearest() keeps for the evaluation beyond WHOLE (512 MB: relu1_1 at 1024 px)
+KEPT = 1 << 27  # most distances nearest() keeps for the evaluation beyond WHOLE (512 MB: relu1_1 at 1024 px)
 
 
 def grid(shape, k):
@@ -112,17 +112,18 @@ def row_chunks(x, k, n_ref):
 
 def nearest(x, ref, kept=None):
     """Index of the nearest target patch of every output patch, row by row (N_out,). Given a list `kept`,
-    the first chunks' dot products (_dots), up to KEPT distances in all, are appended to it with whether
-    the chunk has a distance clamped at 0, so that the evaluation does not compute them again."""
+    the first chunks' distances and patch norms, up to KEPT distances in all, are appended to it with
+    whether the chunk has a distance clamped at 0, so that the evaluation does not compute them again."""
     best, held = [], 0
     with torch.no_grad():
         for _, c in row_chunks(x.detach(), ref[2].shape[-1], len(ref[0])):
-            dots = _dots(c, ref)
-            smallest, at = distances(c, ref, dots).min(0)  # on the CPU a third of argmin's time, the same index
+            dots, r = _dots(c, ref)
+            d = distances(c, ref, (dots, r))
+            smallest, at = d.min(0)  # on the CPU a third of argmin's time, the same index
             best.append(at)
-            held += dots[0].numel()
+            held += d.numel()
             if kept is not None and held <= KEPT:
-                kept.append((dots, bool((smallest <= 0).any())))
+                kept.append(((d, r), bool((smallest <= 0).any())))
     return torch.cat(best)
 
 
@@ -132,17 +133,20 @@ def penalty_of(best, n_ref, occurrence):
     return occurrence * torch.bincount(best, minlength=n_ref).float() * n_ref / len(best)
 
 
-def _evaluate(x, ref, occurrence, best, penalty=None, dots=None, clamped=True):
+def _evaluate(x, ref, occurrence, best, penalty=None, dist=None, clamped=True):
     """-log of the contextual similarity of each patch of x (1, C, H, W) to its best match (N_out,), the
     tensors _gradient needs, whether a distance was clamped, and the matches. The occurrence penalty is
     `penalty`, else that of `best`, else that of the nearest patches now, found from these distances.
-    x's dot products are `dots` (_dots; overwritten) if given; with matches given, `clamped` says whether
-    a distance may be at or below 0 (False only when known that none is).
+    x's distances and patch norms are `dist` (as nearest keeps them; overwritten) if given; with matches
+    given, `clamped` says whether a distance may be at or below 0 (False only when known that none is).
 
     Each elementwise step is a pass over the whole (N_ref, N_out) matrix, as long as a tenth of the
     product at relu1_1, so the steps are fused where one torch call does two: eight passes here."""
-    dots, r = _dots(x, ref) if dots is None else dots
-    d = torch.addcmul(dots.new_tensor(0.5), dots, -0.5 / r, out=dots)  # (N_ref, N_out)
+    if dist is None:
+        dots, r = _dots(x, ref)
+        d = torch.addcmul(dots.new_tensor(0.5), dots, -0.5 / r, out=dots)  # (N_ref, N_out), as distances() rounds
+    else:
+        d, r = dist  # already clamped at 0, as below
     # distances at or below 0 (an output patch equal to a target patch, up to rounding) are clamped at 0
     # and pass no gradient; the smallest of each column tells whether there are any, and without them,
     # as in most iterations, the clamp and the backward pass's mask are skipped (three passes)
@@ -151,7 +155,7 @@ def _evaluate(x, ref, occurrence, best, penalty=None, dots=None, clamped=True):
         clamped = bool((smallest <= 0).any())
         if clamped:
             best = d.clamp_min_(0).argmin(0)  # the first of equal zeros, as nearest() finds it
-    elif clamped:  # held matches: unless the caller knows, the smallest distances are not at hand
+    elif clamped and dist is None:  # held matches: unless the caller knows, the smallest distances are not at hand
         d.clamp_min_(0)
     penalty = penalty_of(best, len(d), occurrence) if penalty is None else penalty
     dp = d + penalty[:, None]
@@ -225,8 +229,8 @@ class _ChunkedLoss(torch.autograd.Function):
     at most CHUNK distances, each evaluated and its gradient for a unit gradient written out before the
     next, as _WholeLoss does; the backward pass scales their sum. Through autograd, with each chunk
     recomputed there, it took two more fp32 products and twice the passes (docs/speed.md). The first
-    chunks' dot products come from `kept` (nearest's), popped as they are used; a chunk of them without
-    a distance at 0 then takes the three-pass gradient."""
+    chunks' distances come from `kept` (nearest's), popped as they are used; a chunk of them without a
+    distance at 0 then takes the three-pass gradient."""
 
     @staticmethod
     def forward(ctx, x, patches, low, mean, mdot, occurrence, best, kept):
@@ -234,8 +238,8 @@ class _ChunkedLoss(torch.autograd.Function):
         gx = torch.zeros(x.shape, dtype=torch.float32, device=x.device) if ctx.needs_input_grad[0] else None
         total = 0
         for top, c in row_chunks(x, mean.shape[-1], len(patches)):
-            dots, clamped = kept.pop(0) if kept else (None, True)
-            vals, saved, clamped, _ = _evaluate(c, (patches, low, mean, mdot), occurrence, best, penalty, dots,
+            dist, clamped = kept.pop(0) if kept else (None, True)
+            vals, saved, clamped, _ = _evaluate(c, (patches, low, mean, mdot), occurrence, best, penalty, dist,
                                                 clamped)
             total = total + vals.sum()
             if gx is not None:
