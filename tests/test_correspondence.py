@@ -15,7 +15,7 @@ import model
 from hyperparams import Hyperparams, add_arguments, given
 from texture.measures import quality
 from texture.networks import checkpoints as C
-from texture.synthesis import correspondence, methods, optimize
+from texture.synthesis import correspondence, methods, optimize, recipe
 from texture.synthesis.options import Options
 
 GCD = {"relu2_1": 1.0, "relu3_1": 1.0}
@@ -218,7 +218,7 @@ def test_refine_channels_are_checked_against_the_refinement_taps():
             gen.main(["x.png", "--backbone", "random", "--refine-layers", "relu1_1,relu2_1",
                       "--refine-channels", value])
         assert e.value.code == f"--refine-channels: {message}"  # printed on one line, exit status 1
-    options = optimize.refinement(methods.method_options("default"))
+    options = recipe.refinement(methods.method_options("default"))
     assert options.gcd_channels == {"relu1_1": 0.5, "relu2_1": 0.75} == options.refine_channels
     flags = ["--refine-layers", "relu2_1,relu3_1"]
     args = add_arguments(argparse.ArgumentParser(), ["device", "gen"]).parse_args(flags)
@@ -404,19 +404,28 @@ def test_default_refines_an_output_of_the_targets_size_and_one_made_coarse_to_fi
     asked = got["coarse to fine, asked"]  # given, the refinement runs at full size after all levels
     assert asked["refine"]["steps"] == 3 and not any("refine" in lv for lv in asked["levels"])
     assert asked["steps"] == 2 + 1 + 3 + Hyperparams.polish_steps
+    options = {"same size": Options(steps=2, levels=1), "coarse to fine": Options(steps=2, levels=2),
+               "coarse to fine, finer levels set": Options(steps=2, levels=2, fine_refine_steps=4, fine_polish_steps=0),
+               "coarse to fine, asked": Options(steps=2, levels=2, refine_steps=3, refine_coarse=True)}
+    for name, o in options.items():  # the progress bar's length is what ran
+        assert recipe.planned_steps(o) == got[name]["steps"], name
 
 
 def test_finer_levels_are_refined_only_when_the_coarsest_is_and_the_refinement_is_not_asked_at_full_size():
     o = Options(levels=3)
-    assert optimize.refines_full_size(o) and not optimize.refined_at_full_size(o)
-    f = optimize.fine_level(o, 25)
+    assert recipe.refines_full_size(o) and not recipe.refined_at_full_size(o)
+    f = recipe.fine_level(o, 25)
     assert (f.levels, f.steps, f.refine_steps, f.polish_steps) == (1, 25, o.fine_refine_steps, o.fine_polish_steps)
     for off in ({"refine_steps": 0}, {"fine_refine_steps": 0}, {"refine_coarse": True}):
-        f = optimize.fine_level(dataclasses.replace(o, **off), 25)
+        f = recipe.fine_level(dataclasses.replace(o, **off), 25)
         assert (f.steps, f.refine_steps, f.polish_steps) == (25, 0, 0), off
-    assert not optimize.refines_full_size(dataclasses.replace(o, refine_steps=0))
-    assert not optimize.refines_full_size(dataclasses.replace(o, fine_refine_steps=0))
-    assert optimize.refines_full_size(dataclasses.replace(o, refine_coarse=True))  # after all levels
+    assert not recipe.refines_full_size(dataclasses.replace(o, refine_steps=0))
+    assert not recipe.refines_full_size(dataclasses.replace(o, fine_refine_steps=0))
+    assert recipe.refines_full_size(dataclasses.replace(o, refine_coarse=True))  # after all levels
+    # 100 + 100 + 30 at 256 px, 50 + 20 + 10 at 512 and 25 + 20 + 10 at 1024: the README's 1024 px command
+    assert recipe.planned_steps(dataclasses.replace(o, steps=100)) == 365
+    assert recipe.planned_steps(dataclasses.replace(o, steps=100, refine_coarse=True)) == 175 + 100 + 30
+    assert recipe.planned_steps(dataclasses.replace(o, steps=100, refine_steps=0)) == 175
 
 
 def test_held_occurrence_penalty_lets_lbfgs_lower_the_loss_where_a_moving_one_stalls(net):

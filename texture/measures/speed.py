@@ -25,8 +25,9 @@ from texture.run.timing import interleave, sync
 from texture.synthesis import chroma
 from texture.synthesis.histogram import match_histogram
 from texture.synthesis.methods import method_options
-from texture.synthesis.optimize import objective, refinement, synthesize
+from texture.synthesis.optimize import objective, synthesize
 from texture.synthesis.options import Options
+from texture.synthesis.recipe import refinement
 
 
 def synthesis_net(args, device):

@@ -26,9 +26,10 @@ from texture.run.device import pick_dtype
 from texture.run.outputs import collection, first_free, save_args, save_json, write_png
 from texture.synthesis.chroma import SNAPSHOT_POOL, colourise
 from texture.synthesis.colour import by_luminance, is_colour, unplanes
-from texture.synthesis.levels import level_steps, levels_problem
-from texture.synthesis.optimize import fine_refinement, refines_full_size, resolve, synthesize
+from texture.synthesis.levels import levels_problem
+from texture.synthesis.optimize import resolve, synthesize
 from texture.synthesis.options import Options
+from texture.synthesis.recipe import fine_refinement, planned_steps, refines_full_size
 from texture.synthesis.taps import downsampling, smallest_side, taps
 from texture.synthesis.targets import load_target, plan, training_images
 
@@ -188,10 +189,7 @@ def run_group(net, jobs, size, opts, args, info, judge):
         return failed, []
     jobs = ready
     opts = resolve(net, [j["target"] for j in jobs], size, opts)
-    after = opts.refine_steps + opts.polish_steps if opts.refine_steps else 0
-    if opts.levels > 1 and fine_refinement(opts):
-        after += (opts.levels - 1) * (opts.fine_refine_steps + opts.fine_polish_steps)
-    bar = tqdm(total=sum(level_steps(opts.steps, opts.levels)) + after,
+    bar = tqdm(total=planned_steps(opts),
                desc=f"{len(jobs)} target(s) {size[0]}x{size[1]}", disable=info["rank"] != 0)
 
     def progress(step, images, losses):

@@ -1,5 +1,6 @@
 """Texture synthesis by feature statistics: the objective and the loops (the feature losses are
-losses.py, the optimiser lbfgs.py, the Fourier spectrum term spectrum.py, the settings options.py).
+losses.py, the optimiser lbfgs.py, the Fourier spectrum term spectrum.py, the settings options.py, the
+options of each part and where it runs recipe.py).
 
 gen.py is the command line around this module; bench.py times it. `objective` combines the loss
 terms built from the targets' features; `synthesize` optimises a batch of images from noise against
@@ -21,6 +22,12 @@ from texture.synthesis.histogram import match_histogram
 from texture.synthesis.levels import auto_levels, downsample, level_steps, upsample
 from texture.synthesis.losses import LOSSES
 from texture.synthesis.options import Options
+from texture.synthesis.recipe import (
+    fine_level,
+    polish,
+    refined_at_full_size,
+    refinement,
+)
 from texture.synthesis.taps import downsampling, taps
 
 
@@ -91,28 +98,10 @@ def resolve(net, targets, size, options):
     return dataclasses.replace(o, levels=levels)
 
 
-def refined_at_full_size(options):
-    """Whether the refinement runs at the output's full size after all else: always in one level; an output
-    made coarse to fine gets it at its levels instead (coarse_to_fine) unless options.refine_coarse."""
-    return options.refine_steps > 0 and (options.levels == 1 or options.refine_coarse)
 
 
-def fine_refinement(options):
-    """Whether the finer levels of an output made coarse to fine are refined too (coarse_to_fine)."""
-    return options.refine_steps > 0 and options.fine_refine_steps > 0 and not options.refine_coarse
 
 
-def refines_full_size(options):
-    """Whether the correspondence term runs on the output's full size, at some point (memory.synthesis)."""
-    return refined_at_full_size(options) or (options.levels > 1 and fine_refinement(options))
-
-
-def fine_level(options, steps):
-    """The options of a finer level of coarse to fine: `steps` Gram + spectrum iterations, then
-    fine_refine_steps of the refinement and fine_polish_steps of polish when fine_refinement."""
-    refined = fine_refinement(options)
-    return dataclasses.replace(options, levels=1, steps=steps, refine_steps=options.fine_refine_steps if refined else 0,
-                               polish_steps=options.fine_polish_steps if refined else 0)
 
 
 def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=True, callback=None, start=None):
@@ -209,20 +198,6 @@ def in_luminance(net, targets, size, options, *, seeds=None, match=True, callbac
     return out
 
 
-def refinement(options):
-    """The options of the refinement that follows options.steps: the correspondence term (on
-    refine_layers, with refine_channels) added to the loss, Adam at refine_lr, refine_steps iterations at
-    the output's size."""
-    o = options
-    loss = o.loss if "gcd" in o.loss.split("+") else o.loss + "+gcd"
-    return dataclasses.replace(o, loss=loss, gcd_layers=o.refine_layers, gcd_channels=o.refine_channels,
-                               optimizer="adam", lr=o.refine_lr, steps=o.refine_steps, refine_steps=0, levels=1)
-
-
-def polish(options):
-    """The options of the iterations after the refinement: the first part's loss and optimiser again,
-    polish_steps of them at the output's size."""
-    return dataclasses.replace(options, steps=options.polish_steps, refine_steps=0, levels=1)
 
 
 def refine(net, targets, size, options, *, seeds=None, match=True, callback=None, start=None):

@@ -32,7 +32,7 @@ class Options:
     correspondence term, which compares with at most gcd_patches target patches per tap; refine_steps > 0
     adds a refinement with Adam at refine_lr and the correspondence term on refine_layers, on the share
     refine_channels of a tap's channels (gcd_channels: those of the term being run, set by
-    optimize.refinement), then polish_steps of the first loss (optimize.refine); an output made coarse to
+    recipe.refinement), then polish_steps of the first loss (optimize.refine); an output made coarse to
     fine gets them at its coarsest level and fine_refine_steps, fine_polish_steps at each finer one, or with
     refine_coarse at full size after all levels;
     occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again only every
