@@ -1,5 +1,6 @@
 """The spectrum term sees the periodic component of images: the jumps between opposite edges of a
 photograph (a cross of energy on the frequency axes of its DFT) are not imposed on the output."""
+import pytest
 import torch
 
 from texture.synthesis import spectrum
@@ -24,3 +25,21 @@ def test_spectrum_loss_gradient_passes_the_periodic_component():
     assert loss(target.expand(2, 1, 40, 40)).max().item() < 1e-8
     loss(x).sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+
+def test_an_output_larger_than_the_target_gets_no_power_below_the_targets_lowest_frequency():
+    """Resampled, the frequencies below the target's lowest would ramp up to its lowest's power: on a
+    target of two halves, most of its power, which made patches of one grey level larger than the target."""
+    halves = torch.zeros(32, 32)
+    halves[:, 16:] = 1
+    halves += 0.1 * torch.rand(32, 32, generator=torch.Generator().manual_seed(0))
+    amp = spectrum.target_amplitude(halves, (128, 96))
+    fy, fx = torch.fft.fftfreq(128).abs() * 32, torch.fft.fftfreq(96).abs() * 32
+    below = (fy < 1)[:, None] & (fx < 1)[None]
+    assert below.sum() == 7 * 5 and (amp[below] == 0).all()
+    assert (amp[(fy >= 1)[:, None] & (fx < 1)[None]] > 0).all()  # the target's own lowest, and above
+    # where an output frequency is one of the target's, it gets the target's power there, per pixel
+    own = torch.fft.fft2(spectrum.periodic_component(halves) - spectrum.periodic_component(halves).mean()).abs()
+    assert amp[0, 3].square().item() == pytest.approx(own[0, 1].square().item() * 128 * 96 / 32 ** 2, rel=1e-4)
+    assert torch.allclose(spectrum.target_amplitude(halves, (32, 32)), own, atol=1e-4)  # the target's size: its own

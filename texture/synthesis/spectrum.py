@@ -35,7 +35,14 @@ def periodic_component(u):
 def target_amplitude(t, size):
     """Amplitude spectrum of the mean-free target's periodic component for an output of `size`: its
     own if the sizes agree, else its power spectrum resampled at the output's frequencies (bilinear)
-    and rescaled so the output would have the target's variance (a peak widens by the size ratio)."""
+    and rescaled by the ratio of their pixel counts, so that the output would have about the target's
+    variance (a peak widens by the size ratio).
+
+    An output larger than the target has frequencies below the target's lowest: the target cannot
+    show structure larger than itself, so they get no power. Resampled, they would take a share of the
+    lowest frequencies' (the ramp from the target's zero mean up to them), and a 1024 px output of a
+    224 px stained-tissue crop, a fifth of whose power those frequencies drew, grew patches of one
+    colour several times the target's size (docs/speed.md)."""
     t = periodic_component(t.float())
     t = t - t.mean()
     if tuple(t.shape) == tuple(size):
@@ -47,7 +54,7 @@ def target_amplitude(t, size):
     gx = (fx * w + w // 2) / (w - 1) * 2 - 1
     grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1)[None]
     q = torch.nn.functional.grid_sample(p[None, None], grid, align_corners=True, padding_mode="border")[0, 0]
-    q[0, 0] = 0
+    q[(fy.abs() * h < 1)[:, None] & (fx.abs() * w < 1)[None]] = 0  # zero, and below the target's lowest
     return (q * (size[0] * size[1]) / (h * w)).sqrt()
 
 
