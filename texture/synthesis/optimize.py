@@ -22,12 +22,7 @@ from texture.synthesis.histogram import match_histogram
 from texture.synthesis.levels import auto_levels, downsample, level_steps, upsample
 from texture.synthesis.losses import LOSSES
 from texture.synthesis.options import Options
-from texture.synthesis.recipe import (
-    fine_level,
-    polish,
-    refined_at_full_size,
-    refinement,
-)
+from texture.synthesis.recipe import fine_level, polish, refined_at_full_size, refinement
 from texture.synthesis.taps import downsampling, taps
 
 
@@ -96,12 +91,6 @@ def resolve(net, targets, size, options):
     levels = o.levels or auto_levels(size, min(min(t.shape[-2:]) for t in targets), downsampling(net, taps(o)),
                                      o.tile)
     return dataclasses.replace(o, levels=levels)
-
-
-
-
-
-
 
 
 def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=True, callback=None, start=None):
@@ -196,8 +185,6 @@ def in_luminance(net, targets, size, options, *, seeds=None, match=True, callbac
     for r in out:  # seconds are the batch's, as synthesize gives them
         r["seconds"] += time.perf_counter() - begin
     return out
-
-
 
 
 def refine(net, targets, size, options, *, seeds=None, match=True, callback=None, start=None):

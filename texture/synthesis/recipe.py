@@ -32,8 +32,8 @@ def fine_level(options, steps):
 
 
 def planned_steps(options):
-    """The iterations optimize.synthesize runs with these options (levels decided, as optimize.resolve gives them) when no
-    image stops early: the loops' own arithmetic, for a progress bar's length."""
+    """The iterations optimize.synthesize runs with these options (levels decided, as optimize.resolve
+    gives them) when no image stops early: the loops' own arithmetic, for a progress bar's length."""
     o = options
     if refined_at_full_size(o):  # refine: the rest, then the refinement and its polish
         return planned_steps(dataclasses.replace(o, refine_steps=0)) + o.refine_steps + o.polish_steps
