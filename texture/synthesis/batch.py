@@ -162,7 +162,7 @@ def too_large(groups, net, opts, args, device):
             flag = f"--size {size[0]} {size[1]}" if args.size else "--full" if args.full else \
                 f"--image-size {args.image_size}"
             why = f"{flag}: {len(group)} output(s) of {size[0]}x{size[1]} at once, {why}"
-            if o.levels > 1 and fine_refinement(o):  # the finer levels' refinement is what does not fit
+            if fine_refinement(o):  # the finer levels' refinement is what does not fit
                 plain = memory.synthesis(len(group), size, False, colour)
                 why += f" (about {plain / memory.GB:.1f} GB with --fine-refine-steps 0)"
             for job in groups.pop(key):

@@ -14,13 +14,15 @@ def refined_at_full_size(options):
 
 
 def fine_refinement(options):
-    """Whether the finer levels of an output made coarse to fine are refined too (optimize.coarse_to_fine)."""
-    return options.refine_steps > 0 and options.fine_refine_steps > 0 and not options.refine_coarse
+    """Whether the output is made coarse to fine and its finer levels are refined too (optimize.coarse_to_fine)."""
+    return options.levels > 1 and options.refine_steps > 0 and options.fine_refine_steps > 0 and \
+        not options.refine_coarse
 
 
 def refines_full_size(options):
-    """Whether the correspondence term runs on the output's full size, at some point (memory.synthesis)."""
-    return refined_at_full_size(options) or (options.levels > 1 and fine_refinement(options))
+    """Whether the correspondence term runs on the output's full size, at some point (batch.too_large's
+    memory.synthesis)."""
+    return refined_at_full_size(options) or fine_refinement(options)
 
 
 def fine_level(options, steps):
