@@ -2,8 +2,10 @@
 photograph (a cross of energy on the frequency axes of its DFT) are not imposed on the output."""
 import pytest
 import torch
+from conftest import gram_options
 
-from texture.synthesis import spectrum
+import model
+from texture.synthesis import colour, optimize, spectrum
 
 
 def test_periodic_component_of_a_ramp_is_flat_and_of_a_periodic_image_is_itself():
@@ -43,3 +45,30 @@ def test_an_output_larger_than_the_target_gets_no_power_below_the_targets_lowest
     own = torch.fft.fft2(spectrum.periodic_component(halves) - spectrum.periodic_component(halves).mean()).abs()
     assert amp[0, 3].square().item() == pytest.approx(own[0, 1].square().item() * 128 * 96 / 32 ** 2, rel=1e-4)
     assert torch.allclose(spectrum.target_amplitude(halves, (32, 32)), own, atol=1e-4)  # the target's size: its own
+
+
+def test_a_tileable_outputs_large_structure_is_not_hidden_from_the_term():
+    """A tileable output's periodic component drops the smooth field its edges' differences define, and
+    the optimiser hid large structure there: a torus brightening from top to bottom, with its one sharp
+    edge where it wraps, has most of its power below a 16 px target's lowest frequency, and its periodic
+    component almost none. Seen as periodic, the term keeps all of that power, in grey, in colour, and
+    through optimize.objective with options.tile."""
+    g = torch.Generator().manual_seed(0)
+    target, x = torch.rand(16, 16, generator=g), 0.2 * torch.rand(1, 1, 64, 64, generator=g)
+    x += 2 * torch.arange(64.0)[:, None] / 64
+    below = spectrum.target_amplitude(target, (64, 64)) == 0
+    power = torch.fft.fft2(x[0, 0] - x.mean()).abs().square()
+    hidden = power[below].sum() / 64 ** 4 / target.var()  # the loss those frequencies alone must give
+    assert hidden > 2  # most of x's variance, four times the target's
+    grey = {p: spectrum.spectrum_loss([target], (64, 64), "cpu", periodic=p)(x).item() for p in (False, True)}
+    assert grey[True] >= hidden > 5 * grey[False]
+    rgb = torch.stack([target, target.flip(0), target.T])
+    xc = torch.cat([x, x.roll(5, 3), x.roll(9, 3)], 1)  # each channel as x, shifted along its rows
+    share = hidden * target.var() / rgb.var((1, 2)).sum()  # the same power, against the three channels' variance
+    colours = {p: colour.spectrum_loss([rgb], (64, 64), "cpu", periodic=p)(xc).item() for p in (False, True)}
+    assert colours[True] >= 3 * share and colours[True] > 5 * colours[False]
+    torch.manual_seed(0)
+    net = model.TextureNet(3).eval().requires_grad_(False)
+    for tile, want in grey.items():  # --tile makes the output periodic
+        o = gram_options({"relu1_1": 1.0}, spectrum_weight=1.0, tile=tile)
+        assert optimize.objective(net, [target], (64, 64), o)(x)[1]["spectrum"].item() == pytest.approx(want, rel=1e-4)

@@ -150,12 +150,12 @@ def _relative_phase(t, size):
     return rel[:, iy][:, :, ix]
 
 
-def spectrum_loss(targets, size, device, scale="absolute"):
+def spectrum_loss(targets, size, device, scale="absolute", periodic=False):
     """spectrum.spectrum_loss in colour, for decorrelated targets (C, H, W): the nearest image whose
     channels have the target's amplitude spectra and, between each other, its phase differences (one
     phase per frequency, shared by the channels: Gonthier et al. 2020); the squared distance to it,
     relative to the target's variance summed over the channels. `scale` weighs each channel's
-    frequencies as the grey term does."""
+    frequencies as the grey term does, and a `periodic` image's spectrum is its own, as there."""
     spec = torch.stack([torch.stack([target_amplitude(c, size) for c in t.cpu()]) * _relative_phase(t.cpu(), size)
                         for t in targets]).to(device)
     var = torch.stack([t.float().var((1, 2)).sum() for t in targets]).to(device).clamp_min(1e-12)
@@ -167,7 +167,7 @@ def spectrum_loss(targets, size, device, scale="absolute"):
         weight = weight / weight.mean((2, 3), keepdim=True)
 
     def loss(y):
-        x = periodic_component(y.float())
+        x = y.float() if periodic else periodic_component(y.float())
         x = x - x.mean((2, 3), keepdim=True)
         f = torch.fft.fft2(x)
         common = (f * spec.conj()).sum(1, keepdim=True)

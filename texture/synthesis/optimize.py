@@ -52,8 +52,9 @@ def objective(net, targets, size, options):
         prefix = "gcd:" if name == "gcd" and o.loss != "gcd" else ""
         terms.append((o.gcd_weight if name == "gcd" else 1.0, own, fn, prefix, name == "gcd"))
     model.set_padding(net, "circular" if o.tile else o.padding)
-    spectrum = None if o.spectrum_weight <= 0 else spectra.spectrum_loss(targets, size, device, o.spectrum_scale) \
-        if view.space is None else colour.spectrum_loss([c[0] for c in channels], size, device, o.spectrum_scale)
+    spectrum = None if o.spectrum_weight <= 0 else \
+        spectra.spectrum_loss(targets, size, device, o.spectrum_scale, o.tile) if view.space is None else \
+        colour.spectrum_loss([c[0] for c in channels], size, device, o.spectrum_scale, o.tile)
 
     def evaluate(x, renew=True):
         y = view.channels(x)

@@ -58,11 +58,14 @@ def target_amplitude(t, size):
     return (q * (size[0] * size[1]) / (h * w)).sqrt()
 
 
-def spectrum_loss(targets, size, device, scale="absolute"):
+def spectrum_loss(targets, size, device, scale="absolute", periodic=False):
     """Fourier spectrum constraint (Liu et al. 2016): the image projected on the target's amplitude
     spectrum, keeping its own phase, is the nearest image with the target's spectrum; the loss is
     the squared distance to it (projection held fixed), relative to the target's variance. Both
-    spectra are those of the periodic components (periodic_component).
+    spectra are those of the periodic components (periodic_component), except a `periodic` image's
+    (a tileable output), whose own spectrum has no cross to remove: its periodic component would drop
+    the smooth field its edges' differences define, and the optimiser used that to hide large
+    structure from the term (a tileable output half dark, half light; docs/speed.md).
 
     scale "relative" weighs each frequency's error by 1 / the target's power there (floored at 1e-3
     of its mean), the weights scaled to mean 1: errors count less where the target is strong (its low
@@ -81,7 +84,7 @@ def spectrum_loss(targets, size, device, scale="absolute"):
         weight = weight / weight.mean((1, 2), keepdim=True)
 
     def loss(x):
-        x = periodic_component(x[:, 0].float())
+        x = x[:, 0].float() if periodic else periodic_component(x[:, 0].float())
         x = x - x.mean((1, 2), keepdim=True)
         f = torch.fft.fft2(x)
         proj = torch.fft.ifft2(amps * f / f.abs().clamp_min(1e-12)).real.detach()
