@@ -38,11 +38,13 @@ def target_amplitude(t, size):
     and rescaled by the ratio of their pixel counts, so that the output would have about the target's
     variance (a peak widens by the size ratio).
 
-    An output larger than the target has frequencies below the target's lowest: the target cannot
-    show structure larger than itself, so they get no power. Resampled, they would take a share of the
-    lowest frequencies' (the ramp from the target's zero mean up to them), and a 1024 px output of a
-    224 px stained-tissue crop, a fifth of whose power those frequencies drew, grew patches of one
-    colour several times the target's size (docs/speed.md)."""
+    An output larger than the target has frequencies nearer 0 than half the target's lowest, in the
+    band of the target's removed mean: the target cannot show structure that large, so they get no
+    power. Resampled, they would take a share of the lowest frequencies' (the ramp from the target's
+    zero mean up to them), and a 1024 px output of a 224 px stained-tissue crop, a fifth of whose power
+    the frequencies below the lowest drew, grew patches of one colour several times the target's size.
+    Those between half the lowest and the lowest belong to the lowest's band and keep the ramp: zeroed
+    as well, they held a third of the term's power on that crop at 256 px (docs/speed.md)."""
     t = periodic_component(t.float())
     t = t - t.mean()
     if tuple(t.shape) == tuple(size):
@@ -54,7 +56,7 @@ def target_amplitude(t, size):
     gx = (fx * w + w // 2) / (w - 1) * 2 - 1
     grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1)[None]
     q = torch.nn.functional.grid_sample(p[None, None], grid, align_corners=True, padding_mode="border")[0, 0]
-    q[(fy.abs() * h < 1)[:, None] & (fx.abs() * w < 1)[None]] = 0  # zero, and below the target's lowest
+    q[(fy.abs() * h < 0.5)[:, None] & (fx.abs() * w < 0.5)[None]] = 0  # the band of the target's mean
     return (q * (size[0] * size[1]) / (h * w)).sqrt()
 
 
