@@ -1,5 +1,7 @@
 """The spectrum term sees the periodic component of images: the jumps between opposite edges of a
-photograph (a cross of energy on the frequency axes of its DFT) are not imposed on the output."""
+photograph (a cross of energy on the frequency axes of its DFT) are not imposed on the output; a
+tileable output, periodic already, is seen whole. A larger output gets no power in the band of the
+target's mean."""
 import pytest
 import torch
 from conftest import gram_options
@@ -29,7 +31,6 @@ def test_spectrum_loss_gradient_passes_the_periodic_component():
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-
 def test_an_output_larger_than_the_target_gets_no_power_in_the_band_of_the_targets_mean():
     """Resampled, the frequencies nearer 0 than half the target's lowest would ramp up to its lowest's
     power: on a target of two halves, much of its power, which made patches of one grey level larger
@@ -47,7 +48,8 @@ def test_an_output_larger_than_the_target_gets_no_power_in_the_band_of_the_targe
     little = spectrum.target_amplitude(halves, (36, 36))  # 36 / 32: only the mean is in the band
     assert (little == 0).sum() == 1 and little[0, 1] > 0.8 * little[0, 2]
     # where an output frequency is one of the target's, it gets the target's power there, per pixel
-    own = torch.fft.fft2(spectrum.periodic_component(halves) - spectrum.periodic_component(halves).mean()).abs()
+    periodic = spectrum.periodic_component(halves)
+    own = torch.fft.fft2(periodic - periodic.mean()).abs()
     assert amp[0, 3].square().item() == pytest.approx(own[0, 1].square().item() * 128 * 96 / 32 ** 2, rel=1e-4)
     assert torch.allclose(spectrum.target_amplitude(halves, (32, 32)), own, atol=1e-4)  # the target's size: its own
 
