@@ -281,6 +281,21 @@ def test_cli_full_target_and_tile_size_check(ckpt, firsts, tmp_path):
         gen.main([firsts[2], "--ckpt", ckpt, "--gen-dir", str(out), "--size", "40", "48", "--tile"])
 
 
+def test_an_output_larger_than_its_target_without_tile_is_noted(ckpt, firsts, tmp_path, capsys):
+    """Without --tile an output larger than its target takes the target's edges and spread the
+    stained-tissue photograph's dark top half over its whole size (docs/speed.md): gen.py says so."""
+    run = ["--ckpt", ckpt, "--steps", "1", "--refine-steps", "0", "--snapshot-every", "0"]
+    note = f"{firsts[2]}: a 64x48 output of a 48x48 target without --tile takes the target's edges"
+    gen.main([firsts[2], *run, "--full", "--size", "64", "48", "--gen-dir", str(tmp_path / "larger")])
+    assert note in capsys.readouterr().err
+    gen.main([firsts[2], *run, "--full", "--size", "64", "48", "--tile", "--gen-dir", str(tmp_path / "tile")])
+    gen.main([firsts[2], *run, "--full", "--gen-dir", str(tmp_path / "same")])
+    assert "without --tile" not in capsys.readouterr().err
+    label = images.label_from_filename(os.path.basename(firsts[2]))
+    assert all(Image.open(tmp_path / d / label / "final.png").size == (48, 64 if d != "same" else 48)
+               for d in ("larger", "tile", "same"))
+
+
 def test_missing_and_unreadable_targets_are_named_and_others_finish(ckpt, firsts, tmp_path, capsys):
     junk = tmp_path / "junk-a-p001.png"
     junk.write_text("not an image")

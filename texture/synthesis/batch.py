@@ -136,6 +136,11 @@ def prepare(jobs, args, net, opts, least, factor, coarsest, train_set):
             tqdm.write(f"{job['path']}: {why}", file=sys.stderr)
             failed[job["path"]] = why
             continue
+        th, tw = job["target"].shape[-2:]
+        if not args.tile and (size[0] > th or size[1] > tw):  # docs/speed.md, larger outputs without --tile
+            tqdm.write(f"{job['path']}: a {size[0]}x{size[1]} output of a {th}x{tw} target without --tile takes the "
+                       "target's edges and can spread a layout it has (one side darker) over its whole size; --tile "
+                       "avoids that", file=sys.stderr)
         job["in_training"] = None if train_set is None else os.path.realpath(job["path"]) in train_set
         if job["in_training"]:
             tqdm.write(f"{job['path']}: the classifier was trained on this image, so its verdict on it (and on the "
