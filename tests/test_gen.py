@@ -282,8 +282,9 @@ def test_cli_full_target_and_tile_size_check(ckpt, firsts, tmp_path):
 
 
 def test_an_output_larger_than_its_target_without_tile_is_noted(ckpt, firsts, tmp_path, capsys):
-    """Without --tile an output larger than its target takes the target's edges and spread the
-    stained-tissue photograph's dark top half over its whole size (docs/speed.md): gen.py says so."""
+    """Without --tile an output larger than its target takes the target's edges and spreads a layout
+    the target has over its whole size (a stained-tissue photograph's dark top half; docs/speed.md):
+    gen.py says so, and not with --tile or at the target's size."""
     run = ["--ckpt", ckpt, "--steps", "1", "--refine-steps", "0", "--snapshot-every", "0"]
     note = f"{firsts[2]}: a 64x48 output of a 48x48 target without --tile takes the target's edges"
     gen.main([firsts[2], *run, "--full", "--size", "64", "48", "--gen-dir", str(tmp_path / "larger")])
