@@ -17,7 +17,7 @@ et al. 2020), and the output takes the target's colour histogram at the end (mat
 import torch
 
 from texture.synthesis.histogram import sorted_quantiles
-from texture.synthesis.spectrum import periodic_component, target_amplitude
+from texture.synthesis.spectrum import frequency_weights, periodic_component, target_amplitude
 
 SLICES = 30  # random rotations of the sliced optimal transport of match_colours
 
@@ -159,12 +159,7 @@ def spectrum_loss(targets, size, device, scale="absolute", periodic=False):
     spec = torch.stack([torch.stack([target_amplitude(c, size) for c in t.cpu()]) * _relative_phase(t.cpu(), size)
                         for t in targets]).to(device)
     var = torch.stack([t.float().var((1, 2)).sum() for t in targets]).to(device).clamp_min(1e-12)
-    weight = None
-    if scale != "absolute":
-        power = spec.abs().square()
-        mean = power.mean((2, 3), keepdim=True)
-        weight = 1 / ((power.clamp_max(mean) if scale == "hybrid" else power) + 1e-3 * mean)
-        weight = weight / weight.mean((2, 3), keepdim=True)
+    weight = frequency_weights(spec.abs().square(), scale)
 
     def loss(y):
         x = y.float() if periodic else periodic_component(y.float())

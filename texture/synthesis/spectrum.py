@@ -60,6 +60,16 @@ def target_amplitude(t, size):
     return (q * (size[0] * size[1]) / (h * w)).sqrt()
 
 
+def frequency_weights(power, scale):
+    """Each frequency's weight in the spectrum term from the target's power (..., H, W) there, for
+    `scale` (spectrum_loss): None for "absolute", else weights of mean 1 over the last two dimensions."""
+    if scale == "absolute":
+        return None
+    mean = power.mean((-2, -1), keepdim=True)
+    weight = 1 / ((power.clamp_max(mean) if scale == "hybrid" else power) + 1e-3 * mean)
+    return weight / weight.mean((-2, -1), keepdim=True)
+
+
 def spectrum_loss(targets, size, device, scale="absolute", periodic=False):
     """Fourier spectrum constraint (Liu et al. 2016): the image projected on the target's amplitude
     spectrum, keeping its own phase, is the nearest image with the target's spectrum; the loss is
@@ -78,12 +88,7 @@ def spectrum_loss(targets, size, device, scale="absolute", periodic=False):
     relative scale, which barely sees their errors."""
     amps = torch.stack([target_amplitude(t.cpu(), size) for t in targets]).to(device)
     var = torch.stack([t.float().var() for t in targets]).to(device).clamp_min(1e-12)
-    power = amps.square()
-    weight = None
-    if scale != "absolute":
-        mean = power.mean((1, 2), keepdim=True)
-        weight = 1 / ((power.clamp_max(mean) if scale == "hybrid" else power) + 1e-3 * mean)
-        weight = weight / weight.mean((1, 2), keepdim=True)
+    weight = frequency_weights(amps.square(), scale)
 
     def loss(x):
         x = x[:, 0].float() if periodic else periodic_component(x[:, 0].float())
