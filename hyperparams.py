@@ -84,6 +84,10 @@ class Hyperparams:
     refine_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1"  # taps of the correspondence term during --refine-steps, name[:weight],...
     refine_channels: str = "relu1_1:0.5,relu2_1:0.75"  # share of each listed tap's channels the refinement's correspondence term compares, along the target's strongest principal directions, name:share,... (others, or none: all): 0.8x the time of the 224 px default at its quality (docs/speed.md)
     polish_steps: int = 30  # iterations after --refine-steps with --loss and --optimizer again: they take back what the refinement copied verbatim and keep part of its gain (0: none; docs/correspondence.md)
+    short_from: int = 224  # an output made at one level without --tile whose sides are both at least this many pixels takes --short-steps, --short-refine-steps and --short-refine-lr instead of --steps, --refine-steps and --refine-lr, unless one of those three is given: as good there in 0.6 of the time, not below (docs/speed.md; 0: never)
+    short_steps: int = 200  # --steps of an output from --short-from on
+    short_refine_steps: int = 50  # --refine-steps of an output from --short-from on
+    short_refine_lr: float = 0.15  # --refine-lr of an output from --short-from on
     fine_refine_steps: int = 20  # refinement iterations at each finer level of an output made coarse to fine (without --refine-steps given), after that level's Gram + spectrum iterations: draws what is only a few pixels wide at the coarsest level, such as a gravel's stones (0: the coarsest level alone; docs/speed.md)
     fine_polish_steps: int = 10  # polish iterations after each finer level's --fine-refine-steps (the first loss again)
     occurrence_hold: int = 5  # with --optimizer lbfgs: evaluations for which the occurrence penalty's matches are held, so that each line search sees one smooth objective (0: found again at every evaluation, which stalls L-BFGS)
@@ -173,7 +177,7 @@ CHOICES = {
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
-           "fine_refine_steps", "fine_polish_steps", "texnet_snapshot_every", "texnet_waves", "chroma_share", "bench_batch_targets"}
+           "fine_refine_steps", "fine_polish_steps", "short_from", "short_refine_steps", "texnet_snapshot_every", "texnet_waves", "chroma_share", "bench_batch_targets"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
 # Where `prepro.py --demo` writes when --data-dir is not given.

@@ -44,7 +44,7 @@ def iteration_times(net, target, options, steps, seed):
     """A callable running `steps` iterations of synthesize; returns the seconds between iterations."""
     def run():
         stamps = []
-        synthesize(net, [target], None, dataclasses.replace(options, steps=steps), seeds=[seed],
+        synthesize(net, [target], None, dataclasses.replace(options, steps=steps, short_from=0), seeds=[seed],
                    callback=lambda *_: stamps.append(time.perf_counter()))
         return [b - a for a, b in zip(stamps, stamps[1:])]
     return run
@@ -204,7 +204,7 @@ def bench_texnet(args, device, dtype, data_dir):
     data = folders.load_data(data_dir, "all", image_size=args.image_size, seed=args.seed)
     target = (center_crop(data.train_images[0], args.image_size).float() / 255).to(device)
     net = synthesis_net(args, device)
-    options = Options(dtype=args.dtype, levels=1, steps=2, refine_steps=0)  # one level: the iteration at full size
+    options = Options(dtype=args.dtype, levels=1, steps=2, refine_steps=0, short_from=0)  # one level: the iteration at full size
 
     def sample():
         with autocast(device, dtype):

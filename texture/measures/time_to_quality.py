@@ -19,7 +19,7 @@ QUALITY = ("lbp_distance", "patch_nn", "patch_cover")  # the local measures' dis
 # The original TensorFlow recipe, through gen.py's options; it ran in fp32.
 ORIGINAL = Options(layers=parse_layers("original"), optimizer="adam", lr=1e-4, init="uniform", features="standardize",
                    pixels="clamp", pool="max", padding="zeros", dtype="fp32", spectrum_weight=0.0, levels=1,
-                   refine_steps=0, polish_steps=0)
+                   refine_steps=0, polish_steps=0, short_from=0)
 
 
 def timed_methods(dtype):
@@ -50,7 +50,7 @@ def measured_run(net, target, options, steps, every, seed, goal=None, time_budge
         if step == 1 or step % every == 0:
             measure(step, last["image"])
     try:
-        synthesize(net, [target], None, dataclasses.replace(options, steps=steps, time_budget=time_budget),
+        synthesize(net, [target], None, dataclasses.replace(options, steps=steps, time_budget=time_budget, short_from=0),
                    seeds=[seed], callback=check, match=False)
         if last and (not curve or curve[-1][0] != last["step"]):
             measure(last["step"], last["image"])

@@ -81,6 +81,10 @@ def check_flags(args, given):
         return "--occurrence-hold applies to --loss gcd, gram+gcd or swd+gcd only (the refinement runs Adam)"
     if (flags := sorted(given & {"chroma_layers", "chroma_share"})) and args.colour == "grey":
         return f"--{flags[0].replace('_', '-')} applies to colour targets only, not with --colour grey"
+    if (flags := sorted(given & {"short_from", "short_steps", "short_refine_steps", "short_refine_lr"})) and \
+            (given & {"steps", "refine_steps", "refine_lr"}):
+        return (f"--{flags[0].replace('_', '-')} has no effect with --steps, --refine-steps or --refine-lr given, "
+                "which keep those for every size")
     if "chroma_share" in given and args.chroma_layers == "none":
         return "--chroma-share has no effect with --chroma-layers none"
     return without_effect(args, given, args.refine_steps > 0, ", or with --refine-steps above 0")
@@ -223,6 +227,9 @@ def run_group(net, jobs, size, opts, args, info, judge):
                   "layers": opts.layers, "status": "stopped" if r["message"] else "ok", "message": r["message"],
                   **{k: r[k] for k in ("loss", "final_loss", "layer_losses", "steps", "seconds", "curve")},
                   "levels": r.get("levels"), "refine": r.get("refine"), "polish": r.get("polish"), "batch": len(jobs),
+                  # the iteration counts this output's size gave (optimize.resolve), beside the flags in settings
+                  "recipe": {k: getattr(opts, k) for k in ("levels", "steps", "refine_steps", "refine_lr",
+                                                           "polish_steps")},
                   **info, "silent_channels": quiet,
                   "target_in_training": j["in_training"], "settings": vars(args)}
         worst = max(quiet, key=quiet.get)

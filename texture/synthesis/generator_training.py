@@ -39,7 +39,7 @@ SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
 # flags of the gen group that training does not use: setting one is an error, not a no-op
 UNUSED = ["gen_dir", "loss", "optimizer", "gen_lr", "steps", "snapshot_every", "levels", "init", "pixels", "padding",
           "refine_steps", "refine_lr", "refine_layers", "refine_channels", "polish_steps", "occurrence_hold",
-          "fine_refine_steps", "fine_polish_steps"]
+          "fine_refine_steps", "fine_polish_steps", "short_from", "short_steps", "short_refine_steps", "short_refine_lr"]
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
 

@@ -87,11 +87,20 @@ def init_image(target, size, kind, seed):
 
 
 def resolve(net, targets, size, options):
-    """The options with levels decided for this output size when 0 (levels.auto_levels)."""
+    """The options for this output size: levels decided when 0 (levels.auto_levels), and the shorter
+    iteration counts (short_steps, short_refine_steps, short_refine_lr) for an output made at one level
+    without tile whose sides are both at least short_from; short_from is 0 after, so a second call
+    changes nothing."""
     o = options
     levels = o.levels or auto_levels(size, min(min(t.shape[-2:]) for t in targets), downsampling(net, taps(o)),
                                      o.tile)
-    return dataclasses.replace(o, levels=levels)
+    o = dataclasses.replace(o, levels=levels)
+    if levels == 1 and not o.tile and o.short_from and min(size) >= o.short_from:
+        # from 224 px on they reach the longer counts' measures within the seeds' spread; at 96 and 160 px
+        # they fall short (docs/speed.md)
+        o = dataclasses.replace(o, steps=o.short_steps, refine_steps=o.short_refine_steps,
+                                refine_lr=o.short_refine_lr)
+    return dataclasses.replace(o, short_from=0)
 
 
 def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=True, callback=None, start=None):

@@ -35,6 +35,9 @@ class Options:
     recipe.refinement), then polish_steps of the first loss (optimize.refine); an output made coarse to
     fine gets them at its coarsest level and fine_refine_steps, fine_polish_steps at each finer one, or with
     refine_coarse at full size after all levels;
+    an output made at one level without tile whose sides are both at least short_from (0: never) takes
+    short_steps, short_refine_steps and short_refine_lr instead (optimize.resolve; from_args sets short_from
+    0 when steps, refine_steps or refine_lr is given);
     occurrence_hold > 0: with L-BFGS, the occurrence penalty's matches are found again only every
     occurrence_hold evaluations; chroma_layers: the taps of `layers` at which a colour target's three
     decorrelated channels are matched together (colour.features), for a batch holding a target whose
@@ -72,6 +75,10 @@ class Options:
     polish_steps: int = H.polish_steps
     fine_refine_steps: int = H.fine_refine_steps
     fine_polish_steps: int = H.fine_polish_steps
+    short_from: int = H.short_from
+    short_steps: int = H.short_steps
+    short_refine_steps: int = H.short_refine_steps
+    short_refine_lr: float = H.short_refine_lr
     occurrence_hold: int = H.occurrence_hold
     refine_coarse: bool = False
     chroma_layers: dict = _layers(H.chroma_layers)
@@ -86,7 +93,8 @@ class Options:
     def from_args(cls, args, known=None, given=()):
         """The options of parsed flags (gen.py's `gen` group, plus args.tile); `known`: the network's
         tap names, against which the layer flags are checked (ValueError names the flag); `given`: the
-        flags set on the command line: --refine-steps among them refines outputs made coarse to fine at full size."""
+        flags set on the command line: --refine-steps among them refines outputs made coarse to fine at full size,
+        and --steps, --refine-steps or --refine-lr among them keeps those for every size (short_from 0)."""
         refine_layers = parse_layers(args.refine_layers, known, "--refine-layers")
         return cls(layers=parse_layers(args.layers, known), loss=args.loss, features=args.features,
                    optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps, time_budget=args.time_budget,
@@ -100,6 +108,9 @@ class Options:
                    refine_channels=parse_shares(args.refine_channels, refine_layers, known, "refine_channels" in given),
                    polish_steps=args.polish_steps, fine_refine_steps=args.fine_refine_steps,
                    fine_polish_steps=args.fine_polish_steps, occurrence_hold=args.occurrence_hold,
+                   short_from=0 if given & {"steps", "refine_steps", "refine_lr"} else args.short_from,
+                   short_steps=args.short_steps, short_refine_steps=args.short_refine_steps,
+                   short_refine_lr=args.short_refine_lr,
                    refine_coarse="refine_steps" in given,
                    chroma_layers=parse_layers(args.chroma_layers, known, "--chroma-layers"),
                    chroma_share=args.chroma_share)

@@ -29,7 +29,8 @@ def fine_level(options, steps):
     """The options of a finer level of coarse to fine: `steps` Gram + spectrum iterations, then
     fine_refine_steps of the refinement and fine_polish_steps of polish when fine_refinement."""
     refined = fine_refinement(options)
-    return dataclasses.replace(options, levels=1, steps=steps, refine_steps=options.fine_refine_steps if refined else 0,
+    return dataclasses.replace(options, levels=1, short_from=0, steps=steps,
+                               refine_steps=options.fine_refine_steps if refined else 0,
                                polish_steps=options.fine_polish_steps if refined else 0)
 
 
@@ -52,10 +53,11 @@ def refinement(options):
     o = options
     loss = o.loss if "gcd" in o.loss.split("+") else o.loss + "+gcd"
     return dataclasses.replace(o, loss=loss, gcd_layers=o.refine_layers, gcd_channels=o.refine_channels,
-                               optimizer="adam", lr=o.refine_lr, steps=o.refine_steps, refine_steps=0, levels=1)
+                               optimizer="adam", lr=o.refine_lr, steps=o.refine_steps, refine_steps=0, levels=1,
+                               short_from=0)
 
 
 def polish(options):
     """The options of the iterations after the refinement: the first part's loss and optimiser again,
     polish_steps of them at the output's size."""
-    return dataclasses.replace(options, steps=options.polish_steps, refine_steps=0, levels=1)
+    return dataclasses.replace(options, steps=options.polish_steps, refine_steps=0, levels=1, short_from=0)
