@@ -84,7 +84,7 @@ class Hyperparams:
     refine_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1"  # taps of the correspondence term during --refine-steps, name[:weight],...
     refine_channels: str = "relu1_1:0.5,relu2_1:0.75"  # share of each listed tap's channels the refinement's correspondence term compares, along the target's strongest principal directions, name:share,... (others, or none: all): 0.8x the time of the 224 px default at its quality (docs/speed.md)
     polish_steps: int = 30  # iterations after --refine-steps with --loss and --optimizer again: they take back what the refinement copied verbatim and keep part of its gain (0: none; docs/correspondence.md)
-    short_from: int = 224  # an output made at one level without --tile whose sides are both at least this many pixels takes --short-steps, --short-refine-steps and --short-refine-lr instead of --steps, --refine-steps and --refine-lr, unless one of those three is given: as good there in 0.6 of the time, not below (docs/speed.md; 0: never)
+    short_from: int = 224  # an output made at one level without --tile whose sides are both at least this many pixels takes --short-steps, --short-refine-steps and --short-refine-lr instead of --steps, --refine-steps and --refine-lr, unless one of those three is given: within the seeds' spread there in about 0.6 of the time, not below (docs/speed.md; 0: never)
     short_steps: int = 200  # --steps of an output from --short-from on
     short_refine_steps: int = 50  # --refine-steps of an output from --short-from on
     short_refine_lr: float = 0.15  # --refine-lr of an output from --short-from on
