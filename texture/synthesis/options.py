@@ -108,7 +108,7 @@ class Options:
                    refine_channels=parse_shares(args.refine_channels, refine_layers, known, "refine_channels" in given),
                    polish_steps=args.polish_steps, fine_refine_steps=args.fine_refine_steps,
                    fine_polish_steps=args.fine_polish_steps, occurrence_hold=args.occurrence_hold,
-                   short_from=0 if given & {"steps", "refine_steps", "refine_lr"} else args.short_from,
+                   short_from=0 if {"steps", "refine_steps", "refine_lr"} & set(given) else args.short_from,
                    short_steps=args.short_steps, short_refine_steps=args.short_refine_steps,
                    short_refine_lr=args.short_refine_lr,
                    refine_coarse="refine_steps" in given,
