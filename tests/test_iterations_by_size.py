@@ -46,7 +46,7 @@ def test_only_outputs_at_one_level_from_short_from_on_take_the_short_counts(net)
     assert once.short_from == 0 and optimize.resolve(net, [target], (48, 64), once) == once  # applied once
 
 
-def test_gens_defaults_are_short_from_short_from_on_and_long_below(net):
+def test_gen_defaults_switch_to_the_short_counts_at_short_from(net):
     o = options_of([])
     big, small = (H.short_from,) * 2, (H.short_from - 16,) * 2
     assert counts(optimize.resolve(net, [torch.rand(*big)], big, o)) == \
