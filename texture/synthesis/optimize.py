@@ -96,8 +96,8 @@ def resolve(net, targets, size, options):
                                      o.tile)
     o = dataclasses.replace(o, levels=levels)
     if levels == 1 and not o.tile and o.short_from and min(size) >= o.short_from:
-        # from 224 px on they reach the longer counts' measures within the seeds' spread; at 96 and 160 px
-        # they fall short (docs/speed.md)
+        # from 224 px on they reach the longer counts' measures within the seeds' spread; at 96 and 160 px,
+        # and tileable (the gravel's LBP and patch_cover), they fall short (docs/speed.md)
         o = dataclasses.replace(o, steps=o.short_steps, refine_steps=o.short_refine_steps,
                                 refine_lr=o.short_refine_lr)
     return dataclasses.replace(o, short_from=0)
