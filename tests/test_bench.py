@@ -155,6 +155,10 @@ def test_synthesis_network_is_the_checkpoint_or_seeded_random(trained_ckpt):
 
 def test_chosen_sections_alone_are_run_printed_and_saved(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    # the per-target seconds count the iterations gen.py's default gives the size: short ones from 32 px here
+    default = speed.method_options
+    monkeypatch.setattr(speed, "method_options", lambda name, dtype="auto", levels=1: dataclasses.replace(
+        default(name, dtype, levels), short_from=32, short_steps=7, short_refine_steps=3))
     result = bench.main([*TINY, "--bench-sections", "colour"])
     assert set(result) == {"machine", "colour", "settings"}
     lines = capsys.readouterr().out.splitlines()
@@ -162,6 +166,7 @@ def test_chosen_sections_alone_are_run_printed_and_saved(tmp_path, monkeypatch, 
             if line.split()} == {"colour", "wrote"}  # the table's rows, then the file written
     c = json.load(open(tmp_path / "out" / "bench.json"))["colour"]
     assert c["colourise_s"] > 0 and c["colour_target_s"] > c["grey_target_s"] and c["joint_ratio"] > 0
+    assert c["counts"] == {"steps": 7, "refine_steps": 3, "polish_steps": Hyperparams().polish_steps}
     with pytest.raises(SystemExit, match=r"^--bench-sections colour,foo: sections are train, synthesis, refine"):
         bench.main(["--bench-sections", "colour,foo"])
 

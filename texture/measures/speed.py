@@ -25,7 +25,7 @@ from texture.run.timing import interleave, sync
 from texture.synthesis import chroma
 from texture.synthesis.histogram import match_histogram
 from texture.synthesis.methods import method_options
-from texture.synthesis.optimize import objective, synthesize
+from texture.synthesis.optimize import objective, resolve, synthesize
 from texture.synthesis.options import Options
 from texture.synthesis.recipe import refinement
 
@@ -140,11 +140,13 @@ def bench_colour(args, device):
     the grey synthesis of that luminance; and an iteration with the three channels through the network
     together at --chroma-layers (--chroma-share 1, as a target of colours of one luminance gets them)
     against a grey one, for the Gram + spectrum part and the refinement, interleaved; each default's
-    seconds per target from them (the iterations of each part times its iteration's time)."""
+    seconds per target from them (the iterations of each part, as many as gen.py's default gives that size,
+    times its iteration's time)."""
     net = synthesis_net(args, device)
     rgb = torch.from_numpy(colour_photograph(COLOUR_PHOTO, args.image_size)).permute(2, 0, 1).float() / 255
     grey, rgb = luminance(rgb).to(device), rgb.to(device)
-    options = method_options("default", args.dtype)
+    # the counts gen.py's default gives an output of this size (from --short-from on, the short ones)
+    options = resolve(net, [grey], tuple(grey.shape[-2:]), method_options("default", args.dtype))
     parts = {"first": dataclasses.replace(options, refine_steps=0), "refine": refinement(options)}
     runs = {}
     for kind, target, share in (("grey", grey, options.chroma_share), ("joint", rgb, 1.0)):
@@ -161,6 +163,7 @@ def bench_colour(args, device):
             "joint_ratio": t.ratio("joint_first", "grey_first"),
             "joint_refine_ratio": t.ratio("joint_refine", "grey_refine"), "grey_target_s": per_target["grey"],
             "colour_target_s": per_target["colour"], "target_ratio": per_target["colour"] / per_target["grey"],
+            "counts": {k: getattr(options, k) for k in ("steps", "refine_steps", "polish_steps")},
             "joint_target_s": per_target["joint"], "joint_target_ratio": per_target["joint"] / per_target["grey"]}
 
 
