@@ -1,13 +1,16 @@
 """The spectrum term sees the periodic component of images: the jumps between opposite edges of a
 photograph (a cross of energy on the frequency axes of its DFT) are not imposed on the output; a
 tileable output, periodic already, is seen whole. A larger output gets no power in the band of the
-target's mean."""
+target's mean. Tempering (texnet.py's samples) lowers a sample's power where it exceeds the target's."""
 import pytest
 import torch
 from conftest import gram_options
 
 import model
+from texture.measures.quality import hf_excess
 from texture.synthesis import colour, optimize, spectrum
+from texture.synthesis.histogram import match_histogram
+from texture.synthesis.spectrum import temper
 
 
 def test_periodic_component_of_a_ramp_is_flat_and_of_a_periodic_image_is_itself():
@@ -79,3 +82,39 @@ def test_a_tileable_outputs_large_structure_is_not_hidden_from_the_term():
     for tile, want in grey.items():  # --tile makes the output periodic
         o = gram_options({"relu1_1": 1.0}, spectrum_weight=1.0, tile=tile)
         assert optimize.objective(net, [target], (64, 64), o)(x)[1]["spectrum"].item() == pytest.approx(want, rel=1e-4)
+
+
+def blurred_noise(seed, side=64, width=3.0):
+    """A tileable random field: white noise blurred by a circular gaussian of `width` px."""
+    noise = torch.randn(side, side, generator=torch.Generator().manual_seed(seed))
+    d = torch.fft.fftfreq(side, 1 / side)
+    kernel = torch.exp(-(d.square()[:, None] + d.square()[None]) / (2 * width ** 2))
+    return torch.fft.ifft2(torch.fft.fft2(noise) * torch.fft.fft2(kernel)).real
+
+
+def test_tempering_an_image_against_itself_changes_it_little():
+    """Its own spectrum is the target's but for the small smooth component of its edges (periodic_component)."""
+    img = blurred_noise(0)
+    assert (temper(img, img, 8) - img).square().mean().sqrt() < 0.05 * img.std()
+
+
+def test_tempering_fades_the_grain_a_target_lacks_and_keeps_the_layout():
+    """A smooth target; a sample of the same kind of field under white grain: the grain fades (its
+    high-frequency excess falls towards 1), the field's layout stays."""
+    target = match_histogram(blurred_noise(0), torch.rand(64, 64))
+    field = blurred_noise(1)
+    grainy = match_histogram(field + 0.5 * field.std() * torch.randn(64, 64, generator=torch.Generator().manual_seed(2)),
+                             target)
+    tempered = match_histogram(temper(grainy, target, 8), target)
+    before, after = hf_excess(grainy, target)[2], hf_excess(tempered, target)[2]
+    assert before > 3 and after < 0.5 * before, (before, after)
+    assert torch.corrcoef(torch.stack([tempered.flatten(), field.flatten()]))[0, 1] > 0.9
+
+
+def test_tempering_never_raises_the_samples_power():
+    """Against a target with more fine detail than the sample, no frequency of the sample gains power:
+    raising it would amplify the sample's own noise."""
+    sample, target = blurred_noise(0), torch.rand(64, 64, generator=torch.Generator().manual_seed(1))
+    sample = sample / sample.std() * target.std()
+    power = [torch.fft.fft2(x - x.mean()).abs().square() for x in (sample, temper(sample, target, 8))]
+    assert (power[1] <= power[0] * (1 + 1e-4) + 1e-6).all() and (power[1] < 0.9 * power[0]).any()

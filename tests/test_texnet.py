@@ -76,6 +76,23 @@ def test_sampling_size_count_seed_verdict_and_tiling(trained, tmp_path):
     assert glob.glob(str(tmp_path / "a" / "collection_*.png")) and (tmp_path / "a" / "report.json").is_file()
 
 
+def test_samples_are_tempered_unless_sample_temper_is_zero(trained, tmp_path):
+    """By default the matched sample's power spectrum is tempered against the target's and its grey
+    levels matched again (sampling.matched); --sample-temper 0 gives the matched generator output."""
+    path, label = trained
+    g, ckpt = sampling.load(path)
+    target = ckpt["target_images"][0].float() / 255
+    with torch.no_grad():
+        raw = G.sample(g.eval(), G.noise_pyramid(g, 64, 64, sampling.zlib.crc32(b"3:0")), 0).float()
+    for width in (8, 0):
+        [record] = sample(path, tmp_path / str(width), "--size", 64, 64, "--seed", 3, "--sample-temper", width)
+        expected = match_histogram(raw, target) if width == 0 else sampling.matched(raw, target, width)
+        assert record["settings"]["sample_temper"] == width
+        assert (pixels(record["png"]) - expected).abs().max() <= 1 / 255
+    on, off = (pixels(tmp_path / w / label / "64x64_seed3_0.png") for w in ("8", "0"))
+    assert not torch.equal(on, off) and torch.equal(on.flatten().sort().values, off.flatten().sort().values)
+
+
 def test_a_sample_larger_than_a_tile_is_measured_on_its_centre_tile(trained, tmp_path):
     """The README's 4096 px sample: made in tiles, its quality measured on the centre --sample-tile crop
     (the patch measures of the whole would need several GB more)."""

@@ -25,6 +25,7 @@ from texture.run import memory, outputs
 from texture.run.device import autocast, pick_device, pick_dtype
 from texture.synthesis import colour
 from texture.synthesis.histogram import match_histogram
+from texture.synthesis.spectrum import temper
 from texture.synthesis.targets import label_of
 
 
@@ -58,18 +59,30 @@ def judge_for(args, ckpt):
     return judge, found["classes"]
 
 
+def matched(raw, target, width):
+    """A raw sample (C, H, W) given the target's grey levels by rank (histogram.match_histogram) or a colour
+    target's colours (colour.match_colours); with `width`, each channel's power spectrum then tempered
+    against the target's (spectrum.temper) and the levels or colours matched again."""
+    match = colour.match_colours if colour.is_colour(target) else match_histogram
+    img = match(raw, target)
+    if width <= 0:
+        return img
+    planes = target.view(-1, *target.shape[-2:])
+    return match(torch.stack([temper(x, t, width) for x, t in zip(img.view(-1, *img.shape[-2:]), planes)])
+                 .view_as(img), target)
+
+
 def sample_one(g, c, size, seed, target, args, device, dtype):
-    """One sample of class c, given the target's grey levels by rank (histogram.match_histogram) or a
-    colour target's colours (colour.match_colours), on the assembled image, so a tiled sample stays
-    equal to one pass; its histogram distance before that, and the seconds it took (noise and
-    matching included)."""
+    """One sample of class c, its levels or colours matched to the target's and tempered (matched) on the
+    assembled image, so a tiled sample stays equal to one pass; its histogram distance before that, and
+    the seconds it took (noise and matching included)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     noise = G.noise_pyramid(g, *size, seed, device=device)
     with autocast(device, dtype):
         raw = G.sample(g, noise, c, args.sample_tile).float()
-    img = (colour.match_colours(raw, target) if colour.is_colour(target) else match_histogram(raw, target)).cpu()
+    img = matched(raw, target, args.sample_temper).cpu()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return img, quality.histogram_distance(raw.cpu(), target), time.perf_counter() - t0
