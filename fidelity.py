@@ -18,7 +18,7 @@ every method and seed. Each run writes
 target beside each method's output). The reference row scores sample c's first patch against the
 target: what a new photograph of the same texture scores. Method `texnet` (only when named) trains
 texnet.py's generator on each target with the --texnet-* flags, once (kept in --fidelity-dir/gen/texnet/
-generators and reused), and scores one sample of the target's size per seed.
+generators and reused), and scores one sample of the target's size per seed (tempered by --sample-temper).
 
 --fidelity-set colour takes texture.data.colour's colour photographs (development and held-out) and
 procedural colour classes instead, with --backbone random and no classifier: each target is the top
@@ -161,7 +161,8 @@ def texnet_samples(args, seed, targets, ckpt):
         which = [os.path.join(joint, "texnet.pt"), "--label", os.path.basename(own)] if joint else \
             [os.path.join(own, "texnet.pt")]
         r = generator_training.run(["sample", *which, *judge, *common,
-                                    "--size", side, side, "--seed", str(seed), "--sample-dir", out])[0]
+                                    "--size", side, side, "--seed", str(seed), "--sample-dir", out,
+                                    "--sample-temper", str(args.sample_temper)])[0]
         results.append({"png": r["png"], "label": label,
                         "quality": r["quality"], "recognised": (r.get("verdict") or {}).get("recognised"),
                         "seconds": r["seconds"], "message": None})
@@ -226,6 +227,7 @@ def write_text(path, text):
 def _extra(p):
     p.add_argument("--ckpt", default="", help="classifier checkpoint file or folder (default: the newest in "
                    "--fidelity-dir/ckpt, trained there first if it holds none)")
+    add_arguments(p, ["texsample"], only={"sample_temper"})  # method texnet's samples
 
 
 def grey_set(args):

@@ -216,14 +216,15 @@ def _checked(name, kind):
     return convert
 
 
-def add_arguments(parser, groups, hidden=()):
-    """Add every field of the given groups to an argparse parser as `--flag-name`; those named in
-    `hidden` are parsed but left out of --help (a script that refuses them)."""
+def add_arguments(parser, groups, hidden=(), only=None):
+    """Add every field of the given groups (or, given `only`, those of them it names) to an argparse
+    parser as `--flag-name`; those named in `hidden` are parsed but left out of --help (a script that
+    refuses them)."""
     info = _comments()
     defaults = Hyperparams()
     for f in dataclasses.fields(Hyperparams):
         group, text = info[f.name]
-        if group not in groups:
+        if group not in groups or (only is not None and f.name not in only):
             continue
         parser.add_argument("--" + f.name.replace("_", "-"), type=_checked(f.name, f.type),
                             default=getattr(defaults, f.name), choices=CHOICES.get(f.name),
