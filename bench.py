@@ -46,7 +46,7 @@ hits both alike; every one but fast and heap, which run only when named):
              the synthesis's seconds, the process's peak memory and their ratios (texture/measures/heap.py)
   texnet     one texnet.py sample of --bench-texnet-size squared (the default generator; its cost does
              not depend on its weights) vs one iteration of gen.py's default at that size (made coarse to
-             fine, so without the refinement)
+             fine, so without the refinement), and vs the same sample untempered
 Results: a table on stdout and --bench-dir/bench.json (plus the settings, args.json; a later run writes
 bench-2.json and args-2.json beside them, and so on).
 """
@@ -236,7 +236,8 @@ def rows(r):
         tx = r["texnet"]
         out += [("texnet", f"texnet.py sample {tx['size']}x{tx['size']}, s", f"{tx['sample_s']:.3f}"),
                 ("texnet", f"gen.py default iteration at {tx['size']}x{tx['size']}, s", f"{tx['gen_iteration_s']:.3f}"),
-                ("texnet", "iteration / sample", f"{tx['ratio']:.1f}x")]
+                ("texnet", "iteration / sample", f"{tx['ratio']:.1f}x"),
+                ("texnet", "sample / the same untempered (--sample-temper 0)", f"{tx['temper_ratio']:.2f}x")]
     for key, d in (r.get("fast") or {}).items():
         what = f"{d['targets'][0]} {d['side']} px" if key == "one" else f"{len(d['targets'])} targets {d['side']} px"
         out += [("fast", f"{what}: default / fast, s", f"{d['default_s']:.1f} / {d['fast_s']:.1f}"),

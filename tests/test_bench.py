@@ -53,7 +53,7 @@ def test_quick_run_prints_the_table(quick_run):
     assert "speed-up" in out and "iteration / bare" in out
     assert "--loss gcd iteration / bare" in out and "refinement iteration / bare" in out
     assert "bare / that (padding in the activations' dtype)" in out
-    assert "iteration / sample" in out
+    assert "iteration / sample" in out and "sample / the same untempered (--sample-temper 0)" in out
     assert "colouring the luminance's output, s" in out and "default's seconds per target, grey / colour" in out
     assert "channels together at --chroma-layers / grey, first part and refinement" in out
     assert "48 px: refinement iteration / Gram + spectrum's" in out and "48 px: the same with every target patch" in out

@@ -23,11 +23,11 @@ from texture.networks.checkpoints import CheckpointError
 from texture.run.device import autocast, pick_dtype
 from texture.run.timing import interleave, sync
 from texture.synthesis import chroma
-from texture.synthesis.histogram import match_histogram
 from texture.synthesis.methods import method_options
 from texture.synthesis.optimize import objective, resolve, synthesize
 from texture.synthesis.options import Options
 from texture.synthesis.recipe import refinement
+from texture.synthesis.sampling import matched
 
 
 def synthesis_net(args, device):
@@ -197,9 +197,10 @@ def bench_refine_sizes(args, device):
 
 def bench_texnet(args, device, dtype, data_dir):
     """Section texnet: a sample of the default generator (with its most plane waves, as a lattice's),
-    tiled and given the target's grey levels as texnet.py samples (sampling.sample_one), vs one
+    tiled, given the target's grey levels and tempered as texnet.py samples (sampling.sample_one), vs one
     synthesis iteration of gen.py's default for an output of the same size (the time between two
-    iterations; an output that large is made coarse to fine, without the refinement)."""
+    iterations; an output that large is made coarse to fine, without the refinement), and vs the same
+    sample untempered (--sample-temper 0)."""
     h, s = Hyperparams(), args.bench_texnet_size
     g = generator.Generator(h.texnet_scales, h.texnet_width, h.texnet_noise, waves=h.texnet_waves).to(device)
     generator.calibrate(g, generator.noise_pyramid(g, g.factor * 4, g.factor * 4, args.seed, device=device))
@@ -209,16 +210,20 @@ def bench_texnet(args, device, dtype, data_dir):
     net = synthesis_net(args, device)
     options = Options(dtype=args.dtype, levels=1, steps=2, refine_steps=0, short_from=0)  # one level: the iteration at full size
 
-    def sample():
-        with autocast(device, dtype):
-            img = generator.sample(g, generator.noise_pyramid(g, s, s, args.seed, device=device), 0, h.sample_tile)
-        match_histogram(img.float(), target)
+    def sample(width):
+        def run():
+            with autocast(device, dtype):
+                img = generator.sample(g, generator.noise_pyramid(g, s, s, args.seed, device=device), 0, h.sample_tile)
+            matched(img.float(), target, width)
+        return run
 
     def iteration():
         stamps = []
         synthesize(net, [target], (s, s), options, seeds=[args.seed],
                    callback=lambda *_: stamps.append(time.perf_counter()))
         return [stamps[1] - stamps[0]]
-    t = interleave({"sample": sample, "iteration": iteration}, args.bench_repeats, device)
+    t = interleave({"sample": sample(h.sample_temper), "untempered": sample(0), "iteration": iteration},
+                   args.bench_repeats, device)
     return {"size": s, "sample_s": t["sample"], "sample_s_per_megapixel": t["sample"] / (s * s / 1e6),
-            "gen_iteration_s": t["iteration"], "ratio": t.ratio("iteration", "sample")}
+            "gen_iteration_s": t["iteration"], "ratio": t.ratio("iteration", "sample"),
+            "untempered_sample_s": t["untempered"], "temper_ratio": t.ratio("sample", "untempered")}
