@@ -1,7 +1,8 @@
 """The Fourier spectrum term of synthesis (Liu et al. 2016): the target's amplitude spectrum, taken
-on its periodic component, and the loss pulling an image's spectrum towards it.
+on its periodic component, and the loss pulling an image's spectrum towards it; and the tempering of
+texnet.py's samples against that spectrum (temper).
 
-synthesis.objective adds it when --spectrum-weight is above 0. Example:
+synthesis.objective adds the term when --spectrum-weight is above 0. Example:
 
     python -c "import torch; from texture.synthesis import spectrum; t = torch.rand(32, 32); print(spectrum.spectrum_loss([t], (32, 32), 'cpu')(t[None, None]))"
 """
