@@ -119,9 +119,11 @@ def synthesise(args, method, seed, targets, ckpt):
     """The method's flags on every target as one batch, as gen.py runs them: each target's record
     from this run (a failed target: its reason, no measures)."""
     out = os.path.join(args.fidelity_dir, "gen", method, f"seed{seed}")
-    argv = [*targets, *network(ckpt), "--gen-dir", out, "--image-size", str(args.fidelity_size), "--steps",
-            str(args.fidelity_steps), "--seed", str(seed), "--snapshot-every", "0", "--device", args.device,
-            "--dtype", args.dtype, *METHODS[method]]
+    # --steps only when asked for: given, it would also keep the long counts from --short-from px on
+    steps = ["--steps", str(args.fidelity_steps)] if args.fidelity_steps else []
+    argv = [*targets, *network(ckpt), "--gen-dir", out, "--image-size", str(args.fidelity_size), *steps,
+            "--seed", str(seed), "--snapshot-every", "0", "--device", args.device, "--dtype", args.dtype,
+            *METHODS[method]]
     gen_args = parse_args(None, batch.GROUPS, argv, extra=batch.add_flags, check=batch.check_flags)
     jobs, records, failed = batch.synthesise(gen_args, given(argv, batch.GROUPS, batch.add_flags), 0, 1,
                                              pick_device(args.device))

@@ -124,7 +124,7 @@ class Hyperparams:
     fidelity_size: int = 96  # side of the held-out targets and of the outputs (at most --demo-size)
     fidelity_train_size: int = 64  # side of the crops the classifier trains on (as the README's demo)
     fidelity_epochs: int = 12  # classifier training epochs (as the README's demo)
-    fidelity_steps: int = 300  # synthesis iterations per output (gen.py --steps)
+    fidelity_steps: int = 0  # gen.py --steps of every output (0: gen.py's own, which from --short-from px on is --short-steps)
     fidelity_set: str = "grey"  # grey: the demo classes and photographs, with the classifier; colour: texture.data.colour's photographs and procedural classes with --backbone random, no classifier (docs/colour.md)
     fidelity_colour_targets: str = "all"  # the colour set's targets, comma-separated names of texture.data.colour's PHOTOS and PALETTES (all: every one; parrot and macaque need plenoptic)
     # == texnet ==
@@ -179,7 +179,7 @@ CHOICES = {
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
            "fine_refine_steps", "fine_polish_steps", "short_from", "short_refine_steps", "texnet_snapshot_every", "texnet_waves", "chroma_share", "bench_batch_targets",
-           "sample_temper"}
+           "sample_temper", "fidelity_steps"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
 # Where `prepro.py --demo` writes when --data-dir is not given.

@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 import fidelity
-from hyperparams import parse_args
+from hyperparams import Hyperparams, parse_args
 from texture.data import colour as colour_data
 from texture.measures import report
 from texture.networks import checkpoints as C
 from texture.synthesis import methods
+from texture.synthesis.options import Options
 
 TINY = ["--demo-classes", "1", "--demo-photos", "gravel", "--demo-patches", "12", "--demo-size", "48",
         "--fidelity-size", "32", "--fidelity-train-size", "32", "--fidelity-epochs", "1", "--fidelity-steps", "2",
@@ -213,3 +214,17 @@ def test_colour_set_without_plenoptic_names_the_photograph_and_the_package(tmp_p
                                          r"plenoptic\); leave it out$"):
         fidelity.main(["--fidelity-set", "colour", "--fidelity-colour-targets", "dots,parrot",
                        "--fidelity-dir", str(tmp_path)])
+
+
+def test_the_methods_run_gen_pys_own_counts_unless_fidelity_steps_is_given(monkeypatch):
+    """gen.py --steps given keeps the long counts at every size; fidelity.py passes it only when asked,
+    so that its `default` from --short-from px on is gen.py's default there."""
+    seen = []
+    monkeypatch.setattr(fidelity.batch, "synthesise", lambda gen_args, given, *_: seen.append((gen_args, given)) or
+                        ([], [], []))
+    for steps in ([], ["--fidelity-steps", "7"]):
+        args = parse_args(fidelity.__doc__, fidelity.GROUPS, steps, extra=fidelity._extra)
+        fidelity.synthesise(args, "default", 0, ["a.png"], "")
+    (own, own_given), (asked, asked_given) = seen
+    assert "steps" not in own_given and Options.from_args(own, None, own_given).short_from == Hyperparams.short_from
+    assert "steps" in asked_given and asked.steps == 7 and Options.from_args(asked, None, asked_given).short_from == 0
