@@ -65,7 +65,7 @@ def smoothed(power, width):
     """A power spectrum (H, W) averaged over nearby frequencies: its autocorrelation (the inverse
     transform) kept within a gaussian window of `width` px, as a filter of about that extent sees it."""
     h, w = power.shape
-    dy, dx = torch.fft.fftfreq(h, 1 / h), torch.fft.fftfreq(w, 1 / w)  # circular displacements in px
+    dy, dx = (torch.fft.fftfreq(n, 1 / n, device=power.device) for n in (h, w))  # circular displacements in px
     window = torch.exp(-(dy.square()[:, None] + dx.square()[None]) / (2 * width ** 2))
     return torch.fft.fft2(torch.fft.ifft2(power).mul_(window)).real.clamp_min_(0)
 
@@ -73,7 +73,7 @@ def smoothed(power, width):
 def temper(img, target, width):
     """img (H, W), a tileable sample, with its power spectrum lowered by a smooth filter wherever it
     exceeds the target's (target_amplitude at img's size), both smoothed over what `width` px of
-    autocorrelation tell (smoothed): the fine grain, ripples or smeared peaks the target lacks fade,
+    autocorrelation tell (smoothed): the fine grain and ripples the target lacks fade,
     and the sample keeps its layout and phases. Where the sample has less power than the target its
     own is kept: raising it amplified the sample's noise (the Hubble deep field's dark sky grew grain;
     docs/texnet.md). Its grey levels change, so the caller matches them again."""
@@ -83,6 +83,7 @@ def temper(img, target, width):
     gain = gain.div_(smoothed(f.abs().square(), width).clamp_min_(1e-12)).clamp_max_(1)
     gain[0, 0] = 1
     return torch.fft.ifft2(f.mul_(gain.sqrt_())).real + img.float().mean()
+
 
 def frequency_weights(power, scale):
     """Each frequency's weight in the spectrum term from the target's power (..., H, W) there, for
