@@ -16,7 +16,9 @@ Training takes gen.py's network and loss-term flags (--ckpt, --backbone, --layer
 (gen.py's --loss choices; default gram+gcd, docs/texnet.md), and gen.py's --loss and optimiser flags
 do not apply (--texnet-steps, --texnet-lr). It writes --texnet-dir/<label>/texnet.pt (generator weights,
 settings, the target crop: never the classifier), args.json and snapshot_NNNNN.png every
---texnet-snapshot-every steps. Sampling writes --sample-dir/<label>/<H>x<W>_seed<S>_<i>.png and .json
+--texnet-snapshot-every steps. Each sample gets the target's grey levels (or colours) and is tempered:
+its power spectrum lowered wherever it exceeds the target's (--sample-temper; 0: off). Sampling
+writes --sample-dir/<label>/<H>x<W>_seed<S>_<i>.png and .json
 (gen.py's quality measures and verdict, by the classifier the generator trained with unless --ckpt
 names another; measured on the centre --sample-tile crop of a larger sample), --sample-dir/report.json
 and a collection image; a later run writes <label>-2/ and report-2.json beside them.
