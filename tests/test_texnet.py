@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import zlib
 
 import numpy
 import pytest
@@ -83,7 +84,7 @@ def test_samples_are_tempered_unless_sample_temper_is_zero(trained, tmp_path):
     g, ckpt = sampling.load(path)
     target = ckpt["target_images"][0].float() / 255
     with torch.no_grad():
-        raw = G.sample(g.eval(), G.noise_pyramid(g, 64, 64, sampling.zlib.crc32(b"3:0")), 0).float()
+        raw = G.sample(g.eval(), G.noise_pyramid(g, 64, 64, zlib.crc32(b"3:0")), 0).float()
     for width in (8, 0):
         [record] = sample(path, tmp_path / str(width), "--size", 64, 64, "--seed", 3, "--sample-temper", width)
         expected = match_histogram(raw, target) if width == 0 else sampling.matched(raw, target, width)

@@ -77,12 +77,12 @@ def temper(img, target, width):
     and the sample keeps its layout and phases. Where the sample has less power than the target its
     own is kept: raising it amplified the sample's noise (the Hubble deep field's dark sky grew grain;
     docs/texnet.md). Its grey levels change, so the caller matches them again."""
-    x = img.float() - img.float().mean()
-    f = torch.fft.fft2(x)
-    gain = smoothed(target_amplitude(target.cpu(), x.shape).to(x.device).square(), width)
+    mean = img.float().mean()
+    f = torch.fft.fft2(img.float() - mean)
+    gain = smoothed(target_amplitude(target.cpu(), img.shape).to(img.device).square(), width)
     gain = gain.div_(smoothed(f.abs().square(), width).clamp_min_(1e-12)).clamp_max_(1)
     gain[0, 0] = 1
-    return torch.fft.ifft2(f.mul_(gain.sqrt_())).real + img.float().mean()
+    return torch.fft.ifft2(f.mul_(gain.sqrt_())).real + mean
 
 
 def frequency_weights(power, scale):
