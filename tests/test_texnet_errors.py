@@ -43,6 +43,13 @@ def test_count_zero_is_refused_and_writes_nothing(one_step, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_negative_sample_temper_is_refused_and_writes_nothing(one_step, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        sample(one_step[0], tmp_path / "out", "--sample-temper", -1)
+    assert e.value.code == 2 and "argument --sample-temper: must be >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_sample_that_does_not_fit_in_memory_is_refused(one_step, tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "available", lambda device: 2 * memory.GB)  # 16384 px: about 15 GB
     with pytest.raises(SystemExit, match=r"^--size 16384 16384: one sample, about 15\.\d GB needed, 2\.0 GB "
