@@ -131,6 +131,7 @@ class Hyperparams:
     texnet_dir: str = "asset/texnet"  # trained generators, one folder each: texnet.pt (weights and settings), snapshots
     texnet_steps: int = 1000  # Adam steps per generator
     texnet_loss: str = "gram+gcd"  # the training loss, --loss's choices: the Gram statistics with the guided correspondence term give samples closer to the target in the same time (docs/texnet.md)
+    texnet_spectrum_weight: float = 0.3  # weight of the Fourier spectrum term in the training loss, --spectrum-weight's in gen.py (0: off; docs/texnet.md)
     texnet_lr: float = 0.01  # Adam learning rate of the generator (its peak with --texnet-schedule cosine)
     texnet_schedule: str = "constant"  # constant|cosine: the learning rate held, or decayed to 0 along a half cosine over --texnet-steps
     texnet_batch: int = 4  # samples per step (per process under torchrun)
@@ -178,7 +179,7 @@ CHOICES = {
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
-           "fine_refine_steps", "fine_polish_steps", "short_from", "short_refine_steps", "texnet_snapshot_every", "texnet_waves", "chroma_share", "bench_batch_targets",
+           "fine_refine_steps", "fine_polish_steps", "short_from", "short_refine_steps", "texnet_snapshot_every", "texnet_waves", "texnet_spectrum_weight", "chroma_share", "bench_batch_targets",
            "sample_temper", "fidelity_steps"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}

@@ -17,6 +17,7 @@ from conftest import texnet_train as train
 from PIL import Image
 
 import texnet
+from hyperparams import Hyperparams
 from texture.measures import quality
 from texture.networks import checkpoints as C
 from texture.networks import feedforward as G
@@ -53,6 +54,7 @@ def test_training_lowers_the_loss_and_writes_a_small_checkpoint(trained):
     curve = ckpt["curve"]
     assert len(curve) == 30 and ckpt["step"] == 30 and ckpt["labels"] == [label]
     assert ckpt["settings"]["loss"] == ckpt["settings"]["texnet_loss"] == "gram+gcd"  # the objective read it
+    assert ckpt["settings"]["spectrum_weight"] == ckpt["settings"]["texnet_spectrum_weight"]
     assert sum(curve[-5:]) < 0.7 * sum(curve[:5]), curve
     assert not any(k.startswith("features.") for k in ckpt["model"])  # the classifier is not in it
     assert os.path.getsize(path) < 200_000 and os.path.isfile(os.path.join(os.path.dirname(path), "args.json"))
@@ -305,6 +307,10 @@ def test_time_budget_then_resume_equals_an_uninterrupted_run(firsts, tmp_path):
     assert sampling.load(tmp_path / "b" / label / "texnet.pt")[1]["step"] == 1
     with pytest.raises(SystemExit, match="continue with --resume"):
         train(firsts[:1], tmp_path / "b", *cosine)
+    was = Hyperparams().texnet_spectrum_weight  # continued only against the loss it was trained with
+    with pytest.raises(SystemExit, match=re.escape(f"trained with --texnet-spectrum-weight {was}, here 0.5: resume "
+                                                   f"with --texnet-spectrum-weight {was}")):
+        train(firsts[:1], tmp_path / "b", *cosine, "--resume", "--texnet-spectrum-weight", 0.5)
     train(firsts[:1], tmp_path / "b", *cosine, "--resume")
     a, b = (sampling.load(tmp_path / d / label / "texnet.pt")[1] for d in "ab")
     assert b["step"] == 3 and a["curve"] == b["curve"]
@@ -319,10 +325,19 @@ def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, train
             texnet.main(["train", firsts[0], flag, value])
         assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == \
             f"texnet.py train: error: {flag}: gen.py's flag, texnet.py train does not use it"
-    with pytest.raises(SystemExit) as e:  # the loss is texnet.py's own flag, with its own default
-        texnet.main(["train", firsts[0], "--loss", "gram"])
+    # the loss and the spectrum's weight are texnet.py's own flags, with their own defaults
+    for flag, value, own in [("--loss", "gram", "loss is --texnet-loss"),
+                             ("--spectrum-weight", "1", "spectrum weight is --texnet-spectrum-weight")]:
+        with pytest.raises(SystemExit) as e:
+            texnet.main(["train", firsts[0], flag, value])
+        assert capsys.readouterr().err.strip().splitlines()[-1] == \
+            f"texnet.py train: error: {flag}: gen.py's flag, texnet.py train does not use it; its {own}"
+    args = generator_training.parse(["train", firsts[0], "--texnet-spectrum-weight", "0.7", "--texnet-loss", "gram"])
+    assert (args.spectrum_weight, args.loss) == (0.7, "gram")  # what the objective reads
+    with pytest.raises(SystemExit) as e:
+        texnet.main(["train", firsts[0], "--texnet-spectrum-weight", "0", "--spectrum-scale", "relative"])
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        "texnet.py train: error: --loss: gen.py's flag, texnet.py train does not use it; its loss is --texnet-loss"
+        "texnet.py train: error: --spectrum-scale applies only with --texnet-spectrum-weight above 0"
     with pytest.raises(SystemExit) as e:
         texnet.main(["train", "--help"])
     offered = set(re.findall(r"^  (--[a-z][a-z-]+)", capsys.readouterr().out, re.M))  # declared, not named in a help

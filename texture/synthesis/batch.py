@@ -45,11 +45,12 @@ def add_flags(p):
     p.add_argument("--tile", action="store_true", help="periodic boundaries: the texture tiles seamlessly")
 
 
-def without_effect(args, given, refines, hint="", loss_flag="--loss"):
+def without_effect(args, given, refines, hint="", loss_flag="--loss", weight_flag="--spectrum-weight"):
     """Why a flag of the network, loss or crop given would have no effect, for gen.py and texnet.py
     (None if each has one): weights for another backbone, the correspondence term's flags without
     that term (in the loss, named `loss_flag` in the message, or in the refinement when `refines`;
-    `hint` says how to get one), the spectrum's scale without the spectrum term, a crop size with --full."""
+    `hint` says how to get one), the spectrum's scale without the spectrum term (its weight named
+    `weight_flag`), a crop size with --full."""
     if "backbone_weights" in given and args.backbone != "imagenet":
         return "--backbone-weights applies to --backbone imagenet only"
     gcd = "gcd" in args.loss.split("+")
@@ -58,7 +59,7 @@ def without_effect(args, given, refines, hint="", loss_flag="--loss"):
     if not gcd and not refines and (flags := sorted(given & {"gcd_weight", "occurrence", "gcd_patches"})):
         return f"--{flags[0].replace('_', '-')} applies to {loss_flag} gcd, gram+gcd or swd+gcd only{hint}"
     if "spectrum_scale" in given and not args.spectrum_weight:
-        return "--spectrum-scale applies only with --spectrum-weight above 0"
+        return f"--spectrum-scale applies only with {weight_flag} above 0"
     if "image_size" in given and args.full:
         return "--image-size has no effect with --full, which uses the whole target"
     return None

@@ -36,10 +36,13 @@ from texture.synthesis.targets import load_target, plan
 
 TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
 SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
-# flags of the gen group that training does not use: setting one is an error, not a no-op
-UNUSED = ["gen_dir", "loss", "optimizer", "gen_lr", "steps", "snapshot_every", "levels", "init", "pixels", "padding",
-          "refine_steps", "refine_lr", "refine_layers", "refine_channels", "polish_steps", "occurrence_hold",
-          "fine_refine_steps", "fine_polish_steps", "short_from", "short_steps", "short_refine_steps", "short_refine_lr"]
+# flags of the gen group that training does not use: setting one is an error, not a no-op; the loss and the
+# spectrum's weight are texnet.py's own (OWN), with their own defaults
+UNUSED = ["gen_dir", "loss", "spectrum_weight", "optimizer", "gen_lr", "steps", "snapshot_every", "levels", "init",
+          "pixels", "padding", "refine_steps", "refine_lr", "refine_layers", "refine_channels", "polish_steps",
+          "occurrence_hold", "fine_refine_steps", "fine_polish_steps", "short_from", "short_steps",
+          "short_refine_steps", "short_refine_lr"]
+OWN = {"loss": "texnet_loss", "spectrum_weight": "texnet_spectrum_weight"}
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
 
@@ -77,10 +80,13 @@ def parse(argv=None, doc=__doc__):
         rest = (sys.argv[1:] if argv is None else list(argv))[1:]  # after the word train
         given = hyperparams.given(rest, TRAIN_GROUPS, train_flags)
         if unused := [k for k in UNUSED if k in given]:
-            train.error(f"--{unused[0].replace('_', '-')}: gen.py's flag, texnet.py train does not use it"
-                        + ("; its loss is --texnet-loss" if unused[0] == "loss" else ""))
-        args.loss = args.texnet_loss  # the objective, shared with gen.py, reads --loss
-        if problem := without_effect(args, given, refines=False, loss_flag="--texnet-loss"):
+            k = unused[0]
+            own = f"; its {k.replace('_', ' ')} is --{OWN[k].replace('_', '-')}" if k in OWN else ""
+            train.error(f"--{k.replace('_', '-')}: gen.py's flag, texnet.py train does not use it{own}")
+        for k, v in OWN.items():  # the objective, shared with gen.py, reads gen.py's names
+            setattr(args, k, getattr(args, v))
+        if problem := without_effect(args, given, refines=False, loss_flag="--texnet-loss",
+                                     weight_flag="--texnet-spectrum-weight"):
             train.error(problem)
         if problem := joint_waves(args, given):
             train.error(problem)
@@ -183,6 +189,10 @@ def start(job, args, device):
     if old.config() != g.config() or ckpt["labels"] != job["labels"]:
         raise SystemExit(f"{job['ckpt']}: trained as {old.config()} on {ckpt['labels']}, not "
                          f"{g.config()} on {job['labels']}")
+    for k, flag in OWN.items():  # continued against another loss than its own, e.g. trained before a default changed
+        was, now, flag = ckpt["settings"].get(k), getattr(args, k), "--" + flag.replace("_", "-")
+        if was is not None and was != now:
+            raise SystemExit(f"{job['ckpt']}: trained with {flag} {was}, here {now}: resume with {flag} {was}")
     g.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])  # its learning rate is set at every step (learning_rate)
     return g, opt, ckpt["step"], list(ckpt.get("curve", [])), float(ckpt.get("seconds", 0.0))
