@@ -330,7 +330,7 @@ def test_flags_that_do_not_apply_and_bad_sizes_are_one_line_errors(firsts, train
                              ("--spectrum-weight", "1", "spectrum weight is --texnet-spectrum-weight")]:
         with pytest.raises(SystemExit) as e:
             texnet.main(["train", firsts[0], flag, value])
-        assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == \
             f"texnet.py train: error: {flag}: gen.py's flag, texnet.py train does not use it; its {own}"
     args = generator_training.parse(["train", firsts[0], "--texnet-spectrum-weight", "0.7", "--texnet-loss", "gram"])
     assert (args.spectrum_weight, args.loss) == (0.7, "gram")  # what the objective reads
