@@ -60,6 +60,7 @@ class Hyperparams:
     layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"  # feature taps whose Gram matrices are matched, name[:weight],... or a preset: blocks (this), original (pool1..pool4), gatys (conv1_1,pool1..pool4)
     pool: str = "avg"  # max|avg: pooling used during synthesis
     optimizer: str = "lbfgs"  # lbfgs|adam
+    lbfgs_history: int = 10  # with --optimizer lbfgs: the curvature pairs each image's L-BFGS keeps; more reach a given loss in fewer iterations, each pair costs two passes over the image per iteration (docs/speed.md)
     gen_lr: float = 0.0  # optimiser step size (0: the optimiser's own, see GEN_LR: L-BFGS 1, Adam 0.02)
     steps: int = 300  # optimiser iterations per target
     time_budget: float = 0.0  # stop each batch after this many seconds, refinement and polish included (0: no limit)

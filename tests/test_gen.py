@@ -16,6 +16,7 @@ from conftest import ROOT, gram_options
 from PIL import Image
 
 import gen
+import hyperparams
 import model
 from hyperparams import parse_args
 from texture.data import colour as colour_data
@@ -162,6 +163,30 @@ def test_batch_lbfgs_minimises_each_row_as_if_alone():
     both = run([0, 1])
     assert both.abs().max() < 1e-3
     assert torch.allclose(both[0], run([0])[0], atol=1e-6) and torch.allclose(both[1], run([1])[0], atol=1e-6)
+
+
+def test_lbfgs_history_flag_reaches_each_images_optimiser(net, firsts, tmp_path, monkeypatch, capsys):
+    """--lbfgs-history sets the curvature pairs each image's L-BFGS keeps; with Adam it is refused."""
+    flags = lambda *argv: parse_args("", ["device", "seed", "gen"], ["t.png", *argv], batch.add_flags)
+    assert Options.from_args(flags()).lbfgs_history == hyperparams.Hyperparams().lbfgs_history
+    assert Options.from_args(flags("--lbfgs-history", "3")).lbfgs_history == 3
+    made = []
+
+    class Recorded(lbfgs.BatchLBFGS):
+        def __init__(self, *a):
+            super().__init__(*a)
+            made.append(self)
+
+    monkeypatch.setattr(lbfgs, "BatchLBFGS", Recorded)
+    target = load(firsts[0])
+    for history in (2, 6):
+        optimize.synthesize(net, [target, target], None, gram_options(LAYERS, steps=12, lbfgs_history=history),
+                            seeds=[0, 1])
+        assert made[-1].m == history and [len(h) for h in made[-1].hist] == [history, history]
+    with pytest.raises(SystemExit):
+        gen.main([firsts[0], "--backbone", "random", "--gen-dir", str(tmp_path), "--optimizer", "adam",
+                  "--lbfgs-history", "5"])
+    assert "--lbfgs-history applies to --optimizer lbfgs only" in capsys.readouterr().err
 
 
 # ---- synthesis --------------------------------------------------------------------------------

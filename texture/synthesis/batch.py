@@ -76,6 +76,8 @@ def check_flags(args, given):
     if (flags := sorted(given & {"fine_refine_steps", "fine_polish_steps"})) and "refine_steps" in given:
         return (f"--{flags[0].replace('_', '-')} applies only without --refine-steps, which refines an output made "
                 "coarse to fine at full size after all levels")
+    if "lbfgs_history" in given and args.optimizer != "lbfgs":
+        return "--lbfgs-history applies to --optimizer lbfgs only"
     if "occurrence_hold" in given and args.optimizer != "lbfgs":
         return "--occurrence-hold applies to --optimizer lbfgs only (Adam takes no line search)"
     if "occurrence_hold" in given and "gcd" not in args.loss.split("+"):

@@ -38,9 +38,9 @@ TRAIN_GROUPS = ["device", "seed", "crop", "ckpt", "gen", "texnet"]
 SAMPLE_GROUPS = ["device", "seed", "ckpt", "texsample"]
 # flags of the gen group that training does not use: setting one is an error, not a no-op; the loss and the
 # spectrum's weight are texnet.py's own (OWN), with their own defaults
-UNUSED = ["gen_dir", "loss", "spectrum_weight", "optimizer", "gen_lr", "steps", "snapshot_every", "levels", "init",
-          "pixels", "padding", "refine_steps", "refine_lr", "refine_layers", "refine_channels", "polish_steps",
-          "occurrence_hold", "fine_refine_steps", "fine_polish_steps", "short_from", "short_steps",
+UNUSED = ["gen_dir", "loss", "spectrum_weight", "optimizer", "lbfgs_history", "gen_lr", "steps", "snapshot_every",
+          "levels", "init", "pixels", "padding", "refine_steps", "refine_lr", "refine_layers", "refine_channels",
+          "polish_steps", "occurrence_hold", "fine_refine_steps", "fine_polish_steps", "short_from", "short_steps",
           "short_refine_steps", "short_refine_lr"]
 OWN = {"loss": "texnet_loss", "spectrum_weight": "texnet_spectrum_weight"}
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}

@@ -130,7 +130,8 @@ def synthesize(net, targets, size=None, options=Options(), *, seeds=None, match=
     x0 = torch.stack([colour.planes(x) for x in (start if start is not None else
                       [init_image(t, size, o.init, s) for t, s in zip(targets, seeds)])]).float().to(device)
     z = (torch.logit(x0.clamp(0.01, 0.99)) if o.pixels == "sigmoid" else x0.clone()).requires_grad_()
-    opt = lbfgs.BatchLBFGS(z, o.step_size) if o.optimizer == "lbfgs" else torch.optim.Adam([z], o.step_size)
+    opt = (lbfgs.BatchLBFGS(z, o.step_size, o.lbfgs_history) if o.optimizer == "lbfgs" else
+           torch.optim.Adam([z], o.step_size))
     best, best_loss, parts = x0.clone(), torch.full((B,), math.inf), [None] * B
     active, curves, messages = torch.ones(B, dtype=torch.bool), [[] for _ in range(B)], [None] * B
     start, done, ran = time.perf_counter(), 0, [0] * B

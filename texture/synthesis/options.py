@@ -20,8 +20,9 @@ def _layers(spec):
 @dataclasses.dataclass(frozen=True)
 class Options:
     """layers: the Gram or SWD term's taps and weights; loss: a key of losses.LOSSES, or a statistic and gcd
-    joined by +; features: normalize|standardize|raw (losses._scaled); optimizer: lbfgs|adam, with step size
-    lr (0: the optimiser's own, GEN_LR), for `steps` iterations or `time_budget` seconds (0: no limit; it
+    joined by +; features: normalize|standardize|raw (losses._scaled); optimizer: lbfgs|adam (L-BFGS keeping
+    lbfgs_history curvature pairs per image), with step size lr (0: the optimiser's own, GEN_LR), for `steps`
+    iterations or `time_budget` seconds (0: no limit; it
     covers the refinement and polish too), each image stopping on its own once its best loss improved by
     less than stop_tolerance over stop_window iterations (stopping.Plateau; 0: never); init: the start noise
     (optimize.init_image); pixels: sigmoid (optimise logits) or clamp; pool, padding: the network's during
@@ -49,6 +50,7 @@ class Options:
     loss: str = H.loss
     features: str = H.features
     optimizer: str = H.optimizer
+    lbfgs_history: int = H.lbfgs_history
     lr: float = H.gen_lr
     steps: int = H.steps
     time_budget: float = H.time_budget
@@ -97,7 +99,8 @@ class Options:
         and --steps, --refine-steps or --refine-lr among them keeps those for every size (short_from 0)."""
         refine_layers = parse_layers(args.refine_layers, known, "--refine-layers")
         return cls(layers=parse_layers(args.layers, known), loss=args.loss, features=args.features,
-                   optimizer=args.optimizer, lr=args.gen_lr, steps=args.steps, time_budget=args.time_budget,
+                   optimizer=args.optimizer, lbfgs_history=args.lbfgs_history, lr=args.gen_lr, steps=args.steps,
+                   time_budget=args.time_budget,
                    stop_tolerance=args.stop_tolerance, stop_window=args.stop_window,
                    init=args.init, pixels=args.pixels, pool=args.pool, padding=args.padding,
                    tile=getattr(args, "tile", False), dtype=args.dtype, spectrum_weight=args.spectrum_weight,
