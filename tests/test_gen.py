@@ -16,9 +16,8 @@ from conftest import ROOT, gram_options
 from PIL import Image
 
 import gen
-import hyperparams
 import model
-from hyperparams import parse_args
+from hyperparams import Hyperparams, parse_args
 from texture.data import colour as colour_data
 from texture.data import folders, images
 from texture.measures import quality
@@ -168,7 +167,7 @@ def test_batch_lbfgs_minimises_each_row_as_if_alone():
 def test_lbfgs_history_flag_reaches_each_images_optimiser(net, firsts, tmp_path, monkeypatch, capsys):
     """--lbfgs-history sets the curvature pairs each image's L-BFGS keeps; with Adam it is refused."""
     flags = lambda *argv: parse_args("", ["device", "seed", "gen"], ["t.png", *argv], batch.add_flags)
-    assert Options.from_args(flags()).lbfgs_history == hyperparams.Hyperparams().lbfgs_history
+    assert Options.from_args(flags()).lbfgs_history == Hyperparams().lbfgs_history
     assert Options.from_args(flags("--lbfgs-history", "3")).lbfgs_history == 3
     made = []
 

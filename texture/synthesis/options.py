@@ -22,9 +22,9 @@ class Options:
     """layers: the Gram or SWD term's taps and weights; loss: a key of losses.LOSSES, or a statistic and gcd
     joined by +; features: normalize|standardize|raw (losses._scaled); optimizer: lbfgs|adam (L-BFGS keeping
     lbfgs_history curvature pairs per image), with step size lr (0: the optimiser's own, GEN_LR), for `steps`
-    iterations or `time_budget` seconds (0: no limit; it
-    covers the refinement and polish too), each image stopping on its own once its best loss improved by
-    less than stop_tolerance over stop_window iterations (stopping.Plateau; 0: never); init: the start noise
+    iterations or `time_budget` seconds (0: no limit; it covers the refinement and polish too), each image
+    stopping on its own once its best loss improved by less than stop_tolerance over stop_window iterations
+    (stopping.Plateau; 0: never); init: the start noise
     (optimize.init_image); pixels: sigmoid (optimise logits) or clamp; pool, padding: the network's during
     synthesis (tile: circular, the output tiles); dtype: --dtype (auto|bf16|fp16|fp32), resolved on the
     network's device; spectrum_weight > 0 adds the Fourier spectrum term, its errors scaled by
