@@ -60,7 +60,7 @@ def test_zero_allowed_where_it_means_off_and_refused_elsewhere(capsys):
     assert all(getattr(defaults, k) > 0 for k in off)  # so that parsing 0 shows the flag was read
     args = parse_args("", ["seed", "gen"], [a for flag in off.values() for a in (flag, "0")])
     assert all(getattr(args, k) == 0 for k in off)
-    for flag in ("--steps", "--gcd-weight", "--gcd-patches"):
+    for flag in ("--steps", "--gcd-weight", "--gcd-patches", "--lbfgs-history"):
         with pytest.raises(SystemExit):
             parse_args("", ["seed", "gen"], [flag, "0"])
         assert f"argument {flag}: must be > 0, got 0" in capsys.readouterr().err
