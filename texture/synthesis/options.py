@@ -100,8 +100,7 @@ class Options:
         refine_layers = parse_layers(args.refine_layers, known, "--refine-layers")
         return cls(layers=parse_layers(args.layers, known), loss=args.loss, features=args.features,
                    optimizer=args.optimizer, lbfgs_history=args.lbfgs_history, lr=args.gen_lr, steps=args.steps,
-                   time_budget=args.time_budget,
-                   stop_tolerance=args.stop_tolerance, stop_window=args.stop_window,
+                   time_budget=args.time_budget, stop_tolerance=args.stop_tolerance, stop_window=args.stop_window,
                    init=args.init, pixels=args.pixels, pool=args.pool, padding=args.padding,
                    tile=getattr(args, "tile", False), dtype=args.dtype, spectrum_weight=args.spectrum_weight,
                    spectrum_scale=args.spectrum_scale, levels=args.levels,
