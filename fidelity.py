@@ -164,7 +164,8 @@ def texnet_samples(args, seed, targets, ckpt):
             [os.path.join(own, "texnet.pt")]
         r = generator_training.run(["sample", *which, *judge, *common,
                                     "--size", side, side, "--seed", str(seed), "--sample-dir", out,
-                                    "--sample-temper", str(args.sample_temper)])[0]
+                                    "--sample-temper", str(args.sample_temper),
+                                    "--sample-fill", str(args.sample_fill)])[0]
         results.append({"png": r["png"], "label": label,
                         "quality": r["quality"], "recognised": (r.get("verdict") or {}).get("recognised"),
                         "seconds": r["seconds"], "message": None})
@@ -229,7 +230,7 @@ def write_text(path, text):
 def _extra(p):
     p.add_argument("--ckpt", default="", help="classifier checkpoint file or folder (default: the newest in "
                    "--fidelity-dir/ckpt, trained there first if it holds none)")
-    add_arguments(p, ["texsample"], only={"sample_temper"})  # method texnet's samples
+    add_arguments(p, ["texsample"], only={"sample_temper", "sample_fill"})  # method texnet's samples
 
 
 def grey_set(args):
@@ -279,7 +280,8 @@ def colour_set(args):
 
 def main(argv=None):
     args = parse_args(__doc__, GROUPS, argv, extra=_extra)
-    if problem := generator_training.joint_waves(args, given(argv, GROUPS, _extra)):
+    if problem := generator_training.joint_waves(args, given(argv, GROUPS, _extra)) or \
+            generator_training.fill_without_temper(args, given(argv, ["texsample"])):
         raise SystemExit(problem)
     if args.fidelity_size < batch.LEAST_SIDE:  # before the data and classifier, which gen.py would refuse after them
         raise SystemExit(f"--fidelity-size {args.fidelity_size}: must be at least {batch.LEAST_SIDE} px")

@@ -149,6 +149,7 @@ class Hyperparams:
     sample_dir: str = "gen_images/texnet"  # samples, one folder per texture, report.json and collections
     sample_tile: int = 1024  # largest side computed in one pass; larger samples are made in tiles of this (memory)
     sample_temper: float = 8.0  # after the generator, lower the sample's power spectrum wherever it exceeds the target's, both smoothed over frequencies as autocorrelations within this many pixels see them: the fine grain and ripples the target lacks fade, layout and phases stay (0: off; docs/texnet.md)
+    sample_fill: float = 0.0  # with --sample-temper: where the sample has less power than the target, add seeded gaussian noise with the missing power, up to this multiple of the target's median power (the pixel noise a generator does not make; 0: off; docs/texnet.md)
 
 
 PHOTOS = ("brick", "grass", "gravel", "hubble_deep_field")  # texture photographs shipped with scikit-image (photos.py)
@@ -181,7 +182,7 @@ CHOICES = {
 ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
            "fine_refine_steps", "fine_polish_steps", "short_from", "short_refine_steps", "texnet_snapshot_every", "texnet_waves", "texnet_spectrum_weight", "chroma_share", "bench_batch_targets",
-           "sample_temper", "fidelity_steps"}
+           "sample_temper", "sample_fill", "fidelity_steps"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
 # Where `prepro.py --demo` writes when --data-dir is not given.

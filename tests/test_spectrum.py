@@ -10,7 +10,7 @@ import model
 from texture.measures.quality import hf_excess
 from texture.synthesis import colour, optimize, spectrum
 from texture.synthesis.histogram import match_histogram
-from texture.synthesis.spectrum import temper
+from texture.synthesis.spectrum import smoothed, target_amplitude, temper
 
 
 def test_periodic_component_of_a_ramp_is_flat_and_of_a_periodic_image_is_itself():
@@ -118,3 +118,21 @@ def test_tempering_never_raises_the_samples_power():
     sample = sample / sample.std() * target.std()
     power = [torch.fft.fft2(x - x.mean()).abs().square() for x in (sample, temper(sample, target, 8))]
     assert (power[1] <= power[0] * (1 + 1e-4) + 1e-6).all() and (power[1] < 0.9 * power[0]).any()
+
+
+def test_fill_gives_back_the_fine_noise_a_sample_lacks_up_to_the_targets_median_power():
+    """A smooth sample against a target of a smooth field under white pixel noise: tempering alone
+    leaves the fine power missing; with fill the given noise brings it back (hf_excess near 1). The
+    added power follows the noise linearly and, where the target is strong (its low frequencies),
+    stays near the target's median power instead of the target's own."""
+    rng = torch.Generator().manual_seed(3)
+    target = blurred_noise(0) / blurred_noise(0).std() + 0.5 * torch.randn(64, 64, generator=rng)
+    sample = blurred_noise(1) / blurred_noise(1).std()
+    noise = torch.randn(64, 64, generator=rng)
+    plain, filled, twice = (temper(sample, target, 8, f, n) for f, n in ((0, None), (1, noise), (1, 2 * noise)))
+    assert hf_excess(plain, target)[2] < 0.1 and 0.7 < hf_excess(filled, target)[2] < 1.3
+    assert torch.allclose(twice - plain, 2 * (filled - plain), atol=1e-4)
+    want = smoothed(target_amplitude(target, (64, 64)).square(), 8)
+    cap, added = want.flatten()[1:].median(), torch.fft.fft2(filled - plain).abs().square()
+    strong = want > 10 * cap
+    assert strong.sum() > 10 and added[strong].mean() < 1.5 * cap < 0.2 * want[strong].mean()

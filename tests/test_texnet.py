@@ -96,6 +96,26 @@ def test_samples_are_tempered_unless_sample_temper_is_zero(trained, tmp_path):
     assert not torch.equal(on, off) and torch.equal(on.flatten().sort().values, off.flatten().sort().values)
 
 
+def test_sample_fill_adds_noise_drawn_from_the_seed(trained, tmp_path):
+    """--sample-fill adds gaussian noise to the tempering (sampling.matched with the sample's seed):
+    the same seed gives the same pixels, the grey levels stay the target's, and the fine power rises."""
+    path, label = trained
+    g, ckpt = sampling.load(path)
+    target = ckpt["target_images"][0].float() / 255
+    seed = zlib.crc32(b"3:0")
+    with torch.no_grad():
+        raw = G.sample(g.eval(), G.noise_pyramid(g, 64, 64, seed), 0).float()
+    runs = {}
+    for name, fill in (("a", 1), ("b", 1), ("off", 0)):
+        [record] = sample(path, tmp_path / name, "--size", 64, 64, "--seed", 3, "--sample-fill", fill)
+        assert record["settings"]["sample_fill"] == fill
+        runs[name] = pixels(record["png"])
+    assert (runs["a"] - sampling.matched(raw, target, 8, 1.0, seed)).abs().max() <= 1 / 255
+    assert torch.equal(runs["a"], runs["b"]) and not torch.equal(runs["a"], runs["off"])
+    assert torch.equal(runs["a"].flatten().sort().values, runs["off"].flatten().sort().values)
+    assert quality.high_power(runs["a"])[2] > quality.high_power(runs["off"])[2]
+
+
 def test_a_sample_larger_than_a_tile_is_measured_on_its_centre_tile(trained, tmp_path):
     """The README's 4096 px sample: made in tiles, its quality measured on the centre --sample-tile crop
     (the patch measures of the whole would need several GB more)."""

@@ -7,6 +7,7 @@ import torch
 from conftest import texnet_sample as sample
 from conftest import texnet_train as train
 
+import fidelity
 from texture.run import memory
 from texture.synthesis import generator_training, sampling
 from texture.synthesis.targets import label_of
@@ -48,6 +49,15 @@ def test_a_negative_sample_temper_is_refused_and_writes_nothing(one_step, tmp_pa
         sample(one_step[0], tmp_path / "out", "--sample-temper", -1)
     assert e.value.code == 2 and "argument --sample-temper: must be >= 0, got -1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_sample_fill_without_tempering_is_refused_and_writes_nothing(one_step, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        sample(one_step[0], tmp_path / "out", "--sample-fill", 1, "--sample-temper", 0)
+    assert e.value.code == 2 and "--sample-fill applies only with --sample-temper above 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="^--sample-fill applies only with --sample-temper above 0"):
+        fidelity.main(["--fidelity-dir", str(tmp_path / "fid"), "--sample-fill", "1", "--sample-temper", "0"])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "fid").exists()
 
 
 def test_a_sample_that_does_not_fit_in_memory_is_refused(one_step, tmp_path, monkeypatch):

@@ -210,11 +210,11 @@ def bench_texnet(args, device, dtype, data_dir):
     net = synthesis_net(args, device)
     options = Options(dtype=args.dtype, levels=1, steps=2, refine_steps=0, short_from=0)  # one level: the iteration at full size
 
-    def sample(width):
+    def sample(width, fill=0.0):
         def run():
             with autocast(device, dtype):
                 img = generator.sample(g, generator.noise_pyramid(g, s, s, args.seed, device=device), 0, h.sample_tile)
-            matched(img.float(), target, width)
+            matched(img.float(), target, width, fill, args.seed)
         return run
 
     def iteration():
@@ -222,7 +222,7 @@ def bench_texnet(args, device, dtype, data_dir):
         synthesize(net, [target], (s, s), options, seeds=[args.seed],
                    callback=lambda *_: stamps.append(time.perf_counter()))
         return [stamps[1] - stamps[0]]
-    t = interleave({"sample": sample(h.sample_temper), "untempered": sample(0), "iteration": iteration},
+    t = interleave({"sample": sample(h.sample_temper, h.sample_fill), "untempered": sample(0), "iteration": iteration},
                    args.bench_repeats, device)
     return {"size": s, "sample_s": t["sample"], "sample_s_per_megapixel": t["sample"] / (s * s / 1e6),
             "gen_iteration_s": t["iteration"], "ratio": t.ratio("iteration", "sample"),

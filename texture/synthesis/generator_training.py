@@ -62,6 +62,12 @@ def joint_waves(args, given):
     args.texnet_waves = 0
 
 
+def fill_without_temper(args, given):
+    """Why the sampling flags cannot work together: a --sample-fill given with --sample-temper 0."""
+    if "sample_fill" in given and args.sample_fill and not args.sample_temper:
+        return "--sample-fill applies only with --sample-temper above 0 (the fill is part of the tempering)"
+
+
 def parse(argv=None, doc=__doc__):
     """texnet.py's command line (train or sample) parsed and checked; `doc`: the --help text."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,8 +82,10 @@ def parse(argv=None, doc=__doc__):
     samp.add_argument("--label", help="texture of a joint generator (default: every one it knows)")
     add_arguments(samp, SAMPLE_GROUPS)
     args = parser.parse_args(argv)
+    rest = (sys.argv[1:] if argv is None else list(argv))[1:]  # after the word train or sample
+    if args.command == "sample" and (problem := fill_without_temper(args, hyperparams.given(rest, SAMPLE_GROUPS))):
+        samp.error(problem)
     if args.command == "train":
-        rest = (sys.argv[1:] if argv is None else list(argv))[1:]  # after the word train
         given = hyperparams.given(rest, TRAIN_GROUPS, train_flags)
         if unused := [k for k in UNUSED if k in given]:
             k = unused[0]

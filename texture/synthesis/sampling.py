@@ -59,16 +59,18 @@ def judge_for(args, ckpt):
     return judge, found["classes"]
 
 
-def matched(raw, target, width):
+def matched(raw, target, width, fill=0.0, seed=0):
     """A raw sample (C, H, W) given the target's grey levels by rank (histogram.match_histogram) or a colour
     target's colours (colour.match_colours); with `width`, each channel's power spectrum then tempered
-    against the target's (spectrum.temper) and the levels or colours matched again."""
+    against the target's (spectrum.temper, with `fill`: one gaussian field drawn from `seed`, shared by
+    the channels) and the levels or colours matched again."""
     match = colour.match_colours if colour.is_colour(target) else match_histogram
     img = match(raw, target)
     if width <= 0:
         return img
+    noise = torch.randn(img.shape[-2:], generator=torch.Generator().manual_seed(zlib.crc32(f"fill:{seed}".encode())))
     planes = target.view(-1, *target.shape[-2:])
-    return match(torch.stack([temper(x, t, width) for x, t in zip(img.view(-1, *img.shape[-2:]), planes)])
+    return match(torch.stack([temper(x, t, width, fill, noise) for x, t in zip(img.view(-1, *img.shape[-2:]), planes)])
                  .view_as(img), target)
 
 
@@ -82,7 +84,7 @@ def sample_one(g, c, size, seed, target, args, device, dtype):
     noise = G.noise_pyramid(g, *size, seed, device=device)
     with autocast(device, dtype):
         raw = G.sample(g, noise, c, args.sample_tile).float()
-    img = matched(raw, target, args.sample_temper).cpu()
+    img = matched(raw, target, args.sample_temper, args.sample_fill, seed).cpu()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return img, quality.histogram_distance(raw.cpu(), target), time.perf_counter() - t0

@@ -70,19 +70,28 @@ def smoothed(power, width):
     return torch.fft.fft2(torch.fft.ifft2(power).mul_(window)).real.clamp_min_(0)
 
 
-def temper(img, target, width):
+def temper(img, target, width, fill=0.0, noise=None):
     """img (H, W), a tileable sample, with its power spectrum lowered by a smooth filter wherever it
     exceeds the target's (target_amplitude at img's size), both smoothed over what `width` px of
     autocorrelation tell (smoothed): the fine grain and ripples the target lacks fade,
     and the sample keeps its layout and phases. Where the sample has less power than the target its
-    own is kept: raising it amplified the sample's noise (the Hubble deep field's dark sky grew grain;
-    docs/texnet.md). Its grey levels change, so the caller matches them again."""
+    own is not raised: that amplified the sample's noise (the Hubble deep field's dark sky grew grain;
+    docs/texnet.md). With `fill` > 0, the gaussian `noise` (H, W) is added there instead, shaped to
+    the missing power up to `fill` times the target's median power: white pixel noise, which a
+    generator's smoothing layers hardly make, comes back, and a photograph's strong structure (the
+    brick's mortar lines) gets no random stand-in. Its grey levels change, so the caller matches them again."""
     mean = img.float().mean()
     f = torch.fft.fft2(img.float() - mean)
-    gain = smoothed(target_amplitude(target.cpu(), img.shape).to(img.device).square(), width)
-    gain = gain.div_(smoothed(f.abs().square(), width).clamp_min_(1e-12)).clamp_max_(1)
+    want = smoothed(target_amplitude(target.cpu(), img.shape).to(img.device).square(), width)
+    have = smoothed(f.abs().square(), width)
+    gain = (want / have.clamp_min(1e-12)).clamp_max_(1)
     gain[0, 0] = 1
-    return torch.fft.ifft2(f.mul_(gain.sqrt_())).real + mean
+    f.mul_(gain.sqrt_())
+    if fill > 0:
+        missing = (want.clamp_max(want.flatten()[1:].median() * fill) - have).clamp_min_(0)
+        missing[0, 0] = 0
+        f.add_(torch.fft.fft2(noise.to(img.device)) * missing.div_(img.numel()).sqrt_())
+    return torch.fft.ifft2(f).real + mean
 
 
 def frequency_weights(power, scale):
