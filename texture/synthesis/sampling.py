@@ -68,7 +68,8 @@ def matched(raw, target, width, fill=0.0, seed=0):
     img = match(raw, target)
     if width <= 0:
         return img
-    noise = torch.randn(img.shape[-2:], generator=torch.Generator().manual_seed(zlib.crc32(f"fill:{seed}".encode())))
+    noise = torch.randn(img.shape[-2:], generator=torch.Generator().manual_seed(zlib.crc32(f"fill:{seed}".encode()))) \
+        if fill > 0 else None
     planes = target.view(-1, *target.shape[-2:])
     return match(torch.stack([temper(x, t, width, fill, noise) for x, t in zip(img.view(-1, *img.shape[-2:]), planes)])
                  .view_as(img), target)
