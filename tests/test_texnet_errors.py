@@ -65,6 +65,8 @@ def test_a_sample_that_does_not_fit_in_memory_is_refused(one_step, tmp_path, mon
     with pytest.raises(SystemExit, match=r"^--size 16384 16384: one sample, about 15\.\d GB needed, 2\.0 GB "
                                          r"available$"):
         sample(one_step[0], tmp_path / "out", "--size", 16384, 16384)
+    with pytest.raises(SystemExit, match=r"^--size 16384 16384: one sample, about 18\.\d GB needed"):  # the fill's 12 B/px
+        sample(one_step[0], tmp_path / "out", "--size", 16384, 16384, "--sample-fill", 1)
     assert not (tmp_path / "out").exists()
 
 

@@ -12,7 +12,7 @@ on the CPU at two sizes each and rounded up (docs/troubleshooting.md, out of mem
                          per pixel (its colouring and RGB patch measures: peak 3.56 GB against
                          grey's 2.72 GB at 512 px, docs/colour.md)
     texnet.py sample     about 48 B per pixel of the sample (its noise, the image, its PNG and the
-                         collection), plus 1.2 KB per pixel of one tile of at most --sample-tile px a
+                         collection; 12 B more with --sample-fill), plus 1.2 KB per pixel of one tile of at most --sample-tile px a
                          side with its halo, and of the quality measures' crop of that size
     prepro.py --demo     one patch being drawn (float64 planes) and the whole set decoded at once
 
@@ -29,6 +29,7 @@ SYNTHESIS_REFINED_PIXEL = 4096  # the same when the refinement runs at full size
 SYNTHESIS_FIXED = 0.4 * GB
 SYNTHESIS_COLOUR_PIXEL = 3584  # bytes a colour output takes beyond a grey one, per pixel
 SAMPLE_PIXEL = 56  # bytes per pixel of a texnet.py sample (about 5 of them for tempering its spectrum, spectrum.temper)
+FILL_PIXEL = 12  # bytes per pixel that --sample-fill adds (its noise and that noise's transform: 2.28 GB against 2.08 GB at 4096 px)
 TILE_PIXEL = 1200  # bytes per pixel of one tile (with its halo) and of the quality measures' crop
 DEMO_PATCH_PIXEL = 80  # bytes per pixel of the patch being drawn
 DEMO_SET_PIXEL = 3  # bytes per pixel of every patch, decoded and stacked into the cache
@@ -72,11 +73,12 @@ def synthesis(batch, size, refined, colour=False):
     return SYNTHESIS_FIXED + batch * size[0] * size[1] * pixel
 
 
-def sample(size, tile, halo):
-    """Bytes of one texnet.py sample of `size` (H, W) made in tiles of `tile` px with `halo` px around."""
+def sample(size, tile, halo, fill=False):
+    """Bytes of one texnet.py sample of `size` (H, W) made in tiles of `tile` px with `halo` px around
+    (`fill`: with --sample-fill)."""
     halo = halo if max(size) > tile else 0  # one pass over a sample no larger than a tile
     side = [min(s, tile) + 2 * halo for s in size]
-    return size[0] * size[1] * SAMPLE_PIXEL + side[0] * side[1] * TILE_PIXEL
+    return size[0] * size[1] * (SAMPLE_PIXEL + (FILL_PIXEL if fill else 0)) + side[0] * side[1] * TILE_PIXEL
 
 
 def demo(images, size):
