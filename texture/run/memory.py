@@ -12,8 +12,9 @@ on the CPU at two sizes each and rounded up (docs/troubleshooting.md, out of mem
                          per pixel (its colouring and RGB patch measures: peak 3.56 GB against
                          grey's 2.72 GB at 512 px, docs/colour.md)
     texnet.py sample     about 48 B per pixel of the sample (its noise, the image, its PNG and the
-                         collection; 12 B more with --sample-fill), plus 1.2 KB per pixel of one tile of at most --sample-tile px a
-                         side with its halo, and of the quality measures' crop of that size
+                         collection; 12 B more with --sample-fill), plus 1.2 KB per pixel of one
+                         tile of at most --sample-tile px a side with its halo, and of the quality
+                         measures' crop of that size
     prepro.py --demo     one patch being drawn (float64 planes) and the whole set decoded at once
 
     python -c "import torch; from texture.run import memory; print(memory.available(torch.device('cpu')) / 2**30)"
