@@ -80,17 +80,19 @@ def test_sampling_size_count_seed_verdict_and_tiling(trained, tmp_path):
 
 
 def test_samples_are_tempered_unless_sample_temper_is_zero(trained, tmp_path):
-    """By default the matched sample's power spectrum is tempered against the target's and its grey
-    levels matched again (sampling.matched); --sample-temper 0 gives the matched generator output."""
+    """By default the matched sample's power spectrum is tempered against the target's, filled where it
+    lacks power, and its grey levels matched again (sampling.matched); --sample-temper 0 gives the
+    matched generator output, without the fill."""
     path, label = trained
     g, ckpt = sampling.load(path)
     target = ckpt["target_images"][0].float() / 255
+    seed = zlib.crc32(b"3:0")
     with torch.no_grad():
-        raw = G.sample(g.eval(), G.noise_pyramid(g, 64, 64, zlib.crc32(b"3:0")), 0).float()
+        raw = G.sample(g.eval(), G.noise_pyramid(g, 64, 64, seed), 0).float()
     for width in (8, 0):
         [record] = sample(path, tmp_path / str(width), "--size", 64, 64, "--seed", 3, "--sample-temper", width)
-        expected = match_histogram(raw, target) if width == 0 else sampling.matched(raw, target, width)
-        assert record["settings"]["sample_temper"] == width
+        expected = match_histogram(raw, target) if width == 0 else sampling.matched(raw, target, width, 1.0, seed)
+        assert record["settings"]["sample_temper"] == width and record["settings"]["sample_fill"] == 1.0
         assert (pixels(record["png"]) - expected).abs().max() <= 1 / 255
     on, off = (pixels(tmp_path / w / label / "64x64_seed3_0.png") for w in ("8", "0"))
     assert not torch.equal(on, off) and torch.equal(on.flatten().sort().values, off.flatten().sort().values)

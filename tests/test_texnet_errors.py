@@ -61,12 +61,12 @@ def test_sample_fill_without_tempering_is_refused_and_writes_nothing(one_step, t
 
 
 def test_a_sample_that_does_not_fit_in_memory_is_refused(one_step, tmp_path, monkeypatch):
-    monkeypatch.setattr(memory, "available", lambda device: 2 * memory.GB)  # 16384 px: about 15 GB
-    with pytest.raises(SystemExit, match=r"^--size 16384 16384: one sample, about 15\.\d GB needed, 2\.0 GB "
+    monkeypatch.setattr(memory, "available", lambda device: 2 * memory.GB)  # 16384 px: about 18 GB
+    with pytest.raises(SystemExit, match=r"^--size 16384 16384: one sample, about 18\.\d GB needed, 2\.0 GB "
                                          r"available$"):
         sample(one_step[0], tmp_path / "out", "--size", 16384, 16384)
-    with pytest.raises(SystemExit, match=r"^--size 16384 16384: one sample, about 18\.\d GB needed"):  # the fill's 12 B/px
-        sample(one_step[0], tmp_path / "out", "--size", 16384, 16384, "--sample-fill", 1)
+    with pytest.raises(SystemExit, match=r"^--size 16384 16384: one sample, about 15\.\d GB needed"):  # without the fill's 12 B/px
+        sample(one_step[0], tmp_path / "out", "--size", 16384, 16384, "--sample-fill", 0)
     assert not (tmp_path / "out").exists()
 
 
