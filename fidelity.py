@@ -165,7 +165,7 @@ def texnet_samples(args, seed, targets, ckpt):
         r = generator_training.run(["sample", *which, *judge, *common,
                                     "--size", side, side, "--seed", str(seed), "--sample-dir", out,
                                     "--sample-temper", str(args.sample_temper),
-                                    "--sample-fill", str(args.sample_fill if args.sample_temper else 0)])[0]
+                                    "--sample-fill", str(args.sample_fill)])[0]
         results.append({"png": r["png"], "label": label,
                         "quality": r["quality"], "recognised": (r.get("verdict") or {}).get("recognised"),
                         "seconds": r["seconds"], "message": None})

@@ -63,9 +63,14 @@ def joint_waves(args, given):
 
 
 def fill_without_temper(args, given):
-    """Why the sampling flags cannot work together: a --sample-fill given with --sample-temper 0."""
-    if "sample_fill" in given and args.sample_fill and not args.sample_temper:
+    """The fill is part of the tempering, so without it there is none: with --sample-temper 0,
+    args.sample_fill becomes 0 (the recorded settings say so); the problem with an explicit non-zero
+    --sample-fill (in `given`), else None."""
+    if args.sample_temper:
+        return None
+    if "sample_fill" in given and args.sample_fill:
         return "--sample-fill applies only with --sample-temper above 0 (the fill is part of the tempering)"
+    args.sample_fill = 0.0
 
 
 def parse(argv=None, doc=__doc__):

@@ -132,8 +132,7 @@ def sample(args):
                          f"multiples of {g.factor} for this generator ({g.scales} scales)")
     if args.count < 1:
         raise SystemExit(f"--count {args.count}: must be at least 1")
-    filled = args.sample_fill > 0 and args.sample_temper > 0
-    if why := memory.shortfall(memory.sample(size, args.sample_tile, g.halo, filled), device):
+    if why := memory.shortfall(memory.sample(size, args.sample_tile, g.halo, args.sample_fill > 0), device):
         raise SystemExit(f"--size {size[0]} {size[1]}: one sample, {why}")
     judge, classes = judge_for(args, ckpt)
     if judge is not None:
