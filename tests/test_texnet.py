@@ -79,16 +79,22 @@ def test_sampling_size_count_seed_verdict_and_tiling(trained, tmp_path):
     assert glob.glob(str(tmp_path / "a" / "collection_*.png")) and (tmp_path / "a" / "report.json").is_file()
 
 
+def raw_sample(path):
+    """The target, the noise seed and the generator's raw output of `texnet.py sample --size 64 64
+    --seed 3`'s first sample, before matching and tempering."""
+    g, ckpt = sampling.load(path)
+    seed = zlib.crc32(b"3:0")
+    with torch.no_grad():
+        raw = G.sample(g.eval(), G.noise_pyramid(g, 64, 64, seed), 0).float()
+    return ckpt["target_images"][0].float() / 255, seed, raw
+
+
 def test_samples_are_tempered_unless_sample_temper_is_zero(trained, tmp_path):
     """By default the matched sample's power spectrum is tempered against the target's, filled where it
     lacks power, and its grey levels matched again (sampling.matched); --sample-temper 0 gives the
     matched generator output, without the fill."""
     path, label = trained
-    g, ckpt = sampling.load(path)
-    target = ckpt["target_images"][0].float() / 255
-    seed = zlib.crc32(b"3:0")
-    with torch.no_grad():
-        raw = G.sample(g.eval(), G.noise_pyramid(g, 64, 64, seed), 0).float()
+    target, seed, raw = raw_sample(path)
     for width in (8, 0):
         [record] = sample(path, tmp_path / str(width), "--size", 64, 64, "--seed", 3, "--sample-temper", width)
         expected = match_histogram(raw, target) if width == 0 else sampling.matched(raw, target, width, 1.0, seed)
@@ -103,11 +109,7 @@ def test_sample_fill_adds_noise_drawn_from_the_seed(trained, tmp_path):
     """--sample-fill adds gaussian noise to the tempering (sampling.matched with the sample's seed):
     the same seed gives the same pixels, the grey levels stay the target's, and the fine power rises."""
     path, label = trained
-    g, ckpt = sampling.load(path)
-    target = ckpt["target_images"][0].float() / 255
-    seed = zlib.crc32(b"3:0")
-    with torch.no_grad():
-        raw = G.sample(g.eval(), G.noise_pyramid(g, 64, 64, seed), 0).float()
+    target, seed, raw = raw_sample(path)
     runs = {}
     for name, fill in (("a", 1), ("b", 1), ("off", 0)):
         [record] = sample(path, tmp_path / name, "--size", 64, 64, "--seed", 3, "--sample-fill", fill)
