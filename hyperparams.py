@@ -135,6 +135,7 @@ class Hyperparams:
     texnet_spectrum_weight: float = 0.3  # weight of the Fourier spectrum term in the training loss, --spectrum-weight's in gen.py (0: off; docs/texnet.md)
     texnet_lr: float = 0.01  # Adam learning rate of the generator (its peak with --texnet-schedule cosine)
     texnet_schedule: str = "constant"  # constant|cosine: the learning rate held, or decayed to 0 along a half cosine over --texnet-steps
+    texnet_warmup: int = 0  # steps over which the learning rate rises linearly to --texnet-lr: Adam's first steps move every weight by the full rate (0: none; docs/texnet.md)
     texnet_batch: int = 4  # samples per step (per process under torchrun)
     texnet_size: int = 128  # side of the training samples, a multiple of 2**(scales-1)
     texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
@@ -179,7 +180,7 @@ CHOICES = {
     "texnet_schedule": ["constant", "cosine"],
 }
 # Numeric fields that may be zero; every other number must be positive.
-ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "time_budget", "snapshot_every", "spectrum_weight", "levels",
+ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "texnet_warmup", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
            "fine_refine_steps", "fine_polish_steps", "short_from", "short_refine_steps", "texnet_snapshot_every", "texnet_waves", "texnet_spectrum_weight", "chroma_share", "bench_batch_targets",
            "sample_temper", "sample_fill", "fidelity_steps"}

@@ -262,6 +262,18 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero():
     assert generator_training.learning_rate(generator_training.parse(["train", "x.png"]), 7) == generator_training.parse(["train", "x.png"]).texnet_lr
 
 
+def test_warmup_raises_the_learning_rate_linearly_then_holds_it():
+    def rates(*flags):
+        args = generator_training.parse(["train", "x.png", "--texnet-lr", "0.02", "--texnet-steps", "10", *flags])
+        return [generator_training.learning_rate(args, s) for s in range(10)]
+    assert rates("--texnet-warmup", "4")[:6] == pytest.approx([0.005, 0.01, 0.015, 0.02, 0.02, 0.02], abs=1e-12)
+    assert rates("--texnet-warmup", "0") == [0.02] * 10
+    # with the cosine schedule, the warmup scales the decayed rate
+    cos = rates("--texnet-schedule", "cosine")
+    assert rates("--texnet-schedule", "cosine", "--texnet-warmup", "4") == pytest.approx(
+        [c * min(1, (s + 1) / 4) for s, c in enumerate(cos)], abs=1e-12)
+
+
 @pytest.mark.parametrize("norm", ["batch", "instance"])
 @pytest.mark.parametrize("classes", [1, 2])
 def test_calibrated_eval_equals_training_mode_on_the_calibration_sample(norm, classes):

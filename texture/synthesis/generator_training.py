@@ -212,10 +212,12 @@ def start(job, args, device):
 
 
 def learning_rate(args, step):
-    """--texnet-lr at `step`, a function of the step alone, so that a resumed run continues exactly."""
+    """--texnet-lr at `step`, a function of the step alone, so that a resumed run continues exactly;
+    raised linearly over the first --texnet-warmup steps."""
+    warm = min(1.0, (step + 1) / args.texnet_warmup) if args.texnet_warmup else 1.0
     if args.texnet_schedule == "constant":
-        return args.texnet_lr
-    return args.texnet_lr * 0.5 * (1 + math.cos(math.pi * step / args.texnet_steps))
+        return args.texnet_lr * warm
+    return args.texnet_lr * warm * 0.5 * (1 + math.cos(math.pi * step / args.texnet_steps))
 
 
 def train_one(job, net, args, device, dtype, rank, world):
