@@ -262,7 +262,7 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero():
     assert generator_training.learning_rate(generator_training.parse(["train", "x.png"]), 7) == generator_training.parse(["train", "x.png"]).texnet_lr
 
 
-def test_warmup_raises_the_learning_rate_linearly_then_holds_it():
+def test_warmup_raises_the_learning_rate_linearly_then_holds_it(capsys):
     def rates(*flags):
         args = generator_training.parse(["train", "x.png", "--texnet-lr", "0.02", "--texnet-steps", "10", *flags])
         return [generator_training.learning_rate(args, s) for s in range(10)]
@@ -272,6 +272,9 @@ def test_warmup_raises_the_learning_rate_linearly_then_holds_it():
     cos = rates("--texnet-schedule", "cosine")
     assert rates("--texnet-schedule", "cosine", "--texnet-warmup", "4") == pytest.approx(
         [c * min(1, (s + 1) / 4) for s, c in enumerate(cos)], abs=1e-12)
+    with pytest.raises(SystemExit) as e:  # a negative count is a one-line error, as for every count that may be 0
+        generator_training.parse(["train", "x.png", "--texnet-warmup", "-1"])
+    assert e.value.code == 2 and "argument --texnet-warmup: must be >= 0, got -1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance"])
