@@ -135,7 +135,7 @@ class Hyperparams:
     texnet_spectrum_weight: float = 0.3  # weight of the Fourier spectrum term in the training loss, --spectrum-weight's in gen.py (0: off; docs/texnet.md)
     texnet_lr: float = 0.01  # Adam learning rate of the generator (its peak with --texnet-schedule cosine)
     texnet_schedule: str = "constant"  # constant|cosine: the learning rate held, or decayed to 0 along a half cosine over --texnet-steps
-    texnet_warmup: int = 0  # steps over which the learning rate rises linearly to --texnet-lr: Adam's first steps move every weight by the full rate (0: none; docs/texnet.md)
+    texnet_warmup: int = 100  # steps over which the learning rate rises linearly to --texnet-lr: Adam's first step moves every weight by the full rate, and the loss jumped after it (0: none; docs/texnet.md)
     texnet_batch: int = 4  # samples per step (per process under torchrun)
     texnet_size: int = 128  # side of the training samples, a multiple of 2**(scales-1)
     texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
