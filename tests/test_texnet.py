@@ -353,6 +353,8 @@ def test_time_budget_then_resume_equals_an_uninterrupted_run(firsts, tmp_path):
     with pytest.raises(SystemExit, match=re.escape(f"trained with --texnet-spectrum-weight {was}, here 0.5: resume "
                                                    f"with --texnet-spectrum-weight {was}")):
         train(firsts[:1], tmp_path / "b", *cosine, "--resume", "--texnet-spectrum-weight", 0.5)
+    with pytest.raises(SystemExit, match=re.escape(f"trained with --texnet-warmup {Hyperparams().texnet_warmup}, here 5")):
+        train(firsts[:1], tmp_path / "b", *cosine, "--resume", "--texnet-warmup", 5)  # nor with another ramp
     train(firsts[:1], tmp_path / "b", *cosine, "--resume")
     a, b = (sampling.load(tmp_path / d / label / "texnet.pt")[1] for d in "ab")
     assert b["step"] == 3 and a["curve"] == b["curve"]

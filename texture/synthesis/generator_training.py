@@ -202,7 +202,8 @@ def start(job, args, device):
     if old.config() != g.config() or ckpt["labels"] != job["labels"]:
         raise SystemExit(f"{job['ckpt']}: trained as {old.config()} on {ckpt['labels']}, not "
                          f"{g.config()} on {job['labels']}")
-    for k, flag in OWN.items():  # continued against another loss than its own, e.g. trained before a default changed
+    # continued against another loss or learning-rate ramp than its own, e.g. trained before a default changed
+    for k, flag in [*OWN.items(), ("texnet_warmup", "texnet_warmup")]:
         was, now, flag = ckpt["settings"].get(k), getattr(args, k), "--" + flag.replace("_", "-")
         if was is not None and was != now:
             raise SystemExit(f"{job['ckpt']}: trained with {flag} {was}, here {now}: resume with {flag} {was}")
