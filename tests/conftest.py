@@ -10,6 +10,7 @@ import glob
 import importlib.util
 import os
 import types
+import zlib
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # before torch is imported; the scripts the tests start inherit it
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -92,14 +93,22 @@ def firsts(demo_data):
 @pytest.fixture(scope="module")
 def quick_vgg():
     """torchvision's VGG initialises a 120M-parameter classifier head that TextureNet drops (seconds
-    per network); with this fixture each architecture is built once and its convolutional part copied."""
-    built, archs = {}, dict(model.ARCHS)
+    per network); with this fixture each architecture is built once and its convolutional part copied.
+    A build from a random state seen before (a seeded random network) gets that build's weights and
+    leaves the random state where it left it, so that what TextureNet initialises next matches too."""
+    built, after, archs = {}, {}, dict(model.ARCHS)
 
     def features_of(arch):
         def build(weights=None):
+            state = torch.random.get_rng_state()
+            key = (arch, zlib.crc32(state.numpy().tobytes()))
+            if key in after:  # as before: the same weights, the random state advanced as a real build would
+                torch.random.set_rng_state(after[key][1])
+                return types.SimpleNamespace(features=copy.deepcopy(after[key][0]))
             if arch not in built:
                 with torch.device("cpu"):  # not TextureNet(init=False)'s meta device: the copies are used as built
                     built[arch] = archs[arch](weights=None).features
+                after[key] = built[arch], torch.random.get_rng_state()
             return types.SimpleNamespace(features=copy.deepcopy(built[arch]))
         return build
     with pytest.MonkeyPatch.context() as m:
