@@ -43,6 +43,8 @@ UNUSED = ["gen_dir", "loss", "spectrum_weight", "optimizer", "lbfgs_history", "g
           "polish_steps", "occurrence_hold", "fine_refine_steps", "fine_polish_steps", "short_from", "short_steps",
           "short_refine_steps", "short_refine_lr"]
 OWN = {"loss": "texnet_loss", "spectrum_weight": "texnet_spectrum_weight"}
+# a generator resumes only with the settings it trained with (key in its checkpoint: flag), e.g. after a default changed
+AS_TRAINED = {**OWN, "texnet_warmup": "texnet_warmup"}
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
 
@@ -202,8 +204,7 @@ def start(job, args, device):
     if old.config() != g.config() or ckpt["labels"] != job["labels"]:
         raise SystemExit(f"{job['ckpt']}: trained as {old.config()} on {ckpt['labels']}, not "
                          f"{g.config()} on {job['labels']}")
-    # continued against another loss or learning-rate ramp than its own, e.g. trained before a default changed
-    for k, flag in [*OWN.items(), ("texnet_warmup", "texnet_warmup")]:
+    for k, flag in AS_TRAINED.items():  # its own loss and learning-rate ramp
         was, now, flag = ckpt["settings"].get(k), getattr(args, k), "--" + flag.replace("_", "-")
         if was is not None and was != now:
             raise SystemExit(f"{job['ckpt']}: trained with {flag} {was}, here {now}: resume with {flag} {was}")
