@@ -67,19 +67,54 @@ class TextureNet(nn.Module):
         return out
 
 
+class CircularPad(torch.autograd.Function):
+    """Circular padding of (..., H, W) written into one new tensor of the input's dtype and memory
+    layout, its backward one copy of the inner gradient with each border's added back onto the pixels
+    it came from. Torch's circular pad returns a channels-last input in the other layout, and the
+    backward of a padding built from slices of the input adds a zero-filled copy of the whole
+    activation per slice (docs/speed.md)."""
+
+    @staticmethod
+    def forward(ctx, x, left, right, top, bottom):
+        h, w = x.shape[-2:]
+        layout = torch.channels_last if x.dim() == 4 and not x.is_contiguous() and \
+            x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty(*x.shape[:-2], h + top + bottom, w + left + right, dtype=x.dtype, device=x.device,
+                          memory_format=layout)
+        mid = out[..., top:top + h, :]
+        mid[..., left:left + w] = x
+        mid[..., :left] = x[..., w - left:]
+        mid[..., left + w:] = x[..., :right]
+        out[..., :top, :] = mid[..., h - top:, :]
+        out[..., top + h:, :] = mid[..., :bottom, :]
+        ctx.inner = top, left, h, w
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        top, left, h, w = ctx.inner
+        right, bottom = grad.shape[-1] - left - w, grad.shape[-2] - top - h
+
+        def fold_columns(rows):
+            g = rows[..., left:left + w].clone()
+            g[..., w - left:] += rows[..., :left]
+            g[..., :right] += rows[..., left + w:]
+            return g
+        g = fold_columns(grad[..., top:top + h, :])
+        g[..., h - top:, :] += fold_columns(grad[..., :top, :])
+        g[..., :bottom, :] += fold_columns(grad[..., top + h:, :])
+        return g, None, None, None, None
+
+
 class PadAsInputConv(nn.Conv2d):
     """nn.Conv2d that pads its input in the input's own dtype and memory layout. Autocast on the CPU
     runs reflect and replicate padding in fp32, so every bf16 activation went to fp32 and back around
     each padding, and its gradient the same way: a fifth of a synthesis iteration at 224 px. Circular
-    padding (tileable outputs) gave a channels-last input back in the other layout, which each
-    convolution then reordered; two concatenations keep the layout and take half the time
-    (docs/speed.md)."""
+    padding (tileable outputs) is CircularPad's, which keeps the layout (docs/speed.md)."""
 
     def _conv_forward(self, input, weight, bias):
-        left, right, top, bottom = self._reversed_padding_repeated_twice
         if self.padding_mode == "circular":
-            input = torch.cat([input[..., input.shape[-2] - top:, :], input, input[..., :bottom, :]], -2)
-            input = torch.cat([input[..., input.shape[-1] - left:], input, input[..., :right]], -1)
+            input = CircularPad.apply(input, *self._reversed_padding_repeated_twice)
         elif self.padding_mode in ("reflect", "replicate"):
             with torch.autocast(input.device.type, enabled=False):
                 input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)

@@ -5,6 +5,7 @@ import zipfile
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import model
@@ -249,3 +250,19 @@ def test_frozen_pads_circularly_in_the_activations_layout_with_the_same_taps_and
     for n in taps:
         assert torch.allclose(f0[n], f1[n], atol=1e-6), n
     assert torch.allclose(g0, g1, atol=1e-6)
+
+
+def test_circular_pad_equals_torchs_and_its_gradient_in_the_inputs_layout():
+    """model.CircularPad gives torch's circular padding and, in its backward, the gradient of torch's
+    (each border pixel's gradient added back where it came from, the corners' twice), on uneven sides
+    and paddings, keeping a channels-last input channels-last."""
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 3, 7, 9, dtype=torch.float64).to(memory_format=layout)
+        weights = torch.randn(2, 3, 7 + 1 + 3, 9 + 2 + 3, dtype=torch.float64)
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ours, theirs = model.CircularPad.apply(a, 2, 3, 1, 3), F.pad(b, (2, 3, 1, 3), mode="circular")
+        assert torch.equal(ours, theirs)
+        (ours * weights).sum().backward()
+        (theirs * weights).sum().backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
+        assert ours.is_contiguous(memory_format=layout) and a.grad.is_contiguous(memory_format=layout)

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import model
+
 
 class Norm(nn.Module):
     """Normalisation with an affine map. Training: over each image (`instance`, Ulyanov et al. 2017)
@@ -66,7 +68,8 @@ def block(cin, cout, classes, norm):
     """Two 3x3 convolutions and a 1x1, each normalised and followed by a leaky ReLU (as Ulyanov et al.)."""
     layers = []
     for i, k in enumerate((3, 3, 1)):
-        layers += [nn.Conv2d(cin if i == 0 else cout, cout, k, padding=k // 2, padding_mode="circular"),
+        # model.PadAsInputConv: torch's circular padding, its gradient added up in fewer passes
+        layers += [model.PadAsInputConv(cin if i == 0 else cout, cout, k, padding=k // 2, padding_mode="circular"),
                    Norm(cout, classes, norm), nn.LeakyReLU(0.2)]
     return nn.Sequential(*layers)
 

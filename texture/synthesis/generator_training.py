@@ -180,8 +180,10 @@ def start(job, args, device):
     # generator, parse): a target with none gets the generator it would get without them
     t = job["targets"][0]
     peaks = G.spectral_peaks(luminance(t) if t.dim() == 3 else t, args.texnet_waves) if args.texnet_waves else ()
+    # channels-last weights make the activations channels-last, which oneDNN's convolutions use without
+    # reordering them (docs/texnet.md#training-speed); sampling builds its own, as before
     g = G.Generator(**{k: getattr(args, v) for k, v in ARCH.items()}, classes=len(job["labels"]),
-                    channels=3 if t.dim() == 3 else 1, waves=len(peaks)).to(device)
+                    channels=3 if t.dim() == 3 else 1, waves=len(peaks)).to(device, memory_format=torch.channels_last)
     if g.waves:
         g.wavevectors.copy_(peaks)
     opt = torch.optim.Adam(g.parameters(), lr=args.texnet_lr)
