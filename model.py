@@ -113,13 +113,14 @@ class PadAsInputConv(nn.Conv2d):
     padding (tileable outputs) is CircularPad's, which keeps the layout (docs/speed.md)."""
 
     def _conv_forward(self, input, weight, bias):
-        if self.padding_mode == "circular":
-            input = CircularPad.apply(input, *self._reversed_padding_repeated_twice)
-        elif self.padding_mode in ("reflect", "replicate"):
-            with torch.autocast(input.device.type, enabled=False):
-                input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-        else:
+        pad = self._reversed_padding_repeated_twice
+        if self.padding_mode == "zeros":
             return super()._conv_forward(input, weight, bias)
+        if self.padding_mode == "circular" and any(pad):
+            input = CircularPad.apply(input, *pad)
+        elif any(pad):  # reflect or replicate; a 1x1 convolution pads nothing, and copies nothing
+            with torch.autocast(input.device.type, enabled=False):
+                input = F.pad(input, pad, mode=self.padding_mode)
         return F.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
