@@ -165,7 +165,8 @@ def texnet_samples(args, seed, targets, ckpt):
         r = generator_training.run(["sample", *which, *judge, *common,
                                     "--size", side, side, "--seed", str(seed), "--sample-dir", out,
                                     "--sample-temper", str(args.sample_temper),
-                                    "--sample-fill", str(args.sample_fill)])[0]
+                                    "--sample-fill", str(args.sample_fill),
+                                    "--sample-fill-width", str(args.sample_fill_width)])[0]
         results.append({"png": r["png"], "label": label,
                         "quality": r["quality"], "recognised": (r.get("verdict") or {}).get("recognised"),
                         "seconds": r["seconds"], "message": None})
@@ -230,7 +231,8 @@ def write_text(path, text):
 def _extra(p):
     p.add_argument("--ckpt", default="", help="classifier checkpoint file or folder (default: the newest in "
                    "--fidelity-dir/ckpt, trained there first if it holds none)")
-    add_arguments(p, ["texsample"], only={"sample_temper", "sample_fill"})  # method texnet's samples
+    # method texnet's samples
+    add_arguments(p, ["texsample"], only={"sample_temper", "sample_fill", "sample_fill_width"})
 
 
 def grey_set(args):

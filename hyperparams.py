@@ -151,6 +151,7 @@ class Hyperparams:
     sample_tile: int = 1024  # largest side computed in one pass; larger samples are made in tiles of this (memory)
     sample_temper: float = 8.0  # after the generator, lower the sample's power spectrum wherever it exceeds the target's, both smoothed over frequencies as autocorrelations within this many pixels see them: the fine grain and ripples the target lacks fade, layout and phases stay (0: off; docs/texnet.md)
     sample_fill: float = 1.0  # with --sample-temper: where the sample has less power than the target, add seeded gaussian noise with the missing power, up to this multiple of the target's median power (the pixel noise a generator does not make; 0: off; docs/texnet.md)
+    sample_fill_width: float = 24.0  # with --sample-fill: the fill compares the sample's and the target's power spectra smoothed over this many pixels of autocorrelation (24 instead of the tempering's 8 gives a lattice's samples back the target's noise below and between its peaks: spectrum and LBP closer; docs/texnet.md)
 
 
 PHOTOS = ("brick", "grass", "gravel", "hubble_deep_field")  # texture photographs shipped with scikit-image (photos.py)

@@ -27,7 +27,7 @@ from texture.synthesis.methods import method_options
 from texture.synthesis.optimize import objective, resolve, synthesize
 from texture.synthesis.options import Options
 from texture.synthesis.recipe import refinement
-from texture.synthesis.sampling import matched
+from texture.synthesis.sampling import drawn, matched
 
 
 def synthesis_net(args, device):
@@ -197,10 +197,10 @@ def bench_refine_sizes(args, device):
 
 def bench_texnet(args, device, dtype, data_dir):
     """Section texnet: a sample of the default generator (with its most plane waves, as a lattice's),
-    tiled, given the target's grey levels and tempered as texnet.py samples (sampling.sample_one), vs one
-    synthesis iteration of gen.py's default for an output of the same size (the time between two
-    iterations; an output that large is made coarse to fine, without the refinement), and vs the same
-    sample untempered (--sample-temper 0)."""
+    tiled, drawn with its margin, given the target's grey levels and tempered as texnet.py samples
+    (sampling.sample_one), vs one synthesis iteration of gen.py's default for an output of the same
+    size (the time between two iterations; an output that large is made coarse to fine, without the
+    refinement), and vs the same sample untempered (--sample-temper 0)."""
     h, s = Hyperparams(), args.bench_texnet_size
     g = generator.Generator(h.texnet_scales, h.texnet_width, h.texnet_noise, waves=h.texnet_waves).to(device)
     generator.calibrate(g, generator.noise_pyramid(g, g.factor * 4, g.factor * 4, args.seed, device=device))
@@ -212,9 +212,8 @@ def bench_texnet(args, device, dtype, data_dir):
 
     def sample(width, fill=0.0):
         def run():
-            with autocast(device, dtype):
-                img = generator.sample(g, generator.noise_pyramid(g, s, s, args.seed, device=device), 0, h.sample_tile)
-            matched(img.float(), target, width, fill, args.seed)
+            img = drawn(g, 0, (s, s), args.seed, False, h.sample_tile, device, dtype)
+            matched(img, target, width, fill, args.seed, h.sample_fill_width)
         return run
 
     def iteration():

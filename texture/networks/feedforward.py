@@ -12,7 +12,11 @@ With `waves` > 0 the half-size scale also gets plane waves (a cosine and a sine 
 strongest periodic components (`spectral_peaks`), each sample at its own phases: a global reference
 that a lattice of dots or stripes can be drawn against, which noise alone does not give a network
 whose reach is a few cells of the lattice. At the finest scale instead, the waves took the place of
-the grain there (docs/texnet.md).
+the grain there (docs/texnet.md). The waves keep the lattice's own period (`whole=False`), which
+seldom fits a sample's side: the generator draws `margin` px more on every side, where their seam
+lies, and the centre is the sample (generator_training.step_loss in training, sampling.sample_one).
+Rounded to whole cycles across the sample instead (`whole=True`), they wrap around and the sample
+tiles, its lattice slightly turned and stretched (texnet.py sample --tile).
 
     g = Generator(scales=5, width=8, noise=3, classes=1)
     noise = noise_pyramid(g, 1024, 1024, seed=0)
@@ -26,6 +30,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import model
+
+# pixels drawn around an image whose plane waves keep the lattice's own period (margin): more than the
+# generator's reach from the half-size scale's seam (two 3x3 convolutions there and in each join
+# after it, 10-11 px measured by gradient) and a multiple of 8
+WAVE_MARGIN = 16
 
 
 class Norm(nn.Module):
@@ -105,6 +114,12 @@ class Generator(nn.Module):
         pixels: 2**(scales+1) - 2 in all (nearest upsampling of an aligned crop adds nothing)."""
         return -(-(2 ** (self.scales + 1) - 2) // self.factor) * self.factor
 
+    @property
+    def margin(self):
+        """WAVE_MARGIN rounded up to a multiple of `factor`, so that a sample's sides stay multiples
+        of it; 0 without waves."""
+        return -(-WAVE_MARGIN // self.factor) * self.factor if self.waves else 0
+
     def config(self):
         """The constructor's arguments; `channels` and `waves` only where they are not 1 and 0, so that
         a grey generator's configuration without waves (and its checkpoints') is as before."""
@@ -137,24 +152,27 @@ class Generator(nn.Module):
         return out[:, 0] if self.channels == 1 else out
 
 
-def noise_pyramid(gen, h, w, seed, batch=1, device="cpu"):
+def noise_pyramid(gen, h, w, seed, batch=1, device="cpu", whole=True):
     """The generator's input for (h, w) outputs, drawn on the CPU from `seed` alone (so a sample
     does not depend on the device or on tiling), finest scale first; at gen.wave_scale followed by
-    the plane waves' channels (plane_waves) at phases drawn after the noise."""
+    the plane waves' channels (plane_waves, `whole` as there) at phases drawn after the noise."""
     g = torch.Generator().manual_seed(seed)
     noise = [torch.randn(batch, gen.noise, h >> k, w >> k, generator=g) for k in range(gen.scales)]
     if gen.waves:
         k, phases = gen.wave_scale, torch.rand(batch, gen.waves, generator=g)
-        noise[k] = torch.cat([noise[k], plane_waves(gen.wavevectors.cpu() * 2 ** k, h >> k, w >> k, phases)], 1)
+        waves = plane_waves(gen.wavevectors.cpu() * 2 ** k, h >> k, w >> k, phases, whole)
+        noise[k] = torch.cat([noise[k], waves], 1)
     return [z.to(device) for z in noise]
 
 
-def plane_waves(freqs, h, w, phases):
+def plane_waves(freqs, h, w, phases, whole=True):
     """cos and sin of 2 pi (f . (y, x) + phase) over an (h, w) image for each frequency f of `freqs`
     (K, 2), per image of `phases` (B, K): (B, 2K, h, w). Each frequency is first rounded to whole
     cycles across the image, so that the waves, like the generator's circular padding, wrap around
-    seamlessly at every size; a frequency that rounds to none gives zeros."""
-    cycles = (freqs.double() * torch.tensor([h, w])).round()  # (K, 2)
+    seamlessly at every size; a frequency that rounds to none gives zeros. `whole=False` keeps the
+    frequencies as they are (training: the lattice's own period, its seam where the image wraps)."""
+    cycles = freqs.double() * torch.tensor([h, w])  # (K, 2)
+    cycles = cycles.round() if whole else cycles
     y, x = torch.arange(h, dtype=torch.float64) / h, torch.arange(w, dtype=torch.float64) / w
     turns = cycles[:, 0, None, None] * y[:, None] + cycles[:, 1, None, None] * x  # (K, h, w)
     angle = 2 * math.pi * (turns.frac()[None] + phases.double()[:, :, None, None])  # (B, K, h, w)
@@ -193,7 +211,23 @@ def spectral_peaks(image, k):
     found = ((fy > 0) | ((fy == 0) & (fx > 0))) & (ring >= 2) & (fy.abs() <= 0.25) & (fx.abs() <= 0.25) & \
         (power >= local_max) & (power >= PROMINENCE * median[ring]) & (power >= SHARPNESS * two_away)
     order = power[found].argsort(descending=True)[:k]
-    return torch.stack([fy[found], fx[found]], 1)[order].float()
+    peaks = torch.stack([fy[found], fx[found]], 1)[order]
+    return torch.stack([_between_bins(x * win, f) for f in peaks]).float() if len(peaks) else peaks.float()
+
+
+def _between_bins(x, f):
+    """The frequency near bin f (cycles per pixel, (y, x)) where the windowed image x's Fourier power
+    peaks, to 1/64 of a bin: a lattice's period is seldom a whole fraction of the crop's side, and the
+    generator learns it from waves at this frequency (generator_training.step_loss)."""
+    h, w = x.shape
+    n = [torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64)]
+    for step in (1 / 8, 1 / 64):  # bins: a grid over the bin and its neighbours, then around its best
+        grid = [f[a] + torch.arange(-8, 9, dtype=torch.float64) * step / x.shape[a] for a in range(2)]
+        ey, ex = [torch.exp(-2j * math.pi * grid[a][:, None] * n[a]) for a in range(2)]
+        power = (ey @ x.to(ey.dtype) @ ex.T).abs()
+        i = int(power.argmax())
+        f = torch.stack([grid[0][i // 17], grid[1][i % 17]])
+    return f
 
 
 @torch.no_grad()

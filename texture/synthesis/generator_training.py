@@ -87,6 +87,9 @@ def parse(argv=None, doc=__doc__):
     samp.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="sample size (default: the training size)")
     samp.add_argument("--count", type=int, default=1, help="samples per texture (default: %(default)s)")
     samp.add_argument("--label", help="texture of a joint generator (default: every one it knows)")
+    samp.add_argument("--tile", action="store_true", help="samples of a lattice (a generator with plane waves) "
+                      "tile seamlessly, the waves rounded to whole cycles across the sample; without it they keep the "
+                      "lattice's own period and do not tile (samples of other generators always tile)")
     add_arguments(samp, SAMPLE_GROUPS)
     args = parser.parse_args(argv)
     rest = (sys.argv[1:] if argv is None else list(argv))[1:]  # after the word train or sample
@@ -150,23 +153,29 @@ def jobs(args, least):
              "dir": generator_dir(args.texnet_dir, [p["dir"] for p in g])} for g in groups]
 
 
-def objectives(net, targets, size, args):
+def objectives(net, targets, size, args, tile=True):
     """optimize.objective for each target, with gen.py's options and circular padding (samples are
-    periodic): evaluate(x) -> (loss per image, parts) against that target."""
-    opts = Options.from_args(argparse.Namespace(**vars(args), tile=True), net.names)
+    periodic; `tile=False` for the centre of a sample, which is not): evaluate(x) -> (loss per
+    image, parts) against that target."""
+    opts = Options.from_args(argparse.Namespace(**vars(args), tile=tile), net.names)
     return [objective(net, [t], size, opts) for t in targets]
 
 
 def step_loss(g, objs, args, step, rank, world, device, dtype):
     """Mean loss of one batch: noise drawn from (seed, step, rank) alone, so a resumed run continues
     exactly; images cycle through the classes."""
-    b, s = args.texnet_batch, args.texnet_size
+    b, s, gen = args.texnet_batch, args.texnet_size, g.module if world > 1 else g
     labels = (torch.arange(b) + (step * world + rank) * b) % len(objs)
-    noise = G.noise_pyramid(g.module if world > 1 else g, s, s, zlib.crc32(f"{args.seed}:{step}:{rank}".encode()),
-                            batch=b, device=device)
+    # plane waves at the lattice's own period rather than whole cycles across s, which would teach the
+    # generator to bend or break the lattice to fit s; their seam where the image wraps (and what
+    # the generator draws near it) lies in a margin the loss does not see (docs/texnet.md)
+    m = gen.margin
+    noise = G.noise_pyramid(gen, s + 2 * m, s + 2 * m, zlib.crc32(f"{args.seed}:{step}:{rank}".encode()),
+                            batch=b, device=device, whole=not m)
     with autocast(device, dtype):
         x = g(noise, labels.to(device))
     x = x[:, None] if x.dim() == 3 else x  # grey (B, H, W) as one channel
+    x = x[..., m:m + s, m:m + s]
     total = 0
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().flatten().to(device)
@@ -231,7 +240,10 @@ def train_one(job, net, args, device, dtype, rank, world):
     g, opt, step, curve, seconds = start(job, args, device)
     if rank == 0:
         outputs.save_args(args, os.path.join(job["dir"], "args.json"))
-    objs = objectives(net, job["targets"], (args.texnet_size,) * 2, args)
+    # with plane waves the loss sees a sample's centre (step_loss): gen.py's loss for an image that
+    # does not wrap around, else the spectrum term takes the jumps between its edges for the target's
+    # low frequencies and the samples came out without them (grid1's shading)
+    objs = objectives(net, job["targets"], (args.texnet_size,) * 2, args, tile=not g.waves)
     ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
     bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
     t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave

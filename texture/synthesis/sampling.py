@@ -59,11 +59,11 @@ def judge_for(args, ckpt):
     return judge, found["classes"]
 
 
-def matched(raw, target, width, fill=0.0, seed=0):
+def matched(raw, target, width, fill=0.0, seed=0, fill_width=None):
     """A raw sample (C, H, W) given the target's grey levels by rank (histogram.match_histogram) or a colour
     target's colours (colour.match_colours); with `width`, each channel's power spectrum then tempered
-    against the target's (spectrum.temper, with `fill`: one gaussian field drawn from `seed`, shared by
-    the channels) and the levels or colours matched again."""
+    against the target's (spectrum.temper, with `fill` and `fill_width`: one gaussian field drawn from
+    `seed`, shared by the channels) and the levels or colours matched again."""
     match = colour.match_colours if colour.is_colour(target) else match_histogram
     img = match(raw, target)
     if width <= 0:
@@ -71,8 +71,19 @@ def matched(raw, target, width, fill=0.0, seed=0):
     noise = torch.randn(img.shape[-2:], generator=torch.Generator().manual_seed(zlib.crc32(f"fill:{seed}".encode()))) \
         if fill > 0 else None
     planes = target.view(-1, *target.shape[-2:])
-    return match(torch.stack([temper(x, t, width, fill, noise) for x, t in zip(img.view(-1, *img.shape[-2:]), planes)])
+    return match(torch.stack([temper(x, t, width, fill, noise, fill_width)
+                              for x, t in zip(img.view(-1, *img.shape[-2:]), planes)])
                  .view_as(img), target)
+
+
+def drawn(g, c, size, seed, tile, sample_tile, device, dtype):
+    """The generator's raw sample of class c: a lattice's waves at its own period, drawn with g.margin
+    px around the sample for their seam and cropped (as in training); with `tile`, in whole cycles
+    across the sample, which then wraps around. Made in tiles of `sample_tile` px (G.sample)."""
+    m = 0 if tile else g.margin
+    noise = G.noise_pyramid(g, size[0] + 2 * m, size[1] + 2 * m, seed, device=device, whole=not m)
+    with autocast(device, dtype):
+        return G.sample(g, noise, c, sample_tile).float()[..., m:m + size[0], m:m + size[1]]
 
 
 def sample_one(g, c, size, seed, target, args, device, dtype):
@@ -82,10 +93,8 @@ def sample_one(g, c, size, seed, target, args, device, dtype):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    noise = G.noise_pyramid(g, *size, seed, device=device)
-    with autocast(device, dtype):
-        raw = G.sample(g, noise, c, args.sample_tile).float()
-    img = matched(raw, target, args.sample_temper, args.sample_fill, seed).cpu()
+    raw = drawn(g, c, size, seed, args.tile, args.sample_tile, device, dtype)
+    img = matched(raw, target, args.sample_temper, args.sample_fill, seed, args.sample_fill_width).cpu()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return img, quality.histogram_distance(raw.cpu(), target), time.perf_counter() - t0
@@ -132,7 +141,8 @@ def sample(args):
                          f"multiples of {g.factor} for this generator ({g.scales} scales)")
     if args.count < 1:
         raise SystemExit(f"--count {args.count}: must be at least 1")
-    if why := memory.shortfall(memory.sample(size, args.sample_tile, g.halo, args.sample_fill > 0), device):
+    canvas = size if args.tile else tuple(s + 2 * g.margin for s in size)
+    if why := memory.shortfall(memory.sample(canvas, args.sample_tile, g.halo, args.sample_fill > 0), device):
         raise SystemExit(f"--size {size[0]} {size[1]}: one sample, {why}")
     judge, classes = judge_for(args, ckpt)
     if judge is not None:

@@ -70,7 +70,7 @@ def smoothed(power, width):
     return torch.fft.fft2(torch.fft.ifft2(power).mul_(window)).real.clamp_min_(0)
 
 
-def temper(img, target, width, fill=0.0, noise=None):
+def temper(img, target, width, fill=0.0, noise=None, fill_width=None):
     """img (H, W), a tileable sample, with its power spectrum lowered by a smooth filter wherever it
     exceeds the target's (target_amplitude at img's size), both smoothed over what `width` px of
     autocorrelation tell (smoothed): the fine grain and ripples the target lacks fade,
@@ -79,7 +79,10 @@ def temper(img, target, width, fill=0.0, noise=None):
     docs/texnet.md). With `fill` > 0, the gaussian `noise` (H, W) is added there instead, shaped to
     the missing power up to `fill` times the target's median power: white pixel noise, which a
     generator's smoothing layers hardly make, comes back, and a photograph's strong structure (the
-    brick's mortar lines) gets no random stand-in. Its grey levels change, so the caller matches them again."""
+    brick's mortar lines) gets no random stand-in. The fill compares the spectra smoothed over
+    `fill_width` px (default `width`): texnet.py's 24 px instead of 8 see finer, and give a lattice's
+    samples back the target's noise below and between its peaks, which 8 px took as there, lost in
+    the peaks' spread (docs/texnet.md). Its grey levels change, so the caller matches them again."""
     mean = img.float().mean()
     f = torch.fft.fft2(img.float() - mean)
     want = smoothed(target_amplitude(target.cpu(), img.shape).to(img.device).square(), width)
@@ -88,6 +91,9 @@ def temper(img, target, width, fill=0.0, noise=None):
     gain[0, 0] = 1
     f.mul_(gain.sqrt_())
     if fill > 0:
+        if fill_width not in (None, width):
+            want = smoothed(target_amplitude(target.cpu(), img.shape).to(img.device).square(), fill_width)
+            have = smoothed(torch.fft.fft2(img.float() - mean).abs().square(), fill_width)
         missing = (want.clamp_max(want.flatten()[1:].median() * fill) - have).clamp_min_(0)
         missing[0, 0] = 0
         f.add_(torch.fft.fft2(noise.to(img.device)) * missing.div_(img.numel()).sqrt_())
