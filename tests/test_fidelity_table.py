@@ -144,12 +144,15 @@ def test_texnet_method_trains_a_generator_per_target_once_and_scores_its_samples
     stamps = {c: os.path.getmtime(generators / c / "texnet.pt") for c in ("gravel", "stripes1")}
     again = fidelity.main([*args, "--sample-temper", "0"])  # the generators are reused, not trained again
     assert {c: os.path.getmtime(generators / c / "texnet.pt") for c in stamps} == stamps
-    for run, width, fill in ((result, 8, 1), (again, 0, 0)):  # tempered as --sample-temper says, filled with it
+    finer = fidelity.main([*args, "--sample-fill-width", "12"])
+    # tempered as --sample-temper says, filled with it, compared over --sample-fill-width
+    for run, width, fill, fill_width in ((result, 8, 1, 24), (again, 0, 0, 24), (finer, 8, 1, 12)):
         for r in run["records"]:
             if r["method"] == "texnet":
                 with open(r["png"].replace(".png", ".json")) as f:
                     settings = json.load(f)["settings"]
-                assert (settings["sample_temper"], settings["sample_fill"]) == (width, fill)
+                assert (settings["sample_temper"], settings["sample_fill"], settings["sample_fill_width"]) == \
+                    (width, fill, fill_width)
     assert again["base"] != result["base"] and os.path.isfile(again["base"] + ".png")
     # more steps continue the generators; the table and picture take the new samples, the old ones stay
     more = fidelity.main([*args, "--texnet-steps", "3"])

@@ -79,11 +79,12 @@ def matched(raw, target, width, fill=0.0, seed=0, fill_width=None):
 def drawn(g, c, size, seed, tile, sample_tile, device, dtype):
     """The generator's raw sample of class c: a lattice's waves at its own period, drawn with g.margin
     px around the sample for their seam and cropped (as in training); with `tile`, in whole cycles
-    across the sample, which then wraps around. Made in tiles of `sample_tile` px (G.sample)."""
+    across the sample, which then wraps around. Made in tiles of `sample_tile` px plus the margin
+    (G.sample), so that a sample no larger than a tile stays one pass."""
     m = 0 if tile else g.margin
     noise = G.noise_pyramid(g, size[0] + 2 * m, size[1] + 2 * m, seed, device=device, whole=not m)
     with autocast(device, dtype):
-        return G.sample(g, noise, c, sample_tile).float()[..., m:m + size[0], m:m + size[1]]
+        return G.sample(g, noise, c, sample_tile + 2 * m).float()[..., m:m + size[0], m:m + size[1]]
 
 
 def sample_one(g, c, size, seed, target, args, device, dtype):
@@ -141,8 +142,9 @@ def sample(args):
                          f"multiples of {g.factor} for this generator ({g.scales} scales)")
     if args.count < 1:
         raise SystemExit(f"--count {args.count}: must be at least 1")
-    canvas = size if args.tile else tuple(s + 2 * g.margin for s in size)
-    if why := memory.shortfall(memory.sample(canvas, args.sample_tile, g.halo, args.sample_fill > 0), device):
+    m = 0 if args.tile else g.margin  # drawn around the sample (drawn)
+    if why := memory.shortfall(memory.sample(tuple(s + 2 * m for s in size), args.sample_tile + 2 * m, g.halo,
+                                             args.sample_fill > 0), device):
         raise SystemExit(f"--size {size[0]} {size[1]}: one sample, {why}")
     judge, classes = judge_for(args, ckpt)
     if judge is not None:

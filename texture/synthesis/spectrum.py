@@ -85,15 +85,14 @@ def temper(img, target, width, fill=0.0, noise=None, fill_width=None):
     the peaks' spread (docs/texnet.md). Its grey levels change, so the caller matches them again."""
     mean = img.float().mean()
     f = torch.fft.fft2(img.float() - mean)
-    want = smoothed(target_amplitude(target.cpu(), img.shape).to(img.device).square(), width)
-    have = smoothed(f.abs().square(), width)
+    target_power, power = target_amplitude(target.cpu(), img.shape).to(img.device).square(), f.abs().square()
+    want, have = smoothed(target_power, width), smoothed(power, width)
     gain = (want / have.clamp_min(1e-12)).clamp_max_(1)
     gain[0, 0] = 1
     f.mul_(gain.sqrt_())
     if fill > 0:
         if fill_width not in (None, width):
-            want = smoothed(target_amplitude(target.cpu(), img.shape).to(img.device).square(), fill_width)
-            have = smoothed(torch.fft.fft2(img.float() - mean).abs().square(), fill_width)
+            want, have = smoothed(target_power, fill_width), smoothed(power, fill_width)
         missing = (want.clamp_max(want.flatten()[1:].median() * fill) - have).clamp_min_(0)
         missing[0, 0] = 0
         f.add_(torch.fft.fft2(noise.to(img.device)) * missing.div_(img.numel()).sqrt_())
