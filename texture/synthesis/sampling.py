@@ -76,12 +76,17 @@ def matched(raw, target, width, fill=0.0, seed=0, fill_width=None):
                  .view_as(img), target)
 
 
+def margin(g, tile):
+    """Pixels drawn around a sample on every side (drawn): a lattice's g.margin, none with `tile`."""
+    return 0 if tile else g.margin
+
+
 def drawn(g, c, size, seed, tile, sample_tile, device, dtype):
     """The generator's raw sample of class c: a lattice's waves at its own period, drawn with g.margin
     px around the sample for their seam and cropped (as in training); with `tile`, in whole cycles
     across the sample, which then wraps around. Made in tiles of `sample_tile` px plus the margin
     (G.sample), so that a sample no larger than a tile stays one pass."""
-    m = 0 if tile else g.margin
+    m = margin(g, tile)
     noise = G.noise_pyramid(g, size[0] + 2 * m, size[1] + 2 * m, seed, device=device, whole=not m)
     with autocast(device, dtype):
         return G.sample(g, noise, c, sample_tile + 2 * m).float()[..., m:m + size[0], m:m + size[1]]
@@ -142,7 +147,7 @@ def sample(args):
                          f"multiples of {g.factor} for this generator ({g.scales} scales)")
     if args.count < 1:
         raise SystemExit(f"--count {args.count}: must be at least 1")
-    m = 0 if args.tile else g.margin  # drawn around the sample (drawn)
+    m = margin(g, args.tile)
     if why := memory.shortfall(memory.sample(tuple(s + 2 * m for s in size), args.sample_tile + 2 * m, g.halo,
                                              args.sample_fill > 0), device):
         raise SystemExit(f"--size {size[0]} {size[1]}: one sample, {why}")
