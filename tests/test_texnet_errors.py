@@ -51,6 +51,13 @@ def test_a_negative_sample_temper_is_refused_and_writes_nothing(one_step, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_fill_width_of_zero_is_refused_and_writes_nothing(one_step, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        sample(one_step[0], tmp_path / "out", "--sample-fill-width", 0)
+    assert e.value.code == 2 and "argument --sample-fill-width: must be > 0, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_sample_fill_without_tempering_is_refused_and_writes_nothing(one_step, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         sample(one_step[0], tmp_path / "out", "--sample-fill", 1, "--sample-temper", 0)
