@@ -236,6 +236,10 @@ def test_waves_are_the_targets_peaks_and_their_samples_tile(colour, tmp_path, mo
     assert g.config()["waves"] == 2 and (g.wavevectors.abs() * 32).round().tolist() == [[4, 4], [4, 4]]
     assert tiles == [False]
     assert g.channels == (3 if colour else 1)
+    # the snapshot is drawn as a sample is, at the lattice's own period with its margin
+    raw = sampling.drawn(g.eval(), 0, (32, 32), 0, False, 32, torch.device("cpu"), torch.float32)
+    snap = pixels(tmp_path / "t" / "dots" / "snapshot_00002.png")
+    assert torch.equal(snap, (raw.movedim(0, -1) if colour else raw).clamp(0, 1).mul(255).round() / 255)
     if not colour:
         assert torch.equal(g.wavevectors, G.spectral_peaks(pixels(png), 3))
     drawn, pyramid = [], G.noise_pyramid

@@ -268,8 +268,10 @@ def train_one(job, net, args, device, dtype, rank, world):
             done = step == args.texnet_steps or sync[1] > 0
             if rank == 0 and (done or args.texnet_snapshot_every and step % args.texnet_snapshot_every == 0):
                 save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
+                # drawn as `texnet.py sample` draws, a lattice at its own period: the snapshot shows what a sample would
                 s = args.texnet_size
-                img = G.sample(g, G.noise_pyramid(g, s, s, args.seed, device=device), 0, args.texnet_size)
+                with torch.no_grad():
+                    img = sampling.drawn(g, 0, (s, s), args.seed, False, s, device, dtype)
                 outputs.write_png(img, os.path.join(job["dir"], f"snapshot_{step:05d}.png"))
             if done:
                 break
