@@ -236,7 +236,7 @@ def test_sizes_that_do_not_fit_in_memory_are_refused_before_allocating(ckpt, dem
     monkeypatch.setattr(memory, "available", lambda device: 2 * memory.GB)
     target = os.path.join(demo_data, "dots1", "dots1-a-p001.png")
     big = tmp_path / "big-a-p001.png"
-    Image.fromarray(np.zeros((2048, 2048), np.uint8)).save(big)
+    Image.fromarray(np.indices((2048, 2048)).sum(0).astype(np.uint8)).save(big)  # not uniform: that is refused first
     out = tmp_path / "g"
     for argv, why in [([target, "--size", "1024", "1024"], "--size 1024 1024: 1 output(s) of 1024x1024 at once, "
                                                            "about 4.4 GB needed, 2.0 GB available"),
@@ -258,6 +258,34 @@ def test_gen_target_below_the_networks_32_px_is_named(ckpt, tmp_path, capsys):
         gen.main([str(small), "--ckpt", ckpt, "--gen-dir", str(tmp_path / "g")])
     err = capsys.readouterr().err
     assert f"{small}: 24x24 is too small" in err and "32 px" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("colour", [False, True], ids=["grey", "colour"])
+def test_uniform_target_is_refused_in_one_line_naming_it(colour, tmp_path, capsys):
+    """A target of one grey level or one colour has no texture: gen.py and texnet.py say so in one line
+    naming the file, exit non-zero and write no output; a uniform centre crop of a textured image is
+    named as the crop."""
+    flat = tmp_path / "flat-a-p001.png"
+    Image.fromarray(np.full((48, 48, 3), (200, 30, 90), np.uint8) if colour else np.full((48, 48), 200, np.uint8)).save(flat)
+    out = tmp_path / "g"
+    with pytest.raises(SystemExit, match=r"1 of 1 target\(s\) failed: .*flat-a-p001.png \(the image is uniform"):
+        gen.main([str(flat), "--backbone", "random", "--gen-dir", str(out)])
+    err = capsys.readouterr().err
+    kind = "colour" if colour else "grey level"
+    assert f"{flat}: the image is uniform, one {kind} throughout" in err and "Traceback" not in err
+    assert not list(out.glob("**/*.png"))
+    status, line = fails(texnet.main, ["train", str(flat), "--backbone", "random", "--texnet-dir", str(tmp_path / "t")],
+                         capsys)
+    assert status == 1 and line == f"{flat}: the image is uniform, one {kind} throughout: there is no texture to synthesise"
+    assert not (tmp_path / "t").exists()
+    # a textured image whose centre crop is flat: the crop is named, and --full is the way out
+    framed = tmp_path / "framed-a-p001.png"
+    a = np.random.default_rng(0).integers(0, 256, (96, 96), dtype=np.uint8)
+    a[16:80, 16:80] = 120
+    Image.fromarray(a).save(framed)
+    with pytest.raises(SystemExit):
+        gen.main([str(framed), "--backbone", "random", "--image-size", "64", "--gen-dir", str(out)])
+    assert f"{framed}: its centre 64x64 crop (--full takes the whole image) is uniform" in capsys.readouterr().err
 
 
 # ---- data: image modes, interrupted downloads and bad zips through `python prepro.py` --------------

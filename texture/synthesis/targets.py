@@ -55,6 +55,12 @@ def load_target(path, args, min_side):
         tqdm.write(f"{path}: {w}x{h} is smaller than --image-size {s}; using the whole image", file=sys.stderr)
     if min(img.shape[-2:]) < min_side:
         raise DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
+    # a uniform target has no feature statistics to match: its Gram matrices are 0 and the relative loss
+    # divides by them (the run failed at its first step with an infinite loss, or in colour deep inside)
+    if bool((img == img[..., :1, :1]).all()):
+        where = "the image" if img.shape[-2:] == (h, w) else f"its centre {s}x{s} crop (--full takes the whole image)"
+        kind = "colour" if img.dim() == 3 else "grey level"
+        raise DataError(f"{path}: {where} is uniform, one {kind} throughout: there is no texture to synthesise")
     return img
 
 
