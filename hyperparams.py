@@ -57,6 +57,7 @@ class Hyperparams:
     eval_batch_size: int = 32  # images per forward pass during evaluation
     # == gen ==
     gen_dir: str = "gen_images"  # synthesis outputs, one folder per target
+    target_side: int = 0  # shrink each target larger than this, keeping its aspect, until its shorter side is this many px (Pillow's antialiased bicubic), before the centre --image-size crop or --full: a large photograph's crop then shows more of it, at a coarser scale (0: as it is)
     layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"  # feature taps whose Gram matrices are matched, name[:weight],... or a preset: blocks (this), original (pool1..pool4), gatys (conv1_1,pool1..pool4)
     pool: str = "avg"  # max|avg: pooling used during synthesis
     optimizer: str = "lbfgs"  # lbfgs|adam
@@ -181,7 +182,7 @@ CHOICES = {
     "texnet_schedule": ["constant", "cosine"],
 }
 # Numeric fields that may be zero; every other number must be positive.
-ZERO_OK = {"seed", "workers", "weight_decay", "warmup_epochs", "texnet_warmup", "time_budget", "snapshot_every", "spectrum_weight", "levels",
+ZERO_OK = {"seed", "target_side", "workers", "weight_decay", "warmup_epochs", "texnet_warmup", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
            "fine_refine_steps", "fine_polish_steps", "short_from", "short_refine_steps", "texnet_snapshot_every", "texnet_waves", "texnet_spectrum_weight", "chroma_share", "bench_batch_targets",
            "sample_temper", "sample_fill", "fidelity_steps"}

@@ -1,5 +1,5 @@
 """One image file as the scripts read it: decoded to 8-bit grey (or RGB where it has colour), or
-rejected in one line that names the file; which files of a folder are images; Kylberg's file names; the one centre crop.
+rejected in one line that names the file; which files of a folder are images; Kylberg's file names; the one centre crop, and shrinking.
 
     python -c "from texture.data import images; print(images.load_gray('data/demo/dots1/dots1-a-p001.png').shape)"
 """
@@ -85,3 +85,13 @@ def center_crop(img, h, w=None):
     w = h if w is None else w
     top, left = max(0, (img.shape[-2] - h) // 2), max(0, (img.shape[-1] - w) // 2)
     return img[..., top:top + h, left:left + w]
+
+
+def shrink(img, side):
+    """uint8 (H, W) or (C, H, W) resized, keeping its aspect, so that its shorter side is `side` px, with
+    Pillow's bicubic filter widened to the scale (antialiased, as image editors shrink photographs)."""
+    h, w = img.shape[-2:]
+    size = (round(w * side / h), side) if h <= w else (side, round(h * side / w))  # Pillow's (width, height)
+    a = img.numpy() if img.dim() == 2 else img.permute(1, 2, 0).numpy()
+    out = torch.from_numpy(np.array(Image.fromarray(np.ascontiguousarray(a)).resize(size, Image.Resampling.BICUBIC)))
+    return out if img.dim() == 2 else out.permute(2, 0, 1).contiguous()

@@ -11,8 +11,10 @@ import zlib
 from tqdm import tqdm
 
 from texture.data import folders
-from texture.data.images import DataError, center_crop, label_from_filename, load_image
+from texture.data.images import DataError, center_crop, label_from_filename, load_image, shrink
 from texture.run.outputs import first_free
+
+LARGE = 4  # an image whose shorter side is this many crops or more gets a note that --target-side exists
 
 
 def label_of(path):
@@ -45,20 +47,28 @@ def plan(paths, out_dir, seed, beside=False):
 
 def load_target(path, args, min_side):
     """8-bit grey (H, W) in [0, 1], or RGB (3, H, W) where the image has colour and --colour is auto;
-    the centre --image-size crop unless --full or the image is smaller."""
-    img = load_image(path, getattr(args, "colour", "grey")).float() / 255
+    shrunk first to --target-side when it is larger, then the centre --image-size crop unless --full or
+    the image is smaller."""
+    img = load_image(path, getattr(args, "colour", "grey"))
     h, w = img.shape[-2:]
-    s = args.image_size
-    if not args.full and min(h, w) >= s:
+    side, s = getattr(args, "target_side", 0), args.image_size
+    if side and min(h, w) > side:
+        img = shrink(img, side)
+    elif not side and not args.full and min(h, w) >= LARGE * s:
+        tqdm.write(f"{path}: {w}x{h}: its centre {s}x{s} crop is a small detail of it (--target-side N shrinks "
+                   "the image first, to a shorter side of N px)", file=sys.stderr)
+    img, (sh, sw) = img.float() / 255, img.shape[-2:]
+    shrunk = f" (shrunk by --target-side {side})" if (sh, sw) != (h, w) else ""
+    if not args.full and min(sh, sw) >= s:
         img = center_crop(img, s)
     elif not args.full:
-        tqdm.write(f"{path}: {w}x{h} is smaller than --image-size {s}; using the whole image", file=sys.stderr)
+        tqdm.write(f"{path}: {sw}x{sh}{shrunk} is smaller than --image-size {s}; using the whole image", file=sys.stderr)
     if min(img.shape[-2:]) < min_side:
-        raise DataError(f"{path}: {w}x{h} is too small for these layers (needs >= {min_side} px)")
+        raise DataError(f"{path}: {sw}x{sh}{shrunk} is too small for these layers (needs >= {min_side} px)")
     # a uniform target has no feature statistics to match: its Gram matrices are 0 and the relative loss
     # divides by them (the run failed at its first step with an infinite loss, or in colour deep inside)
     if bool((img == img[..., :1, :1]).all()):
-        where = "the image" if img.shape[-2:] == (h, w) else f"its centre {s}x{s} crop (--full takes the whole image)"
+        where = "the image" if img.shape[-2:] == (sh, sw) else f"its centre {s}x{s} crop (--full takes the whole image)"
         kind = "colour" if img.dim() == 3 else "grey level"
         raise DataError(f"{path}: {where} is uniform, one {kind} throughout: there is no texture to synthesise")
     return img
