@@ -77,7 +77,7 @@ def test_load_gray_maps_float_and_32_bit_ranges_and_16_bit_pgm(tmp_path):
         images.load_gray(tmp_path / "nan.tif")
 
 
-def test_load_gray_turns_a_photograph_upright_by_its_exif_orientation(tmp_path):
+def test_load_gray_and_load_image_turn_a_photograph_upright_by_its_exif_orientation(tmp_path):
     stored = np.arange(6, dtype=np.uint8).reshape(2, 3) * 40  # as the camera wrote the pixels
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: the viewer turns it 90 degrees clockwise
@@ -85,6 +85,12 @@ def test_load_gray_turns_a_photograph_upright_by_its_exif_orientation(tmp_path):
     Image.fromarray(stored).save(tmp_path / "plain.png")
     assert torch.equal(images.load_gray(tmp_path / "camera.png"), torch.from_numpy(np.rot90(stored, -1).copy()))
     assert torch.equal(images.load_gray(tmp_path / "plain.png"), torch.from_numpy(stored))
+    # in colour too (gen.py's --colour auto): a phone's colour photograph is stored on its side as well
+    rgb = np.stack([stored, 255 - stored, stored // 2], -1)
+    Image.fromarray(rgb).save(tmp_path / "colour.png", exif=exif)
+    upright = torch.from_numpy(np.rot90(rgb, -1).copy()).permute(2, 0, 1)
+    assert torch.equal(images.load_image(tmp_path / "colour.png"), upright)
+    assert torch.equal(images.load_image(tmp_path / "colour.png", "grey"), images.load_gray(tmp_path / "colour.png"))
 
 
 def test_load_gray_names_an_unreadable_file(tmp_path):

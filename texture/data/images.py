@@ -55,14 +55,15 @@ def load_gray(path):
 
 def load_image(path, colour="auto"):
     """uint8 (H, W) grey as load_gray, or (3, H, W) RGB when `colour` is auto and the image has colour:
-    an RGB (or palette) image with a pixel whose channels differ. Alpha is dropped as load_gray drops
-    it, so that an RGB image without colour gives load_gray's grey levels exactly."""
+    an RGB (or palette) image with a pixel whose channels differ. Upright and without alpha as load_gray
+    makes it, so that an RGB image without colour gives load_gray's grey levels exactly."""
     grey = load_gray(path)  # also rejects an unreadable file in one line
     if colour == "grey":
         return grey
     with Image.open(path) as im:
         if im.mode in ("L", "LA", "1", "F", "I", "I;16", "I;16L", "I;16B", "I;16N"):
             return grey
+        im = ImageOps.exif_transpose(im)  # a phone's photograph is often stored on its side
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             im = im.convert("RGBA")
         rgb = torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
