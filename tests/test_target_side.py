@@ -94,3 +94,7 @@ def test_texnet_trains_on_the_shrunk_target(tmp_path):
     ckpt = torch.load(tmp_path / "t" / "wall" / "texnet.pt", weights_only=False)
     assert np.array_equal(ckpt["target_images"][0].numpy(), expected(big, (85, 64), 32))
     assert ckpt["settings"]["target_side"] == 64
+    # resumed, it continues only on the target it trained on
+    with pytest.raises(SystemExit, match=r"trained with --target-side 64, here 0: resume with --target-side 64"):
+        texnet.main(["train", str(big), *TEXNET_TINY, "--texnet-steps", "2", "--backbone", "random", "--resume",
+                     "--texnet-dir", str(tmp_path / "t")])

@@ -44,7 +44,7 @@ UNUSED = ["gen_dir", "loss", "spectrum_weight", "optimizer", "lbfgs_history", "g
           "short_refine_steps", "short_refine_lr"]
 OWN = {"loss": "texnet_loss", "spectrum_weight": "texnet_spectrum_weight"}
 # a generator resumes only with the settings it trained with (key in its checkpoint: flag), e.g. after a default changed
-AS_TRAINED = {**OWN, "texnet_warmup": "texnet_warmup"}
+AS_TRAINED = {**OWN, "texnet_warmup": "texnet_warmup", "target_side": "target_side"}
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
 
@@ -215,7 +215,7 @@ def start(job, args, device):
     if old.config() != g.config() or ckpt["labels"] != job["labels"]:
         raise SystemExit(f"{job['ckpt']}: trained as {old.config()} on {ckpt['labels']}, not "
                          f"{g.config()} on {job['labels']}")
-    for k, flag in AS_TRAINED.items():  # its own loss and learning-rate ramp
+    for k, flag in AS_TRAINED.items():  # its own loss, learning-rate ramp and target side
         was, now, flag = ckpt["settings"].get(k), getattr(args, k), "--" + flag.replace("_", "-")
         if was is not None and was != now:
             raise SystemExit(f"{job['ckpt']}: trained with {flag} {was}, here {now}: resume with {flag} {was}")

@@ -22,7 +22,7 @@ def levels_problem(size, target_shape, levels, factor, tile, least):
     if min(target_shape) // k < least or min(size) // k < least:
         most = (min(*size, *target_shape) // least).bit_length()  # halvings that keep `least` px, plus one
         return (f"the coarsest level would be below {least} px (output {min(size) // k}, target "
-                f"{min(target_shape) // k}); at most {most} levels here")
+                f"{min(target_shape) // k}); at most {most} level{'s' if most > 1 else ''} here")
     if tile and any(s % (factor * k) for s in size):
         return f"--tile needs sides that are multiples of {factor * k} with {levels} levels"
     return None
