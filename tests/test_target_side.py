@@ -95,6 +95,7 @@ def test_texnet_trains_on_the_shrunk_target(tmp_path):
     assert np.array_equal(ckpt["target_images"][0].numpy(), expected(big, (85, 64), 32))
     assert ckpt["settings"]["target_side"] == 64
     # resumed, it continues only on the target it trained on
-    with pytest.raises(SystemExit, match=r"trained with --target-side 64, here 0: resume with --target-side 64"):
+    with pytest.raises(SystemExit, match=r"as 32x32, here other pixels of that size \(another crop, or the file changed\): resume with "
+                                         r"--image-size 32 --target-side 64 --colour auto, as it trained$"):
         texnet.main(["train", str(big), *TEXNET_TINY, "--texnet-steps", "2", "--backbone", "random", "--resume",
                      "--texnet-dir", str(tmp_path / "t")])

@@ -1,13 +1,18 @@
 """texnet.py's remaining failure paths: each is one line, exit status 1, and keeps what was written."""
 import os
+import shutil
 import signal
 
+import numpy as np
 import pytest
 import torch
+from conftest import TEXNET_TINY
 from conftest import texnet_sample as sample
 from conftest import texnet_train as train
+from PIL import Image
 
 import fidelity
+import texnet
 from texture.run import memory
 from texture.synthesis import generator_training, sampling
 from texture.synthesis.targets import label_of
@@ -27,6 +32,31 @@ def test_resume_with_other_settings_is_refused_and_keeps_the_generator(one_step,
     with pytest.raises(SystemExit, match=r"texnet.pt: trained as \{.*'width': 4.*\} on .*, not \{.*'width': 8") as e:
         train([target], tmp_path, "--texnet-steps", 2, "--texnet-width", 8, "--resume")
     assert "\n" not in str(e.value) and path.read_bytes() == before
+
+
+def test_resume_on_another_crop_or_a_changed_file_is_refused_and_keeps_the_generator(firsts, tmp_path):
+    target = str(tmp_path / os.path.basename(firsts[0]))
+    shutil.copy(firsts[0], target)
+    out = tmp_path / "t"
+    train([target], out, "--texnet-steps", 1)
+    path = out / label_of(target) / "texnet.pt"
+    before = path.read_bytes()
+    w, h = Image.open(target).size
+    refused = rf"^{path}: trained on {target} as 32x32, here %s: resume with --image-size 32 --colour auto, as it trained$"
+    with pytest.raises(SystemExit, match=refused % "48x48"):
+        train([target], out, "--texnet-steps", 2, "--resume", "--image-size", 48)
+    i = TEXNET_TINY.index("--image-size")
+    whole = TEXNET_TINY[:i] + TEXNET_TINY[i + 2:]  # --full refuses an --image-size
+    with pytest.raises(SystemExit, match=refused % f"{w}x{h}"):
+        texnet.main(["train", target, *whole, "--backbone", "random", "--texnet-dir", str(out), "--texnet-steps", "2",
+                     "--resume", "--full"])
+    Image.fromarray(255 - np.asarray(Image.open(target))).save(target)  # the file replaced
+    with pytest.raises(SystemExit, match=r"as 32x32, here other pixels of that size \(another crop, or the file changed\)"):
+        train([target], out, "--texnet-steps", 2, "--resume")
+    assert path.read_bytes() == before
+    shutil.copy(firsts[0], target)  # the same crop of the same file continues
+    train([target], out, "--texnet-steps", 2, "--resume")
+    assert torch.load(path, weights_only=False)["step"] == 2
 
 
 def test_sizes_below_the_layers_reach_are_refused(firsts, tmp_path):

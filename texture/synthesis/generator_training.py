@@ -43,8 +43,10 @@ UNUSED = ["gen_dir", "loss", "spectrum_weight", "optimizer", "lbfgs_history", "g
           "polish_steps", "occurrence_hold", "fine_refine_steps", "fine_polish_steps", "short_from", "short_steps",
           "short_refine_steps", "short_refine_lr"]
 OWN = {"loss": "texnet_loss", "spectrum_weight": "texnet_spectrum_weight"}
-# a generator resumes only with the settings it trained with (key in its checkpoint: flag), e.g. after a default changed
-AS_TRAINED = {**OWN, "texnet_warmup": "texnet_warmup", "target_side": "target_side"}
+# a generator resumes only with the settings it trained with (key in its checkpoint: flag), e.g. after a default
+# changed; the target it trained on is compared pixel for pixel (same_targets)
+AS_TRAINED = {**OWN, "texnet_warmup": "texnet_warmup"}
+CROP = ("image_size", "target_side", "full", "colour")  # the settings that make the target from its file (load_target)
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
 
@@ -205,6 +207,8 @@ def start(job, args, device):
         old, ckpt = sampling.load(job["ckpt"])
     except CheckpointError as e:
         raise SystemExit(str(e))
+    if ckpt["labels"] == job["labels"]:  # before the waves and the colour channels, which follow from the target
+        same_targets(job, ckpt)
 
     def but_waves(config):
         return {k: v for k, v in config.items() if k != "waves"}
@@ -215,13 +219,28 @@ def start(job, args, device):
     if old.config() != g.config() or ckpt["labels"] != job["labels"]:
         raise SystemExit(f"{job['ckpt']}: trained as {old.config()} on {ckpt['labels']}, not "
                          f"{g.config()} on {job['labels']}")
-    for k, flag in AS_TRAINED.items():  # its own loss, learning-rate ramp and target side
+    for k, flag in AS_TRAINED.items():  # its own loss and learning-rate ramp
         was, now, flag = ckpt["settings"].get(k), getattr(args, k), "--" + flag.replace("_", "-")
         if was is not None and was != now:
             raise SystemExit(f"{job['ckpt']}: trained with {flag} {was}, here {now}: resume with {flag} {was}")
     g.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])  # its learning rate is set at every step (learning_rate)
     return g, opt, ckpt["step"], list(ckpt.get("curve", [])), float(ckpt.get("seconds", 0.0))
+
+
+def same_targets(job, ckpt):
+    """Refuse to resume on other pixels than the generator trained on: another --image-size, --full,
+    --target-side or --colour, or a changed file, would silently train it on another texture."""
+    for path, was, t in zip(job["paths"], ckpt["target_images"], job["targets"]):
+        now = (t * 255).round().to(torch.uint8).cpu()
+        if torch.equal(was, now):
+            continue
+        s = ckpt["settings"]
+        how = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")  # --target-side 0, no --full: unsaid
+                       for k in CROP if (v := s.get(k)) not in (None, False))
+        size, here = ("x".join(map(str, x.shape[-1:-3:-1])) + " in colour" * (x.dim() == 3) for x in (was, now))
+        here = f"here {here}" if here != size else "here other pixels of that size (another crop, or the file changed)"
+        raise SystemExit(f"{job['ckpt']}: trained on {path} as {size}, {here}: resume with {how}, as it trained")
 
 
 def learning_rate(args, step):
