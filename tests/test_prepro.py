@@ -93,6 +93,16 @@ def test_load_gray_and_load_image_turn_a_photograph_upright_by_its_exif_orientat
     assert torch.equal(images.load_image(tmp_path / "colour.png", "grey"), images.load_gray(tmp_path / "colour.png"))
 
 
+def test_a_phones_heic_photograph_is_read_in_colour_and_found_in_a_folder(tmp_path):
+    y, x = np.mgrid[0:48, 0:64]
+    rgb = np.stack([x * 4, y * 5, 255 - x * 2], -1).astype(np.uint8)  # smooth, so the lossy codec keeps it close
+    Image.fromarray(rgb).save(tmp_path / "IMG_0001.HEIC", quality=95)
+    img = images.load_image(tmp_path / "IMG_0001.HEIC")
+    assert img.shape == (3, 48, 64) and (img.float() - torch.from_numpy(rgb).permute(2, 0, 1)).abs().mean() < 3
+    assert images.load_gray(tmp_path / "IMG_0001.HEIC").shape == (48, 64)
+    assert images.is_image("phone/IMG_0001.HEIC") and images.is_image("IMG_0002.heif")
+
+
 def test_load_gray_names_an_unreadable_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(png_bytes()[:60])

@@ -7,10 +7,12 @@ import os
 import re
 
 import numpy as np
+import pillow_heif
 import torch
 from PIL import Image, ImageOps
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".webp")
+pillow_heif.register_heif_opener()  # a phone's HEIC photographs (the iPhone's default), which Pillow alone cannot open
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".webp", ".heic", ".heif")
 JUNK = {"__MACOSX", "Thumbs.db", ".DS_Store", "desktop.ini"}
 NAME = re.compile(r"^(.+?)[-.]([A-Za-z])-p(\d+)\.\w+$")  # blanket1-a-p001.png, rice1.b-p001.png
 
