@@ -33,43 +33,52 @@ def load_gray(path):
     16-bit data is rescaled (x/257), not clipped: I;16, and mode I as PNG and PGM decode 16 bits;
     other mode I (32-bit integers) and float data (mode F) map their own range to 0..255. Colour
     becomes grey, alpha is dropped (not composited)."""
-    try:
-        with Image.open(path) as im:
-            sixteen = im.mode.startswith("I;16") or im.mode == "I" and im.format in ("PNG", "PPM")
-            im = ImageOps.exif_transpose(im)
-            if sixteen:
-                a = np.asarray(im, dtype=np.float64) / 257.0
-            elif im.mode in ("I", "F"):
-                a = np.asarray(im, dtype=np.float64)
-                finite = a[np.isfinite(a)]
-                if not finite.size:
-                    raise ValueError("no finite pixel value")
-                lo, hi = finite.min(), finite.max()
-                a = (np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / max(hi - lo, 1e-30))
-            else:
-                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                    im = im.convert("RGBA").convert("RGB")  # alpha is dropped, not composited
-                return torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8))
-            return torch.from_numpy(np.clip(np.rint(a), 0, 255).astype(np.uint8))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: unreadable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    return _gray(*_upright(path), path)
 
 
 def load_image(path, colour="auto"):
     """uint8 (H, W) grey as load_gray, or (3, H, W) RGB when `colour` is auto and the image has colour:
     an RGB (or palette) image with a pixel whose channels differ. Upright and without alpha as load_gray
-    makes it, so that an RGB image without colour gives load_gray's grey levels exactly."""
-    grey = load_gray(path)  # also rejects an unreadable file in one line
-    if colour == "grey":
+    makes it, so that an RGB image without colour gives load_gray's grey levels exactly. The file is
+    decoded once (a phone's photograph takes a few tenths of a second)."""
+    im, sixteen = _upright(path)
+    grey = _gray(im, sixteen, path)
+    if colour == "grey" or im.mode in ("L", "LA", "1", "F", "I", "I;16", "I;16L", "I;16B", "I;16N"):
         return grey
-    with Image.open(path) as im:
-        if im.mode in ("L", "LA", "1", "F", "I", "I;16", "I;16L", "I;16B", "I;16N"):
-            return grey
-        im = ImageOps.exif_transpose(im)  # a phone's photograph is often stored on its side
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA")
-        rgb = torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+    rgb = torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
     return rgb.contiguous() if (rgb != rgb[:1]).any() else grey
+
+
+def _upright(path):
+    """(the decoded image turned upright by its EXIF orientation, whether its samples are 16-bit); an
+    unreadable file is a DataError naming it. The 16-bit test needs the file's format, which the
+    turned copy no longer has."""
+    try:
+        with Image.open(path) as im:
+            sixteen = im.mode.startswith("I;16") or im.mode == "I" and im.format in ("PNG", "PPM")
+            return ImageOps.exif_transpose(im), sixteen  # a decoded copy, turned or not
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: unreadable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+
+
+def _gray(im, sixteen, path):
+    """The decoded image `im` as load_gray returns it."""
+    if sixteen:
+        a = np.asarray(im, dtype=np.float64) / 257.0
+    elif im.mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        finite = a[np.isfinite(a)]
+        if not finite.size:
+            raise DataError(f"{path}: unreadable image (no finite pixel value)")
+        lo, hi = finite.min(), finite.max()
+        a = (np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / max(hi - lo, 1e-30))
+    else:
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA").convert("RGB")  # alpha is dropped, not composited
+        return torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8))
+    return torch.from_numpy(np.clip(np.rint(a), 0, 255).astype(np.uint8))
 
 
 def is_junk(relpath):
