@@ -125,7 +125,7 @@ def save(g, opt, job, args, step, curve, seconds):
     G.calibrate(g, G.noise_pyramid(g, side, side, args.seed, device=next(g.parameters()).device))
     state = {"generator": g.config(), "model": g.state_dict(), "optimizer": opt.state_dict(), "step": step,
              "labels": job["labels"], "targets": job["paths"], "curve": curve, "seconds": seconds,
-             "target_images": [(t * 255).round().to(torch.uint8).cpu() for t in job["targets"]],
+             "target_images": [as_stored(t) for t in job["targets"]],
              "settings": vars(args)}
     save_checkpoint(state, job["ckpt"])
 
@@ -228,11 +228,16 @@ def start(job, args, device):
     return g, opt, ckpt["step"], list(ckpt.get("curve", [])), float(ckpt.get("seconds", 0.0))
 
 
+def as_stored(target):
+    """A target in [0, 1] as the checkpoint keeps it (save) and same_targets compares it: 8-bit."""
+    return (target * 255).round().to(torch.uint8).cpu()
+
+
 def same_targets(job, ckpt):
     """Refuse to resume on other pixels than the generator trained on: another --image-size, --full,
     --target-side or --colour, or a changed file, would silently train it on another texture."""
     for path, was, t in zip(job["paths"], ckpt["target_images"], job["targets"]):
-        now = (t * 255).round().to(torch.uint8).cpu()
+        now = as_stored(t)
         if torch.equal(was, now):
             continue
         s = ckpt["settings"]
