@@ -45,9 +45,7 @@ def load_image(path, colour="auto"):
     grey = _gray(im, sixteen, path)
     if colour == "grey" or im.mode in ("L", "LA", "1", "F", "I", "I;16", "I;16L", "I;16B", "I;16N"):
         return grey
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-    rgb = torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+    rgb = torch.from_numpy(np.array(_without_alpha(im).convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
     return rgb.contiguous() if (rgb != rgb[:1]).any() else grey
 
 
@@ -75,10 +73,15 @@ def _gray(im, sixteen, path):
         lo, hi = finite.min(), finite.max()
         a = (np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / max(hi - lo, 1e-30))
     else:
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA").convert("RGB")  # alpha is dropped, not composited
-        return torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8))
+        return torch.from_numpy(np.array(_without_alpha(im).convert("L"), dtype=np.uint8))
     return torch.from_numpy(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+
+
+def _without_alpha(im):
+    """`im` with its alpha channel or transparent palette entry dropped (not composited), as RGB."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        return im.convert("RGBA").convert("RGB")
+    return im
 
 
 def is_junk(relpath):
