@@ -1,6 +1,6 @@
 """texnet.py's training: a feed-forward generator per texture (feedforward.py, Ulyanov et al. 2016)
 trained against the frozen network and gen.py's loss (optimize.objective), its flags and their checks,
-its checkpoints (sampling.load reads them) and snapshots; and the one entry point of both commands,
+its snapshots (its checkpoints: generator_checkpoint.py); and the one entry point of both commands,
 run(argv), which texnet.py and fidelity.py call.
 
     python -c "from texture.synthesis import generator_training as T; print(T.UNUSED)"
@@ -23,12 +23,13 @@ from texture.data.images import DataError
 from texture.measures.colour import luminance
 from texture.networks import backbones
 from texture.networks import feedforward as G
-from texture.networks.checkpoints import CheckpointError, save_checkpoint
+from texture.networks.checkpoints import CheckpointError
 from texture.run import outputs
 from texture.run.device import autocast, distributed, pick_dtype
 from texture.run.interrupt import Stop
-from texture.synthesis import sampling
+from texture.synthesis import generator_checkpoint, sampling
 from texture.synthesis.batch import without_effect
+from texture.synthesis.generator_checkpoint import OWN
 from texture.synthesis.optimize import objective
 from texture.synthesis.options import Options
 from texture.synthesis.taps import parse_layers, smallest_side
@@ -42,11 +43,6 @@ UNUSED = ["gen_dir", "loss", "spectrum_weight", "optimizer", "lbfgs_history", "g
           "levels", "init", "pixels", "padding", "refine_steps", "refine_lr", "refine_layers", "refine_channels",
           "polish_steps", "occurrence_hold", "fine_refine_steps", "fine_polish_steps", "short_from", "short_steps",
           "short_refine_steps", "short_refine_lr"]
-OWN = {"loss": "texnet_loss", "spectrum_weight": "texnet_spectrum_weight"}
-# a generator resumes only with the settings it trained with (key in its checkpoint: flag), e.g. after a default
-# changed; the target it trained on is compared pixel for pixel (same_targets)
-AS_TRAINED = {**OWN, "texnet_warmup": "texnet_warmup"}
-CROP = ("image_size", "target_side", "full", "colour")  # the settings that make the target from its file (load_target)
 ARCH = {"scales": "texnet_scales", "width": "texnet_width", "noise": "texnet_noise", "norm": "texnet_norm"}
 
 
@@ -114,20 +110,6 @@ def parse(argv=None, doc=__doc__):
             raise SystemExit(f"--texnet-size {args.texnet_size}: must be a multiple of {2 ** (args.texnet_scales - 1)}"
                              f" with --texnet-scales {args.texnet_scales}")
     return args
-
-
-# ---- checkpoint -----------------------------------------------------------------------------
-
-def save(g, opt, job, args, step, curve, seconds):
-    """Freeze the normalisation statistics (generator.calibrate), then write texnet.pt atomically
-    (sampling.load reads it back)."""
-    side = args.texnet_calibrate - args.texnet_calibrate % g.factor or g.factor
-    G.calibrate(g, G.noise_pyramid(g, side, side, args.seed, device=next(g.parameters()).device))
-    state = {"generator": g.config(), "model": g.state_dict(), "optimizer": opt.state_dict(), "step": step,
-             "labels": job["labels"], "targets": job["paths"], "curve": curve, "seconds": seconds,
-             "target_images": [as_stored(t) for t in job["targets"]],
-             "settings": vars(args)}
-    save_checkpoint(state, job["ckpt"])
 
 
 # ---- training -------------------------------------------------------------------------------
@@ -200,52 +182,7 @@ def start(job, args, device):
     opt = torch.optim.Adam(g.parameters(), lr=args.texnet_lr)
     if not os.path.exists(job["ckpt"]):
         return g, opt, 0, [], 0.0
-    if not args.resume:
-        raise SystemExit(f"{job['ckpt']}: a generator is already there: continue with --resume, "
-                         "or pick another --texnet-dir")
-    try:
-        old, ckpt = sampling.load(job["ckpt"])
-    except CheckpointError as e:
-        raise SystemExit(str(e))
-    if ckpt["labels"] == job["labels"]:  # before the waves and the colour channels, which follow from the target
-        same_targets(job, ckpt)
-
-    def but_waves(config):
-        return {k: v for k, v in config.items() if k != "waves"}
-
-    if old.waves != g.waves and but_waves(old.config()) == but_waves(g.config()):  # e.g. trained before the default
-        raise SystemExit(f"{job['ckpt']}: trained with {old.waves} plane waves, here {g.waves}: resume with "
-                         f"--texnet-waves {old.waves}")
-    if old.config() != g.config() or ckpt["labels"] != job["labels"]:
-        raise SystemExit(f"{job['ckpt']}: trained as {old.config()} on {ckpt['labels']}, not "
-                         f"{g.config()} on {job['labels']}")
-    for k, flag in AS_TRAINED.items():  # its own loss and learning-rate ramp
-        was, now, flag = ckpt["settings"].get(k), getattr(args, k), "--" + flag.replace("_", "-")
-        if was is not None and was != now:
-            raise SystemExit(f"{job['ckpt']}: trained with {flag} {was}, here {now}: resume with {flag} {was}")
-    g.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])  # its learning rate is set at every step (learning_rate)
-    return g, opt, ckpt["step"], list(ckpt.get("curve", [])), float(ckpt.get("seconds", 0.0))
-
-
-def as_stored(target):
-    """A target in [0, 1] as the checkpoint keeps it (save) and same_targets compares it: 8-bit."""
-    return (target * 255).round().to(torch.uint8).cpu()
-
-
-def same_targets(job, ckpt):
-    """Refuse to resume on other pixels than the generator trained on: another --image-size, --full,
-    --target-side or --colour, or a changed file, would silently train it on another texture."""
-    for path, was, t in zip(job["paths"], ckpt["target_images"], job["targets"]):
-        now = as_stored(t)
-        if torch.equal(was, now):
-            continue
-        s = ckpt["settings"]
-        how = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")  # --target-side 0, no --full: unsaid
-                       for k in CROP if (v := s.get(k)) not in (None, False))
-        size, here = ("x".join(map(str, x.shape[-1:-3:-1])) + " in colour" * (x.dim() == 3) for x in (was, now))
-        here = f"here {here}" if here != size else "here other pixels of that size (another crop, or the file changed)"
-        raise SystemExit(f"{job['ckpt']}: trained on {path} as {size}, {here}: resume with {how}, as it trained")
+    return g, opt, *generator_checkpoint.resume(job, args, g, opt)
 
 
 def learning_rate(args, step):
@@ -291,7 +228,7 @@ def train_one(job, net, args, device, dtype, rank, world):
             bar.set_postfix(loss=f"{curve[-1]:.4g}")
             done = step == args.texnet_steps or sync[1] > 0
             if rank == 0 and (done or args.texnet_snapshot_every and step % args.texnet_snapshot_every == 0):
-                save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
+                generator_checkpoint.save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
                 # drawn as `texnet.py sample` draws, a lattice at its own period: the snapshot shows what a sample would
                 s = args.texnet_size
                 with torch.no_grad():
