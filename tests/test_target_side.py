@@ -61,6 +61,12 @@ def test_an_image_many_crops_wide_gets_a_note_naming_the_flag_and_a_small_one_is
     with Image.open(big) as im:
         shrunk = np.array(im.resize((64, 80), Image.Resampling.BICUBIC))
     assert torch.equal((whole * 255).round().byte(), torch.from_numpy(shrunk))
+    # a strip wider than the crop but shorter: kept whole, and the note says which side is short
+    strip = photograph(tmp_path / "strip.png", 40, 300)
+    args.full, args.target_side, args.image_size = False, 0, 64
+    assert load_target(str(strip), args, 32).shape == (40, 300)
+    assert f"{strip}: 300x40: its shorter side is under --image-size 64; using the whole image" in \
+        capsys.readouterr().err
 
 
 def test_a_colour_photograph_is_shrunk_in_colour(tmp_path):

@@ -62,7 +62,8 @@ def load_target(path, args, min_side):
     if not args.full and min(sh, sw) >= s:
         img = center_crop(img, s)
     elif not args.full:
-        tqdm.write(f"{path}: {sw}x{sh}{shrunk} is smaller than --image-size {s}; using the whole image", file=sys.stderr)
+        tqdm.write(f"{path}: {sw}x{sh}{shrunk}: its shorter side is under --image-size {s}; using the whole image",
+                   file=sys.stderr)
     if min(img.shape[-2:]) < min_side:
         raise DataError(f"{path}: {sw}x{sh}{shrunk} is too small for these layers (needs >= {min_side} px)")
     # a uniform target has no feature statistics to match: its Gram matrices are 0 and the relative loss
