@@ -333,6 +333,32 @@ def test_warmup_raises_the_learning_rate_linearly_then_holds_it(capsys):
     assert e.value.code == 2 and "argument --texnet-warmup: must be >= 0, got -1" in capsys.readouterr().err
 
 
+def test_the_polish_trains_on_the_statistic_alone_over_the_last_steps_or_the_end_of_the_time_budget(
+        firsts, tmp_path, monkeypatch, capsys):
+    seen, real = [], generator_training.step_loss
+
+    def spy(g, objs, args, step, *rest):
+        seen.append(objs)
+        return real(g, objs, args, step, *rest)
+    monkeypatch.setattr(generator_training, "step_loss", spy)
+    train(firsts[:1], tmp_path / "a", "--texnet-steps", 4, "--texnet-polish-steps", 2)
+    first, last = seen[0], seen[-1]
+    assert [o is first for o in seen] == [True, True, False, False]
+    x = torch.rand(1, 1, 32, 32)
+    assert any(k.startswith("gcd:") for k in first[0](x)[1]) and not any("gcd" in k for k in last[0](x)[1])
+    # under --time-budget 45 (a clock at 10 s a step) the polish takes the budget's last half from step 3
+    seen.clear()
+    clock = iter(range(0, 10 ** 6, 10))
+    monkeypatch.setattr(generator_training.time, "perf_counter", lambda: next(clock))
+    train(firsts[:1], tmp_path / "b", "--texnet-steps", 10, "--texnet-polish-steps", 5, "--time-budget", 45)
+    assert [o is seen[0] for o in seen] == [True, True, True, False, False]
+    for flags, message in ((["--texnet-loss", "gram"], "--texnet-polish-steps applies to --texnet-loss gram+gcd or"),
+                           (["--texnet-steps", "5"], "--texnet-polish-steps 5: must be below --texnet-steps 5")):
+        with pytest.raises(SystemExit):
+            generator_training.parse(["train", "x.png", "--texnet-polish-steps", "5", *flags])
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("norm", ["batch", "instance"])
 @pytest.mark.parametrize("classes", [1, 2])
 def test_calibrated_eval_equals_training_mode_on_the_calibration_sample(norm, classes):

@@ -106,6 +106,11 @@ def parse(argv=None, doc=__doc__):
             train.error(problem)
         if problem := joint_waves(args, given):
             train.error(problem)
+        if "texnet_polish_steps" in given and args.texnet_polish_steps and "+" not in args.texnet_loss:
+            train.error("--texnet-polish-steps applies to --texnet-loss gram+gcd or swd+gcd only (it leaves out the gcd)")
+        if args.texnet_polish_steps >= args.texnet_steps:
+            train.error(f"--texnet-polish-steps {args.texnet_polish_steps}: must be below --texnet-steps "
+                        f"{args.texnet_steps}, which it is the last part of")
         if args.texnet_size % 2 ** (args.texnet_scales - 1):
             raise SystemExit(f"--texnet-size {args.texnet_size}: must be a multiple of {2 ** (args.texnet_scales - 1)}"
                              f" with --texnet-scales {args.texnet_scales}")
@@ -205,16 +210,25 @@ def train_one(job, net, args, device, dtype, rank, world):
     # does not wrap around, else the spectrum term takes the jumps between its edges for the target's
     # low frequencies and the samples came out without them (grid1's shading)
     objs = objectives(net, job["targets"], (args.texnet_size,) * 2, args, tile=not g.waves)
+    # the polish: the statistic alone, whose drift takes away the stretches the correspondence term copied
+    polish = objectives(net, job["targets"], (args.texnet_size,) * 2,
+                        argparse.Namespace(**{**vars(args), "loss": args.loss.split("+")[0]}), tile=not g.waves) \
+        if args.texnet_polish_steps else objs
     ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
     bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
     t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave
+    # the polish is the last part of the steps, or of --time-budget when that stops training first
+    polishing, budget_left = False, args.time_budget * (1 - args.texnet_polish_steps / args.texnet_steps)
     try:
         while step < args.texnet_steps:
-            loss = step_loss(ddp, objs, args, step, rank, world, device, dtype)
+            polishing = polishing or step >= args.texnet_steps - args.texnet_polish_steps
+            loss = step_loss(ddp, polish if polishing else objs, args, step, rank, world, device, dtype)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            over = args.time_budget and time.perf_counter() - t0 > args.time_budget or stop.signum is not None
-            sync = torch.tensor([loss.item(), float(bool(over))])
+            elapsed = time.perf_counter() - t0
+            over = args.time_budget and elapsed > args.time_budget or stop.signum is not None
+            late = args.texnet_polish_steps and args.time_budget and elapsed > budget_left
+            sync = torch.tensor([loss.item(), float(bool(over)), float(bool(late))])  # every process switches at once
             if world > 1:
                 dist.all_reduce(sync)
             if not math.isfinite(sync[0]):
@@ -227,6 +241,7 @@ def train_one(job, net, args, device, dtype, rank, world):
             bar.update()
             bar.set_postfix(loss=f"{curve[-1]:.4g}")
             done = step == args.texnet_steps or sync[1] > 0
+            polishing = polishing or bool(sync[2] > 0)
             if rank == 0 and (done or args.texnet_snapshot_every and step % args.texnet_snapshot_every == 0):
                 generator_checkpoint.save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
                 # drawn as `texnet.py sample` draws, a lattice at its own period: the snapshot shows what a sample would
