@@ -137,7 +137,7 @@ class Hyperparams:
     texnet_lr: float = 0.01  # Adam learning rate of the generator (its peak with --texnet-schedule cosine)
     texnet_schedule: str = "constant"  # constant|cosine: the learning rate held, or decayed to 0 along a half cosine over --texnet-steps
     texnet_warmup: int = 100  # steps over which the learning rate rises linearly to --texnet-lr: Adam's first step moves every weight by the full rate, and the loss jumped after it (0: none; docs/texnet.md)
-    texnet_polish_steps: int = 0  # the last this many of --texnet-steps train on the statistic alone (gram of gram+gcd), as gen.py's polish follows its refinement: 100 brought the brick's copies down to gen.py's over three training seeds, not yet measured on every target (0: none; docs/texnet.md)
+    texnet_polish_steps: int = 0  # the last this many of --texnet-steps train on the statistic alone (gram of gram+gcd), as gen.py's polish follows its refinement: 100 brought the brick's copies down to gen.py's over three training seeds but bends a grid's lines (0: none; docs/texnet.md)
     texnet_batch: int = 4  # samples per step (per process under torchrun)
     texnet_size: int = 128  # side of the training samples, a multiple of 2**(scales-1)
     texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
