@@ -142,11 +142,11 @@ def jobs(args, least):
              "dir": generator_dir(args.texnet_dir, [p["dir"] for p in g])} for g in groups]
 
 
-def objectives(net, targets, size, args, tile=True):
+def objectives(net, targets, size, args, tile=True, loss=None):
     """optimize.objective for each target, with gen.py's options and circular padding (samples are
-    periodic; `tile=False` for the centre of a sample, which is not): evaluate(x) -> (loss per
-    image, parts) against that target."""
-    opts = Options.from_args(argparse.Namespace(**vars(args), tile=tile), net.names)
+    periodic; `tile=False` for the centre of a sample, which is not), and args.loss unless `loss` is
+    given: evaluate(x) -> (loss per image, parts) against that target."""
+    opts = Options.from_args(argparse.Namespace(**{**vars(args), "tile": tile, "loss": loss or args.loss}), net.names)
     return [objective(net, [t], size, opts) for t in targets]
 
 
@@ -211,9 +211,8 @@ def train_one(job, net, args, device, dtype, rank, world):
     # low frequencies and the samples came out without them (grid1's shading)
     objs = objectives(net, job["targets"], (args.texnet_size,) * 2, args, tile=not g.waves)
     # the polish: the statistic alone, whose drift takes away the stretches the correspondence term copied
-    polish = objectives(net, job["targets"], (args.texnet_size,) * 2,
-                        argparse.Namespace(**{**vars(args), "loss": args.loss.split("+")[0]}), tile=not g.waves) \
-        if args.texnet_polish_steps else objs
+    polish = objectives(net, job["targets"], (args.texnet_size,) * 2, args, tile=not g.waves,
+                        loss=args.loss.split("+")[0]) if args.texnet_polish_steps else objs
     ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
     bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
     t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave
