@@ -137,7 +137,7 @@ class Hyperparams:
     texnet_lr: float = 0.01  # Adam learning rate of the generator (its peak with --texnet-schedule cosine)
     texnet_schedule: str = "constant"  # constant|cosine: the learning rate held, or decayed to 0 along a half cosine over --texnet-steps
     texnet_warmup: int = 100  # steps over which the learning rate rises linearly to --texnet-lr: Adam's first step moves every weight by the full rate, and the loss jumped after it (0: none; docs/texnet.md)
-    texnet_polish_steps: int = 0  # the last this many of --texnet-steps train on the statistic alone (gram of gram+gcd), as gen.py's polish follows its refinement: 100 brought the brick's copies down to gen.py's over three training seeds but bends a grid's lines (0: none; docs/texnet.md)
+    texnet_polish: float = 0.1  # the last this share of --texnet-steps (or of --time-budget, when that stops training first) trains on the statistic alone (gram of gram+gcd), as gen.py's polish follows its refinement: it brought the brick's copies down to gen.py's; a generator with plane waves trains without it, which bends a lattice's lines (0: none; docs/texnet.md)
     texnet_batch: int = 4  # samples per step (per process under torchrun)
     texnet_size: int = 128  # side of the training samples, a multiple of 2**(scales-1)
     texnet_scales: int = 5  # noise scales; the coarsest is 2**(scales-1) times smaller than the output
@@ -185,7 +185,7 @@ CHOICES = {
 # Numeric fields that may be zero; every other number must be positive.
 ZERO_OK = {"seed", "target_side", "workers", "weight_decay", "warmup_epochs", "texnet_warmup", "time_budget", "snapshot_every", "spectrum_weight", "levels",
            "stop_tolerance", "gen_lr", "bench_orig_seconds", "occurrence", "refine_steps", "occurrence_hold", "polish_steps",
-           "fine_refine_steps", "fine_polish_steps", "short_from", "short_refine_steps", "texnet_snapshot_every", "texnet_waves", "texnet_polish_steps", "texnet_spectrum_weight", "chroma_share", "bench_batch_targets",
+           "fine_refine_steps", "fine_polish_steps", "short_from", "short_refine_steps", "texnet_snapshot_every", "texnet_waves", "texnet_polish", "texnet_spectrum_weight", "chroma_share", "bench_batch_targets",
            "sample_temper", "sample_fill", "fidelity_steps"}
 # --gen-lr 0: each optimiser's own step size (Adam diverges at L-BFGS's 1, L-BFGS crawls at Adam's 0.02).
 GEN_LR = {"lbfgs": 1.0, "adam": 0.02}
@@ -214,7 +214,7 @@ def _checked(name, kind):
         value = kind(text)
         if kind in (int, float) and (value < 0 or (value == 0 and name not in ZERO_OK)):
             raise argparse.ArgumentTypeError(f"must be {'>= 0' if name in ZERO_OK else '> 0'}, got {text}")
-        if name == "test_fraction" and not value < 1:
+        if name in ("test_fraction", "texnet_polish") and not value < 1:
             raise argparse.ArgumentTypeError(f"must be below 1, got {text}")
         if name == "chroma_share" and value > 1:
             raise argparse.ArgumentTypeError(f"must be at most 1, got {text}")

@@ -333,7 +333,7 @@ def test_warmup_raises_the_learning_rate_linearly_then_holds_it(capsys):
     assert e.value.code == 2 and "argument --texnet-warmup: must be >= 0, got -1" in capsys.readouterr().err
 
 
-def test_the_polish_trains_on_the_statistic_alone_over_the_last_steps_or_the_end_of_the_time_budget(
+def test_the_polish_trains_on_the_statistic_alone_over_the_last_share_of_the_steps_or_of_the_time_budget(
         firsts, tmp_path, monkeypatch, capsys):
     seen, real = [], generator_training.step_loss
 
@@ -341,21 +341,36 @@ def test_the_polish_trains_on_the_statistic_alone_over_the_last_steps_or_the_end
         seen.append(objs)
         return real(g, objs, args, step, *rest)
     monkeypatch.setattr(generator_training, "step_loss", spy)
-    train(firsts[:1], tmp_path / "a", "--texnet-steps", 4, "--texnet-polish-steps", 2)
+    train(firsts[:1], tmp_path / "a", "--texnet-steps", 4, "--texnet-polish", 0.5)
     first, last = seen[0], seen[-1]
     assert [o is first for o in seen] == [True, True, False, False]
     x = torch.rand(1, 1, 32, 32)
     assert any(k.startswith("gcd:") for k in first[0](x)[1]) and not any("gcd" in k for k in last[0](x)[1])
+    seen.clear()  # the default: the last tenth
+    train(firsts[:1], tmp_path / "d", "--texnet-steps", 10)
+    assert [o is seen[0] for o in seen] == [True] * 9 + [False]
+    # a lattice's generator (plane waves) trains without it, and says so
+    seen.clear()
+    stripes = 0.5 + 0.4 * torch.cos(2 * math.pi * 4 * torch.arange(32.0) / 32).expand(32, 32)
+    png = tmp_path / "stripes" / "stripes-a-p001.png"
+    png.parent.mkdir()
+    Image.fromarray((stripes * 255).round().byte().numpy()).save(png)
+    train([str(png)], tmp_path / "w", "--texnet-steps", 4, "--texnet-polish", 0.5)
+    assert sampling.load(tmp_path / "w" / "stripes" / "texnet.pt")[0].waves and [o is seen[0] for o in seen] == [True] * 4
+    assert "stripes: plane waves: trained without --texnet-polish, which bends a lattice's lines" in capsys.readouterr().out
+    assert json.load(open(tmp_path / "w" / "stripes" / "args.json"))["texnet_polish"] == 0
     # under --time-budget 45 (a clock at 10 s a step) the polish takes the budget's last half from step 3
     seen.clear()
     clock = iter(range(0, 10 ** 6, 10))
     monkeypatch.setattr(generator_training.time, "perf_counter", lambda: next(clock))
-    train(firsts[:1], tmp_path / "b", "--texnet-steps", 10, "--texnet-polish-steps", 5, "--time-budget", 45)
+    train(firsts[:1], tmp_path / "b", "--texnet-steps", 10, "--texnet-polish", 0.5, "--time-budget", 45)
     assert [o is seen[0] for o in seen] == [True, True, True, False, False]
-    for flags, message in ((["--texnet-loss", "gram"], "--texnet-polish-steps applies to --texnet-loss gram+gcd or"),
-                           (["--texnet-steps", "5"], "--texnet-polish-steps 5: must be below --texnet-steps 5")):
+    # a loss without the correspondence term has no polish: the default becomes 0, an explicit share an error
+    assert generator_training.parse(["train", "x.png", "--texnet-loss", "gram"]).texnet_polish == 0
+    for flags, message in ((["--texnet-loss", "gram"], "--texnet-polish applies to --texnet-loss gram+gcd or"),
+                           ([], "argument --texnet-polish: must be below 1, got 1")):
         with pytest.raises(SystemExit):
-            generator_training.parse(["train", "x.png", "--texnet-polish-steps", "5", *flags])
+            generator_training.parse(["train", "x.png", "--texnet-polish", "1" if not flags else "0.5", *flags])
         assert message in capsys.readouterr().err
 
 

@@ -73,6 +73,17 @@ def fill_without_temper(args, given):
     args.sample_fill = 0.0
 
 
+def polish_without_gcd(args, given):
+    """The polish leaves out the correspondence term, so a loss without one has none: args.texnet_polish
+    becomes 0 (the recorded settings say so); the problem with an explicit non-zero --texnet-polish (in
+    `given`), else None."""
+    if "+" in args.texnet_loss:
+        return None
+    if "texnet_polish" in given and args.texnet_polish:
+        return "--texnet-polish applies to --texnet-loss gram+gcd or swd+gcd only (it leaves out the gcd)"
+    args.texnet_polish = 0.0
+
+
 def parse(argv=None, doc=__doc__):
     """texnet.py's command line (train or sample) parsed and checked; `doc`: the --help text."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,11 +117,8 @@ def parse(argv=None, doc=__doc__):
             train.error(problem)
         if problem := joint_waves(args, given):
             train.error(problem)
-        if "texnet_polish_steps" in given and args.texnet_polish_steps and "+" not in args.texnet_loss:
-            train.error("--texnet-polish-steps applies to --texnet-loss gram+gcd or swd+gcd only (it leaves out the gcd)")
-        if args.texnet_polish_steps >= args.texnet_steps:
-            train.error(f"--texnet-polish-steps {args.texnet_polish_steps}: must be below --texnet-steps "
-                        f"{args.texnet_steps}, which it is the last part of")
+        if problem := polish_without_gcd(args, given):
+            train.error(problem)
         if args.texnet_size % 2 ** (args.texnet_scales - 1):
             raise SystemExit(f"--texnet-size {args.texnet_size}: must be a multiple of {2 ** (args.texnet_scales - 1)}"
                              f" with --texnet-scales {args.texnet_scales}")
@@ -204,6 +212,10 @@ def train_one(job, net, args, device, dtype, rank, world):
     every --texnet-snapshot-every steps and at the end (process 0)."""
     torch.manual_seed(args.seed)  # every process starts from the same weights
     g, opt, step, curve, seconds = start(job, args, device)
+    if g.waves and args.texnet_polish:  # without the correspondence term a lattice's lines bend (docs/texnet.md)
+        if rank == 0:
+            tqdm.write(f"{job['dir']}: plane waves: trained without --texnet-polish, which bends a lattice's lines")
+        args = argparse.Namespace(**{**vars(args), "texnet_polish": 0.0})  # this job's recorded settings say so
     if rank == 0:
         outputs.save_args(args, os.path.join(job["dir"], "args.json"))
     # with plane waves the loss sees a sample's centre (step_loss): gen.py's loss for an image that
@@ -212,21 +224,22 @@ def train_one(job, net, args, device, dtype, rank, world):
     objs = objectives(net, job["targets"], (args.texnet_size,) * 2, args, tile=not g.waves)
     # the polish: the statistic alone, whose drift takes away the stretches the correspondence term copied
     polish = objectives(net, job["targets"], (args.texnet_size,) * 2, args, tile=not g.waves,
-                        loss=args.loss.split("+")[0]) if args.texnet_polish_steps else objs
+                        loss=args.loss.split("+")[0]) if args.texnet_polish else objs
     ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
     bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
     t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave
     # the polish is the last part of the steps, or of --time-budget when that stops training first
-    polishing, budget_left = False, args.time_budget * (1 - args.texnet_polish_steps / args.texnet_steps)
+    polishing, budget_left = False, args.time_budget * (1 - args.texnet_polish)
+    first_polished = args.texnet_steps - round(args.texnet_polish * args.texnet_steps)
     try:
         while step < args.texnet_steps:
-            polishing = polishing or step >= args.texnet_steps - args.texnet_polish_steps
+            polishing = polishing or step >= first_polished
             loss = step_loss(ddp, polish if polishing else objs, args, step, rank, world, device, dtype)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             elapsed = time.perf_counter() - t0
             over = args.time_budget and elapsed > args.time_budget or stop.signum is not None
-            late = args.texnet_polish_steps and args.time_budget and elapsed > budget_left
+            late = args.texnet_polish and args.time_budget and elapsed > budget_left
             sync = torch.tensor([loss.item(), float(bool(over)), float(bool(late))])  # every process switches at once
             if world > 1:
                 dist.all_reduce(sync)
