@@ -222,19 +222,22 @@ def train_one(job, net, args, device, dtype, rank, world):
     # does not wrap around, else the spectrum term takes the jumps between its edges for the target's
     # low frequencies and the samples came out without them (grid1's shading)
     objs = objectives(net, job["targets"], (args.texnet_size,) * 2, args, tile=not g.waves)
-    # the polish: the statistic alone, whose drift takes away the stretches the correspondence term copied
-    polish = objectives(net, job["targets"], (args.texnet_size,) * 2, args, tile=not g.waves,
-                        loss=args.loss.split("+")[0]) if args.texnet_polish else objs
     ddp = DistributedDataParallel(g, broadcast_buffers=False) if world > 1 else g
     bar = tqdm(total=args.texnet_steps, initial=step, desc=os.path.basename(job["dir"]), disable=rank != 0)
     t0, stop = time.perf_counter(), Stop()  # Ctrl-C/SIGTERM: save, then leave
     # the polish is the last part of the steps, or of --time-budget when that stops training first
-    polishing, budget_left = False, args.time_budget * (1 - args.texnet_polish)
+    polishing, late, budget_left = False, False, args.time_budget * (1 - args.texnet_polish)
     first_polished = args.texnet_steps - round(args.texnet_polish * args.texnet_steps)
     try:
         while step < args.texnet_steps:
-            polishing = polishing or step >= first_polished
-            loss = step_loss(ddp, polish if polishing else objs, args, step, rank, world, device, dtype)
+            if not polishing and (step >= first_polished or late):
+                # the polish: the statistic alone, whose drift takes away the stretches the correspondence
+                # term copied; its objectives (a network copy and the target's features) replace the
+                # training's, built only when a step needs them
+                polishing = True
+                objs = objectives(net, job["targets"], (args.texnet_size,) * 2, args, tile=not g.waves,
+                                  loss=args.loss.split("+")[0])
+            loss = step_loss(ddp, objs, args, step, rank, world, device, dtype)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             elapsed = time.perf_counter() - t0
@@ -253,7 +256,7 @@ def train_one(job, net, args, device, dtype, rank, world):
             bar.update()
             bar.set_postfix(loss=f"{curve[-1]:.4g}")
             done = step == args.texnet_steps or sync[1] > 0
-            polishing = polishing or bool(sync[2] > 0)
+            late = bool(sync[2] > 0)
             if rank == 0 and (done or args.texnet_snapshot_every and step % args.texnet_snapshot_every == 0):
                 generator_checkpoint.save(g, opt, job, args, step, curve, seconds + time.perf_counter() - t0)
                 # drawn as `texnet.py sample` draws, a lattice at its own period: the snapshot shows what a sample would
